@@ -1,0 +1,47 @@
+# raftkv — every entry point a newcomer or CI needs. Everything installs into .venv from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SIM_SEEDS ?= 1..300
+SIM_LONG_SEEDS ?= 1..10000
+
+.PHONY: setup demo test lint typecheck unit sim-sweep sim-long bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## The main job: a simulated 3-node cluster under faults, printing a summary of the run.
+demo: setup
+	$(PY) -m raftkv.sim --seed 1 --nodes 3 --verbose-summary
+
+## Everything CI runs: lint, strict typing of the pure packages, unit + scenario tests, a simulator sweep.
+test: setup lint typecheck unit sim-sweep
+
+lint: setup
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup
+	$(PY) -m pytest
+
+sim-sweep: setup
+	$(PY) -m raftkv.sim --seeds $(SIM_SEEDS)
+
+## The long run (not in CI): 10,000+ random seeds.
+sim-long: setup
+	$(PY) -m raftkv.sim --seeds $(SIM_LONG_SEEDS) --jobs 2
+
+bench: setup
+	$(PY) bench/core_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

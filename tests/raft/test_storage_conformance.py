@@ -1,0 +1,142 @@
+"""One conformance suite for every ``LogStorage`` implementation.
+
+Each backend registers a factory in ``BACKENDS``: ``make(tmp_path)`` returns a fresh storage and
+``reopen(storage, tmp_path)`` returns the storage as a restarted process would see it after ``sync()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raftkv.raft.errors import Compacted, InvariantViolation, Unavailable
+from raftkv.raft.storage import LogStorage, MemoryStorage
+from raftkv.raft.types import Entry, HardState, Index, NodeId, Term
+
+
+@dataclass
+class Backend:
+    make: Callable[[Path], Any]
+    reopen: Callable[[Any, Path], Any]
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend(make=lambda _p: MemoryStorage(), reopen=lambda s, _p: s),
+}
+
+try:  # the durable write-ahead log registers itself once it exists
+    from raftkv.storage.wal import WAL
+
+    def _close_and_reopen(storage: Any, path: Path) -> Any:
+        storage.close()
+        return WAL.open(path / "wal")
+
+    BACKENDS["wal"] = Backend(make=lambda p: WAL.open(p / "wal"), reopen=_close_and_reopen)
+except ImportError:  # pragma: no cover - before the storage package lands
+    pass
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return BACKENDS[request.param]
+
+
+def ents(first: int, terms: list[int], payload: str = "") -> list[Entry]:
+    return [Entry(Term(t), Index(first + k), f"{payload}{first + k}".encode()) for k, t in enumerate(terms)]
+
+
+def test_empty_storage(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    hs, snap = s.initial_state()
+    assert hs == HardState()
+    assert snap.index == 0
+    assert s.first_index() == 1
+    assert s.last_index() == 0
+    assert s.term(Index(0)) == 0
+    with pytest.raises(Unavailable):
+        s.term(Index(1))
+
+
+def test_append_and_read(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 2, 3]))
+    assert (s.first_index(), s.last_index()) == (1, 4)
+    assert [s.term(Index(i)) for i in range(0, 5)] == [0, 1, 1, 2, 3]
+    assert s.entries(Index(2), Index(4)) == ents(1, [1, 1, 2, 3])[1:3]
+    with pytest.raises(Unavailable):
+        s.entries(Index(2), Index(6))
+
+
+def test_entries_respect_max_bytes_but_return_at_least_one(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append([Entry(Term(1), Index(i), b"x" * 100) for i in range(1, 11)])
+    assert len(s.entries(Index(1), Index(11), max_bytes=1)) == 1
+    three = s.entries(Index(1), Index(11), max_bytes=3 * 116)
+    assert [e.index for e in three] == [1, 2, 3]
+
+
+def test_append_overwrites_conflicting_suffix(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 1, 1, 1], "old"))
+    s.append(ents(3, [2, 2], "new"))
+    assert s.last_index() == 4
+    got = s.entries(Index(1), Index(5))
+    assert got == ents(1, [1, 1], "old") + ents(3, [2, 2], "new")
+
+
+def test_append_must_be_contiguous(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1]))
+    with pytest.raises(InvariantViolation):
+        s.append(ents(4, [1]))
+
+
+def test_hard_state_and_log_survive_reopen(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 2, 2]))
+    s.set_hard_state(HardState(Term(2), NodeId(3), Index(2)))
+    s.sync()
+    s = backend.reopen(s, tmp_path)
+    hs, _ = s.initial_state()
+    assert hs == HardState(Term(2), NodeId(3), Index(2))
+    assert s.entries(Index(1), Index(4)) == ents(1, [1, 2, 2])
+
+
+def test_overwrite_survives_reopen(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 1, 1], "old"))
+    s.append(ents(2, [3], "new"))
+    s.sync()
+    s = backend.reopen(s, tmp_path)
+    assert s.last_index() == 2
+    assert s.entries(Index(1), Index(3)) == ents(1, [1], "old") + ents(2, [3], "new")
+
+
+def test_compaction_keeps_boundary_term(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 2, 2, 3]))
+    s.compact(Index(3))
+    assert (s.first_index(), s.last_index()) == (4, 5)
+    assert s.term(Index(3)) == 2
+    with pytest.raises(Compacted):
+        s.term(Index(2))
+    with pytest.raises(Compacted):
+        s.entries(Index(3), Index(5))
+    assert s.entries(Index(4), Index(6)) == ents(1, [1, 1, 2, 2, 3])[3:]
+    s.append(ents(6, [3]))
+    s.sync()
+    s = backend.reopen(s, tmp_path)
+    assert (s.first_index(), s.last_index()) == (4, 6)
+    assert s.term(Index(3)) == 2
+
+
+def test_cannot_overwrite_compacted_entries(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 1]))
+    s.compact(Index(2))
+    with pytest.raises(InvariantViolation):
+        s.append(ents(2, [2]))
