@@ -1,0 +1,70 @@
+"""Configuration of one consensus core.
+
+The defaults follow DESIGN.md's timing (a 10 ms tick in the runtime): heartbeat every 5 ticks, election timeout
+drawn from [15, 30) ticks — the Raft paper's recommended 150–300 ms (§9.3). Randomness comes from ``rng``, a
+``random.Random`` the caller seeds, so the core stays deterministic (the simulator depends on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from raftkv.raft.types import Index, NodeId
+
+
+class RandomSource(Protocol):
+    """What the core needs of a random generator (``random.Random`` fits). Injected, so runs replay."""
+
+    def randrange(self, start: int, stop: int, /) -> int: ...
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the accepted range."""
+
+
+@dataclass(slots=True)
+class RaftConfig:
+    """Settings for :class:`~raftkv.raft.node.RaftNode`. Validated by :meth:`validate`."""
+
+    id: NodeId
+    voters: tuple[NodeId, ...]
+    rng: RandomSource = field(repr=False)
+    election_ticks: int = 15
+    """Minimum election timeout, in ticks. The timeout is drawn from [election_ticks, election_ticks + jitter)."""
+    election_jitter_ticks: int | None = None
+    """Width of the random range; ``None`` means ``election_ticks`` (so the range is [e, 2e), §5.2)."""
+    heartbeat_ticks: int = 5
+    pre_vote: bool = True
+    """Dissertation §9.6: campaign only after a pre-vote round shows the node could win."""
+    check_quorum: bool = True
+    """A leader steps down when it has not heard from a quorum within an election timeout (dissertation §6.2),
+    and followers that heard from a leader recently ignore vote requests (dissertation §4.2.3)."""
+    max_msg_entries: int = 1024
+    max_msg_bytes: int = 1 << 20
+    max_inflight_msgs: int = 256
+    """Bound on in-flight AppendEntries per follower in replicate mode (flow control)."""
+    applied: Index = Index(0)
+    """Last index the state machine has already applied (it persists its own progress); never re-delivered."""
+
+    def validate(self) -> None:
+        if self.id <= 0:
+            raise ConfigError(f"node id must be a positive integer, got {self.id}")
+        if len(set(self.voters)) != len(self.voters):
+            raise ConfigError(f"voters contain duplicates: {sorted(self.voters)}")
+        if self.id not in self.voters:
+            raise ConfigError(f"node id {self.id} is not among the voters {sorted(self.voters)}")
+        if any(v <= 0 for v in self.voters):
+            raise ConfigError(f"voter ids must be positive integers, got {sorted(self.voters)}")
+        if self.heartbeat_ticks < 1:
+            raise ConfigError(f"heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError(
+                f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks ({self.heartbeat_ticks})"
+            )
+        if self.election_jitter_ticks is not None and self.election_jitter_ticks < 1:
+            raise ConfigError(f"election_jitter_ticks must be >= 1, got {self.election_jitter_ticks}")
+        if self.max_msg_entries < 1 or self.max_msg_bytes < 1 or self.max_inflight_msgs < 1:
+            raise ConfigError("max_msg_entries, max_msg_bytes and max_inflight_msgs must all be >= 1")
+        if self.applied < 0:
+            raise ConfigError(f"applied must be >= 0, got {self.applied}")

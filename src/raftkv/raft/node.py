@@ -1,0 +1,679 @@
+"""``RaftNode``: one Raft server as a pure, deterministic state machine (after etcd-io/raft).
+
+Theory of operation
+-------------------
+The node does no I/O and reads no clock. Its driver (the simulator, or the asyncio runtime) feeds it:
+
+* ``tick()`` — one unit of logical time; elections and heartbeats are counted in ticks;
+* ``step(msg)`` — a message from a peer;
+* ``propose(data)`` / ``campaign()`` / ``transfer_leadership(to)`` — local requests;
+
+and collects its output with ``ready()``, performs it under the contract documented in ``ready.py``, then calls
+``advance()``. Given the same inputs in the same order and the same seeded ``rng``, a node makes the same
+decisions: this is what lets the simulator replay any run from its seed.
+
+Roles change only in ``_become_follower`` / ``_become_pre_candidate`` / ``_become_candidate`` /
+``_become_leader``; each role has its own step function (``_step_follower``, ``_step_candidate``,
+``_step_leader``) and tick function (``_tick_election``, ``_tick_heartbeat``). ``stop()`` moves the node to
+``Role.DEAD`` (the seed's Dead state), after which it ignores everything.
+
+Safety rules and where they live
+--------------------------------
+* §5.1 stale terms: ``step`` drops or answers (never acts on) a message from an older term; a newer term makes
+  the node a follower of that term first.
+* §5.2 one vote per term, persisted before it is sent: ``_handle_vote_request`` + ``Ready.messages_after_sync``.
+* §5.4.1 election restriction: ``RaftLog.is_up_to_date``.
+* §5.3 log matching and conflict truncation: ``RaftLog.maybe_append`` (never truncates on a stale append).
+* §5.4.2 commit only current-term entries by counting replicas: ``_maybe_commit``.
+* §10.2.1 the leader counts its own vote toward commit only once its write is durable: ``advance``.
+* Dissertation §9.6 pre-vote and §4.2.3/§6.2 check-quorum: ``_campaign``, ``_in_lease``, ``_tick_heartbeat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from raftkv.raft.config import RaftConfig
+from raftkv.raft.errors import NotLeader, ProposalDropped, invariant
+from raftkv.raft.log import RaftLog
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from raftkv.raft.progress import Inflights, Progress, ProgressState
+from raftkv.raft.quorum import VoteResult, committed_index, vote_result
+from raftkv.raft.ready import Ready, Role, SoftState
+from raftkv.raft.storage import LogStorage
+from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
+
+UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist"})
+"""Test-only switches that break one safety rule each, so tests can prove the simulator's checkers bite.
+
+* ``commit_old_term_entries``: count replicas of an old-term entry to commit it (the Figure 8 bug, §5.4.2).
+* ``vote_before_persist``: send a granted vote before the vote is durable (§5.2).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    match: Index
+    next: Index
+    state: str
+    inflight: int
+    recent_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: NodeId
+    role: Role
+    term: Term
+    vote: NodeId
+    leader: NodeId
+    commit: Index
+    applied: Index
+    first_index: Index
+    last_index: Index
+    progress: dict[NodeId, PeerStatus]
+    """Per-peer replication progress; only a leader has any."""
+    lead_transferee: NodeId
+
+
+class RaftNode:
+    """A single Raft participant. See the module docstring for the driver protocol."""
+
+    def __init__(self, config: RaftConfig, storage: LogStorage, unsafe: frozenset[str] = frozenset()) -> None:
+        config.validate()
+        invariant(unsafe <= UNSAFE_HOOKS, f"unknown unsafe hooks {sorted(unsafe - UNSAFE_HOOKS)}")
+        self._cfg = config
+        self._unsafe_commit_old = "commit_old_term_entries" in unsafe
+        self._unsafe_vote_early = "vote_before_persist" in unsafe
+        self.id = config.id
+        self.voters: tuple[NodeId, ...] = tuple(sorted(config.voters))
+        self.peers: tuple[NodeId, ...] = tuple(v for v in self.voters if v != self.id)
+        self._jitter = config.election_jitter_ticks or config.election_ticks
+
+        # Max bytes of committed entries handed out per Ready: restarts with long logs stay bounded in memory.
+        self.log = RaftLog(storage, config.applied, max_apply_bytes=max(config.max_msg_bytes, 64 << 20))
+        hard_state, _snapshot = storage.initial_state()
+        self.term: Term = hard_state.term
+        self.vote: NodeId = hard_state.vote
+        self.role = Role.FOLLOWER
+        self.leader: NodeId = NO_NODE
+
+        self.progress: dict[NodeId, Progress] = {}
+        self.votes: dict[NodeId, bool] = {}
+        self.lead_transferee: NodeId = NO_NODE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_ticks
+
+        self._msgs: list[Message] = []
+        self._msgs_after_sync: list[Message] = []
+        self._events: list[str] = []
+        self._pending_ready: Ready | None = None
+        self._prev_hard_state = HardState(self.term, self.vote, self.log.committed)
+        self._prev_soft_state = SoftState(self.role, self.leader, self.term)
+        self._need_bcast = False
+        """Leader: entries were proposed since the last flush; send them in the next ``ready()``."""
+        self._commit_dirty = False
+        """Leader: the commit index moved; tell followers in the next ``ready()`` even with no new entries."""
+
+        self._become_follower(self.term, NO_NODE)
+        self._events.append(
+            f"started at term {self.term} (vote {self.vote or 'none'}, commit {self.log.committed}, "
+            f"applied {self.log.applied}, last index {self.log.last_index()}) with voters "
+            f"{','.join(map(str, self.voters))}"
+        )
+
+    # ======================================================================================================
+    # Driver API
+    # ======================================================================================================
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        if self.role is Role.LEADER:
+            self._tick_heartbeat()
+        elif self.role is not Role.DEAD:
+            self._tick_election()
+
+    def campaign(self) -> None:
+        """Start an election now (with a pre-vote round first if enabled), as if the timeout had fired."""
+        if self.role in (Role.LEADER, Role.DEAD):
+            return
+        self._campaign(transfer=False)
+
+    def propose(self, data: bytes) -> Index:
+        """Append a command to the leader's log and return its index. Raises ``NotLeader`` elsewhere."""
+        return self.propose_batch((data,))
+
+    def propose_batch(self, datas: Sequence[bytes]) -> Index:
+        """Append several commands at consecutive indexes; returns the index of the first.
+
+        The entries are sent to followers at the next ``ready()``, so proposals made between two ``ready()``
+        calls travel together in one AppendEntries per follower.
+        """
+        if self.role is Role.DEAD:
+            raise ProposalDropped("the node is stopped")
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee != NO_NODE:
+            raise ProposalDropped(f"leadership is being transferred to node {self.lead_transferee}")
+        first = Index(self.log.last_index() + 1)
+        term = self.term
+        self.log.append([Entry(term, Index(first + k), d) for k, d in enumerate(datas)])
+        self._need_bcast = True
+        return first
+
+    def transfer_leadership(self, to: NodeId) -> None:
+        """Hand leadership to ``to`` (dissertation §3.10): catch it up, then tell it to campaign at once.
+
+        Proposals are refused while the transfer is under way; it is abandoned after an election timeout.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if to == self.id or to not in self.voters:
+            raise ValueError(f"cannot transfer leadership to node {to}: not another voter")
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        self._events.append(f"transferring leadership to {to}")
+        pr = self.progress[to]
+        if pr.match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, to))
+        else:
+            self._maybe_send_append(to, send_if_empty=True)
+
+    def step(self, msg: Message) -> None:
+        """Process one message from a peer."""
+        if self.role is Role.DEAD:
+            return
+        if msg.term > self.term:
+            if isinstance(msg, RequestVote):
+                if not msg.transfer and self._in_lease() and (self._cfg.check_quorum or msg.pre_vote):
+                    # Dissertation §4.2.3: a server that heard from a live leader within the minimum election
+                    # timeout ignores vote requests, so a returning partitioned node cannot depose it.
+                    return
+                if msg.pre_vote:
+                    # A pre-vote never changes anyone's term (§9.6); answer it from our current term.
+                    self._handle_vote_request(msg)
+                    return
+            if isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
+                pass  # a granted pre-vote echoes the term we would campaign in; it is not a newer term
+            else:
+                # §5.1: a newer term always comes first — including for a real vote request, which must be
+                # judged (and the vote recorded) at the candidate's term, never at our old one.
+                leader = msg.src if isinstance(msg, (AppendEntries, Heartbeat)) else NO_NODE
+                self._events.append(f"term {self.term} -> {msg.term}: {type(msg).__name__} from node {msg.src}")
+                self._become_follower(msg.term, leader)
+        elif msg.term < self.term:
+            self._answer_stale(msg)
+            return
+
+        if isinstance(msg, RequestVote):
+            self._handle_vote_request(msg)
+        elif self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(msg)
+        else:
+            self._step_candidate(msg)
+
+    def has_ready(self) -> bool:
+        """Whether ``ready()`` would return work. False while a Ready is awaiting ``advance()``."""
+        if self._pending_ready is not None or self.role is Role.DEAD:
+            return False
+        return bool(
+            self.log.unstable
+            or self._msgs
+            or self._msgs_after_sync
+            or self._events
+            or self._need_bcast
+            or self._commit_dirty
+            or self.log.has_next_committed()
+            or self._hard_state() != self._prev_hard_state
+            or self._soft_state() != self._prev_soft_state
+        )
+
+    def ready(self) -> Ready:
+        """Collect the work to do; see ``ready.py`` for the contract. Call ``advance()`` when done."""
+        invariant(self._pending_ready is None, "ready() called again before advance()")
+        self._flush_appends()
+        hs = self._hard_state()
+        prev = self._prev_hard_state
+        hard_state = hs if hs != prev else None
+        entries = tuple(self.log.unstable)
+        ss = self._soft_state()
+        rd = Ready(
+            hard_state=hard_state,
+            entries=entries,
+            committed_entries=tuple(self.log.next_committed_entries()),
+            messages=tuple(self._msgs),
+            messages_after_sync=tuple(self._msgs_after_sync),
+            must_sync=bool(entries) or hs.term != prev.term or hs.vote != prev.vote,
+            soft_state=ss if ss != self._prev_soft_state else None,
+            events=tuple(self._events),
+        )
+        self._msgs.clear()
+        self._msgs_after_sync.clear()
+        self._events.clear()
+        self._prev_hard_state = hs
+        self._prev_soft_state = ss
+        if self.role is not Role.DEAD:
+            self._pending_ready = rd
+        return rd
+
+    def advance(self) -> None:
+        """The last Ready was carried out: its entries are durable and its committed entries applied."""
+        rd = self._pending_ready
+        if rd is None:
+            return
+        self._pending_ready = None
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER:
+                # §10.2.1: only now does the leader's own copy count toward the commit quorum.
+                self.progress[self.id].maybe_update(self.log.stable_last_index())
+                if self._maybe_commit():
+                    self._commit_dirty = True
+        if rd.committed_entries:
+            self.log.applied_to(rd.committed_entries[-1].index)
+
+    def stop(self) -> None:
+        """Enter the Dead state: drop pending output and ignore every later call."""
+        self.role = Role.DEAD
+        self.leader = NO_NODE
+        self._msgs.clear()
+        self._msgs_after_sync.clear()
+        self._pending_ready = None
+
+    def status(self) -> Status:
+        progress: dict[NodeId, PeerStatus] = {}
+        if self.role is Role.LEADER:
+            for peer, pr in self.progress.items():
+                progress[peer] = PeerStatus(pr.match, pr.next, pr.state.value, len(pr.inflights), pr.recent_active)
+        return Status(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            vote=self.vote,
+            leader=self.leader,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            first_index=self.log.first_index(),
+            last_index=self.log.last_index(),
+            progress=progress,
+            lead_transferee=self.lead_transferee,
+        )
+
+    # ======================================================================================================
+    # Role transitions (the only places ``self.role`` changes, besides ``stop``)
+    # ======================================================================================================
+
+    def _reset(self, term: Term) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NO_NODE
+        self.leader = NO_NODE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.votes = {}
+        self.progress = {}
+        self.lead_transferee = NO_NODE
+        self._need_bcast = False
+        self._commit_dirty = False
+
+    def _reset_randomized_election_timeout(self) -> None:
+        # §5.2: a timeout drawn at random from [election_ticks, election_ticks + jitter) splits votes rarely.
+        e = self._cfg.election_ticks
+        self.randomized_election_timeout = e + self._cfg.rng.randrange(0, self._jitter)
+
+    def _become_follower(self, term: Term, leader: NodeId) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+
+    def _become_pre_candidate(self) -> None:
+        invariant(self.role is not Role.LEADER, "a leader cannot become a pre-candidate")
+        # The term and vote stay as they are: a pre-vote round changes nothing durable (§9.6).
+        self.role = Role.PRE_CANDIDATE
+        self.leader = NO_NODE
+        self.votes = {}
+        self.election_elapsed = 0
+        self._reset_randomized_election_timeout()
+
+    def _become_candidate(self) -> None:
+        invariant(self.role is not Role.LEADER, "a leader cannot become a candidate")
+        self._reset(Term(self.term + 1))
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def _become_leader(self) -> None:
+        invariant(self.role is Role.CANDIDATE, f"only a candidate can become leader, not a {self.role.value}")
+        granted = sorted(v for v, ok in self.votes.items() if ok)
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        last = self.log.last_index()
+        cap = self._cfg.max_inflight_msgs
+        for v in self.voters:
+            self.progress[v] = Progress(match=Index(0), next=Index(last + 1), inflights=Inflights(cap))
+        me = self.progress[self.id]
+        me.state = ProgressState.REPLICATE
+        me.match = self.log.stable_last_index()
+        me.recent_active = True
+        # §5.4.2/§8: a new leader commits entries of earlier terms only by committing one of its own; the no-op
+        # gives it one at once (and lets ReadIndex learn the commit index).
+        self.log.append([Entry(self.term, Index(last + 1), b"", EntryType.NOOP)])
+        self._need_bcast = True
+        self._events.append(f"became leader at term {self.term} with votes from {','.join(map(str, granted))}")
+
+    # ======================================================================================================
+    # Ticks
+    # ======================================================================================================
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self._campaign(transfer=False)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self._cfg.election_ticks:
+            self.election_elapsed = 0
+            if self._cfg.check_quorum and not self._quorum_active():
+                active = sorted(v for v, pr in self.progress.items() if pr.recent_active)
+                self._events.append(
+                    f"stepping down at term {self.term}: no quorum heard from within an election timeout "
+                    f"(active: {','.join(map(str, active))})"
+                )
+                self._become_follower(self.term, NO_NODE)
+                return
+            for v, pr in self.progress.items():
+                pr.recent_active = v == self.id
+            if self.lead_transferee != NO_NODE:
+                self._events.append(f"leadership transfer to {self.lead_transferee} timed out")
+                self.lead_transferee = NO_NODE
+        if self.heartbeat_elapsed >= self._cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        votes = {v: pr.recent_active for v, pr in self.progress.items()}
+        return vote_result(self.voters, votes) is VoteResult.WON
+
+    def _in_lease(self) -> bool:
+        """We heard from a leader within the minimum election timeout (it is very likely still alive)."""
+        return self.leader != NO_NODE and self.election_elapsed < self._cfg.election_ticks
+
+    # ======================================================================================================
+    # Elections
+    # ======================================================================================================
+
+    def _campaign(self, transfer: bool) -> None:
+        if self.id not in self.voters:
+            return
+        if self._cfg.pre_vote and not transfer:
+            self._become_pre_candidate()
+            self._events.append(f"election timeout: starting pre-vote for term {self.term + 1}")
+            self._request_votes(Term(self.term + 1), pre_vote=True, transfer=False)
+        else:
+            self._become_candidate()
+            why = "leadership transfer" if transfer else "election timeout"
+            self._events.append(f"starting election at term {self.term} ({why})")
+            self._request_votes(self.term, pre_vote=False, transfer=transfer)
+
+    def _request_votes(self, vote_term: Term, pre_vote: bool, transfer: bool) -> None:
+        self.votes[self.id] = True
+        if self._tally_votes():
+            return
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        for peer in self.peers:
+            self._send(RequestVote(vote_term, self.id, peer, last_index, last_term, pre_vote, transfer))
+
+    def _tally_votes(self) -> bool:
+        """Act on the vote count; True if the round is decided."""
+        result = vote_result(self.voters, self.votes)
+        if result is VoteResult.WON:
+            if self.role is Role.PRE_CANDIDATE:
+                self._become_candidate()
+                self._events.append(f"pre-vote won: starting election at term {self.term}")
+                self._request_votes(self.term, pre_vote=False, transfer=False)
+            else:
+                self._become_leader()
+            return True
+        if result is VoteResult.LOST:
+            rejected = sorted(v for v, ok in self.votes.items() if not ok)
+            what = "pre-vote" if self.role is Role.PRE_CANDIDATE else "election"
+            self._events.append(f"lost {what} at term {self.term}: rejected by {','.join(map(str, rejected))}")
+            self._become_follower(self.term, NO_NODE)
+            return True
+        return False
+
+    def _handle_vote_request(self, msg: RequestVote) -> None:
+        # §5.2: at most one vote per term (first come, first served), and none while a leader is known.
+        can_vote = (
+            self.vote == msg.src
+            or (self.vote == NO_NODE and self.leader == NO_NODE)
+            or (msg.pre_vote and msg.term > self.term)
+        )
+        # §5.4.1: only for a candidate whose log is at least as up to date as ours.
+        if can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term):
+            # A granted pre-vote answers with the candidate's term so it is not mistaken for a newer term.
+            reply = RequestVoteResponse(msg.term, self.id, msg.src, True, msg.pre_vote)
+            if msg.pre_vote:
+                self._send(reply)
+                return
+            self.election_elapsed = 0
+            self.vote = msg.src
+            self._events.append(f"granted vote to {msg.src} at term {self.term}")
+            if self._unsafe_vote_early:
+                self._msgs.append(reply)  # UNSAFE (test hook): the vote leaves before it is durable.
+            else:
+                self._send(reply)
+            return
+        self._send(RequestVoteResponse(self.term, self.id, msg.src, False, msg.pre_vote))
+
+    def _answer_stale(self, msg: Message) -> None:
+        """A message from an older term (§5.1): never act on it; answer only where that helps liveness."""
+        if isinstance(msg, (AppendEntries, Heartbeat)):
+            # With pre-vote/check-quorum a node may sit at a higher term than a live leader (it won a pre-vote
+            # but lost the election). Telling the leader our term makes it step down, so the cluster converges
+            # on one term instead of this node ignoring the leader forever.
+            if self._cfg.check_quorum or self._cfg.pre_vote:
+                self._send(AppendEntriesResponse(self.term, self.id, msg.src, Index(0), reject=True))
+        elif isinstance(msg, RequestVote) and msg.pre_vote:
+            # Rejecting with our term lets a pre-candidate that lags behind catch up on the term.
+            self._send(RequestVoteResponse(self.term, self.id, msg.src, False, True))
+
+    # ======================================================================================================
+    # Per-role step functions
+    # ======================================================================================================
+
+    def _step_follower(self, msg: Message) -> None:
+        if isinstance(msg, AppendEntries):
+            self.election_elapsed = 0
+            self.leader = msg.src
+            self._handle_append_entries(msg)
+        elif isinstance(msg, Heartbeat):
+            self.election_elapsed = 0
+            self.leader = msg.src
+            self._handle_heartbeat(msg)
+        elif isinstance(msg, TimeoutNow):
+            self._events.append(f"received TimeoutNow from {msg.src} at term {self.term}")
+            self._campaign(transfer=True)
+        # Replies addressed to a former leader or candidate self at this term are stale: ignore them.
+
+    def _step_candidate(self, msg: Message) -> None:
+        if isinstance(msg, (AppendEntries, Heartbeat)):
+            # A leader exists at our term (§5.2: "the candidate recognizes the leader as legitimate").
+            self._become_follower(self.term, msg.src)
+            self._step_follower(msg)
+        elif isinstance(msg, RequestVoteResponse):
+            if msg.pre_vote != (self.role is Role.PRE_CANDIDATE):
+                return  # a reply to the other kind of round: stale
+            self.votes[msg.src] = msg.granted
+            self._tally_votes()
+
+    def _step_leader(self, msg: Message) -> None:
+        if isinstance(msg, AppendEntriesResponse):
+            self._handle_append_response(msg)
+        elif isinstance(msg, HeartbeatResponse):
+            pr = self.progress.get(msg.src)
+            if pr is None:
+                return
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                # Appends may have been lost; free one slot so replication cannot stall forever.
+                pr.inflights.free_first_one()
+            if pr.match < self.log.last_index():
+                self._maybe_send_append(msg.src, send_if_empty=True)
+        elif isinstance(msg, (AppendEntries, Heartbeat)):
+            invariant(False, f"two leaders at term {self.term}: {self.id} and {msg.src}")
+
+    # ======================================================================================================
+    # Replication: follower side
+    # ======================================================================================================
+
+    def _handle_append_entries(self, msg: AppendEntries) -> None:
+        log = self.log
+        if msg.prev_index < log.committed:
+            # Everything up to our commit index is known to match (it is committed); say how far we are.
+            self._send(AppendEntriesResponse(self.term, self.id, msg.src, log.committed))
+            return
+        last_new, truncated_from = log.maybe_append(msg.prev_index, msg.prev_term, msg.commit, msg.entries)
+        if last_new is not None:
+            if truncated_from:
+                self._events.append(
+                    f"truncated conflicting entries from index {truncated_from} (leader {msg.src}, term {self.term})"
+                )
+            self._send(AppendEntriesResponse(self.term, self.id, msg.src, last_new))
+            return
+        # §5.3 consistency check failed; return a hint so the leader can skip a whole divergent term.
+        hint_index = Index(min(msg.prev_index, log.last_index()))
+        hint_index, hint_term = log.find_conflict_by_term(hint_index, msg.prev_term)
+        self._send(AppendEntriesResponse(self.term, self.id, msg.src, msg.prev_index, True, hint_index, hint_term))
+
+    def _handle_heartbeat(self, msg: Heartbeat) -> None:
+        # The leader caps the commit it sends at our match index, so our log holds and matches it.
+        self.log.commit_to(Index(min(msg.commit, self.log.last_index())))
+        self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.context))
+
+    # ======================================================================================================
+    # Replication: leader side
+    # ======================================================================================================
+
+    def _handle_append_response(self, msg: AppendEntriesResponse) -> None:
+        pr = self.progress.get(msg.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if msg.reject:
+            next_probe = msg.hint_index
+            if msg.hint_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
+            if pr.maybe_decr_to(msg.index, next_probe):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._maybe_send_append(msg.src, send_if_empty=True)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(msg.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_le(msg.index)
+        if self._maybe_commit():
+            self._commit_dirty = True
+        elif was_paused:
+            self._maybe_send_append(msg.src, send_if_empty=True)
+        while self._maybe_send_append(msg.src, send_if_empty=False):
+            pass
+        if msg.src == self.lead_transferee and pr.match == self.log.last_index():
+            self._events.append(f"node {msg.src} caught up: sending TimeoutNow")
+            self._send(TimeoutNow(self.term, self.id, msg.src))
+
+    def _maybe_commit(self) -> bool:
+        """Advance the commit index to what a quorum durably holds, if that entry is from this term.
+
+        §5.4.2 (Figure 8): an entry from an earlier term is never committed by counting its replicas; it is
+        committed indirectly, once an entry of the current term after it is.
+        """
+        match = {v: pr.match for v, pr in self.progress.items()}
+        index = committed_index(self.voters, match)
+        if index <= self.log.committed:
+            return False
+        if self.log.term_or_none(index) != self.term and not self._unsafe_commit_old:
+            return False
+        return self.log.commit_to(index)
+
+    def _maybe_send_append(self, to: NodeId, send_if_empty: bool) -> bool:
+        """Send the next AppendEntries to ``to`` if its flow control allows; False if nothing was sent."""
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev_index = Index(pr.next - 1)
+        prev_term = log.term_or_none(prev_index)
+        invariant(prev_term is not None, f"term of index {prev_index} unknown (snapshots not yet supported)")
+        assert prev_term is not None
+        last = log.last_index()
+        entries: list[Entry] = []
+        if pr.next <= last:
+            hi = Index(min(last + 1, pr.next + self._cfg.max_msg_entries))
+            entries = log.entries(pr.next, hi, self._cfg.max_msg_bytes)
+        if not entries and not send_if_empty:
+            return False
+        commit = log.committed
+        self._send(AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(entries), commit))
+        pr.sent_entries(Index(prev_index + len(entries)), len(entries))
+        return True
+
+    def _flush_appends(self) -> None:
+        """Send proposals accumulated since the last ``ready()``, and a changed commit index, to followers."""
+        if self.role is not Role.LEADER or not (self._need_bcast or self._commit_dirty):
+            return
+        send_if_empty = self._commit_dirty
+        for peer in self.peers:
+            sent = self._maybe_send_append(peer, send_if_empty)
+            while sent and self._maybe_send_append(peer, send_if_empty=False):
+                pass
+        self._need_bcast = False
+        self._commit_dirty = False
+
+    def _bcast_heartbeat(self) -> None:
+        committed = self.log.committed
+        for peer in self.peers:
+            pr = self.progress[peer]
+            self._send(Heartbeat(self.term, self.id, peer, Index(min(pr.match, committed))))
+
+    # ======================================================================================================
+    # Helpers
+    # ======================================================================================================
+
+    def _send(self, msg: Message) -> None:
+        # Only the leader's replication traffic may leave before this node's pending write is durable
+        # (§10.2.1); everything else promises something about our disk (a vote, an ack, a new term).
+        if self.role is Role.LEADER and isinstance(msg, (AppendEntries, Heartbeat, TimeoutNow)):
+            self._msgs.append(msg)
+        else:
+            self._msgs_after_sync.append(msg)
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(self.role, self.leader, self.term)

@@ -1,0 +1,136 @@
+"""The leader's view of each follower: ``match_index``/``next_index`` (Raft Figure 2) plus flow control.
+
+Theory of operation
+-------------------
+After etcd-io/raft's ``tracker`` package, a follower's progress is in one of three states:
+
+* ``PROBE``: the leader does not know where the follower's log agrees with its own. It sends one AppendEntries
+  at a time (``probe_sent``) and waits for the answer (or the next heartbeat reply) before sending another,
+  walking ``next_index`` back on rejections (§5.3).
+* ``REPLICATE``: the follower acknowledged an append, so the leader streams entries optimistically, advancing
+  ``next_index`` as it sends, with at most ``max_inflight_msgs`` unacknowledged appends (``Inflights``).
+* ``SNAPSHOT``: reserved for InstallSnapshot (the snapshot issue); sending is paused.
+
+Invariants: ``0 <= match_index < next_index``; in REPLICATE every index in ``inflights`` is ``< next_index``
+and the indexes are increasing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from raftkv.raft.types import Index
+
+
+class ProgressState(Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class Inflights:
+    """The last index of each unacknowledged AppendEntries sent in REPLICATE state, oldest first."""
+
+    __slots__ = ("_capacity", "_indexes")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._indexes: deque[Index] = deque()
+
+    def add(self, last_index: Index) -> None:
+        self._indexes.append(last_index)
+
+    def free_le(self, index: Index) -> None:
+        """Forget every append whose last entry is ``<= index`` (acknowledged, cumulatively)."""
+        q = self._indexes
+        while q and q[0] <= index:
+            q.popleft()
+
+    def free_first_one(self) -> None:
+        if self._indexes:
+            self._indexes.popleft()
+
+    def full(self) -> bool:
+        return len(self._indexes) >= self._capacity
+
+    def reset(self) -> None:
+        self._indexes.clear()
+
+    def __len__(self) -> int:
+        return len(self._indexes)
+
+
+@dataclass(slots=True)
+class Progress:
+    """Replication state of one peer, kept by the leader only."""
+
+    match: Index
+    next: Index
+    inflights: Inflights
+    state: ProgressState = ProgressState.PROBE
+    probe_sent: bool = False
+    """PROBE only: an append is outstanding; send no other until a reply or a heartbeat reply arrives."""
+    recent_active: bool = False
+    """Heard from since the last check-quorum round (dissertation §6.2)."""
+    pending_snapshot: Index = field(default=Index(0))
+
+    def become_probe(self) -> None:
+        # From REPLICATE the follower's state is unknown past match; restart just after it.
+        self.state = ProgressState.PROBE
+        self.next = Index(max(self.match + 1, self.pending_snapshot + 1))
+        self.pending_snapshot = Index(0)
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next = Index(self.match + 1)
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def maybe_update(self, index: Index) -> bool:
+        """Record an acknowledgement up to ``index``. Returns False (and changes nothing) for a stale one."""
+        updated = False
+        if self.match < index:
+            self.match = index
+            updated = True
+            self.probe_sent = False
+        if self.next < index + 1:
+            self.next = Index(index + 1)
+        return updated
+
+    def maybe_decr_to(self, rejected: Index, hint: Index) -> bool:
+        """Handle a rejection of the append whose ``prev_index`` was ``rejected``; False if it is stale.
+
+        In REPLICATE a rejection at or below ``match`` is an old, reordered reply. In PROBE only the answer to the
+        append we are waiting for (``prev_index == next - 1``) counts; ``hint`` (from the follower's conflict
+        hint) lets ``next`` jump back over a whole divergent term at once instead of one index per round trip.
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.next = Index(self.match + 1)
+            return True
+        if self.next - 1 != rejected:
+            return False
+        self.next = Index(max(min(rejected, hint + 1), self.match + 1))
+        self.probe_sent = False
+        return True
+
+    def sent_entries(self, last_index: Index, n_entries: int) -> None:
+        """Account for an AppendEntries just sent, whose last entry is ``last_index``."""
+        if self.state is ProgressState.REPLICATE:
+            if n_entries:
+                self.next = Index(last_index + 1)
+                self.inflights.add(last_index)
+        elif self.state is ProgressState.PROBE:
+            self.probe_sent = True
+
+    def is_paused(self) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        if self.state is ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True

@@ -1,0 +1,60 @@
+"""``Ready``: everything the core asks its driver to do, and the contract for doing it.
+
+The persistence contract (after etcd-io/raft; Raft dissertation §10.2.1)
+-----------------------------------------------------------------------
+For each ``Ready`` returned by ``RaftNode.ready()``, the driver must, in this order:
+
+1. **Persist.** Append ``entries`` to stable storage (overwriting any conflicting suffix), then save
+   ``hard_state`` if it is not None. If ``must_sync``, make both durable (fsync) before step 2b.
+2. **Send.**
+   a. ``messages`` may be sent at once, even while step 1 is still running: they are the leader's replication
+      traffic, and a leader may write its own log in parallel with its followers (§10.2.1). The leader counts
+      itself toward the commit quorum only after ``advance()`` tells it the write is durable.
+   b. ``messages_after_sync`` only once step 1 is durable: they promise something about this node's disk — a
+      granted vote (§5.2: ``votedFor`` is persisted before replying), an acknowledged append, a candidate's
+      vote request for a term it must not forget. Sending them earlier breaks safety after a crash.
+3. **Apply** ``committed_entries`` to the state machine, in order, exactly once. They may include entries
+   from this same Ready's ``entries``, which is why step 1 comes first.
+4. Call ``advance()``. Until then ``ready()`` may not be called again; ``step``/``tick``/``propose`` may.
+
+``events`` are human-readable decisions ("became leader at term 7 with votes from 1,3") for the driver's log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from raftkv.raft.messages import Message
+from raftkv.raft.types import Entry, HardState, NodeId, Term
+
+
+class Role(Enum):
+    """The roles of the Raft paper (§5.1), plus pre-candidate (§9.6) and the seed's Dead (stopped)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "precandidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting when it changes (not persisted)."""
+
+    role: Role
+    leader: NodeId
+    term: Term
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    committed_entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    messages_after_sync: tuple[Message, ...]
+    must_sync: bool
+    soft_state: SoftState | None
+    events: tuple[str, ...]

@@ -1,0 +1,1 @@
+"""The deterministic cluster simulator: many cores, one seed, every safety property checked."""

@@ -1,0 +1,165 @@
+"""The safety checker: Raft's properties (paper Figure 3), checked incrementally while the simulation runs.
+
+Theory of operation
+-------------------
+Checking every log against every other after every step would cost O(nodes² × log) per step. Instead each
+property is checked where it can first break, in O(1) or O(entries) per event:
+
+* **Election safety** (at most one leader per term): after every event, the node it touched, if leader, is
+  recorded as *the* leader of its term.
+* **Leader append-only**: while a node stays leader of one term, its last index never decreases and the term
+  at the last index seen never changes.
+* **Log matching**: every entry enters a log through a ``Ready``; when it does, ``(index, term)`` must map to
+  the same payload and the same predecessor term as everywhere else. By induction on the index this is the
+  full property (same index and term ⇒ identical prefixes).
+* **Leader completeness**: every entry committed in term T is in the log of every leader of a term > T. The
+  checker learns the term an entry was committed in exactly: only a leader commits by counting, and the
+  checker looks at a leader after every event that touches it. When a node becomes leader of term L, it must
+  hold every entry committed in a term < L. (A leader of an *older* term may appear late — a candidate paused
+  mid-election and resumed — and need not hold entries committed after its term.)
+* **State machine safety**: no two nodes apply different entries at one index (a global applied map).
+* **Applied = committed prefix**: each node applies indexes 1, 2, 3, ... in order, each at most its commit.
+* **Commit monotonic**: within one incarnation of a node, its commit index never decreases.
+
+A broken property raises :class:`SafetyViolation` at once, naming the property, the nodes and the index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raftkv.raft.node import RaftNode
+from raftkv.raft.ready import Ready, Role
+from raftkv.raft.types import Entry, EntryType, Index, NodeId, Term
+
+
+class SafetyViolation(AssertionError):
+    """A Raft safety property failed in the simulation."""
+
+
+@dataclass(slots=True)
+class _NodeView:
+    incarnation: int = -1
+    commit: Index = Index(0)
+    leader_term: Term = Term(0)
+    leader_last: Index = Index(0)
+    leader_last_term: Term | None = None
+    applied: Index = Index(0)
+
+
+@dataclass(slots=True)
+class Checker:
+    leaders: dict[Term, NodeId] = field(default_factory=dict)
+    entries: dict[tuple[Index, Term], tuple[bytes, EntryType, Term | None]] = field(default_factory=dict)
+    applied: list[Entry] = field(default_factory=list)
+    """``applied[i - 1]`` is the entry applied at index ``i`` (by whichever node applied it first)."""
+    committed: list[tuple[Term, Term]] = field(default_factory=list)
+    """``committed[i - 1]`` is ``(term of the entry at i, term of the leader that first committed it)``."""
+    views: dict[NodeId, _NodeView] = field(default_factory=dict)
+    checks: int = 0
+
+    def fail(self, prop: str, detail: str) -> None:
+        raise SafetyViolation(f"{prop} violated: {detail}")
+
+    def restarted(self, node: NodeId, incarnation: int) -> None:
+        """A node restarted with an empty state machine: it will re-apply from the start of its log."""
+        self.views[node] = _NodeView(incarnation=incarnation)
+
+    def after_event(self, node: NodeId, core: RaftNode) -> None:
+        """Cheap checks run after every event that touched ``node``."""
+        self.checks += 1
+        view = self.views.get(node)
+        if view is None:
+            view = self.views[node] = _NodeView()
+        log = core.log
+        commit = log.committed
+        prev_commit = view.commit
+        if commit < prev_commit:
+            self.fail("commit monotonic", f"node {node} commit went from {prev_commit} to {commit}")
+        view.commit = commit
+        if core.role is not Role.LEADER:
+            view.leader_term = Term(0)
+            return
+        term = core.term
+        other = self.leaders.setdefault(term, node)
+        if other != node:
+            self.fail("election safety", f"nodes {other} and {node} both became leader at term {term}")
+        committed = self.committed
+        for i in range(len(committed) + 1, commit + 1):
+            t = log.term_or_none(Index(i))
+            if t is None:
+                self.fail("leader completeness", f"leader {node} committed index {i} it does not hold")
+            assert t is not None
+            committed.append((t, term))
+        last = log.last_index()
+        if view.leader_term != term:
+            view.leader_term = term
+            view.leader_last = last
+            view.leader_last_term = log.term_or_none(last)
+            self._check_leader_completeness(node, core)
+            return
+        if last < view.leader_last or log.term_or_none(view.leader_last) != view.leader_last_term:
+            self.fail(
+                "leader append-only",
+                f"leader {node} at term {term} lost or rewrote index {view.leader_last} (last index now {last})",
+            )
+        if last != view.leader_last:
+            view.leader_last = last
+            view.leader_last_term = log.term_or_none(last)
+
+    def _check_leader_completeness(self, node: NodeId, core: RaftNode) -> None:
+        log = core.log
+        first = log.first_index()
+        term = core.term
+        for i in range(first, len(self.committed) + 1):
+            entry_term, commit_term = self.committed[i - 1]
+            if commit_term >= term:
+                continue
+            t = log.term_or_none(Index(i))
+            if t != entry_term:
+                self.fail(
+                    "leader completeness",
+                    f"node {node} became leader at term {term} without entry {i} (term {entry_term}) "
+                    f"committed at term {commit_term}; it has term {t} there",
+                )
+
+    def on_ready(self, node: NodeId, core: RaftNode, rd: Ready) -> None:
+        """Log matching: each entry entering a log agrees with every other copy of ``(index, term)``."""
+        if not rd.entries:
+            return
+        prev_term = core.log.term_or_none(Index(rd.entries[0].index - 1))
+        table = self.entries
+        for e in rd.entries:
+            key = (e.index, e.term)
+            record = (e.data, e.type, prev_term)
+            known = table.setdefault(key, record)
+            if known != record:
+                self.fail(
+                    "log matching",
+                    f"node {node} holds a different entry at index {e.index} term {e.term} "
+                    f"(or a different predecessor term: {prev_term} vs {known[2]})",
+                )
+            prev_term = e.term
+
+    def on_apply(self, node: NodeId, core: RaftNode, entries: tuple[Entry, ...]) -> None:
+        view = self.views.setdefault(node, _NodeView())
+        commit = core.log.committed
+        applied = self.applied
+        for e in entries:
+            if e.index != view.applied + 1:
+                self.fail(
+                    "applied = committed prefix",
+                    f"node {node} applied index {e.index} after {view.applied} (a gap or a repeat)",
+                )
+            if e.index > commit:
+                self.fail("applied = committed prefix", f"node {node} applied {e.index} beyond commit {commit}")
+            if e.index <= len(applied):
+                first = applied[e.index - 1]
+                if first.term != e.term or first.data != e.data or first.type != e.type:
+                    self.fail(
+                        "state machine safety",
+                        f"node {node} applied {e!r} at index {e.index} where another node applied {first!r}",
+                    )
+            else:
+                applied.append(e)
+            view.applied = e.index

@@ -1,0 +1,473 @@
+"""A simulated Raft cluster: N cores, a simulated clock, network and disk, all driven from one seed.
+
+Theory of operation
+-------------------
+Time is an integer number of simulated milliseconds. Everything that happens is an event in one heap ordered by
+``(time, sequence number)``: a node's tick, a message arriving, a disk write completing, a client request, a
+fault. The loop pops the next event, applies it to one core, then *pumps* that core: it takes its ``Ready`` and
+carries it out exactly as the contract in ``raftkv.raft.ready`` says a real driver must —
+
+1. ``messages`` go on the network at once (the leader's parallel write, §10.2.1);
+2. the entries and hard state are written to the node's simulated disk, which takes ``disk_latency_ms``;
+3. only when that write completes do ``messages_after_sync`` leave, committed entries get applied, and the core
+   is told ``advance()``.
+
+A crash discards the core (all volatile state) and any write in flight; optionally a *prefix* of that write
+survives (a torn write cut at a record boundary, which is what the write-ahead log's recovery leaves). A
+restart builds a new core from what the disk holds. A pause (SIGSTOP) freezes a node: its ticks stop and
+messages for it wait, then all arrive on resume.
+
+The same seed yields the same run: the only randomness is ``self.rng`` (and per-node generators derived from
+it), nothing iterates over hash-ordered sets of objects, and no wall clock is read. With ``trace=True`` every
+event is also recorded, so a test can compare two runs of one seed event by event.
+
+The :class:`~raftkv.sim.checker.Checker` runs after every event; a safety violation raises at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import cast
+
+from raftkv.raft.config import RaftConfig
+from raftkv.raft.errors import NotLeader, ProposalDropped
+from raftkv.raft.messages import Message
+from raftkv.raft.node import RaftNode
+from raftkv.raft.ready import Ready, Role
+from raftkv.raft.storage import MemoryStorage
+from raftkv.raft.types import NO_NODE, EntryType, Index, NodeId, Term
+from raftkv.sim.checker import Checker
+from raftkv.sim.network import LinkFaults, Network
+
+
+@dataclass(slots=True)
+class NodeSettings:
+    """Core settings every simulated node uses (ticks are ``tick_ms`` of simulated time)."""
+
+    tick_ms: int = 10
+    election_ticks: int = 15
+    election_jitter_ticks: int | None = None
+    heartbeat_ticks: int = 5
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_msg_entries: int = 64
+    max_inflight_msgs: int = 64
+    disk_latency_ms: tuple[int, int] = (0, 2)
+    """Range of the time a persist takes (a write plus fsync)."""
+    partial_writes: bool = True
+    """On a crash, let a random prefix of the in-flight write survive."""
+
+
+class ProposalState(Enum):
+    PENDING = "pending"
+    ACKED = "acked"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Proposal:
+    """A client command submitted to one node; acknowledged when that node applies it at its index."""
+
+    data: bytes
+    node: NodeId
+    incarnation: int
+    index: Index
+    term: Term
+    submitted_ms: int
+    state: ProposalState = ProposalState.PENDING
+    acked_ms: int = -1
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: NodeId
+    disk: MemoryStorage = field(default_factory=MemoryStorage)
+    core: RaftNode | None = None
+    incarnation: int = 0
+    paused: bool = False
+    writing: Ready | None = None
+    """A Ready whose write is in flight on the simulated disk."""
+    applied: list[tuple[Index, Term, bytes]] = field(default_factory=list)
+    """What this incarnation's state machine applied (NORMAL entries only), in order."""
+    applied_index: Index = Index(0)
+    held: list[Message] = field(default_factory=list)
+    """Messages that arrived while paused, delivered on resume (like a socket buffer)."""
+    tick_token: int = 0
+    """Identifies the live tick chain; a tick event carrying an older token is ignored (pause/resume)."""
+    write_token: int = 0
+    """Identifies the write in flight; a completion carrying an older token is ignored."""
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+
+# Event kinds (small ints keep the heap tuples cheap to compare).
+_TICK, _DELIVER, _PERSISTED, _CALL = range(4)
+
+
+class Cluster:
+    """A deterministic simulated cluster. See the module docstring."""
+
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int = 1,
+        *,
+        settings: NodeSettings | None = None,
+        faults: LinkFaults | None = None,
+        unsafe: frozenset[str] = frozenset(),
+        trace: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.settings = settings or NodeSettings()
+        self.unsafe = unsafe
+        self.now = 0
+        self._queue: list[tuple[int, int, int, object]] = []
+        self._seq = 0
+        self.net = Network(random.Random(self.rng.getrandbits(64)), faults or LinkFaults())
+        self.checker = Checker()
+        self.ids: tuple[NodeId, ...] = tuple(NodeId(i) for i in range(1, n + 1))
+        self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
+        self.proposals: list[Proposal] = []
+        self._pending: dict[tuple[NodeId, Index], Proposal] = {}
+        self.trace: list[str] | None = [] if trace else None
+        self.events = 0
+        self.crashes = 0
+        for i in self.ids:
+            self._start(self.nodes[i])
+
+    # ======================================================================================================
+    # Running
+    # ======================================================================================================
+
+    def schedule(self, delay_ms: int, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at ``now + delay_ms`` (simulated)."""
+        self._push(self.now + delay_ms, _CALL, fn)
+
+    def run_for(self, ms: int) -> None:
+        self.run_until(lambda: False, ms)
+
+    def run_until(self, cond: Callable[[], bool], timeout_ms: int, check_every_ms: int = 5) -> bool:
+        """Run events until ``cond()`` holds (checked every ``check_every_ms``) or ``timeout_ms`` passes."""
+        deadline = self.now + timeout_ms
+        next_check = self.now
+        q = self._queue
+        while True:
+            if self.now >= next_check:
+                if cond():
+                    return True
+                next_check = self.now + check_every_ms
+            if not q or q[0][0] > deadline:
+                self.now = deadline
+                return cond()
+            t = q[0][0]
+            if t > next_check:
+                # Nothing happens until t; check the condition at the intermediate time as well.
+                self.now = next_check
+                continue
+            self._step_one()
+
+    def _push(self, at: int, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, payload))
+
+    def _step_one(self) -> None:
+        at, _seq, kind, payload = heapq.heappop(self._queue)
+        self.now = at
+        self.events += 1
+        if kind == _TICK:
+            node_id, token = cast(tuple[NodeId, int], payload)
+            self._on_tick(node_id, token)
+        elif kind == _DELIVER:
+            self._on_deliver(cast(Message, payload))
+        elif kind == _PERSISTED:
+            node_id, token = cast(tuple[NodeId, int], payload)
+            self._on_persisted(node_id, token)
+        else:
+            cast(Callable[[], None], payload)()
+
+    def _record(self, line: str) -> None:
+        if self.trace is not None:
+            self.trace.append(f"{self.now} {line}")
+
+    # ======================================================================================================
+    # Node lifecycle
+    # ======================================================================================================
+
+    def _start(self, node: SimNode) -> None:
+        s = self.settings
+        cfg = RaftConfig(
+            id=node.id,
+            voters=self.ids,
+            rng=random.Random(self.rng.getrandbits(64)),
+            election_ticks=s.election_ticks,
+            election_jitter_ticks=s.election_jitter_ticks,
+            heartbeat_ticks=s.heartbeat_ticks,
+            pre_vote=s.pre_vote,
+            check_quorum=s.check_quorum,
+            max_msg_entries=s.max_msg_entries,
+            max_inflight_msgs=s.max_inflight_msgs,
+        )
+        node.incarnation += 1
+        node.core = RaftNode(cfg, node.disk, unsafe=self.unsafe)
+        node.applied = []
+        node.applied_index = Index(0)
+        node.writing = None
+        node.paused = False
+        node.held = []
+        self.checker.restarted(node.id, node.incarnation)
+        # Nodes' clocks are not in phase: the first tick comes at a random offset.
+        self._start_ticker(node, self.rng.randint(1, s.tick_ms))
+        self._record(f"start {node.id} inc={node.incarnation}")
+        self._pump(node)
+
+    def crash(self, node_id: NodeId) -> None:
+        """SIGKILL: volatile state is gone; a write in flight is lost, or survives as a prefix."""
+        node = self.nodes[node_id]
+        if node.core is None:
+            return
+        self.crashes += 1
+        rd = node.writing
+        if rd is not None and self.settings.partial_writes:
+            # The write-ahead log appends entries, then the hard state: a crash mid-write leaves a prefix.
+            k = self.rng.randint(0, len(rd.entries) + 1)
+            if k > 0 and rd.entries:
+                node.disk.append(rd.entries[: min(k, len(rd.entries))])
+            if k == len(rd.entries) + 1 and rd.hard_state is not None:
+                node.disk.set_hard_state(rd.hard_state)
+        node.core = None
+        node.writing = None
+        node.held = []
+        self._record(f"crash {node_id}")
+
+    def restart(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        if node.core is not None:
+            self.crash(node_id)
+        self._start(node)
+
+    def pause(self, node_id: NodeId) -> None:
+        """SIGSTOP: the node keeps its state but does nothing; messages for it queue up."""
+        node = self.nodes[node_id]
+        if node.core is not None and not node.paused:
+            node.paused = True
+            self._record(f"pause {node_id}")
+
+    def resume(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        if node.core is None or not node.paused:
+            return
+        node.paused = False
+        self._record(f"resume {node_id}")
+        held, node.held = node.held, []
+        for msg in held:
+            self._push(self.now, _DELIVER, msg)
+        self._start_ticker(node, 1)
+        if node.writing is not None:
+            self._push(self.now, _PERSISTED, (node.id, node.write_token))
+
+    def _start_ticker(self, node: SimNode, first_delay_ms: int) -> None:
+        node.tick_token += 1
+        self._push(self.now + first_delay_ms, _TICK, (node.id, node.tick_token))
+
+    # ======================================================================================================
+    # Event handlers
+    # ======================================================================================================
+
+    def _on_tick(self, node_id: NodeId, token: int) -> None:
+        node = self.nodes[node_id]
+        core = node.core
+        if core is None or node.tick_token != token or node.paused:
+            return  # a paused node's ticker is restarted (with a new token) on resume
+        core.tick()
+        self._pump(node)
+        self._push(self.now + self.settings.tick_ms, _TICK, (node_id, token))
+
+    def _on_deliver(self, msg: Message) -> None:
+        node = self.nodes[msg.dst]
+        core = node.core
+        if core is None or not self.net.link_ok(msg.src, msg.dst):
+            self.net.dropped += 1
+            return
+        if node.paused:
+            node.held.append(msg)
+            return
+        self.net.delivered += 1
+        if self.trace is not None:
+            self._record(f"deliver {msg!r}")
+        core.step(msg)
+        self._pump(node)
+
+    def _on_persisted(self, node_id: NodeId, token: int) -> None:
+        node = self.nodes[node_id]
+        if node.core is None or node.write_token != token or node.writing is None or node.paused:
+            return
+        rd = node.writing
+        node.writing = None
+        self._finish_ready(node, rd)
+        self._pump(node)
+
+    # ======================================================================================================
+    # Carrying out a Ready (the contract of raftkv.raft.ready)
+    # ======================================================================================================
+
+    def _pump(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        checker = self.checker
+        checker.after_event(node.id, core)
+        while node.writing is None and core.has_ready():
+            rd = core.ready()
+            checker.on_ready(node.id, core, rd)
+            if self.trace is not None:
+                self._record(
+                    f"ready {node.id} hs={rd.hard_state} ents={len(rd.entries)} "
+                    f"commit={len(rd.committed_entries)} ev={list(rd.events)}"
+                )
+            for msg in rd.messages:
+                self._send(msg)
+            if rd.entries or rd.hard_state is not None:
+                lo, hi = self.settings.disk_latency_ms
+                delay = self.rng.randint(lo, hi) if hi > 0 else 0
+                if delay > 0:
+                    node.writing = rd
+                    node.write_token += 1
+                    self._push(self.now + delay, _PERSISTED, (node.id, node.write_token))
+                    return
+                self._write(node, rd)
+            self._finish_ready(node, rd, written=True)
+            checker.after_event(node.id, core)
+
+    def _write(self, node: SimNode, rd: Ready) -> None:
+        if rd.entries:
+            node.disk.append(rd.entries)
+        if rd.hard_state is not None:
+            node.disk.set_hard_state(rd.hard_state)
+
+    def _finish_ready(self, node: SimNode, rd: Ready, written: bool = False) -> None:
+        core = node.core
+        assert core is not None
+        if not written:
+            self._write(node, rd)
+        for msg in rd.messages_after_sync:
+            self._send(msg)
+        if rd.committed_entries:
+            self.checker.on_apply(node.id, core, rd.committed_entries)
+            self._apply(node, rd)
+        core.advance()
+
+    def _apply(self, node: SimNode, rd: Ready) -> None:
+        pending = self._pending
+        for e in rd.committed_entries:
+            node.applied_index = e.index
+            if e.type is EntryType.NORMAL:
+                node.applied.append((e.index, e.term, e.data))
+            p = pending.pop((node.id, e.index), None)
+            if p is not None and p.incarnation == node.incarnation:
+                if p.term == e.term and p.data == e.data:
+                    p.state = ProposalState.ACKED
+                    p.acked_ms = self.now
+                else:
+                    p.state = ProposalState.FAILED
+
+    def _send(self, msg: Message) -> None:
+        for delay in self.net.plan(msg.src, msg.dst):
+            self._push(self.now + delay, _DELIVER, msg)
+
+    # ======================================================================================================
+    # Clients and observation
+    # ======================================================================================================
+
+    def propose(self, data: bytes, via: NodeId | None = None) -> Proposal | NodeId:
+        """Submit ``data`` to ``via`` (default: the current leader).
+
+        Returns the Proposal, or — when the node is not leader — the leader it points to (``NO_NODE`` if none).
+        """
+        target = via if via is not None else self.leader()
+        if target is None:
+            return NO_NODE
+        node = self.nodes[target]
+        core = node.core
+        if core is None or node.paused:
+            return NO_NODE
+        try:
+            index = core.propose(data)
+        except NotLeader as e:
+            return e.leader_hint
+        except ProposalDropped:
+            return NO_NODE
+        p = Proposal(data, target, node.incarnation, index, core.term, self.now)
+        old = self._pending.get((target, index))
+        if old is not None:
+            old.state = ProposalState.FAILED
+        self._pending[(target, index)] = p
+        self.proposals.append(p)
+        self._record(f"propose {data!r} via {target} at {index}")
+        self._pump(node)
+        return p
+
+    def leader(self) -> NodeId | None:
+        """The live, unpaused leader with the highest term, if exactly one node leads that term."""
+        best: tuple[Term, NodeId] | None = None
+        for i in self.ids:
+            node = self.nodes[i]
+            core = node.core
+            if (
+                core is not None
+                and not node.paused
+                and core.role is Role.LEADER
+                and (best is None or core.term > best[0])
+            ):
+                best = (core.term, i)
+        return best[1] if best else None
+
+    def leaders(self) -> list[NodeId]:
+        """Every live node that currently believes it is leader (of any term)."""
+        return [i for i in self.ids if (c := self.nodes[i].core) is not None and c.role is Role.LEADER]
+
+    def core(self, node_id: NodeId) -> RaftNode:
+        c = self.nodes[node_id].core
+        assert c is not None, f"node {node_id} is down"
+        return c
+
+    def up_ids(self) -> list[NodeId]:
+        return [i for i in self.ids if self.nodes[i].core is not None]
+
+    def applied_count(self, index: Index) -> tuple[int, bytes | None]:
+        """How many live nodes applied ``index`` and the command there (the checker guarantees they agree)."""
+        count = 0
+        data: bytes | None = None
+        for i in self.ids:
+            node = self.nodes[i]
+            if node.core is not None and node.applied_index >= index:
+                count += 1
+                if data is None:
+                    data = self.checker.applied[index - 1].data
+        return count, data
+
+    def terms(self) -> dict[NodeId, Term]:
+        return {i: c.term for i in self.ids if (c := self.nodes[i].core) is not None}
+
+    def set_faults(self, faults: LinkFaults) -> None:
+        self.net.faults = faults
+
+    def connect_all(self) -> None:
+        self.net.heal()
+
+    def disconnect(self, node_id: NodeId) -> None:
+        self.net.isolate(node_id, self.ids)
+        self._record(f"disconnect {node_id}")
+
+    def connect(self, node_id: NodeId) -> None:
+        self.net.reconnect(node_id)
+        self._record(f"connect {node_id}")
+
+    def partition(self, groups: Sequence[Sequence[NodeId]]) -> None:
+        self.net.partition(groups)
+        self._record(f"partition {groups}")

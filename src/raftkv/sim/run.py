@@ -1,0 +1,298 @@
+"""One randomized simulation run per seed: swarm-drawn faults, a nemesis, clients, then a liveness phase.
+
+Theory of operation
+-------------------
+*Swarm testing* (Groce et al., 2012): instead of one fixed mix of faults, every seed draws its own — cluster
+size, loss, duplication, delay, disk latency, how often partitions, crashes and pauses happen — so that some
+seeds hammer one fault hard while others combine them gently. The options are printed first, and
+``python -m raftkv.sim --seed N`` (plus any options fixed on the command line) replays the run bit for bit.
+
+A run has two phases:
+
+1. **Chaos** (``duration_ms``): clients propose unique commands; the nemesis partitions (any shape), crashes
+   and restarts, and pauses nodes, with a bias towards the leader. The checker verifies every safety property
+   after every event.
+2. **Liveness** (at most ``liveness_ms``): faults stop, the network heals, every node is up. Within the bound
+   there must be exactly one leader that all nodes follow, its whole log committed, and every node must have
+   applied all of it, which includes every proposal ever acknowledged to a client.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from raftkv.raft.errors import InvariantViolation
+from raftkv.raft.ready import Role
+from raftkv.raft.types import Index, NodeId
+from raftkv.sim.checker import SafetyViolation
+from raftkv.sim.cluster import Cluster, NodeSettings, Proposal, ProposalState
+from raftkv.sim.network import LinkFaults, random_partition
+
+
+@dataclass(slots=True)
+class SimOptions:
+    nodes: int = 3
+    duration_ms: int = 4000
+    liveness_ms: int = 10_000
+    drop_rate: float = 0.0
+    dup_rate: float = 0.0
+    min_delay_ms: int = 1
+    max_delay_ms: int = 5
+    disk_min_ms: int = 0
+    disk_max_ms: int = 2
+    partition_every_ms: int = 0
+    """Mean time between partitions (0: none)."""
+    partition_hold_ms: int = 500
+    crash_every_ms: int = 0
+    down_ms: int = 300
+    pause_every_ms: int = 0
+    pause_ms: int = 300
+    clients: int = 2
+    propose_every_ms: int = 20
+    pre_vote: bool = True
+    check_quorum: bool = True
+    unsafe: tuple[str, ...] = ()
+
+    @classmethod
+    def draw(cls, seed: int, **fixed: Any) -> SimOptions:
+        """The swarm: every fault rate drawn from the seed, except the options fixed by the caller."""
+        r = random.Random(f"raftkv-sim-options-{seed}")
+        o = cls(
+            nodes=r.choice((3, 3, 3, 5, 5, 7)),
+            drop_rate=r.choice((0.0, 0.0, 0.01, 0.05, 0.1, 0.2, 0.3)),
+            dup_rate=r.choice((0.0, 0.0, 0.02, 0.1)),
+            min_delay_ms=r.choice((0, 1, 2)),
+            max_delay_ms=r.choice((2, 5, 10, 20, 50)),
+            disk_min_ms=0,
+            disk_max_ms=r.choice((0, 1, 3, 10)),
+            partition_every_ms=r.choice((0, 300, 1000, 2000)),
+            partition_hold_ms=r.choice((100, 400, 1500)),
+            crash_every_ms=r.choice((0, 0, 200, 700, 2000)),
+            down_ms=r.choice((20, 300, 1500)),
+            pause_every_ms=r.choice((0, 0, 0, 500, 2000)),
+            pause_ms=r.choice((50, 400, 1500)),
+            clients=r.choice((1, 2, 4)),
+            propose_every_ms=r.choice((5, 20, 60)),
+        )
+        for name, value in fixed.items():
+            if value is not None:
+                setattr(o, name, value)
+        return o
+
+    def describe(self) -> str:
+        parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)]
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class RunResult:
+    seed: int
+    options: SimOptions
+    ok: bool
+    failure: str = ""
+    phase: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+    trace: list[str] | None = None
+
+    def replay_command(self, fixed: dict[str, Any]) -> str:
+        flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in fixed.items() if v is not None)
+        return f"python -m raftkv.sim --seed {self.seed}{flags}"
+
+
+class _Driver:
+    """The nemesis and the clients of one run."""
+
+    def __init__(self, cluster: Cluster, opts: SimOptions, rng: random.Random) -> None:
+        self.c = cluster
+        self.o = opts
+        self.rng = rng
+        self.chaos = True
+        self.partitions = 0
+        self.pauses = 0
+        self.counter = 0
+        self.leader_guess: dict[int, NodeId] = {}
+
+    def _next(self, mean_ms: int) -> int:
+        return max(1, int(self.rng.expovariate(1.0 / mean_ms)))
+
+    def _victim(self) -> NodeId:
+        leader = self.c.leader()
+        if leader is not None and self.rng.random() < 0.5:
+            return leader
+        return self.rng.choice(self.c.ids)
+
+    def start(self) -> None:
+        o = self.o
+        if o.partition_every_ms:
+            self.c.schedule(self._next(o.partition_every_ms), self.partition)
+        if o.crash_every_ms:
+            self.c.schedule(self._next(o.crash_every_ms), self.crash)
+        if o.pause_every_ms:
+            self.c.schedule(self._next(o.pause_every_ms), self.pause)
+        for client in range(o.clients):
+            self.c.schedule(self.rng.randint(0, o.propose_every_ms), functools.partial(self.propose, client))
+
+    def partition(self) -> None:
+        if not self.chaos:
+            return
+        self.partitions += 1
+        desc = random_partition(self.rng, self.c.ids, self.c.net)
+        self.c._record(f"nemesis partition: {desc}")
+        self.c.schedule(self.rng.randint(1, self.o.partition_hold_ms), self.heal)
+
+    def heal(self) -> None:
+        self.c.net.heal()
+        self.c._record("nemesis heal")
+        if self.chaos:
+            self.c.schedule(self._next(self.o.partition_every_ms), self.partition)
+
+    def crash(self) -> None:
+        if not self.chaos:
+            return
+        victim = self._victim()
+        self.c.crash(victim)
+        self.c.schedule(self.rng.randint(1, self.o.down_ms), lambda: self.restart(victim))
+        self.c.schedule(self._next(self.o.crash_every_ms), self.crash)
+
+    def restart(self, victim: NodeId) -> None:
+        if self.c.nodes[victim].core is None:
+            self.c.restart(victim)
+
+    def pause(self) -> None:
+        if not self.chaos:
+            return
+        self.pauses += 1
+        victim = self._victim()
+        self.c.pause(victim)
+        self.c.schedule(self.rng.randint(1, self.o.pause_ms), lambda: self.c.resume(victim))
+        self.c.schedule(self._next(self.o.pause_every_ms), self.pause)
+
+    def propose(self, client: int) -> None:
+        if not self.chaos:
+            return
+        self.counter += 1
+        target = self.leader_guess.get(client) or self.rng.choice(self.c.ids)
+        result = self.c.propose(f"c{client}-{self.counter}".encode(), via=target)
+        if isinstance(result, Proposal):
+            self.leader_guess[client] = target
+        else:
+            # Follow the hint like a real client; with no hint, try a random node next time.
+            self.leader_guess[client] = result if result else self.rng.choice(self.c.ids)
+        self.c.schedule(self.rng.randint(1, 2 * self.o.propose_every_ms), lambda: self.propose(client))
+
+    def stop_chaos(self) -> None:
+        self.chaos = False
+        c = self.c
+        c.net.heal()
+        c.set_faults(LinkFaults(0.0, 0.0, self.o.min_delay_ms, self.o.max_delay_ms))
+        for i in c.ids:
+            node = c.nodes[i]
+            if node.core is None:
+                c.restart(i)
+            elif node.paused:
+                c.resume(i)
+
+
+def converged(c: Cluster) -> bool:
+    """One leader followed by all, its log fully committed (including its own no-op) and applied everywhere."""
+    leaders = c.leaders()
+    if len(leaders) != 1:
+        return False
+    lead = c.core(leaders[0])
+    last = lead.log.last_index()
+    if lead.log.committed != last or lead.log.term_or_none(last) != lead.term:
+        return False
+    for i in c.ids:
+        node = c.nodes[i]
+        core = node.core
+        if core is None or node.paused:
+            return False
+        if core.term != lead.term or core.leader != lead.id or node.applied_index != last:
+            return False
+    return True
+
+
+def check_acknowledged(c: Cluster) -> None:
+    """Every proposal acknowledged to a client is applied, with its data at its index, on every node."""
+    for p in c.proposals:
+        if p.state is not ProposalState.ACKED:
+            continue
+        for i in c.ids:
+            node = c.nodes[i]
+            if node.applied_index < p.index:
+                raise SafetyViolation(f"acknowledged {p.data!r} at index {p.index} not applied on node {i}")
+        got = c.checker.applied[p.index - 1]
+        if got.data != p.data:
+            raise SafetyViolation(f"acknowledged {p.data!r} at index {p.index} was replaced by {got.data!r}")
+
+
+def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
+    settings = NodeSettings(
+        pre_vote=opts.pre_vote,
+        check_quorum=opts.check_quorum,
+        disk_latency_ms=(opts.disk_min_ms, opts.disk_max_ms),
+    )
+    faults = LinkFaults(opts.drop_rate, opts.dup_rate, opts.min_delay_ms, opts.max_delay_ms)
+    return Cluster(opts.nodes, seed, settings=settings, faults=faults, unsafe=frozenset(opts.unsafe), trace=trace)
+
+
+def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
+    c = build_cluster(seed, opts, trace)
+    driver = _Driver(c, opts, random.Random(c.rng.getrandbits(64)))
+    result = RunResult(seed, opts, ok=True, trace=c.trace)
+    phase = "chaos"
+    try:
+        driver.start()
+        c.run_for(opts.duration_ms)
+        phase = "liveness"
+        driver.stop_chaos()
+        if not c.run_until(lambda: converged(c), opts.liveness_ms, check_every_ms=10):
+            raise SafetyViolation(
+                f"liveness: no stable, fully applied leader within {opts.liveness_ms} ms "
+                f"after healing ({_describe_nodes(c)})"
+            )
+        check_acknowledged(c)
+    except (SafetyViolation, InvariantViolation) as e:
+        result.ok = False
+        result.failure = f"{type(e).__name__}: {e}"
+        result.phase = phase
+    acked = sum(1 for p in c.proposals if p.state is ProposalState.ACKED)
+    result.stats = {
+        "sim_ms": c.now,
+        "events": c.events,
+        "messages": c.net.sent,
+        "dropped": c.net.dropped,
+        "terms_with_leader": len(c.checker.leaders),
+        "max_term": max((int(t) for t in c.checker.leaders), default=0),
+        "proposals": len(c.proposals),
+        "acked": acked,
+        "applied": len(c.checker.applied),
+        "crashes": c.crashes,
+        "partitions": driver.partitions,
+        "pauses": driver.pauses,
+    }
+    return result
+
+
+def _describe_nodes(c: Cluster) -> str:
+    parts = []
+    for i in c.ids:
+        node = c.nodes[i]
+        if node.core is None:
+            parts.append(f"{i}:down")
+            continue
+        s = node.core.status()
+        role = "L" if s.role is Role.LEADER else s.role.value[0].upper()
+        parts.append(f"{i}:{role} t{s.term} c{s.commit} a{node.applied_index} last{s.last_index}")
+    return ", ".join(parts)
+
+
+def options_dict(o: SimOptions) -> dict[str, Any]:
+    return asdict(o)
+
+
+def last_index_of(c: Cluster, node: NodeId) -> Index:
+    return c.core(node).log.last_index()
