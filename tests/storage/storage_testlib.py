@@ -1,0 +1,83 @@
+"""Helpers shared by the storage tests: entry builders, a fault-injecting file layer, file surgery."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+from raftkv.raft.types import Entry, Index, Term
+from raftkv.storage.fileio import FileIO
+from raftkv.storage.wal import list_segments
+
+
+def ents(first: int, terms: list[int], payload: str = "") -> list[Entry]:
+    """Entries ``first, first+1, ...`` with the given terms; data names the index (and a payload tag)."""
+    return [Entry(Term(t), Index(first + k), f"{payload}{first + k}".encode()) for k, t in enumerate(terms)]
+
+
+def run(first: int, count: int, term: int = 1, size: int = 100) -> list[Entry]:
+    """``count`` entries of ``size`` data bytes each, data derived from (index, term)."""
+    out = []
+    for i in range(first, first + count):
+        tag = f"{i}:{term}:".encode()
+        out.append(Entry(Term(term), Index(i), (tag * (size // len(tag) + 1))[:size]))
+    return out
+
+
+def segment_files(wal_dir: Path) -> list[Path]:
+    return [Path(p) for _, p in list_segments(str(wal_dir))]
+
+
+class FaultyIO(FileIO):
+    """A file layer that can run out of space, fail fsyncs and fail truncates, like a sick disk would.
+
+    ``space``: bytes that may still be written (None: unlimited). A write that does not fit writes what fits
+    and returns short; the next one raises ENOSPC, which is what a real full file system does.
+    """
+
+    def __init__(self) -> None:
+        self.space: int | None = None
+        self.fsync_failures = 0
+        self.fsync_errno = errno.EIO
+        self.truncate_failures = 0
+        self.open_failures = 0
+        self.calls: list[str] = []
+        self.fsync_gate: threading.Event | None = None
+        self.fsync_entered = threading.Event()
+        self.fsync_count = 0
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+        self.calls.append("pwrite")
+        if self.space is None:
+            return os.pwrite(fd, data, offset)
+        if self.space <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.pwrite(fd, bytes(memoryview(data)[: self.space]), offset)
+        self.space -= n
+        return n
+
+    def fdatasync(self, fd: int) -> None:
+        self.calls.append("fdatasync")
+        self.fsync_count += 1
+        if self.fsync_gate is not None:
+            self.fsync_entered.set()
+            assert self.fsync_gate.wait(timeout=10), "test did not release the fsync gate"
+        if self.fsync_failures > 0:
+            self.fsync_failures -= 1
+            raise OSError(self.fsync_errno, os.strerror(self.fsync_errno))
+        os.fdatasync(fd)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        self.calls.append("ftruncate")
+        if self.truncate_failures > 0:
+            self.truncate_failures -= 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        os.ftruncate(fd, size)
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        if self.open_failures > 0 and flags & os.O_CREAT:
+            self.open_failures -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().open(path, flags, mode)
