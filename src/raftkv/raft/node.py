@@ -53,11 +53,12 @@ from raftkv.raft.ready import Ready, Role, SoftState
 from raftkv.raft.storage import LogStorage
 from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
 
-UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist"})
+UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist", "forget_vote"})
 """Test-only switches that break one safety rule each, so tests can prove the simulator's checkers bite.
 
 * ``commit_old_term_entries``: count replicas of an old-term entry to commit it (the Figure 8 bug, §5.4.2).
 * ``vote_before_persist``: send a granted vote before the vote is durable (§5.2).
+* ``forget_vote``: never persist ``votedFor`` (PySyncObj's behaviour): a restarted node may vote twice in a term.
 """
 
 
@@ -95,6 +96,7 @@ class RaftNode:
         self._cfg = config
         self._unsafe_commit_old = "commit_old_term_entries" in unsafe
         self._unsafe_vote_early = "vote_before_persist" in unsafe
+        self._unsafe_forget_vote = "forget_vote" in unsafe
         self.id = config.id
         self.voters: tuple[NodeId, ...] = tuple(sorted(config.voters))
         self.peers: tuple[NodeId, ...] = tuple(v for v in self.voters if v != self.id)
@@ -673,6 +675,8 @@ class RaftNode:
             self._msgs_after_sync.append(msg)
 
     def _hard_state(self) -> HardState:
+        if self._unsafe_forget_vote:
+            return HardState(self.term, NO_NODE, self.log.committed)  # UNSAFE (test hook)
         return HardState(self.term, self.vote, self.log.committed)
 
     def _soft_state(self) -> SoftState:

@@ -25,6 +25,8 @@ _FIXABLE: dict[str, type] = {
     "crash_every_ms": int,
     "partition_every_ms": int,
     "pause_every_ms": int,
+    "max_msg_entries": int,
+    "max_inflight_msgs": int,
 }
 
 

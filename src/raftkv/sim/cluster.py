@@ -139,6 +139,8 @@ class Cluster:
         self.trace: list[str] | None = [] if trace else None
         self.events = 0
         self.crashes = 0
+        self.after_ready: Callable[[SimNode, Ready, int], None] | None = None
+        """Nemesis hook: called with each Ready once its write has begun, and the write's duration (ms)."""
         for i in self.ids:
             self._start(self.nodes[i])
 
@@ -335,6 +337,8 @@ class Cluster:
             if rd.entries or rd.hard_state is not None:
                 lo, hi = self.settings.disk_latency_ms
                 delay = self.rng.randint(lo, hi) if hi > 0 else 0
+                if self.after_ready is not None:
+                    self.after_ready(node, rd, delay)
                 if delay > 0:
                     node.writing = rd
                     node.write_token += 1
@@ -377,8 +381,8 @@ class Cluster:
                     p.state = ProposalState.FAILED
 
     def _send(self, msg: Message) -> None:
-        for delay in self.net.plan(msg.src, msg.dst):
-            self._push(self.now + delay, _DELIVER, msg)
+        for at in self.net.plan(msg.src, msg.dst, self.now):
+            self._push(at, _DELIVER, msg)
 
     # ======================================================================================================
     # Clients and observation

@@ -28,10 +28,12 @@ class LinkFaults:
     dup_rate: float = 0.0
     min_delay_ms: int = 1
     max_delay_ms: int = 5
+    fifo: bool = False
+    """Deliver in send order on each link (as one TCP connection does); otherwise delays reorder freely."""
 
 
 class Network:
-    __slots__ = ("blocked", "delivered", "dropped", "faults", "rng", "sent")
+    __slots__ = ("_last_arrival", "blocked", "delivered", "dropped", "faults", "rng", "sent")
 
     def __init__(self, rng: random.Random, faults: LinkFaults) -> None:
         self.rng = rng
@@ -40,12 +42,13 @@ class Network:
         self.sent = 0
         self.dropped = 0
         self.delivered = 0
+        self._last_arrival: dict[tuple[NodeId, NodeId], int] = {}
 
     def link_ok(self, src: NodeId, dst: NodeId) -> bool:
         return (src, dst) not in self.blocked
 
-    def plan(self, src: NodeId, dst: NodeId) -> list[int]:
-        """Delays (ms) of the copies of one message that will arrive; empty if it is lost."""
+    def plan(self, src: NodeId, dst: NodeId, now: int) -> list[int]:
+        """Arrival times (ms) of the copies of one message; empty if it is lost."""
         self.sent += 1
         if not self.link_ok(src, dst):
             self.dropped += 1
@@ -55,10 +58,16 @@ class Network:
         if f.drop_rate and rng.random() < f.drop_rate:
             self.dropped += 1
             return []
-        delays = [rng.randint(f.min_delay_ms, f.max_delay_ms)]
+        arrival = now + rng.randint(f.min_delay_ms, f.max_delay_ms)
+        if f.fifo:
+            link = (src, dst)
+            arrival = max(arrival, self._last_arrival.get(link, 0))
+            self._last_arrival[link] = arrival
+            return [arrival]
+        arrivals = [arrival]
         if f.dup_rate and rng.random() < f.dup_rate:
-            delays.append(rng.randint(f.min_delay_ms, f.max_delay_ms))
-        return delays
+            arrivals.append(now + rng.randint(f.min_delay_ms, f.max_delay_ms))
+        return arrivals
 
     # --- partition shapes --------------------------------------------------------------------------------
 

@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from raftkv.raft.errors import InvariantViolation
-from raftkv.raft.ready import Role
+from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import Index, NodeId
 from raftkv.sim.checker import SafetyViolation
-from raftkv.sim.cluster import Cluster, NodeSettings, Proposal, ProposalState
+from raftkv.sim.cluster import Cluster, NodeSettings, Proposal, ProposalState, SimNode
 from raftkv.sim.network import LinkFaults, random_partition
 
 
@@ -51,7 +51,16 @@ class SimOptions:
     pause_every_ms: int = 0
     pause_ms: int = 300
     clients: int = 2
+    pipeline: int = 4
+    """Proposals a client keeps outstanding (closed loop: it waits for an outcome or a timeout)."""
     propose_every_ms: int = 20
+    client_timeout_ms: int = 1000
+    max_msg_entries: int = 64
+    max_inflight_msgs: int = 64
+    election_ticks: int = 15
+    heartbeat_ticks: int = 5
+    crash_in_write_rate: float = 0.0
+    """Buggify: chance that a node is killed in the middle of a Ready's disk write (then restarted)."""
     pre_vote: bool = True
     check_quorum: bool = True
     unsafe: tuple[str, ...] = ()
@@ -67,7 +76,7 @@ class SimOptions:
             min_delay_ms=r.choice((0, 1, 2)),
             max_delay_ms=r.choice((2, 5, 10, 20, 50)),
             disk_min_ms=0,
-            disk_max_ms=r.choice((0, 1, 3, 10)),
+            disk_max_ms=r.choice((0, 1, 3, 10, 25)),
             partition_every_ms=r.choice((0, 300, 1000, 2000)),
             partition_hold_ms=r.choice((100, 400, 1500)),
             crash_every_ms=r.choice((0, 0, 200, 700, 2000)),
@@ -75,8 +84,20 @@ class SimOptions:
             pause_every_ms=r.choice((0, 0, 0, 500, 2000)),
             pause_ms=r.choice((50, 400, 1500)),
             clients=r.choice((1, 2, 4)),
+            pipeline=r.choice((1, 4, 16)),
             propose_every_ms=r.choice((5, 20, 60)),
+            max_msg_entries=r.choice((1, 3, 64)),
+            max_inflight_msgs=r.choice((1, 4, 64)),
+            crash_in_write_rate=r.choice((0.0, 0.0, 0.002, 0.01, 0.03)),
         )
+        if r.random() < 0.25:
+            # Elections as short as the network is slow: split votes and competing candidates are common.
+            o.election_ticks, o.heartbeat_ticks = r.choice(((4, 1), (6, 2), (8, 3)))
+            # §5.6 timing requirement: broadcast time << election timeout, or no leader can ever win.
+            limit_ms = o.election_ticks * 10 // 10
+            o.max_delay_ms = min(o.max_delay_ms, limit_ms)
+            o.min_delay_ms = min(o.min_delay_ms, o.max_delay_ms)
+            o.disk_max_ms = min(o.disk_max_ms, limit_ms)
         for name, value in fixed.items():
             if value is not None:
                 setattr(o, name, value)
@@ -114,6 +135,7 @@ class _Driver:
         self.pauses = 0
         self.counter = 0
         self.leader_guess: dict[int, NodeId] = {}
+        self.outstanding: dict[int, list[Proposal]] = {}
 
     def _next(self, mean_ms: int) -> int:
         return max(1, int(self.rng.expovariate(1.0 / mean_ms)))
@@ -132,7 +154,10 @@ class _Driver:
             self.c.schedule(self._next(o.crash_every_ms), self.crash)
         if o.pause_every_ms:
             self.c.schedule(self._next(o.pause_every_ms), self.pause)
+        if o.crash_in_write_rate:
+            self.c.after_ready = self.crash_in_write
         for client in range(o.clients):
+            self.outstanding[client] = []
             self.c.schedule(self.rng.randint(0, o.propose_every_ms), functools.partial(self.propose, client))
 
     def partition(self) -> None:
@@ -157,6 +182,25 @@ class _Driver:
         self.c.schedule(self.rng.randint(1, self.o.down_ms), lambda: self.restart(victim))
         self.c.schedule(self._next(self.o.crash_every_ms), self.crash)
 
+    def crash_in_write(self, node: SimNode, rd: Ready, write_ms: int) -> None:
+        """Kill the node at a random instant of this write (before it completes), then restart it."""
+        if not self.chaos or self.rng.random() >= self.o.crash_in_write_rate:
+            return
+        victim = node.id
+        at = self.rng.randint(0, max(0, write_ms - 1))
+        inc = node.incarnation
+
+        def kill() -> None:
+            if self.c.nodes[victim].incarnation == inc:
+                self.c.crash(victim)
+                self.c.schedule(self.rng.randint(1, self.o.down_ms), lambda: self.restart(victim))
+
+        if at == 0:
+            # Same instant: the write has not finished, so this is still "during" it.
+            self.c.schedule(0, kill)
+        else:
+            self.c.schedule(at, kill)
+
     def restart(self, victim: NodeId) -> None:
         if self.c.nodes[victim].core is None:
             self.c.restart(victim)
@@ -173,11 +217,22 @@ class _Driver:
     def propose(self, client: int) -> None:
         if not self.chaos:
             return
+        now = self.c.now
+        timeout = self.o.client_timeout_ms
+        waiting = [
+            p for p in self.outstanding[client] if p.state is ProposalState.PENDING and now - p.submitted_ms < timeout
+        ]
+        self.outstanding[client] = waiting
+        if len(waiting) >= self.o.pipeline:
+            # Closed loop: a real client waits for answers (or gives up after a timeout) before sending more.
+            self.c.schedule(self.o.propose_every_ms, functools.partial(self.propose, client))
+            return
         self.counter += 1
         target = self.leader_guess.get(client) or self.rng.choice(self.c.ids)
         result = self.c.propose(f"c{client}-{self.counter}".encode(), via=target)
         if isinstance(result, Proposal):
             self.leader_guess[client] = target
+            waiting.append(result)
         else:
             # Follow the hint like a real client; with no hint, try a random node next time.
             self.leader_guess[client] = result if result else self.rng.choice(self.c.ids)
@@ -187,7 +242,8 @@ class _Driver:
         self.chaos = False
         c = self.c
         c.net.heal()
-        c.set_faults(LinkFaults(0.0, 0.0, self.o.min_delay_ms, self.o.max_delay_ms))
+        # Healed links are reliable and ordered, as the runtime's one TCP connection per peer is.
+        c.set_faults(LinkFaults(0.0, 0.0, self.o.min_delay_ms, self.o.max_delay_ms, fifo=True))
         for i in c.ids:
             node = c.nodes[i]
             if node.core is None:
@@ -234,6 +290,10 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
         pre_vote=opts.pre_vote,
         check_quorum=opts.check_quorum,
         disk_latency_ms=(opts.disk_min_ms, opts.disk_max_ms),
+        max_msg_entries=opts.max_msg_entries,
+        max_inflight_msgs=opts.max_inflight_msgs,
+        election_ticks=opts.election_ticks,
+        heartbeat_ticks=opts.heartbeat_ticks,
     )
     faults = LinkFaults(opts.drop_rate, opts.dup_rate, opts.min_delay_ms, opts.max_delay_ms)
     return Cluster(opts.nodes, seed, settings=settings, faults=faults, unsafe=frozenset(opts.unsafe), trace=trace)
