@@ -10,24 +10,32 @@ import argparse
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields
 from typing import Any
 
 from raftkv.raft.node import UNSAFE_HOOKS
 from raftkv.sim.run import RunResult, SimOptions, run_seed
 
-# Options that can be fixed on the command line (the rest are drawn from the seed).
-_FIXABLE: dict[str, type] = {
-    "nodes": int,
-    "duration_ms": int,
-    "drop_rate": float,
-    "dup_rate": float,
-    "max_delay_ms": int,
-    "crash_every_ms": int,
-    "partition_every_ms": int,
-    "pause_every_ms": int,
-    "max_msg_entries": int,
-    "max_inflight_msgs": int,
-}
+
+def _fixable() -> dict[str, type]:
+    """Every option of a run can be fixed on the command line; the ones left out are drawn from the seed."""
+    kinds: dict[str, type] = {}
+    for f in fields(SimOptions):
+        if f.name == "unsafe":
+            continue
+        kinds[f.name] = type(getattr(SimOptions(), f.name))
+    return kinds
+
+
+_FIXABLE = _fixable()
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _parse_seeds(text: str) -> range:
@@ -54,13 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--seed", type=int, help="run one seed and print its summary")
     which.add_argument("--seeds", type=_parse_seeds, help="sweep a range of seeds, e.g. 1..300")
     for name, kind in _FIXABLE.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"fix {name} (else drawn)")
+        parse = _parse_bool if kind is bool else kind
+        flag = f"--{name.replace('_', '-')}"
+        p.add_argument(flag, type=parse, default=None, metavar=kind.__name__.upper(), help=argparse.SUPPRESS)
     p.add_argument(
         "--unsafe",
         action="append",
         default=[],
         choices=sorted(UNSAFE_HOOKS),
         help="break one safety rule on purpose (to see the checker catch it)",
+    )
+    p.epilog = "Any run option can be fixed with --option-name VALUE: " + ", ".join(
+        f"--{n.replace('_', '-')}" for n in _FIXABLE
     )
     p.add_argument("--jobs", type=int, default=1, help="worker processes for a sweep (default 1)")
     p.add_argument("--trace", action="store_true", help="print every event of a single-seed run")

@@ -35,7 +35,7 @@ from typing import cast
 
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader, ProposalDropped
-from raftkv.raft.messages import Message
+from raftkv.raft.messages import AppendEntriesResponse, Message
 from raftkv.raft.node import RaftNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
@@ -139,6 +139,8 @@ class Cluster:
         self.trace: list[str] | None = [] if trace else None
         self.events = 0
         self.crashes = 0
+        self.sent_by_type: dict[str, int] = {}
+        self.append_rejections = 0
         self.after_ready: Callable[[SimNode, Ready, int], None] | None = None
         """Nemesis hook: called with each Ready once its write has begun, and the write's duration (ms)."""
         for i in self.ids:
@@ -381,6 +383,10 @@ class Cluster:
                     p.state = ProposalState.FAILED
 
     def _send(self, msg: Message) -> None:
+        kind = type(msg).__name__
+        self.sent_by_type[kind] = self.sent_by_type.get(kind, 0) + 1
+        if type(msg) is AppendEntriesResponse and msg.reject:
+            self.append_rejections += 1
         for at in self.net.plan(msg.src, msg.dst, self.now):
             self._push(at, _DELIVER, msg)
 
@@ -465,11 +471,12 @@ class Cluster:
         self.net.heal()
 
     def disconnect(self, node_id: NodeId) -> None:
-        self.net.isolate(node_id, self.ids)
+        """Unplug the node: nothing reaches it or leaves it until ``connect`` (partitions aside)."""
+        self.net.unplug(node_id)
         self._record(f"disconnect {node_id}")
 
     def connect(self, node_id: NodeId) -> None:
-        self.net.reconnect(node_id)
+        self.net.plug(node_id)
         self._record(f"connect {node_id}")
 
     def partition(self, groups: Sequence[Sequence[NodeId]]) -> None:

@@ -33,18 +33,22 @@ class LinkFaults:
 
 
 class Network:
-    __slots__ = ("_last_arrival", "blocked", "delivered", "dropped", "faults", "rng", "sent")
+    __slots__ = ("_last_arrival", "blocked", "delivered", "disconnected", "dropped", "faults", "rng", "sent")
 
     def __init__(self, rng: random.Random, faults: LinkFaults) -> None:
         self.rng = rng
         self.faults = faults
         self.blocked: set[tuple[NodeId, NodeId]] = set()
+        self.disconnected: set[NodeId] = set()
+        """Nodes unplugged from the network entirely (independent of the link-level partition)."""
         self.sent = 0
         self.dropped = 0
         self.delivered = 0
         self._last_arrival: dict[tuple[NodeId, NodeId], int] = {}
 
     def link_ok(self, src: NodeId, dst: NodeId) -> bool:
+        if self.disconnected and (src in self.disconnected or dst in self.disconnected):
+            return False
         return (src, dst) not in self.blocked
 
     def plan(self, src: NodeId, dst: NodeId, now: int) -> list[int]:
@@ -72,7 +76,9 @@ class Network:
     # --- partition shapes --------------------------------------------------------------------------------
 
     def heal(self) -> None:
+        """Remove every partition and plug every node back in."""
         self.blocked.clear()
+        self.disconnected.clear()
 
     def cut(self, a: Iterable[NodeId], b: Iterable[NodeId], both_ways: bool = True) -> None:
         """Block every link from group ``a`` to group ``b`` (and back, if ``both_ways``)."""
@@ -87,19 +93,22 @@ class Network:
     def isolate(self, node: NodeId, all_nodes: Sequence[NodeId]) -> None:
         self.cut([node], [n for n in all_nodes if n != node])
 
-    def reconnect(self, node: NodeId) -> None:
-        self.blocked = {(s, d) for (s, d) in self.blocked if node not in (s, d)}
+    def unplug(self, node: NodeId) -> None:
+        self.disconnected.add(node)
+
+    def plug(self, node: NodeId) -> None:
+        self.disconnected.discard(node)
 
     def partition(self, groups: Sequence[Sequence[NodeId]]) -> None:
-        """Only nodes in the same group can talk (replaces any earlier partition)."""
-        self.heal()
+        """Only nodes in the same group can talk (replaces any earlier link-level partition)."""
+        self.blocked.clear()
         for i, g in enumerate(groups):
             for h in groups[i + 1 :]:
                 self.cut(g, h)
 
     def describe(self) -> str:
         if not self.blocked:
-            return "fully connected"
+            return "fully connected" if not self.disconnected else f"unplugged {sorted(self.disconnected)}"
         return "blocked " + " ".join(f"{s}->{d}" for s, d in sorted(self.blocked))
 
 

@@ -60,7 +60,9 @@ class SimOptions:
     election_ticks: int = 15
     heartbeat_ticks: int = 5
     crash_in_write_rate: float = 0.0
-    """Buggify: chance that a node is killed in the middle of a Ready's disk write (then restarted)."""
+    """Buggify: chance that a node is killed during (or just after) a Ready's disk write, then restarted."""
+    crash_after_vote_rate: float = 0.0
+    """Buggify, targeted: the same, for a Ready that records a new term or vote (election safety rests on it)."""
     pre_vote: bool = True
     check_quorum: bool = True
     unsafe: tuple[str, ...] = ()
@@ -89,6 +91,10 @@ class SimOptions:
             max_msg_entries=r.choice((1, 3, 64)),
             max_inflight_msgs=r.choice((1, 4, 64)),
             crash_in_write_rate=r.choice((0.0, 0.0, 0.002, 0.01, 0.03)),
+            crash_after_vote_rate=r.choice((0.0, 0.0, 0.05, 0.3)),
+            # Both default on, but users may turn them off, and the core must stay safe either way.
+            pre_vote=r.random() >= 0.25,
+            check_quorum=r.random() >= 0.2,
         )
         if r.random() < 0.25:
             # Elections as short as the network is slow: split votes and competing candidates are common.
@@ -154,7 +160,7 @@ class _Driver:
             self.c.schedule(self._next(o.crash_every_ms), self.crash)
         if o.pause_every_ms:
             self.c.schedule(self._next(o.pause_every_ms), self.pause)
-        if o.crash_in_write_rate:
+        if o.crash_in_write_rate or o.crash_after_vote_rate:
             self.c.after_ready = self.crash_in_write
         for client in range(o.clients):
             self.outstanding[client] = []
@@ -183,11 +189,17 @@ class _Driver:
         self.c.schedule(self._next(self.o.crash_every_ms), self.crash)
 
     def crash_in_write(self, node: SimNode, rd: Ready, write_ms: int) -> None:
-        """Kill the node at a random instant of this write (before it completes), then restart it."""
-        if not self.chaos or self.rng.random() >= self.o.crash_in_write_rate:
+        """Kill the node during this write or just after it (its replies may be out), then restart it."""
+        if not self.chaos:
+            return
+        hs = rd.hard_state
+        on_disk, _ = node.disk.initial_state()
+        voting = hs is not None and (hs.term, hs.vote) != (on_disk.term, on_disk.vote)
+        rate = max(self.o.crash_in_write_rate, self.o.crash_after_vote_rate if voting else 0.0)
+        if self.rng.random() >= rate:
             return
         victim = node.id
-        at = self.rng.randint(0, max(0, write_ms - 1))
+        at = self.rng.randint(0, write_ms + 5)
         inc = node.incarnation
 
         def kill() -> None:
@@ -195,11 +207,7 @@ class _Driver:
                 self.c.crash(victim)
                 self.c.schedule(self.rng.randint(1, self.o.down_ms), lambda: self.restart(victim))
 
-        if at == 0:
-            # Same instant: the write has not finished, so this is still "during" it.
-            self.c.schedule(0, kill)
-        else:
-            self.c.schedule(at, kill)
+        self.c.schedule(at, kill)
 
     def restart(self, victim: NodeId) -> None:
         if self.c.nodes[victim].core is None:

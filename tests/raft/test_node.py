@@ -1,0 +1,323 @@
+"""Unit tests of the consensus core, driven by hand: one rule per test, cited from the paper."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftkv.raft.config import ConfigError, RaftConfig
+from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped
+from raftkv.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+)
+from raftkv.raft.node import RaftNode
+from raftkv.raft.ready import Ready, Role
+from raftkv.raft.storage import MemoryStorage
+from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
+
+N1, N2, N3 = NodeId(1), NodeId(2), NodeId(3)
+
+
+def node(
+    id: int = 1,
+    voters: tuple[int, ...] = (1, 2, 3),
+    storage: MemoryStorage | None = None,
+    **kw: object,
+) -> RaftNode:
+    cfg = RaftConfig(
+        id=NodeId(id),
+        voters=tuple(NodeId(v) for v in voters),
+        rng=random.Random(id),
+        **kw,  # type: ignore[arg-type]
+    )
+    return RaftNode(cfg, storage or MemoryStorage())
+
+
+def persist(n: RaftNode, rd: Ready) -> None:
+    """Step 1 of the Ready contract, into the node's own storage."""
+    n.log.storage.append(rd.entries)
+    if rd.hard_state is not None:
+        n.log.storage.set_hard_state(rd.hard_state)
+
+
+def drain(n: RaftNode) -> Ready:
+    """Carry out one Ready (persist, then advance) and return it."""
+    rd = n.ready()
+    persist(n, rd)
+    n.advance()
+    return rd
+
+
+def sent(rd: Ready) -> list[Message]:
+    return [*rd.messages, *rd.messages_after_sync]
+
+
+def elect(n: RaftNode) -> None:
+    """Make ``n`` (node 1 of 3, pre-vote off) leader with node 2's vote."""
+    n.campaign()
+    drain(n)
+    n.step(RequestVoteResponse(n.term, N2, n.id, True))
+    assert n.role is Role.LEADER
+
+
+def test_config_is_validated_with_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="not among the voters"):
+        node(id=4)
+    with pytest.raises(ConfigError, match="must exceed heartbeat_ticks"):
+        node(election_ticks=5, heartbeat_ticks=5)
+    with pytest.raises(ConfigError, match="duplicates"):
+        node(voters=(1, 1, 2))
+
+
+def test_election_timeout_is_randomized_in_range() -> None:
+    seen = set()
+    for seed in range(200):
+        cfg = RaftConfig(id=N1, voters=(N1, N2, N3), rng=random.Random(seed), election_ticks=10)
+        seen.add(RaftNode(cfg, MemoryStorage()).randomized_election_timeout)
+    assert min(seen) == 10 and max(seen) == 19  # [election_ticks, 2 * election_ticks)
+
+
+def test_follower_campaigns_after_its_timeout_with_prevote_first() -> None:
+    n = node()
+    timeout = n.randomized_election_timeout
+    for _ in range(timeout - 1):
+        n.tick()
+    assert n.role is Role.FOLLOWER
+    n.tick()
+    assert n.role is Role.PRE_CANDIDATE
+    assert n.term == 0, "a pre-vote round changes no term (§9.6)"
+    rd = drain(n)
+    votes = [m for m in sent(rd) if isinstance(m, RequestVote)]
+    assert {m.dst for m in votes} == {N2, N3}
+    assert all(m.pre_vote and m.term == 1 for m in votes)
+    n.step(RequestVoteResponse(Term(1), N2, N1, True, pre_vote=True))
+    assert n.role is Role.CANDIDATE and n.term == 1 and n.vote == N1
+
+
+def test_vote_is_persisted_before_it_is_sent() -> None:
+    """§5.2: the granted vote leaves only after the hard state holding it is durable."""
+    n = node(id=2)
+    n.step(RequestVote(Term(5), N1, N2, Index(0), Term(0)))
+    rd = n.ready()
+    assert rd.hard_state == HardState(Term(5), N1, Index(0))
+    assert rd.must_sync
+    assert rd.messages == ()
+    assert rd.messages_after_sync == (RequestVoteResponse(Term(5), N2, N1, True),)
+
+
+def test_one_vote_per_term() -> None:
+    n = node(id=3)
+    n.step(RequestVote(Term(2), N1, N3, Index(0), Term(0)))
+    n.step(RequestVote(Term(2), N2, N3, Index(0), Term(0)))
+    n.step(RequestVote(Term(2), N1, N3, Index(0), Term(0)))  # a retransmission from the same candidate
+    grants = [(m.dst, m.granted) for m in sent(n.ready()) if isinstance(m, RequestVoteResponse)]
+    assert grants == [(N1, True), (N2, False), (N1, True)]
+
+
+def test_vote_restriction_up_to_date_log() -> None:
+    """§5.4.1: deny a candidate whose last term is lower, or equal with a shorter log."""
+    storage = MemoryStorage()
+    storage.append([Entry(Term(1), Index(1)), Entry(Term(2), Index(2)), Entry(Term(2), Index(3))])
+    storage.set_hard_state(HardState(Term(2), NO_NODE, Index(0)))
+    n = node(id=3, storage=storage)
+    n.step(RequestVote(Term(3), N1, N3, Index(5), Term(1)))  # longer log, older last term: deny
+    n.step(RequestVote(Term(4), N1, N3, Index(2), Term(2)))  # same last term, shorter: deny
+    n.step(RequestVote(Term(5), N2, N3, Index(3), Term(2)))  # same last term, same length: grant
+    answers = [(m.term, m.granted) for m in sent(n.ready()) if isinstance(m, RequestVoteResponse)]
+    assert answers == [(3, False), (4, False), (5, True)]
+
+
+def test_stale_term_messages_are_never_acted_on() -> None:
+    n = node(id=2)
+    n.step(RequestVote(Term(5), N1, N2, Index(0), Term(0)))
+    drain(n)
+    n.step(RequestVoteResponse(Term(4), N3, N2, True))
+    n.step(AppendEntries(Term(3), N3, N2, Index(0), Term(0), (Entry(Term(3), Index(1)),), Index(1)))
+    assert n.log.last_index() == 0 and n.log.committed == 0
+    # The stale leader is told our term so it steps down (with pre-vote/check-quorum on).
+    (reply,) = sent(n.ready())
+    assert reply == AppendEntriesResponse(Term(5), N2, N3, Index(0), reject=True)
+
+
+def test_higher_term_vote_request_is_judged_at_the_new_term() -> None:
+    """Regression (simulator seed 208): a pre-candidate granted a vote for term 1 while staying at term 0."""
+    n = node(id=3)
+    n.campaign()  # pre-candidate at term 0
+    drain(n)
+    n.step(RequestVote(Term(1), N2, N3, Index(0), Term(0)))
+    assert (n.term, n.vote, n.role) == (1, N2, Role.FOLLOWER)
+    n.step(RequestVoteResponse(Term(1), N1, N3, True, pre_vote=True))  # its old pre-vote round is over
+    assert n.role is Role.FOLLOWER and n.vote == N2
+
+
+def test_lease_ignores_vote_requests_while_the_leader_is_alive() -> None:
+    """Dissertation §4.2.3: a follower that heard from its leader recently ignores a disruptive candidate."""
+    n = node(id=2)
+    n.step(Heartbeat(Term(3), N1, N2, Index(0)))
+    drain(n)
+    n.step(RequestVote(Term(4), N3, N2, Index(0), Term(0)))
+    assert n.term == 3 and n.vote == NO_NODE
+    assert not any(isinstance(m, RequestVoteResponse) for m in sent(n.ready()))
+
+
+def test_new_leader_appends_a_noop_and_may_send_before_its_write() -> None:
+    storage = MemoryStorage()
+    n = node(pre_vote=False, storage=storage)
+    elect(n)
+    rd = n.ready()
+    assert [e.type for e in rd.entries] == [EntryType.NOOP]
+    # The leader's appends go out at once (§10.2.1) ...
+    assert {m.dst for m in rd.messages if isinstance(m, AppendEntries)} == {N2, N3}
+    assert rd.messages_after_sync == ()
+    persist(n, rd)
+    n.advance()
+    # ... but the entry is committed only by a quorum including durable copies: follower 2 + the leader.
+    assert n.log.committed == 0
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))
+    assert n.log.committed == 1
+
+
+def test_leader_counts_itself_only_after_its_write_is_durable() -> None:
+    storage = MemoryStorage()
+    n = node(pre_vote=False, storage=storage, voters=(1, 2, 3))
+    elect(n)
+    rd = n.ready()  # the no-op's write is "in flight": advance() not called yet
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))
+    assert n.log.committed == 0, "only one durable copy (node 2) of three: not committed"
+    persist(n, rd)
+    n.advance()
+    assert n.log.committed == 1
+
+
+def test_old_term_entries_commit_only_through_a_current_term_entry() -> None:
+    """§5.4.2 and Figure 8: replicas of an old-term entry are not counted until a current-term entry is."""
+    storage = MemoryStorage()
+    storage.append([Entry(Term(1), Index(1)), Entry(Term(2), Index(2))])
+    storage.set_hard_state(HardState(Term(3), NO_NODE, Index(1)))
+    n = node(pre_vote=False, storage=storage)
+    elect(n)  # leader at term 4, appends its no-op at index 3
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))  # node 2 holds index 2 (term 2) only
+    assert n.log.committed == 1, "index 2 is on a majority but from term 2: not committed by counting"
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(3)))
+    assert n.log.committed == 3, "committing the no-op commits index 2 with it"
+
+
+def test_follower_truncates_only_a_conflicting_suffix() -> None:
+    n = node(id=2)
+    e = [Entry(Term(1), Index(i), f"e{i}".encode()) for i in (1, 2, 3)]
+    n.step(AppendEntries(Term(1), N1, N2, Index(0), Term(0), tuple(e), Index(0)))
+    drain(n)
+    # A stale, duplicated append covering only a prefix must not cut off entry 3.
+    n.step(AppendEntries(Term(1), N1, N2, Index(0), Term(0), tuple(e[:2]), Index(0)))
+    drain(n)
+    assert n.log.last_index() == 3
+    # A conflicting entry (term 2 at index 2) from a newer leader replaces the suffix from there.
+    n.step(AppendEntries(Term(2), N3, N2, Index(1), Term(1), (Entry(Term(2), Index(2), b"new"),), Index(0)))
+    rd = drain(n)
+    assert n.log.last_index() == 2 and n.log.term_or_none(Index(2)) == 2
+    assert any("truncated conflicting entries from index 2" in ev for ev in rd.events)
+
+
+def test_append_ack_is_sent_after_persisting_and_commit_follows_leader() -> None:
+    n = node(id=2)
+    n.step(AppendEntries(Term(1), N1, N2, Index(0), Term(0), (Entry(Term(1), Index(1), b"x"),), Index(1)))
+    rd = n.ready()
+    assert rd.entries == (Entry(Term(1), Index(1), b"x"),)
+    assert rd.messages == ()
+    assert rd.messages_after_sync == (AppendEntriesResponse(Term(1), N2, N1, Index(1)),)
+    assert rd.committed_entries == (Entry(Term(1), Index(1), b"x"),)  # applied after this Ready's write
+
+
+def test_rejection_carries_a_conflict_hint() -> None:
+    storage = MemoryStorage()
+    storage.append([Entry(Term(1), Index(1)), *(Entry(Term(3), Index(i)) for i in range(2, 7))])
+    storage.set_hard_state(HardState(Term(3), NO_NODE, Index(1)))
+    n = node(id=2, storage=storage)
+    # The leader (term 5) probes at index 6 with term 4: our entries 2..6 are all term 3, so any of them may
+    # match; the hint names the last index with term <= 4, i.e. 6 (term 3), for the leader to resolve.
+    n.step(AppendEntries(Term(5), N1, N2, Index(6), Term(4), (), Index(1)))
+    (reply,) = sent(n.ready())
+    assert isinstance(reply, AppendEntriesResponse) and reply.reject
+    assert (reply.index, reply.hint_index, reply.hint_term) == (6, 6, 3)
+
+
+def test_proposals_only_on_the_leader() -> None:
+    n = node(id=2)
+    n.step(Heartbeat(Term(1), N1, N2, Index(0)))
+    with pytest.raises(NotLeader) as info:
+        n.propose(b"x")
+    assert info.value.leader_hint == N1
+
+
+def test_single_node_cluster_commits_alone() -> None:
+    storage = MemoryStorage()
+    n = node(voters=(1,), storage=storage)
+    n.campaign()
+    assert n.role is Role.LEADER
+    drain(n)
+    index = n.propose(b"solo")
+    applied = []
+    while n.has_ready():
+        applied += [e.data for e in drain(n).committed_entries if e.type is EntryType.NORMAL]
+    assert index == 2 and n.log.committed == 2
+    assert applied == [b"solo"]
+
+
+def test_check_quorum_steps_down_without_a_quorum() -> None:
+    storage = MemoryStorage()
+    n = node(pre_vote=False, storage=storage)
+    elect(n)
+    for _ in range(n._cfg.election_ticks - 1):
+        n.tick()
+    assert n.role is Role.LEADER
+    n.tick()  # an election timeout without hearing from anyone: step down
+    assert n.role is Role.FOLLOWER
+    assert any("no quorum heard" in ev for ev in n.ready().events)
+
+
+def test_heartbeat_responses_keep_a_leader_in_office() -> None:
+    storage = MemoryStorage()
+    n = node(pre_vote=False, storage=storage)
+    elect(n)
+    for _ in range(5 * n._cfg.election_ticks):
+        n.tick()
+        n.step(HeartbeatResponse(n.term, N2, N1))
+    assert n.role is Role.LEADER
+
+
+def test_stop_is_the_dead_state() -> None:
+    n = node()
+    n.stop()
+    n.tick()
+    n.step(RequestVote(Term(9), N2, N1, Index(0), Term(0)))
+    assert n.role is Role.DEAD and n.term == 0 and not n.has_ready()
+    with pytest.raises(ProposalDropped):
+        n.propose(b"x")
+
+
+def test_ready_twice_without_advance_is_a_bug() -> None:
+    n = node()
+    n.campaign()
+    n.ready()
+    with pytest.raises(InvariantViolation):
+        n.ready()
+
+
+def test_status_reports_progress_on_the_leader() -> None:
+    storage = MemoryStorage()
+    n = node(pre_vote=False, storage=storage)
+    elect(n)
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))
+    s = n.status()
+    assert s.role is Role.LEADER and s.leader == N1 and s.commit == 1 and s.last_index == 1
+    assert s.progress[N2].match == 1 and s.progress[N2].state == "replicate"
+    assert s.progress[N3].match == 0 and s.progress[N3].state == "probe"
