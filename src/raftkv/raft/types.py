@@ -23,6 +23,9 @@ NodeId = NewType("NodeId", int)
 Term = NewType("Term", int)
 Index = NewType("Index", int)
 
+ENTRY_OVERHEAD_BYTES = 16
+"""Bytes counted per entry on top of its payload when capping messages by size (term, index, type)."""
+
 NO_NODE = NodeId(0)
 """Stands for "no node": no vote cast in this term, or no leader known."""
 
@@ -47,7 +50,7 @@ class Entry:
 
     def size_bytes(self) -> int:
         """Approximate encoded size, used to cap messages by bytes (payload plus a fixed header)."""
-        return len(self.data) + 16
+        return len(self.data) + ENTRY_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
