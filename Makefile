@@ -34,7 +34,7 @@ unit: setup
 	$(PY) -m pytest
 
 sim-sweep: setup
-	$(PY) -m raftkv.sim --seeds $(SIM_SEEDS)
+	$(PY) -m raftkv.sim --seeds $(SIM_SEEDS) --jobs 2
 
 ## The long run (not in CI): 10,000+ random seeds.
 sim-long: setup
