@@ -20,22 +20,22 @@ from collections import deque
 
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
-from raftkv.raft.node import RaftNode
+from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Role
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import NodeId
 
 
-def build(n: int) -> dict[NodeId, RaftNode]:
+def build(n: int) -> dict[NodeId, RawNode]:
     ids = tuple(NodeId(i) for i in range(1, n + 1))
     nodes = {}
     for i in ids:
         cfg = RaftConfig(id=i, voters=ids, rng=random.Random(i), max_msg_entries=4096, max_inflight_msgs=256)
-        nodes[i] = RaftNode(cfg, MemoryStorage())
+        nodes[i] = RawNode(cfg, MemoryStorage())
     return nodes
 
 
-def pump(nodes: dict[NodeId, RaftNode], queue: deque[Message]) -> int:
+def pump(nodes: dict[NodeId, RawNode], queue: deque[Message]) -> int:
     """Carry out every pending Ready and deliver every message, until quiet. Returns entries applied."""
     applied = 0
     while True:

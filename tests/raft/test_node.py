@@ -17,7 +17,7 @@ from raftkv.raft.messages import (
     RequestVote,
     RequestVoteResponse,
 )
-from raftkv.raft.node import RaftNode
+from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
@@ -30,24 +30,24 @@ def node(
     voters: tuple[int, ...] = (1, 2, 3),
     storage: MemoryStorage | None = None,
     **kw: object,
-) -> RaftNode:
+) -> RawNode:
     cfg = RaftConfig(
         id=NodeId(id),
         voters=tuple(NodeId(v) for v in voters),
         rng=random.Random(id),
         **kw,  # type: ignore[arg-type]
     )
-    return RaftNode(cfg, storage or MemoryStorage())
+    return RawNode(cfg, storage or MemoryStorage())
 
 
-def persist(n: RaftNode, rd: Ready) -> None:
+def persist(n: RawNode, rd: Ready) -> None:
     """Step 1 of the Ready contract, into the node's own storage."""
     n.log.storage.append(rd.entries)
     if rd.hard_state is not None:
         n.log.storage.set_hard_state(rd.hard_state)
 
 
-def drain(n: RaftNode) -> Ready:
+def drain(n: RawNode) -> Ready:
     """Carry out one Ready (persist, then advance) and return it."""
     rd = n.ready()
     persist(n, rd)
@@ -59,7 +59,7 @@ def sent(rd: Ready) -> list[Message]:
     return [*rd.messages, *rd.messages_after_sync]
 
 
-def elect(n: RaftNode) -> None:
+def elect(n: RawNode) -> None:
     """Make ``n`` (node 1 of 3, pre-vote off) leader with node 2's vote."""
     n.campaign()
     drain(n)
@@ -80,7 +80,7 @@ def test_election_timeout_is_randomized_in_range() -> None:
     seen = set()
     for seed in range(200):
         cfg = RaftConfig(id=N1, voters=(N1, N2, N3), rng=random.Random(seed), election_ticks=10)
-        seen.add(RaftNode(cfg, MemoryStorage()).randomized_election_timeout)
+        seen.add(RawNode(cfg, MemoryStorage()).randomized_election_timeout)
     assert min(seen) == 10 and max(seen) == 19  # [election_ticks, 2 * election_ticks)
 
 

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(slots=True)
 class RaftConfig:
-    """Settings for :class:`~raftkv.raft.node.RaftNode`. Validated by :meth:`validate`."""
+    """Settings for :class:`~raftkv.raft.node.RawNode`. Validated by :meth:`validate`."""
 
     id: NodeId
     voters: tuple[NodeId, ...]

@@ -1,4 +1,4 @@
-"""``RaftNode``: one Raft server as a pure, deterministic state machine (after etcd-io/raft).
+"""``RawNode``: one Raft server as a pure, deterministic state machine (etcd-io/raft's RawNode).
 
 Theory of operation
 -------------------
@@ -87,7 +87,7 @@ class Status:
     lead_transferee: NodeId
 
 
-class RaftNode:
+class RawNode:
     """A single Raft participant. See the module docstring for the driver protocol."""
 
     def __init__(self, config: RaftConfig, storage: LogStorage, unsafe: frozenset[str] = frozenset()) -> None:

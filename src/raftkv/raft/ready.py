@@ -2,7 +2,7 @@
 
 The persistence contract (after etcd-io/raft; Raft dissertation §10.2.1)
 -----------------------------------------------------------------------
-For each ``Ready`` returned by ``RaftNode.ready()``, the driver must, in this order:
+For each ``Ready`` returned by ``RawNode.ready()``, the driver must, in this order:
 
 1. **Persist.** Append ``entries`` to stable storage (overwriting any conflicting suffix), then save
    ``hard_state`` if it is not None. If ``must_sync``, make both durable (fsync) before step 2b.

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from raftkv.raft.node import RaftNode
+from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import Entry, EntryType, Index, NodeId, Term
 
@@ -65,7 +65,7 @@ class Checker:
         """A node restarted with an empty state machine: it will re-apply from the start of its log."""
         self.views[node] = _NodeView(incarnation=incarnation)
 
-    def after_event(self, node: NodeId, core: RaftNode) -> None:
+    def after_event(self, node: NodeId, core: RawNode) -> None:
         """Cheap checks run after every event that touched ``node``."""
         self.checks += 1
         view = self.views.get(node)
@@ -107,7 +107,7 @@ class Checker:
             view.leader_last = last
             view.leader_last_term = log.term_or_none(last)
 
-    def _check_leader_completeness(self, node: NodeId, core: RaftNode) -> None:
+    def _check_leader_completeness(self, node: NodeId, core: RawNode) -> None:
         log = core.log
         first = log.first_index()
         term = core.term
@@ -123,7 +123,7 @@ class Checker:
                     f"committed at term {commit_term}; it has term {t} there",
                 )
 
-    def on_ready(self, node: NodeId, core: RaftNode, rd: Ready) -> None:
+    def on_ready(self, node: NodeId, core: RawNode, rd: Ready) -> None:
         """Log matching: each entry entering a log agrees with every other copy of ``(index, term)``."""
         if not rd.entries:
             return
@@ -141,7 +141,7 @@ class Checker:
                 )
             prev_term = e.term
 
-    def on_apply(self, node: NodeId, core: RaftNode, entries: tuple[Entry, ...]) -> None:
+    def on_apply(self, node: NodeId, core: RawNode, entries: tuple[Entry, ...]) -> None:
         view = self.views.setdefault(node, _NodeView())
         commit = core.log.committed
         applied = self.applied

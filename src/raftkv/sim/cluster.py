@@ -36,7 +36,7 @@ from typing import cast
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader, ProposalDropped
 from raftkv.raft.messages import AppendEntriesResponse, Message
-from raftkv.raft.node import RaftNode
+from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import NO_NODE, EntryType, Index, NodeId, Term
@@ -86,7 +86,7 @@ class Proposal:
 class SimNode:
     id: NodeId
     disk: MemoryStorage = field(default_factory=MemoryStorage)
-    core: RaftNode | None = None
+    core: RawNode | None = None
     incarnation: int = 0
     paused: bool = False
     writing: Ready | None = None
@@ -219,7 +219,7 @@ class Cluster:
             max_inflight_msgs=s.max_inflight_msgs,
         )
         node.incarnation += 1
-        node.core = RaftNode(cfg, node.disk, unsafe=self.unsafe)
+        node.core = RawNode(cfg, node.disk, unsafe=self.unsafe)
         node.applied = []
         node.applied_index = Index(0)
         node.writing = None
@@ -441,7 +441,7 @@ class Cluster:
         """Every live node that currently believes it is leader (of any term)."""
         return [i for i in self.ids if (c := self.nodes[i].core) is not None and c.role is Role.LEADER]
 
-    def core(self, node_id: NodeId) -> RaftNode:
+    def core(self, node_id: NodeId) -> RawNode:
         c = self.nodes[node_id].core
         assert c is not None, f"node {node_id} is down"
         return c
