@@ -81,3 +81,16 @@ class FaultyIO(FileIO):
             self.open_failures -= 1
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return super().open(path, flags, mode)
+
+
+class NoSyncIO(FileIO):
+    """fsync as a no-op: for tests that simulate lost writes themselves (fsync is unobservable without power loss)."""
+
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+    def fsync(self, fd: int) -> None:
+        pass
+
+    def fsync_dir(self, path: str) -> None:
+        pass

@@ -187,3 +187,27 @@ def test_a_real_full_file_system(tmp_path: Path) -> None:
         w = WAL.open(mnt / "wal", segment_bytes=64 << 10)
         assert all_entries(w) == run(1, durable + 16)
         w.close()
+
+
+def test_a_failed_sync_inside_compact_or_snapshot_install_leaves_a_consistent_log(tmp_path: Path) -> None:
+    io = FaultyIO()
+    w = WAL.open(tmp_path / "wal", segment_bytes=SEG, io=io)
+    w.append(run(1, 100))
+    w.sync()
+    segments = len(segment_files(tmp_path / "wal"))
+    io.fsync_failures = 1
+    with pytest.raises(StorageIOError):
+        w.apply_snapshot(SnapshotMeta(Index(500), Term(3), (NodeId(1),)))
+    # The boundary record was written, so the log shows it (like an append whose sync failed) ...
+    assert (w.first_index(), w.last_index(), w.term(Index(500))) == (501, 500, 3)
+    # ... but nothing was deleted before it was durable.
+    assert len(segment_files(tmp_path / "wal")) == segments
+    w.append(run(501, 5, term=3))  # the log goes on from the snapshot, and the on-disk records agree
+    w.sync()
+    w.compact(Index(503))  # a later compaction deletes what the failed one left behind
+    assert len(segment_files(tmp_path / "wal")) == 1
+    w.close()
+    w = WAL.open(tmp_path / "wal", segment_bytes=SEG)
+    assert (w.first_index(), w.last_index(), w.term(Index(503))) == (504, 505, 3)
+    assert all_entries(w) == run(504, 2, term=3)
+    w.close()

@@ -945,7 +945,8 @@ class WAL:
         """Discard entries up to and including ``index``; ``term(index)`` stays answerable, also after reopen.
 
         Call only once a snapshot covering ``index`` is durable. Syncs, then deletes whole segments that hold
-        no entry above ``index``. ``voters`` (default: unchanged) is reported by :meth:`initial_state`.
+        no entry above ``index``. ``voters`` (default: unchanged) is reported by :meth:`initial_state`. If the
+        sync fails, the compaction stands (as an append whose sync failed does) and the error is raised.
         """
         self._check_open()
         with self._sync_lock, self._write_lock:
@@ -970,15 +971,18 @@ class WAL:
             self._set_boundary(meta.index, meta.term, tuple(meta.voters), reset=not keep)
 
     def _set_boundary(self, index: int, term: int, voters: tuple[NodeId, ...], *, reset: bool) -> None:
-        """Persist a BOUNDARY record (plus the hard state), sync, apply it, delete obsolete segments."""
+        """Write a BOUNDARY record (plus the hard state), apply it, sync, then delete obsolete segments.
+
+        Like an append, the record takes effect in memory once written: the in-memory log must always equal
+        the replay of the records in the file, which a repair after a failed sync rewrites. Segments are
+        deleted only once the boundary is durable; if the sync fails, a later compaction deletes them.
+        """
         record = rec.encode_boundary(index, term, voters, reset) + rec.encode_hard_state(self._hs)
         if self._needs_repair:
             self._repair()
         if self._active_size + len(record) > self._segment_bytes and self._active_size > rec.SEGMENT_RECORD_SIZE:
             self._rotate()
         self._write_record_locked(record, "compact")
-        # The boundary must be durable before any segment holding entries it replaces is deleted.
-        self._sync_locked()
         with self._lock:
             self._hs_written = self._hs
             if reset or index >= self._last:
@@ -1002,6 +1006,8 @@ class WAL:
             self._bi, self._bt, self._voters = index, term, voters
             # Every segment before the one holding the first remaining entry is obsolete.
             keep_from = self._run_seqs[0] if self._run_seqs else self._active_seq
+        # The boundary must be durable before any segment holding entries it replaces is deleted.
+        self._sync_locked()
         self._delete_segments_before(keep_from)
 
     def _delete_segments_before(self, seq: int) -> None:
