@@ -211,3 +211,29 @@ def test_a_failed_sync_inside_compact_or_snapshot_install_leaves_a_consistent_lo
     assert (w.first_index(), w.last_index(), w.term(Index(503))) == (504, 505, 3)
     assert all_entries(w) == run(504, 2, term=3)
     w.close()
+
+
+def test_segment_deletion_interrupted_part_way_leaves_an_openable_log(tmp_path: Path) -> None:
+    class FailSecondUnlink(FaultyIO):
+        unlinks = 0
+
+        def unlink(self, path: str) -> None:
+            self.unlinks += 1
+            if self.unlinks == 2:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            super().unlink(path)
+
+    io = FailSecondUnlink()
+    w = WAL.open(tmp_path / "wal", segment_bytes=SEG, io=io)
+    w.append(run(1, 200))
+    w.sync()
+    before = segment_files(tmp_path / "wal")
+    w.compact(Index(190))  # wants to delete several segments; the second unlink fails
+    after = segment_files(tmp_path / "wal")
+    assert after == before[1:]  # exactly the oldest went; the rest are still consecutive
+    w.close()
+    w = WAL.open(tmp_path / "wal", segment_bytes=SEG)
+    assert (w.first_index(), w.last_index()) == (191, 200)
+    w.compact(Index(195))  # a later compaction finishes the job
+    assert len(segment_files(tmp_path / "wal")) == 1
+    w.close()

@@ -1011,8 +1011,11 @@ class WAL:
         self._delete_segments_before(keep_from)
 
     def _delete_segments_before(self, seq: int) -> None:
-        """Delete segments ``first_seq .. seq-1`` oldest first (so the rest stay consecutive), then fsync the dir."""
-        deleted = False
+        """Delete segments ``first_seq .. seq-1``, oldest first, each unlink made durable before the next.
+
+        Invariant kept on disk at every instant: the remaining segments are consecutive (recovery treats a gap
+        as corruption), so a crash part-way leaves a suffix, which replay handles (the boundary drops them).
+        """
         while self._first_seq < seq:
             victim = self._first_seq
             with self._lock:
@@ -1021,20 +1024,15 @@ class WAL:
                 self._io.close(fd)
             path = self._seg_path(victim)
             try:
-                self._io.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                # Harmless: recovery replays the old segment and the boundary record drops its entries.
-                log.warning("write-ahead log %s: could not delete obsolete segment %s: %s", self._path, path, exc)
-                break
-            self._first_seq = victim + 1
-            deleted = True
-        if deleted:
-            try:
+                with contextlib.suppress(FileNotFoundError):  # a retry after a failed directory fsync
+                    self._io.unlink(path)
                 self._io.fsync_dir(self._path)
             except OSError as exc:
-                log.warning("write-ahead log %s: fsync of the directory failed: %s", self._path, exc)
+                # Harmless: the segment is replayed on open and the boundary record drops its entries; the
+                # next compaction retries.
+                log.warning("write-ahead log %s: could not delete obsolete segment %s: %s", self._path, path, exc)
+                return
+            self._first_seq = victim + 1
 
 
 def _lock_directory(path: str) -> int:
