@@ -18,11 +18,16 @@ enum ErrorCode {
   malformed @4;         # the request could not be decoded
   internal @5;          # a bug on the answering side; the message says what failed
   stopped @6;           # the node is shutting down
+  notLeader @7;         # writes (and linearizable reads) go to the leader: see leaderId / leaderAddress
+  timeout @8;           # the operation did not complete within its deadline; it may or may not have happened
+  proposalDropped @9;   # refused before being appended (e.g. a leadership transfer); safe to retry
 }
 
 struct Error {
   code @0 :ErrorCode;
   message @1 :Text;
+  leaderId @2 :UInt64;       # notLeader: the leader this node knows of (0: none known)
+  leaderAddress @3 :Text;    # notLeader: that leader's client address, if known
 }
 
 # --- Raft messages ------------------------------------------------------------------------------------------
@@ -122,11 +127,19 @@ interface Peer {
   # costs ~75 us of CPU in pycapnp whatever it carries.
   send @0 (header :Header, messages :List(Message)) -> (error :Error);
 
-  # The seed's echo: returns what it was given, with the answering node's id and term.
-  ping @1 (header :Header, payload :Data) -> (payload :Data, nodeId :UInt64, term :UInt64, error :Error);
+  # The seed's echo: returns what it was given, with the answering node's id and term (and where its clients
+  # connect, so that a follower can point clients at the leader).
+  ping @1 (header :Header, payload :Data)
+      -> (payload :Data, nodeId :UInt64, term :UInt64, clientAddress :Text, error :Error);
 }
 
 interface Client {
   ping @0 (header :Header, payload :Data) -> (payload :Data, nodeId :UInt64, term :UInt64, error :Error);
   status @1 (header :Header) -> (status :NodeStatus, error :Error);
+
+  # The generic state machine's operations (the KV store adds its own): replicate a command, and read the
+  # command applied at an index.
+  propose @2 (header :Header, data :Data, timeoutMs :UInt32)
+      -> (index :UInt64, term :UInt64, result :Data, error :Error);
+  applied @3 (header :Header, index :UInt64) -> (found :Bool, data :Data, error :Error);
 }

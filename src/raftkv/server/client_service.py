@@ -1,0 +1,122 @@
+"""The client-facing ``Client`` service of a node: ping, status, and the generic propose/applied operations.
+
+Handlers never let a Python exception cross the wire: expected outcomes become typed error codes
+(``notLeader`` with the leader's id and client address, ``timeout``, ``proposalDropped``), and anything else
+is logged here and answered with ``internal``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import capnp  # type: ignore[import-untyped]
+
+from raftkv.errors import NodeFailed, NotLeader, ProposalDropped, Timeout
+from raftkv.transport.address import Address
+from raftkv.transport.codec import schema
+from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+
+if TYPE_CHECKING:
+    from raftkv.server.node import RaftNode
+
+log = logging.getLogger("raftkv.client")
+
+
+class ClientService(schema.Client.Server):  # type: ignore[misc]
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    def _check(self, header: Any, results: Any) -> bool:
+        cluster = str(header.clusterId)
+        if cluster and cluster != self.node.config.cluster_id:
+            results.error.code = "wrongCluster"
+            results.error.message = f"this is cluster {self.node.config.cluster_id!r}, not {cluster!r}"
+            return False
+        if self.node.core is None or self.node.failure is not None:
+            results.error.code = "stopped"
+            results.error.message = "the node is not serving"
+            return False
+        return True
+
+    async def ping(self, header: Any, payload: Any, _context: Any, **_kw: Any) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        r.payload = payload
+        r.nodeId = self.node.id
+        r.term = self.node.core.term if self.node.core else 0
+
+    async def status(self, header: Any, _context: Any, **_kw: Any) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        s = self.node.status()
+        out = r.init("status")
+        out.id = s.id
+        out.role = s.role
+        out.term = s.term
+        out.leader = s.leader or 0
+        out.commit = s.commit
+        out.applied = s.applied
+        out.lastIndex = s.last_index
+        out.clusterId = s.cluster_id
+        peers = out.init("peers", len(s.peers))
+        for k, (pid, info) in enumerate(s.peers.items()):
+            p = peers[k]
+            p.id = pid
+            p.address = info["address"]
+            p.connected = info["connected"]
+            p.match = info.get("match", 0)
+            p.next = info.get("next", 0)
+            p.state = info.get("state", "")
+
+    async def propose(self, header: Any, data: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
+        r = _context.results
+        if not self._check(header, r):
+            return
+        timeout = (timeoutMs or 5000) / 1000
+        try:
+            index, term, result = await self.node.propose_indexed(bytes(data), timeout)
+            r.index = index
+            r.term = term
+            r.result = str(result).encode() if result is not None else b""
+        except NotLeader as e:
+            r.error.code = "notLeader"
+            r.error.message = str(e)
+            r.error.leaderId = int(e.leader_hint)
+            r.error.leaderAddress = self.node.leader_client_address()
+        except Timeout as e:
+            r.error.code = "timeout"
+            r.error.message = str(e)
+        except (ProposalDropped, NodeFailed) as e:
+            r.error.code = "proposalDropped"
+            r.error.message = str(e)
+        except Exception as e:
+            log.exception("node %s: propose failed", self.node.id)
+            r.error.code = "internal"
+            r.error.message = f"{type(e).__name__}: {e}"[:200]
+
+    async def applied(self, header: Any, index: int, _context: Any, **_kw: Any) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        commands = getattr(self.node.state_machine, "commands", None)
+        if isinstance(commands, dict) and index in commands:
+            r.found = True
+            r.data = commands[index]
+
+
+async def serve_clients(node: RaftNode, address: Address) -> Any:
+    async def on_connection(stream: Any) -> None:
+        server = capnp.TwoPartyServer(
+            stream,
+            bootstrap=ClientService(node),
+            traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+            nesting_limit=NESTING_LIMIT,
+        )
+        with contextlib.suppress(Exception):
+            await server.on_disconnect()
+
+    return await capnp.AsyncIoStream.create_server(on_connection, address.host, address.port)

@@ -1,0 +1,206 @@
+"""Node configuration: command-line flags and an optional TOML file, validated before anything starts.
+
+Every problem is reported as one line naming the setting, what was wrong and what to do, and ``raftkv serve``
+exits with code 2. Flags override the file. TOML keys are the flag names with underscores::
+
+    id = 1
+    cluster_id = "prod"
+    data_dir = "/var/lib/raftkv/1"
+    listen_peer = "10.0.0.1:7001"
+    listen_client = "10.0.0.1:9001"
+    peers = { 1 = "10.0.0.1:7001", 2 = "10.0.0.2:7001", 3 = "10.0.0.3:7001" }
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from raftkv.raft.types import NodeId
+from raftkv.transport.address import Address, AddressError
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message is the one line to show the operator."""
+
+
+_CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    id: NodeId
+    data_dir: Path
+    listen_peer: Address
+    peers: dict[NodeId, Address]
+    """Where *this* node reaches each member's peer port (its own entry included)."""
+    cluster_id: str = "raftkv"
+    listen_client: Address | None = None
+    listen_metrics: Address | None = None
+    tick_ms: int = 10
+    election_ticks: int = 15
+    heartbeat_ticks: int = 5
+    pre_vote: bool = True
+    check_quorum: bool = True
+    log_level: str = "info"
+    log_format: str = "text"
+    peer_timeout_ms: int = 1000
+    """Deadline of every call to a peer (a stopped peer never answers by itself)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, check_ports: bool = True) -> None:
+        if self.id < 1:
+            raise ConfigError(f"--id must be a positive integer, got {self.id}")
+        if not _CLUSTER_ID.match(self.cluster_id):
+            raise ConfigError(
+                f"--cluster-id {self.cluster_id!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit"
+            )
+        if self.id not in self.peers:
+            raise ConfigError(f"--peers does not list this node (id {self.id}): add {self.id}=HOST:PORT")
+        seen: dict[Address, NodeId] = {}
+        for nid, addr in sorted(self.peers.items()):
+            if addr in seen:
+                raise ConfigError(f"--peers gives nodes {seen[addr]} and {nid} the same address {addr}")
+            seen[addr] = nid
+        if self.listen_client is not None and self.listen_client == self.listen_peer:
+            raise ConfigError(f"--listen-client and --listen-peer are both {self.listen_peer}: use two ports")
+        if self.listen_metrics is not None and self.listen_metrics in (self.listen_peer, self.listen_client):
+            raise ConfigError(f"--listen-metrics {self.listen_metrics} is already used by another listener")
+        if self.tick_ms < 1:
+            raise ConfigError(f"tick_ms must be >= 1, got {self.tick_ms}")
+        if not self.election_ticks > self.heartbeat_ticks >= 1:
+            raise ConfigError(
+                f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks ({self.heartbeat_ticks}) >= 1"
+            )
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"--log-level {self.log_level!r}: use debug, info, warning or error")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format {self.log_format!r}: use text or json")
+        if check_ports:
+            for flag, addr in (
+                ("--listen-peer", self.listen_peer),
+                ("--listen-client", self.listen_client),
+                ("--listen-metrics", self.listen_metrics),
+            ):
+                if addr is not None:
+                    check_port_free(flag, addr)
+
+
+def check_port_free(flag: str, addr: Address) -> None:
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((addr.host, addr.port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"{flag} {addr}: port {addr.port} is already in use (another raftkv node or program?)"
+                ) from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"{flag} {addr}: {addr.host} is not an address of this machine") from None
+            raise ConfigError(f"{flag} {addr}: cannot listen there ({e.strerror})") from None
+
+
+def parse_peers(text: str) -> dict[NodeId, Address]:
+    """``1=HOST:PORT,2=HOST:PORT,...`` with a clear error for each way it can be wrong."""
+    peers: dict[NodeId, Address] = {}
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        nid_text, sep, addr_text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--peers entry {item!r} is not ID=HOST:PORT (e.g. 1=127.0.0.1:7001)")
+        nid = _parse_id(nid_text, f"--peers entry {item!r}")
+        if nid in peers:
+            raise ConfigError(f"--peers lists node {nid} twice")
+        try:
+            peers[nid] = Address.parse(addr_text, f"--peers address of node {nid}")
+        except AddressError as e:
+            raise ConfigError(str(e)) from None
+    if not peers:
+        raise ConfigError("--peers is empty: give every member as ID=HOST:PORT, comma-separated")
+    return peers
+
+
+def _parse_id(text: str, what: str) -> NodeId:
+    try:
+        nid = int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"{what}: node id {text!r} is not an integer") from None
+    if nid < 1:
+        raise ConfigError(f"{what}: node id {nid} must be >= 1")
+    return NodeId(nid)
+
+
+def _address(value: Any, flag: str) -> Address:
+    try:
+        return Address.parse(str(value), flag)
+    except AddressError as e:
+        raise ConfigError(str(e)) from None
+
+
+_KNOWN = {f.name for f in fields(NodeConfig)} - {"extra"}
+
+
+def build_config(options: Mapping[str, Any], config_file: Path | None = None) -> NodeConfig:
+    """Merge a TOML file (if any) with command-line ``options`` (None = not given) into a NodeConfig."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as f:
+                from_file = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"--config {config_file}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"--config {config_file}: not valid TOML ({e})") from None
+        unknown = sorted(set(from_file) - _KNOWN)
+        if unknown:
+            raise ConfigError(f"--config {config_file}: unknown setting(s) {', '.join(unknown)}")
+        values.update(from_file)
+    values.update({k: v for k, v in options.items() if v is not None})
+
+    for required in ("id", "data_dir", "listen_peer", "peers"):
+        if values.get(required) in (None, ""):
+            raise ConfigError(f"--{required.replace('_', '-')} is required (on the command line or in --config)")
+    peers_value = values["peers"]
+    if isinstance(peers_value, str):
+        peers = parse_peers(peers_value)
+    elif isinstance(peers_value, Mapping):
+        peers = parse_peers(",".join(f"{k}={v}" for k, v in peers_value.items()))
+    else:
+        raise ConfigError("peers must be 'ID=HOST:PORT,...' or a table of ID = \"HOST:PORT\"")
+    cfg = NodeConfig(
+        id=_parse_id(values["id"], "--id"),
+        data_dir=Path(values["data_dir"]),
+        listen_peer=_address(values["listen_peer"], "--listen-peer"),
+        peers=peers,
+        cluster_id=str(values.get("cluster_id", "raftkv")),
+        listen_client=_address(values["listen_client"], "--listen-client") if values.get("listen_client") else None,
+        listen_metrics=_address(values["listen_metrics"], "--listen-metrics") if values.get("listen_metrics") else None,
+    )
+    for name in ("tick_ms", "election_ticks", "heartbeat_ticks", "peer_timeout_ms"):
+        if name in values:
+            setattr(cfg, name, _int(values[name], name))
+    for name in ("pre_vote", "check_quorum"):
+        if name in values:
+            setattr(cfg, name, bool(values[name]))
+    for name in ("log_level", "log_format"):
+        if name in values:
+            setattr(cfg, name, str(values[name]))
+    return cfg
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None

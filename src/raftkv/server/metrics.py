@@ -1,0 +1,83 @@
+"""Prometheus metrics of one node (``--listen-metrics HOST:PORT`` serves ``/metrics``).
+
+Each node has its own registry, so several nodes in one process (tests, embedders) do not collide. Transport
+counters are plain integers in the transport and are read at scrape time by a custom collector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from raftkv.raft.types import NodeId
+from raftkv.transport.address import Address
+
+if TYPE_CHECKING:
+    from raftkv.server.node import RaftNode
+
+_LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class NodeMetrics:
+    def __init__(self, node_id: NodeId) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.term = Gauge("raftkv_term", "Current Raft term", registry=r)
+        self.commit = Gauge("raftkv_commit_index", "Highest index known to be committed", registry=r)
+        self.applied = Gauge("raftkv_applied_index", "Highest index applied to the state machine", registry=r)
+        self.is_leader = Gauge("raftkv_is_leader", "1 if this node is the leader", registry=r)
+        self.leader_changes = Counter("raftkv_leader_changes", "Changes of role, leader or term seen", registry=r)
+        self.proposals = Counter("raftkv_proposals", "Proposals accepted by this node as leader", registry=r)
+        self.append_seconds = Histogram(
+            "raftkv_append_seconds", "Time to write (and fsync) one Ready", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.fsync_seconds = Histogram(
+            "raftkv_fsync_seconds",
+            "Time of write + fsync of a Ready that needed it",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._server: Any = None
+        self.node_id = node_id
+
+    def serve(self, address: Address, node: RaftNode) -> None:
+        self.registry.register(_TransportCollector(node))
+        self._server, _thread = start_http_server(address.port, address.host, registry=self.registry)
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+
+class _TransportCollector(Collector):
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Any]:
+        t = self.node.transport
+        if t is None:
+            return
+        c = t.counters
+        errors = CounterMetricFamily("raftkv_rpc_errors", "Failed calls and connections, by peer", labels=["peer"])
+        for peer, n in sorted(c.rpc_errors.items()):
+            errors.add_metric([str(peer)], n)
+        yield errors
+        sent = CounterMetricFamily("raftkv_messages_sent", "Raft messages delivered, by peer", labels=["peer"])
+        for peer, n in sorted(c.sent_msgs.items()):
+            sent.add_metric([str(peer)], n)
+        yield sent
+        dropped = CounterMetricFamily("raftkv_messages_dropped", "Messages dropped (queue full)", labels=["peer"])
+        for peer, n in sorted(c.dropped_msgs.items()):
+            dropped.add_metric([str(peer)], n)
+        yield dropped
+        yield CounterMetricFamily("raftkv_malformed_inputs", "Peer requests refused as malformed", value=c.malformed)
+        yield CounterMetricFamily("raftkv_refused_requests", "Peer requests from outside the cluster", value=c.refused)
+        up = GaugeMetricFamily("raftkv_peer_connected", "1 if the connection to the peer is up", labels=["peer"])
+        for peer in sorted(t.links):
+            up.add_metric([str(peer)], 1 if t.connected(peer) else 0)
+        yield up

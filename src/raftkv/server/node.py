@@ -1,0 +1,433 @@
+"""``RaftNode``: one Raft server on asyncio — the consensus core, its write-ahead log and its network, joined.
+
+Theory of operation
+-------------------
+A node owns one ``asyncio.TaskGroup`` with
+
+* the **ticker** — drives ``RawNode.tick()`` every ``tick_ms``; like the seed's periodic timer it can be paused
+  (and is, while the node stops); after a stall it does not fire a burst of catch-up ticks, which would turn a
+  slow event loop into spurious elections;
+* the **ready loop** — carries out each ``Ready`` under the contract of ``raftkv.raft.ready``: the leader's
+  messages leave at once; entries and hard state are written and fsync'd in a worker thread, off the event
+  loop, while the loop keeps stepping incoming messages and collecting proposals (which is what batches them:
+  the next Ready carries everything that arrived during this fsync — group commit); then the messages that
+  depend on that write, then the committed entries are applied and their proposals resolved, then
+  ``advance()``;
+* the **peer links** (``raftkv.transport``) and the servers for peers and clients.
+
+Everything that touches the core runs on the event loop thread; only the WAL writes run in the worker thread,
+and the WAL is safe for the loop's concurrent reads of already-stable entries.
+
+Proposals resolve with the state machine's result for their entry, or fail with ``NotLeader`` (at once, with
+the leader's id), ``ProposalDropped``, or ``Timeout`` — never silently lost. A proposal whose index ends up
+holding another entry (leadership changed before it committed) fails with ``ProposalDropped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.errors import NodeFailed, Timeout
+from raftkv.raft.config import RaftConfig
+from raftkv.raft.errors import NotLeader, ProposalDropped
+from raftkv.raft.messages import Message
+from raftkv.raft.node import RawNode, Status
+from raftkv.raft.ready import Ready, Role
+from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, Term
+from raftkv.server.client_service import serve_clients
+from raftkv.server.config import NodeConfig
+from raftkv.server.identity import claim_data_dir
+from raftkv.server.metrics import NodeMetrics
+from raftkv.server.statemachine import StateMachine
+from raftkv.storage import NodeStorage, StorageError, open_data_dir
+from raftkv.transport.kjloop import kj_loop
+from raftkv.transport.peers import Transport, TransportSettings
+
+log = logging.getLogger("raftkv.node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """What ``raftkv status`` shows for one node."""
+
+    id: NodeId
+    cluster_id: str
+    role: str
+    term: int
+    leader: NodeId | None
+    commit: int
+    applied: int
+    last_index: int
+    peers: dict[NodeId, dict[str, Any]]
+
+
+class RaftNode:
+    """A Raft server. ``async with RaftNode(config, state_machine) as node: await node.propose(b"...")``."""
+
+    def __init__(self, config: NodeConfig, state_machine: StateMachine, *, check_ports: bool = True) -> None:
+        config.validate(check_ports=check_ports)
+        self.config = config
+        self.id = config.id
+        self.state_machine = state_machine
+        self.metrics = NodeMetrics(config.id)
+        self.core: RawNode | None = None
+        self.transport: Transport | None = None
+        self._storage: NodeStorage | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._ticking = asyncio.Event()
+        self._stopping = False
+        self._closed = False
+        self._loop_done = asyncio.Event()
+        self.ready_event = asyncio.Event()
+        """Set once the node is serving (readiness is an Event)."""
+        self.stopped = asyncio.Event()
+        """Set when the node has stopped, gracefully or because of a failure (see ``failure``)."""
+        self.failure: BaseException | None = None
+        self._waiters: dict[Index, tuple[Term, asyncio.Future[Any]]] = {}
+        self._client_server: Any = None
+
+    # ======================================================================================================
+    # Lifecycle
+    # ======================================================================================================
+
+    async def __aenter__(self) -> RaftNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        cfg = self.config
+        await asyncio.to_thread(claim_data_dir, cfg.data_dir, cfg.cluster_id, cfg.id)
+        await self._stack.enter_async_context(kj_loop())
+        self._storage = await asyncio.to_thread(open_data_dir, cfg.data_dir)
+        self._stack.callback(self._storage.close)
+        if self._storage.snapshot is not None:
+            self.state_machine.restore(await asyncio.to_thread(self._storage.snapshot.read))
+        self.core = RawNode(
+            RaftConfig(
+                id=cfg.id,
+                voters=tuple(sorted(cfg.peers)),
+                rng=random.Random(),
+                election_ticks=cfg.election_ticks,
+                heartbeat_ticks=cfg.heartbeat_ticks,
+                pre_vote=cfg.pre_vote,
+                check_quorum=cfg.check_quorum,
+                applied=self._storage.snapshot.meta.index if self._storage.snapshot else Index(0),
+            ),
+            self._storage.wal,
+        )
+        self.transport = Transport(
+            cfg.id,
+            cfg.cluster_id,
+            cfg.peers,
+            self._on_messages,
+            lambda: int(self.core.term) if self.core else 0,
+            TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000),
+            client_address=str(cfg.listen_client) if cfg.listen_client else "",
+        )
+        await self.transport.listen(cfg.listen_peer)
+        self._stack.push_async_callback(self.transport.close)
+        if cfg.listen_client is not None:
+            self._client_server = await serve_clients(self, cfg.listen_client)
+            self._stack.push_async_callback(self._close_client_server)
+        if cfg.listen_metrics is not None:
+            self.metrics.serve(cfg.listen_metrics, self)
+            self._stack.callback(self.metrics.shutdown)
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._ticking.set()
+        self._tasks.append(self._tg.create_task(self._ticker(), name=f"raftkv-ticker-{cfg.id}"))
+        self._tg.create_task(self._ready_loop(), name=f"raftkv-ready-{cfg.id}")
+        self._tasks.extend(self.transport.start_links(self._tg))
+        self._wake.set()
+        self.ready_event.set()
+        log.info(
+            "node %s serving cluster %r: peers on %s, clients on %s, data in %s",
+            cfg.id,
+            cfg.cluster_id,
+            cfg.listen_peer,
+            cfg.listen_client or "-",
+            cfg.data_dir,
+        )
+
+    async def aclose(self, transfer_leadership: bool = True) -> None:
+        """Stop the node: hand leadership over if that is quick and safe, then stop everything. Idempotent."""
+        if self._closed:
+            await self.stopped.wait()
+            return
+        self._closed = True
+        try:
+            if transfer_leadership and self.failure is None:
+                await self._handover(timeout_s=1.0)
+            self._stopping = True
+            self.pause()
+            self._wake.set()
+            if self._tg is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self._loop_done.wait()  # the ready loop finishes the write it is doing
+                for task in self._tasks:  # the ticker and the peer links; the ready loop ended by itself
+                    task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._tg.__aexit__(None, None, None)
+            if self.core is not None:
+                self.core.stop()
+            self._fail_waiters(ProposalDropped("the node stopped"))
+            await self._stack.aclose()
+        finally:
+            self.stopped.set()
+            log.info("node %s stopped", self.id)
+
+    async def _close_client_server(self) -> None:
+        server, self._client_server = self._client_server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    def pause(self) -> None:
+        """Pause the ticker (the seed's pausable timer): no elections, no heartbeats until ``resume``."""
+        self._ticking.clear()
+
+    def resume(self) -> None:
+        self._ticking.set()
+
+    async def _handover(self, timeout_s: float) -> None:
+        """If leader, transfer leadership to the most caught-up connected follower and wait briefly for it."""
+        core = self.core
+        if core is None or core.role is not Role.LEADER or self.transport is None:
+            return
+        status = core.status()
+        candidates = [
+            (p.match, peer)
+            for peer, p in status.progress.items()
+            if peer != self.id and p.recent_active and self.transport.connected(peer)
+        ]
+        if not candidates:
+            return
+        _match, target = max(candidates)
+        log.info("node %s: stopping as leader; handing leadership to node %s", self.id, target)
+        with contextlib.suppress(NotLeader, ValueError):
+            core.transfer_leadership(target)
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while core.role is Role.LEADER:
+                    await asyncio.sleep(self.config.tick_ms / 1000)
+
+    # ======================================================================================================
+    # Proposals and status
+    # ======================================================================================================
+
+    async def propose(self, data: bytes, timeout: float | None = 5.0) -> Any:
+        """Replicate ``data`` and return the state machine's result for it.
+
+        Raises ``NotLeader`` (with ``leader_hint``), ``ProposalDropped`` or ``Timeout``.
+        """
+        _index, _term, result = await self.propose_indexed(data, timeout)
+        return result
+
+    async def propose_indexed(self, data: bytes, timeout: float | None = 5.0) -> tuple[Index, Term, Any]:
+        """``propose``, also returning the index and term the command was committed at."""
+        index, term, fut = self._submit(data)
+        try:
+            async with asyncio.timeout(timeout):
+                return index, term, await fut
+        except TimeoutError:
+            raise Timeout(f"proposal at index {index} (term {term}) not applied within {timeout} s") from None
+        finally:
+            waiter = self._waiters.get(index)
+            if waiter is not None and waiter[1] is fut:
+                del self._waiters[index]
+
+    def _submit(self, data: bytes) -> tuple[Index, Term, asyncio.Future[Any]]:
+        if self._closed or self.core is None:
+            raise ProposalDropped("the node is stopped")
+        if self.failure is not None:
+            raise NodeFailed(str(self.failure))
+        core = self.core
+        index = core.propose(data)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (core.term, fut)
+        self.metrics.proposals.inc()
+        self._wake.set()
+        return index, core.term, fut
+
+    def status(self) -> NodeStatus:
+        core = self.core
+        assert core is not None, "the node is not started"
+        s: Status = core.status()
+        peers: dict[NodeId, dict[str, Any]] = {}
+        for peer, addr in sorted(self.config.peers.items()):
+            if peer == self.id:
+                continue
+            info: dict[str, Any] = {
+                "address": str(addr),
+                "connected": self.transport.connected(peer) if self.transport else False,
+            }
+            p = s.progress.get(peer)
+            if p is not None:
+                info.update(match=int(p.match), next=int(p.next), state=p.state)
+            peers[peer] = info
+        return NodeStatus(
+            id=self.id,
+            cluster_id=self.config.cluster_id,
+            role=s.role.value,
+            term=int(s.term),
+            leader=s.leader if s.leader != NO_NODE else None,
+            commit=int(s.commit),
+            applied=int(s.applied),
+            last_index=int(s.last_index),
+            peers=peers,
+        )
+
+    def leader_client_address(self) -> str:
+        """The client address of the leader this node knows of ("" if unknown)."""
+        core = self.core
+        if core is None or core.leader == NO_NODE:
+            return ""
+        if core.leader == self.id:
+            return str(self.config.listen_client or "")
+        link = self.transport.links.get(core.leader) if self.transport else None
+        return link.client_address if link else ""
+
+    async def wait_for_leader(self, timeout: float = 5.0) -> NodeId:
+        async with asyncio.timeout(timeout):
+            while True:
+                core = self.core
+                if core is not None and core.leader != NO_NODE:
+                    return core.leader
+                await asyncio.sleep(self.config.tick_ms / 1000)
+
+    # ======================================================================================================
+    # The ticker and the ready loop
+    # ======================================================================================================
+
+    def _on_messages(self, messages: list[Message]) -> None:
+        core = self.core
+        if core is None or self._stopping:
+            return
+        for msg in messages:
+            core.step(msg)
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.tick_ms / 1000
+        next_at = loop.time() + interval
+        core = self.core
+        assert core is not None
+        while True:
+            if not self._ticking.is_set():
+                await self._ticking.wait()
+                next_at = loop.time() + interval
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            next_at = max(next_at + interval, loop.time())
+            core.tick()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        core = self.core
+        storage = self._storage
+        transport = self.transport
+        assert core is not None and storage is not None and transport is not None
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                while core.has_ready() and not self._stopping:
+                    rd = core.ready()
+                    self._observe(rd)
+                    if rd.messages:
+                        transport.send(rd.messages)
+                    if rd.entries or rd.hard_state is not None:
+                        await asyncio.to_thread(self._persist, storage, rd)
+                    if rd.messages_after_sync:
+                        transport.send(rd.messages_after_sync)
+                    if rd.committed_entries:
+                        self._apply(rd.committed_entries)
+                    core.advance()
+        except StorageError as e:
+            # The disk refused a write: this node cannot promise durability any more. Stop it (the rest of the
+            # cluster carries on); the log stays consistent for a restart once the disk is fixed.
+            self._fatal(e, f"storage failure, stopping this node: {e}")
+        except Exception as e:
+            self._fatal(e, f"internal error in the ready loop, stopping this node: {type(e).__name__}: {e}")
+            log.exception("node %s: ready loop failed", self.id)
+        finally:
+            self._loop_done.set()
+
+    def _fatal(self, error: BaseException, message: str) -> None:
+        self.failure = error
+        log.critical("node %s: %s", self.id, message)
+        self._stopping = True
+        self.pause()
+        if self.core is not None:
+            self.core.stop()
+        self._fail_waiters(NodeFailed(message))
+        self.stopped.set()
+
+    def _persist(self, storage: NodeStorage, rd: Ready) -> None:
+        """Step 1 of the Ready contract, in a worker thread: entries, then hard state, then one fsync."""
+        wal = storage.wal
+        started = time.perf_counter()
+        if rd.entries:
+            wal.append(rd.entries)
+        if rd.hard_state is not None:
+            wal.set_hard_state(rd.hard_state)
+        if rd.must_sync:
+            wal.sync()
+            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+        self.metrics.append_seconds.observe(time.perf_counter() - started)
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        commands = [e for e in entries if e.type is EntryType.NORMAL]
+        results = list(self.state_machine.apply(commands)) if commands else []
+        by_index = {e.index: r for e, r in zip(commands, results, strict=True)}
+        waiters = self._waiters
+        for e in entries:
+            waiter = waiters.pop(e.index, None)
+            if waiter is None:
+                continue
+            term, fut = waiter
+            if fut.done():
+                continue
+            if e.term == term:
+                fut.set_result(by_index.get(e.index))
+            else:
+                fut.set_exception(
+                    ProposalDropped(f"index {e.index} was taken by another leader's entry (term {e.term}, not {term})")
+                )
+        self.metrics.applied.set(int(entries[-1].index))
+
+    def _observe(self, rd: Ready) -> None:
+        core = self.core
+        assert core is not None
+        for event in rd.events:
+            log.info("node %s term %s: %s", self.id, core.term, event)
+        if rd.soft_state is not None:
+            self.metrics.term.set(int(rd.soft_state.term))
+            self.metrics.is_leader.set(1 if rd.soft_state.role is Role.LEADER else 0)
+            self.metrics.leader_changes.inc()
+        if rd.hard_state is not None:
+            self.metrics.commit.set(int(rd.hard_state.commit))
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for _term, fut in waiters.values():
+            if not fut.done():
+                fut.set_exception(error)

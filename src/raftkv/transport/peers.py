@@ -1,0 +1,394 @@
+"""Node-to-node transport: an inbound ``Peer`` service and one supervised outbound link per peer.
+
+Theory of operation
+-------------------
+Raft messages are one-way (see ``raftkv.capnp``). ``Transport.send`` never blocks: it puts each message on its
+destination's bounded queue and wakes that peer's link. Each :class:`PeerLink` is a supervisor task that
+
+1. connects (with a timeout) and checks who answers with a ``ping`` (cluster id and node id), so a wrong
+   address in ``--peers`` is reported once, clearly, instead of silently talking to the wrong node;
+2. drains its queue into ``send`` calls, each carrying every queued message up to a size bound (one capnp call
+   costs ~75 µs of CPU whatever it carries), with at most ``max_inflight_calls`` unanswered calls — Cap'n Proto
+   delivers calls on one capability in order, so pipelining keeps Raft's messages in order;
+3. on any error or timeout (a SIGSTOPped peer never errors by itself: every call has a deadline) drops the
+   connection, and reconnects after a jittered exponential backoff.
+
+A message that cannot be sent is dropped: Raft is built for lossy networks and retransmits what matters. While a
+link is down nothing is queued for it (it would be stale on reconnection), and a full queue (a slow peer) drops
+the newest messages; both are counted.
+
+Inbound, each connection gets its own :class:`PeerService`. It checks the header (cluster id, a known sender,
+addressed to us), decodes every message at the edge, and hands the batch to the node. Malformed input closes
+that one connection and is counted; requests from another cluster or an unknown member are refused with a typed
+error and logged once. No Python traceback ever crosses the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import capnp  # type: ignore[import-untyped]
+
+from raftkv.raft.messages import AppendEntries, Message
+from raftkv.raft.types import NodeId
+from raftkv.transport.address import Address
+from raftkv.transport.codec import DecodeError, decode, encode_into, schema
+
+log = logging.getLogger("raftkv.transport")
+
+# Equal on both sides of every connection: 64 MiB of pointers, nesting as deep as our schema needs.
+TRAVERSAL_LIMIT_WORDS = 8 * 1024 * 1024
+NESTING_LIMIT = 16
+
+
+@dataclass(slots=True)
+class TransportSettings:
+    call_timeout_s: float = 1.0
+    connect_timeout_s: float = 1.0
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+    max_queue_msgs: int = 4096
+    max_batch_msgs: int = 512
+    max_batch_bytes: int = 4 << 20
+    max_inflight_calls: int = 4
+
+
+@dataclass(slots=True)
+class TransportCounters:
+    """Plain counters; the runtime exports them as Prometheus metrics at scrape time."""
+
+    sent_calls: dict[NodeId, int] = field(default_factory=dict)
+    sent_msgs: dict[NodeId, int] = field(default_factory=dict)
+    dropped_msgs: dict[NodeId, int] = field(default_factory=dict)
+    rpc_errors: dict[NodeId, int] = field(default_factory=dict)
+    received_msgs: int = 0
+    malformed: int = 0
+    refused: int = 0
+
+    @staticmethod
+    def bump(d: dict[NodeId, int], peer: NodeId, n: int = 1) -> None:
+        d[peer] = d.get(peer, 0) + n
+
+
+class _Once:
+    """Log a condition once until it clears, so a peer that stays down does not flood the log."""
+
+    def __init__(self) -> None:
+        self._active: set[str] = set()
+
+    def warn(self, key: str, msg: str, *args: object) -> None:
+        if key not in self._active:
+            self._active.add(key)
+            log.warning(msg, *args)
+
+    def clear(self, key: str) -> bool:
+        if key in self._active:
+            self._active.discard(key)
+            return True
+        return False
+
+
+def _header(cluster_id: str, src: NodeId, dst: NodeId) -> dict[str, object]:
+    return {"clusterId": cluster_id, "from": int(src), "to": int(dst)}
+
+
+class PeerLink:
+    """The connection to one peer, with its outbound queue and its supervisor."""
+
+    def __init__(self, transport: Transport, peer: NodeId, address: Address) -> None:
+        self.t = transport
+        self.peer = peer
+        self.address = address
+        self.queue: deque[Message] = deque()
+        self.wake = asyncio.Event()
+        self.connected = False
+        self.client_address = ""
+        """The peer's client address, as it told us in the handshake ("" if it has none or is unknown)."""
+        self._rng = random.Random()
+
+    def enqueue(self, msg: Message) -> None:
+        # While the link is down, messages would only be stale when it comes back: drop them (Raft resends).
+        if not self.connected or len(self.queue) >= self.t.settings.max_queue_msgs:
+            TransportCounters.bump(self.t.counters.dropped_msgs, self.peer)
+            return
+        self.queue.append(msg)
+        self.wake.set()
+
+    async def run(self) -> None:
+        s = self.t.settings
+        backoff = s.backoff_initial_s
+        while True:
+            client: Any = None
+            try:
+                async with asyncio.timeout(s.connect_timeout_s):
+                    stream = await capnp.AsyncIoStream.create_connection(host=self.address.host, port=self.address.port)
+                client = capnp.TwoPartyClient(
+                    stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT
+                )
+                cap = client.bootstrap().cast_as(schema.Peer)
+                if not await self._handshake(cap):
+                    backoff = s.backoff_max_s
+                    continue
+                self.connected = True
+                backoff = s.backoff_initial_s
+                if self.t.once.clear(f"down-{self.peer}"):
+                    log.info("node %s: connection to node %s at %s restored", self.t.node_id, self.peer, self.address)
+                await self._pump(cap)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, capnp.KjException, ConnectionError) as e:
+                TransportCounters.bump(self.t.counters.rpc_errors, self.peer)
+                self.t.once.warn(
+                    f"down-{self.peer}",
+                    "node %s: cannot reach node %s at %s (%s); retrying with backoff",
+                    self.t.node_id,
+                    self.peer,
+                    self.address,
+                    _describe(e),
+                )
+            finally:
+                self.connected = False
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+            # Messages queued while disconnected are stale by the time we are back; Raft will resend.
+            self.queue.clear()
+            await asyncio.sleep(backoff * (0.5 + self._rng.random()))
+            backoff = min(backoff * 2, s.backoff_max_s)
+
+    async def _handshake(self, cap: Any) -> bool:
+        async with asyncio.timeout(self.t.settings.call_timeout_s):
+            r = await cap.ping(header=_header(self.t.cluster_id, self.t.node_id, self.peer), payload=b"")
+        code = str(r.error.code)
+        if code != "none":
+            self.t.once.warn(
+                f"refused-{self.peer}",
+                "node %s: node %s at %s refused us: %s (%s)",
+                self.t.node_id,
+                self.peer,
+                self.address,
+                code,
+                r.error.message,
+            )
+            return False
+        if r.nodeId != self.peer:
+            self.t.once.warn(
+                f"refused-{self.peer}",
+                "node %s: %s answers as node %s, not node %s: check --peers",
+                self.t.node_id,
+                self.address,
+                r.nodeId,
+                self.peer,
+            )
+            return False
+        self.t.once.clear(f"refused-{self.peer}")
+        self.client_address = str(r.clientAddress)
+        return True
+
+    async def _pump(self, cap: Any) -> None:
+        s = self.t.settings
+        inflight: deque[asyncio.Task[None]] = deque()
+        while True:
+            while inflight and inflight[0].done():
+                inflight.popleft().result()  # re-raises the call's error: reconnect
+            if not self.queue:
+                if inflight:
+                    # Wait for new messages or for the oldest call, whichever comes first.
+                    waiter = asyncio.ensure_future(self.wake.wait())
+                    await asyncio.wait({waiter, inflight[0]}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                else:
+                    await self.wake.wait()
+                self.wake.clear()
+                continue
+            if len(inflight) >= s.max_inflight_calls:
+                await asyncio.wait({inflight[0]})
+                continue
+            batch = self._take_batch()
+            request = cap.send_request()
+            request.header = _header(self.t.cluster_id, self.t.node_id, self.peer)
+            lst = request.init("messages", len(batch))
+            for k, msg in enumerate(batch):
+                encode_into(lst[k], msg)
+            # The call leaves now, in order; the task only waits for its answer (with a deadline).
+            inflight.append(asyncio.ensure_future(self._await_reply(request.send(), len(batch))))
+
+    def _take_batch(self) -> list[Message]:
+        s = self.t.settings
+        batch: list[Message] = []
+        size = 0
+        q = self.queue
+        while q and len(batch) < s.max_batch_msgs:
+            msg = q[0]
+            if type(msg) is AppendEntries:
+                size += sum(len(e.data) + 21 for e in msg.entries)
+                if batch and size > s.max_batch_bytes:
+                    break
+            batch.append(q.popleft())
+        return batch
+
+    async def _await_reply(self, promise: Any, n: int) -> None:
+        async with asyncio.timeout(self.t.settings.call_timeout_s):
+            r = await promise
+        code = str(r.error.code)
+        if code != "none":
+            raise ConnectionError(f"peer refused the batch: {code} ({r.error.message})")
+        c = self.t.counters
+        TransportCounters.bump(c.sent_calls, self.peer)
+        TransportCounters.bump(c.sent_msgs, self.peer, n)
+
+
+class PeerService(schema.Peer.Server):  # type: ignore[misc]
+    """The inbound side of one connection."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.t = transport
+        self.server: Any = None  # the TwoPartyServer of this connection, to close it on malformed input
+
+    def _check(self, header: Any) -> tuple[str, str, NodeId]:
+        t = self.t
+        src = NodeId(int(getattr(header, "from")))  # "from" is a Python keyword
+        if header.clusterId != t.cluster_id:
+            return "wrongCluster", f"this is cluster {t.cluster_id!r}, not {header.clusterId!r}", src
+        if src not in t.peers:
+            return "unknownMember", f"node {src} is not a member of cluster {t.cluster_id!r}", src
+        if header.to not in (0, t.node_id):
+            return "wrongNode", f"this is node {t.node_id}, not node {header.to}", src
+        return "none", "", src
+
+    def _refuse(self, code: str, message: str, results: Any) -> None:
+        self.t.counters.refused += 1
+        self.t.once.warn(f"refuse-{code}-{message}", "node %s refused a peer request: %s", self.t.node_id, message)
+        results.error.code = code
+        results.error.message = message
+
+    async def send(self, header: Any, messages: Any, _context: Any, **_kw: Any) -> None:
+        results = _context.results
+        try:
+            code, why, src = self._check(header)
+            if code != "none":
+                self._refuse(code, why, results)
+                return
+            batch = [decode(m, src, self.t.node_id) for m in messages]
+        except (DecodeError, capnp.KjException, ValueError) as e:
+            self.t.counters.malformed += 1
+            self.t.once.warn(
+                f"malformed-{e}", "node %s: malformed peer input, closing that connection: %s", self.t.node_id, e
+            )
+            results.error.code = "malformed"
+            results.error.message = str(e)[:200]
+            self._close_soon()
+            return
+        self.t.counters.received_msgs += len(batch)
+        try:
+            self.t.on_messages(batch)
+        except Exception as e:  # a bug: keep it local, answer with a typed error
+            log.exception("node %s: failed to process a peer batch", self.t.node_id)
+            results.error.code = "internal"
+            results.error.message = f"{type(e).__name__}: {e}"[:200]
+
+    async def ping(self, header: Any, payload: Any, _context: Any, **_kw: Any) -> None:
+        results = _context.results
+        code, why, _src = self._check(header)
+        if code != "none":
+            self._refuse(code, why, results)
+            return
+        results.payload = payload
+        results.nodeId = self.t.node_id
+        results.term = self.t.term()
+        results.clientAddress = self.t.client_address
+
+    def _close_soon(self) -> None:
+        server = self.server
+        if server is not None:
+            asyncio.get_running_loop().call_soon(_close_quietly, server)
+
+
+def _close_quietly(server: Any) -> None:
+    with contextlib.suppress(Exception):
+        server.close()
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class Transport:
+    """All of one node's peer connections, inbound and outbound."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        cluster_id: str,
+        peers: dict[NodeId, Address],
+        on_messages: Callable[[list[Message]], None],
+        term: Callable[[], int],
+        settings: TransportSettings | None = None,
+        client_address: str = "",
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.peers = peers
+        self.on_messages = on_messages
+        self.term = term
+        self.client_address = client_address
+        self.settings = settings or TransportSettings()
+        self.counters = TransportCounters()
+        self.once = _Once()
+        self.links = {p: PeerLink(self, p, a) for p, a in peers.items() if p != node_id}
+        self._server: Any = None
+        self._connections: set[Any] = set()
+
+    async def listen(self, address: Address) -> None:
+        async def on_connection(stream: Any) -> None:
+            service = PeerService(self)
+            server = capnp.TwoPartyServer(
+                stream,
+                bootstrap=service,
+                traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+                nesting_limit=NESTING_LIMIT,
+            )
+            service.server = server
+            self._connections.add(server)
+            try:
+                await server.on_disconnect()
+            except Exception as e:  # a connection ending badly concerns that connection only
+                log.debug("node %s: peer connection ended: %s", self.node_id, _describe(e))
+            finally:
+                self._connections.discard(server)
+
+        self._server = await capnp.AsyncIoStream.create_server(on_connection, address.host, address.port)
+
+    def start_links(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        return [
+            tg.create_task(link.run(), name=f"raftkv-link-{self.node_id}-{link.peer}") for link in self.links.values()
+        ]
+
+    def send(self, messages: Iterable[Message]) -> None:
+        links = self.links
+        for msg in messages:
+            link = links.get(msg.dst)
+            if link is not None:
+                link.enqueue(msg)
+
+    def connected(self, peer: NodeId) -> bool:
+        link = self.links.get(peer)
+        return link is not None and link.connected
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        for server in list(self._connections):
+            _close_quietly(server)
+        self._connections.clear()

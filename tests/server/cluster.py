@@ -1,0 +1,71 @@
+"""Helpers for in-process clusters of real RaftNodes over loopback TCP (each with its own data dir)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from raftkv.raft.types import NodeId
+from raftkv.server.config import NodeConfig
+from raftkv.server.node import RaftNode
+from raftkv.server.statemachine import CommandLog
+from raftkv.transport.address import Address
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def configs(tmp: Path, n: int, **overrides: object) -> list[NodeConfig]:
+    ports = free_ports(2 * n)
+    peers = {NodeId(i + 1): Address("127.0.0.1", ports[i]) for i in range(n)}
+    out = []
+    for i in range(n):
+        cfg = NodeConfig(
+            id=NodeId(i + 1),
+            data_dir=tmp / f"node{i + 1}",
+            listen_peer=peers[NodeId(i + 1)],
+            peers=dict(peers),
+            listen_client=Address("127.0.0.1", ports[n + i]),
+            cluster_id="test",
+        )
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        out.append(cfg)
+    return out
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``cond`` every 10 ms until it holds; fail with ``what`` after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for: {what}") from None
+
+
+def leader_of(nodes: list[RaftNode]) -> RaftNode | None:
+    live = [n for n in nodes if n.core is not None and not n.stopped.is_set()]
+    leaders = [n for n in live if n.core is not None and n.core.role.value == "leader"]
+    if len(leaders) != 1:
+        return None
+    lead = leaders[0]
+    if all(n.core is not None and n.core.leader == lead.id for n in live):
+        return lead
+    return None
+
+
+def start_all(cfgs: list[NodeConfig]) -> list[RaftNode]:
+    return [RaftNode(c, CommandLog()) for c in cfgs]
