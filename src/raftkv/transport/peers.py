@@ -193,8 +193,19 @@ class PeerLink:
         return True
 
     async def _pump(self, cap: Any) -> None:
-        s = self.t.settings
         inflight: deque[asyncio.Task[None]] = deque()
+        try:
+            await self._pump_calls(cap, inflight)
+        finally:
+            # Reap every call still in flight: an abandoned task whose call later fails ("RpcSystem was
+            # destroyed") would report its exception from a garbage-collector finalizer, at any later moment.
+            for task in inflight:
+                task.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _pump_calls(self, cap: Any, inflight: deque[asyncio.Task[None]]) -> None:
+        s = self.t.settings
         while True:
             while inflight and inflight[0].done():
                 inflight.popleft().result()  # re-raises the call's error: reconnect
@@ -202,8 +213,10 @@ class PeerLink:
                 if inflight:
                     # Wait for new messages or for the oldest call, whichever comes first.
                     waiter = asyncio.ensure_future(self.wake.wait())
-                    await asyncio.wait({waiter, inflight[0]}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    try:
+                        await asyncio.wait({waiter, inflight[0]}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
                 else:
                     await self.wake.wait()
                 self.wake.clear()
