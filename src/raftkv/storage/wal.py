@@ -460,7 +460,8 @@ class WAL:
         """
         fio = io if io is not None else OS_IO
         spath = os.path.abspath(os.fspath(path))
-        invariant(segment_bytes >= 4096, "segment_bytes must be at least 4096")
+        if segment_bytes < 4096:
+            raise ValueError(f"segment_bytes must be at least 4096, not {segment_bytes}")
         try:
             fio.makedirs(spath)
         except OSError as exc:
@@ -526,6 +527,7 @@ class WAL:
             # syncing): make it durable before acting on it or writing after it.
             io.fdatasync(fd)
         except OSError as exc:
+            io.close(fd)
             raise io_error("repair torn tail", path, exc) from exc
         self._active_size = self._synced_size = last.valid_bytes
 
@@ -694,7 +696,9 @@ class WAL:
         """Store ``entries`` (contiguous), first discarding held entries at or after ``entries[0].index``.
 
         Requires ``first_index <= entries[0].index <= last_index + 1``. Not durable until :meth:`sync`.
-        Raises :class:`DiskFullError`/:class:`StorageIOError` with nothing changed if the write fails.
+        Raises :class:`DiskFullError`/:class:`StorageIOError` if a write fails; the entries written before the
+        failure stay (only possible when the batch spans a segment rotation; ``last_index`` says how far), and
+        retrying the same ``append`` is safe since it overwrites from ``entries[0].index``.
         """
         if not entries:
             return
