@@ -55,11 +55,13 @@ def main() -> None:
 def serve(config_file: Path | None, id_: int | None, **options: Any) -> None:
     """Run one node until SIGTERM or SIGINT (graceful stop within 2 s, handing leadership over)."""
     from raftkv.server.config import ConfigError, build_config
+    from raftkv.server.identity import claim_data_dir
     from raftkv.server.logs import setup_logging
 
     try:
         cfg = build_config({"id": id_, **options}, config_file)
         cfg.validate()
+        claim_data_dir(cfg.data_dir, cfg.cluster_id, cfg.id)
     except ConfigError as e:
         _fail(str(e))
     setup_logging(cfg.log_level, cfg.log_format)

@@ -188,7 +188,8 @@ class RaftNode:
             await self._stack.aclose()
         finally:
             self.stopped.set()
-            log.info("node %s stopped", self.id)
+            if self.core is not None:
+                log.info("node %s stopped", self.id)
 
     async def _close_client_server(self) -> None:
         server, self._client_server = self._client_server, None
