@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
-.PHONY: setup demo test lint typecheck unit sim-sweep sim-long bench clean
+
+.PHONY: setup demo sim-demo test lint typecheck unit sim-sweep sim-long bench clean
 
 setup: $(STAMP)
 
@@ -16,16 +17,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## The main job: a simulated 3-node cluster under faults, printing a summary of the run.
+## The main job: a local 3-node cluster of real processes: replicate, kill -9 the leader, fail over, catch up.
 demo: setup
+	$(PY) -m raftkv.demo
+
+## The simulator's view of the same: a simulated 3-node cluster under faults, with a summary of the run.
+sim-demo: setup
 	$(PY) -m raftkv.sim --seed 1 --nodes 3 --verbose-summary
 
 ## Everything CI runs: lint, strict typing of the pure packages, unit + scenario tests, a simulator sweep.
 test: setup lint typecheck unit sim-sweep
 
 lint: setup
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src tests bench examples
 
 typecheck: setup
 	$(PY) -m mypy

@@ -7,6 +7,7 @@ is logged here and answered with ``internal``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -116,7 +117,8 @@ async def serve_clients(node: RaftNode, address: Address) -> Any:
             traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
             nesting_limit=NESTING_LIMIT,
         )
-        with contextlib.suppress(Exception):
+        # CancelledError too: at loop shutdown this pycapnp-owned task would print the cancellation as an error.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await server.on_disconnect()
 
     return await capnp.AsyncIoStream.create_server(on_connection, address.host, address.port)

@@ -88,6 +88,11 @@ class _Once:
             self._active.add(key)
             log.warning(msg, *args)
 
+    def info(self, key: str, msg: str, *args: object) -> None:
+        if key not in self._active:
+            self._active.add(key)
+            log.info(msg, *args)
+
     def clear(self, key: str) -> bool:
         if key in self._active:
             self._active.discard(key)
@@ -109,6 +114,7 @@ class PeerLink:
         self.queue: deque[Message] = deque()
         self.wake = asyncio.Event()
         self.connected = False
+        self.ever_connected = False
         self.client_address = ""
         """The peer's client address, as it told us in the handshake ("" if it has none or is unknown)."""
         self._rng = random.Random()
@@ -137,6 +143,7 @@ class PeerLink:
                     backoff = s.backoff_max_s
                     continue
                 self.connected = True
+                self.ever_connected = True
                 backoff = s.backoff_initial_s
                 if self.t.once.clear(f"down-{self.peer}"):
                     log.info("node %s: connection to node %s at %s restored", self.t.node_id, self.peer, self.address)
@@ -145,7 +152,9 @@ class PeerLink:
                 raise
             except (OSError, TimeoutError, capnp.KjException, ConnectionError) as e:
                 TransportCounters.bump(self.t.counters.rpc_errors, self.peer)
-                self.t.once.warn(
+                # Nodes start one after another: a peer that was never up yet is normal, not a warning.
+                report = self.t.once.warn if self.ever_connected else self.t.once.info
+                report(
                     f"down-{self.peer}",
                     "node %s: cannot reach node %s at %s (%s); retrying with backoff",
                     self.t.node_id,
@@ -373,6 +382,10 @@ class Transport:
             self._connections.add(server)
             try:
                 await server.on_disconnect()
+            except asyncio.CancelledError:
+                # The event loop is shutting down under us. This task belongs to pycapnp's accept callback,
+                # which would print the cancellation as an error: end quietly, there is nobody to tell.
+                pass
             except Exception as e:  # a connection ending badly concerns that connection only
                 log.debug("node %s: peer connection ended: %s", self.node_id, _describe(e))
             finally:
