@@ -84,13 +84,14 @@ class NodeConfig:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format {self.log_format!r}: use text or json")
         if check_ports:
-            for flag, addr in (
+            listeners: list[tuple[str, Address | None]] = [
                 ("--listen-peer", self.listen_peer),
                 ("--listen-client", self.listen_client),
                 ("--listen-metrics", self.listen_metrics),
-            ):
-                if addr is not None:
-                    check_port_free(flag, addr)
+            ]
+            for flag, where in listeners:
+                if where is not None:
+                    check_port_free(flag, where)
 
 
 def check_port_free(flag: str, addr: Address) -> None:
