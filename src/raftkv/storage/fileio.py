@@ -34,9 +34,11 @@ class FileIO:
 
     def pwrite_all(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
         """Write all of ``data`` at ``offset``, looping over short writes; raises ``OSError`` on failure."""
+        done = self.pwrite(fd, data, offset)
+        total = len(data)
+        if done == total:  # the usual case, in one call
+            return
         view = memoryview(data)
-        done = 0
-        total = len(view)
         while done < total:
             n = self.pwrite(fd, view[done:], offset + done)
             if n <= 0:  # a regular file never returns 0 for a non-empty write; treat it as "disk full"

@@ -707,10 +707,8 @@ class WAL:
             self.sync()
         batch = rec.encode_entries(entries)
         first = batch.first
-        invariant(
-            self._bi < first <= self._last + 1,
-            f"append at index {first} outside [{self._bi + 1}, {self._last + 1}]",
-        )
+        if not self._bi < first <= self._last + 1:  # (the message is built only on failure: hot path)
+            invariant(False, f"append at index {first} outside [{self._bi + 1}, {self._last + 1}]")
         exclusive = self._needs_repair or self._active_size + len(batch.buf) > self._segment_bytes
         if exclusive:
             self._sync_lock.acquire()
@@ -892,10 +890,10 @@ class WAL:
                 self._needs_repair = True
             raise io_error("fdatasync", self._seg_path(self._active_seq), exc) from exc
         with self._lock:
+            # The chunks covered are exactly the bytes between the old and the new synced size.
+            self._pending_bytes -= target - self._synced_size
             self._synced_size = target
-            done = self._pending[:n_pending]
             del self._pending[:n_pending]
-            self._pending_bytes -= sum(len(c) for c in done)
 
     def _repair(self) -> None:
         """Rewrite the unsynced tail of the active segment from ``_pending`` (holding sync and write locks)."""
