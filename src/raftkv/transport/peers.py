@@ -328,9 +328,11 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
         results.clientAddress = self.t.client_address
 
     def _close_soon(self) -> None:
+        # Close after the typed reply has left: pycapnp writes it only once this handler has returned, and a
+        # close scheduled for the very next loop turn would overtake it.
         server = self.server
         if server is not None:
-            asyncio.get_running_loop().call_soon(_close_quietly, server)
+            asyncio.get_running_loop().call_later(0.05, _close_quietly, server)
 
 
 def _close_quietly(server: Any) -> None:
