@@ -18,7 +18,7 @@ from raftkv.raft.messages import (
     RequestVoteResponse,
 )
 from raftkv.raft.node import RawNode
-from raftkv.raft.ready import Ready, Role
+from raftkv.raft.ready import ReadState, Ready, Role
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
 
@@ -321,3 +321,82 @@ def test_status_reports_progress_on_the_leader() -> None:
     assert s.role is Role.LEADER and s.leader == N1 and s.commit == 1 and s.last_index == 1
     assert s.progress[N2].match == 1 and s.progress[N2].state == "replicate"
     assert s.progress[N3].match == 0 and s.progress[N3].state == "probe"
+
+
+# --- ReadIndex (dissertation §6.4) --------------------------------------------------------------------------
+
+
+def leader_with_noop_committed() -> RawNode:
+    n = node(pre_vote=False)
+    elect(n)
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))
+    drain(n)
+    assert n.log.committed == 1
+    return n
+
+
+def test_read_index_waits_for_a_heartbeat_quorum() -> None:
+    n = leader_with_noop_committed()
+    n.read_index(b"r1")
+    rd = drain(n)
+    beats = [m for m in rd.messages if isinstance(m, Heartbeat)]
+    assert {m.dst for m in beats} == {N2, N3} and len({m.context for m in beats}) == 1
+    assert rd.read_states == ()
+    n.step(HeartbeatResponse(n.term, N3, N1, b"unrelated"))
+    assert not drain(n).read_states
+    n.step(HeartbeatResponse(n.term, N2, N1, beats[0].context))
+    assert drain(n).read_states == (ReadState(Index(1), b"r1"),)
+
+
+def test_read_index_waits_for_the_leaders_first_commit() -> None:
+    n = node(pre_vote=False)
+    elect(n)
+    n.read_index(b"early")
+    rd = drain(n)
+    assert not any(isinstance(m, Heartbeat) for m in rd.messages), "no round before the no-op commits"
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))  # the no-op commits: the round starts
+    rd = drain(n)
+    (beat, *_) = [m for m in rd.messages if isinstance(m, Heartbeat)]
+    n.step(HeartbeatResponse(n.term, N2, N1, beat.context))
+    assert drain(n).read_states == (ReadState(Index(1), b"early"),)
+
+
+def test_a_read_arriving_during_a_round_waits_for_the_next_one() -> None:
+    n = leader_with_noop_committed()
+    n.read_index(b"first")
+    first = next(m for m in drain(n).messages if isinstance(m, Heartbeat)).context
+    n.propose(b"w")  # a write that commits while the first round is in flight ...
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))
+    drain(n)
+    n.read_index(b"second")  # ... must be visible to a read asked after it
+    n.step(HeartbeatResponse(n.term, N2, N1, first))
+    rd = drain(n)
+    assert rd.read_states == (ReadState(Index(1), b"first"),)
+    second = next(m for m in rd.messages if isinstance(m, Heartbeat)).context
+    assert second != first
+    n.step(HeartbeatResponse(n.term, N3, N1, second))
+    assert drain(n).read_states == (ReadState(Index(2), b"second"),)
+
+
+def test_lost_round_heartbeats_are_repeated_by_periodic_heartbeats() -> None:
+    """Regression (simulator, 20% loss): a round whose heartbeats were lost left every later read hanging."""
+    n = leader_with_noop_committed()
+    n.read_index(b"r")
+    ctx = next(m for m in drain(n).messages if isinstance(m, Heartbeat)).context  # lost in the network
+    for _ in range(n._cfg.heartbeat_ticks):
+        n.tick()
+    again = [m for m in drain(n).messages if isinstance(m, Heartbeat)]
+    assert again and all(m.context == ctx for m in again)
+
+
+def test_reads_are_dropped_when_leadership_is_lost_and_refused_on_followers() -> None:
+    n = leader_with_noop_committed()
+    n.read_index(b"r")
+    drain(n)
+    n.step(AppendEntries(Term(n.term + 1), N2, N1, Index(1), n.term, (), Index(1)))
+    rd = drain(n)
+    assert rd.dropped_reads == (b"r",) and rd.read_states == ()
+    with pytest.raises(NotLeader):
+        n.read_index(b"again")

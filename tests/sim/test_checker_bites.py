@@ -14,9 +14,13 @@ import io
 import shlex
 from typing import Any
 
+import pytest
+
 from raftkv.sim.__main__ import main as sim_main
 from raftkv.sim.checker import SafetyViolation
+from raftkv.sim.cluster import Cluster
 from raftkv.sim.run import RunResult, SimOptions, run_seed
+from tests.sim.harness import make_cluster, one, wait_one_leader
 from tests.sim.test_scenarios import run_figure_8
 
 # Short elections against long, lossy, reordering links, with nodes killed just after they record a vote:
@@ -90,3 +94,31 @@ def test_committing_an_old_term_entry_by_counting_is_caught() -> None:
             run_figure_8(seed, iterations=1000, unreliable=True)  # and the intact rule passes the same run
             return
     raise AssertionError("40 Figure 8 runs committed old-term entries by counting, and nothing was noticed")
+
+
+def _deposed_leader_read(unsafe: frozenset[str]) -> tuple[Cluster, bytes]:
+    """A leader cut off with one follower keeps believing it leads (check-quorum off) while the majority elects
+    a new leader and commits; then a client reads from the old leader."""
+    c = make_cluster(5, seed=5, unsafe=unsafe, check_quorum=False)
+    old = wait_one_leader(c)
+    one(c, b"before", 5)
+    buddy = next(i for i in c.ids if i != old)
+    rest = [i for i in c.ids if i not in (old, buddy)]
+    c.partition([[old, buddy], rest])
+    wait_one_leader(c, among=rest, timeout_ms=3000)
+    one(c, b"after", 3, among=rest)
+    assert c.core(old).role.value == "leader", "the scenario needs a deposed leader that does not know it"
+    ctx = c.read(old)
+    assert isinstance(ctx, bytes)
+    return c, ctx
+
+
+def test_reading_without_confirming_leadership_is_caught() -> None:
+    """ReadIndex without the heartbeat round (dissertation §6.4 step 2): a deposed leader serves a stale read."""
+    with pytest.raises(SafetyViolation, match="stale read"):
+        c, _ctx = _deposed_leader_read(frozenset({"read_without_quorum"}))
+        c.run_for(100)
+    # With the rule intact the old leader cannot confirm leadership: the read is simply never answered there.
+    c, ctx = _deposed_leader_read(frozenset())
+    c.run_for(2000)
+    assert ctx in c.checker.reads and c.checker.reads_served == 0

@@ -49,17 +49,28 @@ from raftkv.raft.messages import (
 )
 from raftkv.raft.progress import Inflights, Progress, ProgressState
 from raftkv.raft.quorum import VoteResult, committed_index, vote_result
-from raftkv.raft.ready import Ready, Role, SoftState
+from raftkv.raft.ready import ReadState, Ready, Role, SoftState
 from raftkv.raft.storage import LogStorage
 from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
 
-UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist", "forget_vote"})
+UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist", "forget_vote", "read_without_quorum"})
 """Test-only switches that break one safety rule each, so tests can prove the simulator's checkers bite.
 
 * ``commit_old_term_entries``: count replicas of an old-term entry to commit it (the Figure 8 bug, §5.4.2).
 * ``vote_before_persist``: send a granted vote before the vote is durable (§5.2).
 * ``forget_vote``: never persist ``votedFor`` (PySyncObj's behaviour): a restarted node may vote twice in a term.
+* ``read_without_quorum``: answer ReadIndex at once, without confirming leadership (a deposed leader's stale read).
 """
+
+
+@dataclass(slots=True)
+class _ReadRound:
+    """One ReadIndex round (dissertation §6.4): reads that arrived before it started share its index."""
+
+    ctx: bytes
+    index: Index
+    reads: list[bytes]
+    acks: set[NodeId]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,7 @@ class RawNode:
         self._unsafe_commit_old = "commit_old_term_entries" in unsafe
         self._unsafe_vote_early = "vote_before_persist" in unsafe
         self._unsafe_forget_vote = "forget_vote" in unsafe
+        self._unsafe_read_early = "read_without_quorum" in unsafe
         self.id = config.id
         self.voters: tuple[NodeId, ...] = tuple(sorted(config.voters))
         self.peers: tuple[NodeId, ...] = tuple(v for v in self.voters if v != self.id)
@@ -127,6 +139,12 @@ class RawNode:
         """Leader: entries were proposed since the last flush; send them in the next ``ready()``."""
         self._commit_dirty = False
         """Leader: the commit index moved; tell followers in the next ``ready()`` even with no new entries."""
+        self._reads_waiting: list[bytes] = []
+        """Leader: ReadIndex requests not yet in a round."""
+        self._read_round: _ReadRound | None = None
+        self._read_rounds = 0
+        self._read_states: list[ReadState] = []
+        self._dropped_reads: list[bytes] = []
 
         self._become_follower(self.term, NO_NODE)
         self._events.append(
@@ -192,6 +210,20 @@ class RawNode:
         else:
             self._maybe_send_append(to, send_if_empty=True)
 
+    def read_index(self, ctx: bytes) -> None:
+        """Ask for a linearizable read point (ReadIndex, dissertation §6.4); leader only.
+
+        The answer comes back in a later ``Ready.read_states`` as ``ReadState(index, ctx)``: once the state
+        machine has applied ``index``, a read served from it reflects every write acknowledged before this call.
+        If leadership is lost first, ``ctx`` appears in ``Ready.dropped_reads`` instead. No log entry is written.
+        """
+        if self.role is Role.DEAD:
+            raise ProposalDropped("the node is stopped")
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        self._reads_waiting.append(ctx)
+        self._maybe_start_read_round()
+
     def step(self, msg: Message) -> None:
         """Process one message from a peer."""
         if self.role is Role.DEAD:
@@ -238,6 +270,8 @@ class RawNode:
             or self._events
             or self._need_bcast
             or self._commit_dirty
+            or self._read_states
+            or self._dropped_reads
             or self.log.has_next_committed()
             or self._hard_state() != self._prev_hard_state
             or self._soft_state() != self._prev_soft_state
@@ -261,10 +295,14 @@ class RawNode:
             must_sync=bool(entries) or hs.term != prev.term or hs.vote != prev.vote,
             soft_state=ss if ss != self._prev_soft_state else None,
             events=tuple(self._events),
+            read_states=tuple(self._read_states),
+            dropped_reads=tuple(self._dropped_reads),
         )
         self._msgs.clear()
         self._msgs_after_sync.clear()
         self._events.clear()
+        self._read_states.clear()
+        self._dropped_reads.clear()
         self._prev_hard_state = hs
         self._prev_soft_state = ss
         if self.role is not Role.DEAD:
@@ -332,6 +370,12 @@ class RawNode:
         self.lead_transferee = NO_NODE
         self._need_bcast = False
         self._commit_dirty = False
+        # A read can only be answered by the leader that took it: any role change drops the pending ones.
+        if self._read_round is not None:
+            self._dropped_reads.extend(self._read_round.reads)
+            self._read_round = None
+        self._dropped_reads.extend(self._reads_waiting)
+        self._reads_waiting = []
 
     def _reset_randomized_election_timeout(self) -> None:
         # §5.2: a timeout drawn at random from [election_ticks, election_ticks + jitter) splits votes rarely.
@@ -536,6 +580,10 @@ class RawNode:
             if pr is None:
                 return
             pr.recent_active = True
+            rnd = self._read_round
+            if rnd is not None and msg.context == rnd.ctx:
+                rnd.acks.add(msg.src)
+                self._maybe_finish_read_round()
             pr.probe_sent = False
             if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                 # Appends may have been lost; free one slot so replication cannot stall forever.
@@ -620,7 +668,10 @@ class RawNode:
             return False
         if self.log.term_or_none(index) != self.term and not self._unsafe_commit_old:
             return False
-        return self.log.commit_to(index)
+        moved = self.log.commit_to(index)
+        if moved and self._reads_waiting and self._read_round is None:
+            self._maybe_start_read_round()  # reads were waiting for this term's first commit
+        return moved
 
     def _maybe_send_append(self, to: NodeId, send_if_empty: bool) -> bool:
         """Send the next AppendEntries to ``to`` if its flow control allows; False if nothing was sent."""
@@ -656,11 +707,48 @@ class RawNode:
         self._need_bcast = False
         self._commit_dirty = False
 
+    def _maybe_start_read_round(self) -> None:
+        """Start a ReadIndex round for the waiting reads, unless one is in flight (§6.4).
+
+        A read must not join a round already in flight: that round recorded its commit index before the read
+        arrived, and a write acknowledged in between would be missed. It waits for the next round instead.
+        """
+        if self._read_round is not None or not self._reads_waiting:
+            return
+        # §6.4 step 1: until the leader commits an entry of its own term (its no-op), its commit index may lag
+        # behind entries that earlier leaders committed.
+        if self.log.term_or_none(self.log.committed) != self.term:
+            return
+        self._read_rounds += 1
+        rnd = _ReadRound(self._read_rounds.to_bytes(8, "big"), self.log.committed, self._reads_waiting, {self.id})
+        self._reads_waiting = []
+        self._read_round = rnd
+        if self._unsafe_read_early:
+            rnd.acks.update(self.voters)  # UNSAFE (test hook): no confirmation that we still lead
+        else:
+            # §6.4 step 2: confirm leadership with a fresh heartbeat round; followers echo the context.
+            committed = self.log.committed
+            for peer in self.peers:
+                pr = self.progress[peer]
+                self._send(Heartbeat(self.term, self.id, peer, Index(min(pr.match, committed)), rnd.ctx))
+        self._maybe_finish_read_round()
+
+    def _maybe_finish_read_round(self) -> None:
+        rnd = self._read_round
+        if rnd is None or vote_result(self.voters, dict.fromkeys(rnd.acks, True)) is not VoteResult.WON:
+            return
+        self._read_states.extend(ReadState(rnd.index, ctx) for ctx in rnd.reads)
+        self._read_round = None
+        self._maybe_start_read_round()
+
     def _bcast_heartbeat(self) -> None:
         committed = self.log.committed
+        # Periodic heartbeats carry the pending ReadIndex round's context, so a round whose own heartbeats were
+        # lost still completes (replies to any heartbeat sent after the round began confirm leadership for it).
+        ctx = self._read_round.ctx if self._read_round is not None else b""
         for peer in self.peers:
             pr = self.progress[peer]
-            self._send(Heartbeat(self.term, self.id, peer, Index(min(pr.match, committed))))
+            self._send(Heartbeat(self.term, self.id, peer, Index(min(pr.match, committed)), ctx))
 
     # ======================================================================================================
     # Helpers

@@ -18,6 +18,10 @@ For each ``Ready`` returned by ``RawNode.ready()``, the driver must, in this ord
 4. Call ``advance()``. Until then ``ready()`` may not be called again; ``step``/``tick``/``propose`` may.
 
 ``events`` are human-readable decisions ("became leader at term 7 with votes from 1,3") for the driver's log.
+
+``read_states`` answer ``read_index`` requests: serve each read once the state machine has applied its
+``index`` (dissertation §6.4). They promise nothing about this node's disk, so they need no persistence step.
+``dropped_reads`` are the contexts of requests that can no longer be answered (leadership was lost): fail them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from raftkv.raft.messages import Message
-from raftkv.raft.types import Entry, HardState, NodeId, Term
+from raftkv.raft.types import Entry, HardState, Index, NodeId, Term
 
 
 class Role(Enum):
@@ -49,6 +53,14 @@ class SoftState:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read point: a read requested with ``ctx`` may be served once ``index`` is applied."""
+
+    index: Index
+    ctx: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     hard_state: HardState | None
     entries: tuple[Entry, ...]
@@ -58,3 +70,5 @@ class Ready:
     must_sync: bool
     soft_state: SoftState | None
     events: tuple[str, ...]
+    read_states: tuple[ReadState, ...] = ()
+    dropped_reads: tuple[bytes, ...] = ()

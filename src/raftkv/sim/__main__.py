@@ -118,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['partitions']} partitions, {s['pauses']} pauses"
         )
         print(
-            f"clients proposed {s['proposals']} commands; {s['acked']} acknowledged; "
+            f"clients proposed {s['proposals']} commands; {s['acked']} acknowledged; {s['reads']} reads; "
             f"{s['applied']} log entries applied identically on every node"
         )
         if args.verbose_summary:
             print(
                 "checked after every event: election safety, leader append-only, log matching, leader "
-                "completeness, state machine safety, commit monotonic, applied = committed prefix; then "
+                "completeness, state machine safety, commit monotonic, applied = committed prefix, linearizable "
+                "read points; then "
                 "liveness: after healing, one leader and every acknowledged command applied everywhere."
             )
         if r.ok:

@@ -20,6 +20,8 @@ property is checked where it can first break, in O(1) or O(entries) per event:
 * **State machine safety**: no two nodes apply different entries at one index (a global applied map).
 * **Applied = committed prefix**: each node applies indexes 1, 2, 3, ... in order, each at most its commit.
 * **Commit monotonic**: within one incarnation of a node, its commit index never decreases.
+* **Linearizable read points** (ReadIndex, dissertation §6.4): a read's index covers every entry committed
+  anywhere before the read was requested, and the answering leader has committed that index.
 
 A broken property raises :class:`SafetyViolation` at once, naming the property, the nodes and the index.
 """
@@ -57,6 +59,9 @@ class Checker:
     """``committed[i - 1]`` is ``(term of the entry at i, term of the leader that first committed it)``."""
     views: dict[NodeId, _NodeView] = field(default_factory=dict)
     checks: int = 0
+    reads: dict[bytes, tuple[NodeId, int]] = field(default_factory=dict)
+    """Read requests in flight: context -> (node asked, commit watermark when it was asked)."""
+    reads_served: int = 0
 
     def fail(self, prop: str, detail: str) -> None:
         raise SafetyViolation(f"{prop} violated: {detail}")
@@ -123,8 +128,30 @@ class Checker:
                     f"committed at term {commit_term}; it has term {t} there",
                 )
 
+    def on_read_request(self, node: NodeId, ctx: bytes) -> None:
+        self.reads[ctx] = (node, len(self.committed))
+
+    def forget_reads(self, node: NodeId) -> None:
+        """The node crashed: its pending reads die with it (their clients time out)."""
+        self.reads = {ctx: v for ctx, v in self.reads.items() if v[0] != node}
+
     def on_ready(self, node: NodeId, core: RawNode, rd: Ready) -> None:
-        """Log matching: each entry entering a log agrees with every other copy of ``(index, term)``."""
+        """Read points are checked here; then log matching: each new entry agrees with every other copy."""
+        for rs in rd.read_states:
+            asked, watermark = self.reads.pop(rs.ctx, (node, 0))
+            if asked != node:
+                self.fail("linearizable read", f"node {node} answered a read asked of node {asked}")
+            if rs.index < watermark:
+                self.fail(
+                    "linearizable read",
+                    f"node {node} served a read at index {rs.index}, but index {watermark} was committed before "
+                    "the read was asked (a stale read)",
+                )
+            if rs.index > core.log.committed:
+                self.fail("linearizable read", f"node {node} gave read index {rs.index} beyond its commit")
+            self.reads_served += 1
+        for ctx in rd.dropped_reads:
+            self.reads.pop(ctx, None)
         if not rd.entries:
             return
         prev_term = core.log.term_or_none(Index(rd.entries[0].index - 1))

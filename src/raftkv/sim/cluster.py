@@ -140,6 +140,7 @@ class Cluster:
         self.events = 0
         self.crashes = 0
         self.sent_by_type: dict[str, int] = {}
+        self._read_seq = 0
         self.append_rejections = 0
         self.after_ready: Callable[[SimNode, Ready, int], None] | None = None
         """Nemesis hook: called with each Ready once its write has begun, and the write's duration (ms)."""
@@ -248,6 +249,7 @@ class Cluster:
         node.core = None
         node.writing = None
         node.held = []
+        self.checker.forget_reads(node_id)
         self._record(f"crash {node_id}")
 
     def restart(self, node_id: NodeId) -> None:
@@ -421,6 +423,25 @@ class Cluster:
         self._record(f"propose {data!r} via {target} at {index}")
         self._pump(node)
         return p
+
+    def read(self, via: NodeId) -> bytes | NodeId:
+        """Ask ``via`` for a linearizable read point; returns the request's context, or the leader hint."""
+        node = self.nodes[via]
+        core = node.core
+        if core is None or node.paused:
+            return NO_NODE
+        self._read_seq += 1
+        ctx = self._read_seq.to_bytes(8, "big")
+        try:
+            core.read_index(ctx)
+        except NotLeader as e:
+            return e.leader_hint
+        except ProposalDropped:
+            return NO_NODE
+        self.checker.on_read_request(via, ctx)
+        self._record(f"read via {via} ctx={self._read_seq}")
+        self._pump(node)
+        return ctx
 
     def leader(self) -> NodeId | None:
         """The live, unpaused leader with the highest term, if exactly one node leads that term."""

@@ -55,6 +55,8 @@ class SimOptions:
     """Proposals a client keeps outstanding (closed loop: it waits for an outcome or a timeout)."""
     propose_every_ms: int = 20
     client_timeout_ms: int = 1000
+    read_ratio: float = 0.0
+    """Share of client operations that are linearizable reads (ReadIndex) instead of proposals."""
     max_msg_entries: int = 64
     max_inflight_msgs: int = 64
     election_ticks: int = 15
@@ -87,6 +89,7 @@ class SimOptions:
             pause_ms=r.choice((50, 400, 1500)),
             clients=r.choice((1, 2, 4)),
             pipeline=r.choice((1, 4, 16)),
+            read_ratio=r.choice((0.0, 0.2, 0.5)),
             propose_every_ms=r.choice((5, 20, 60)),
             max_msg_entries=r.choice((1, 3, 64)),
             max_inflight_msgs=r.choice((1, 4, 64)),
@@ -237,6 +240,14 @@ class _Driver:
             return
         self.counter += 1
         target = self.leader_guess.get(client) or self.rng.choice(self.c.ids)
+        if self.o.read_ratio and self.rng.random() < self.o.read_ratio:
+            read = self.c.read(target)
+            if isinstance(read, bytes):
+                self.leader_guess[client] = target
+            else:
+                self.leader_guess[client] = read if read else self.rng.choice(self.c.ids)
+            self.c.schedule(self.rng.randint(1, 2 * self.o.propose_every_ms), lambda: self.propose(client))
+            return
         result = self.c.propose(f"c{client}-{self.counter}".encode(), via=target)
         if isinstance(result, Proposal):
             self.leader_guess[client] = target
@@ -261,7 +272,10 @@ class _Driver:
 
 
 def converged(c: Cluster) -> bool:
-    """One leader followed by all, its log fully committed (including its own no-op) and applied everywhere."""
+    """One leader followed by all, its log fully committed (including its own no-op) and applied everywhere,
+    and every read request answered or explicitly dropped (a read left hanging is a liveness bug)."""
+    if c.checker.reads:
+        return False
     leaders = c.leaders()
     if len(leaders) != 1:
         return False
@@ -320,7 +334,7 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
         if not c.run_until(lambda: converged(c), opts.liveness_ms, check_every_ms=10):
             raise SafetyViolation(
                 f"liveness: no stable, fully applied leader within {opts.liveness_ms} ms "
-                f"after healing ({_describe_nodes(c)})"
+                f"after healing ({_describe_nodes(c)}; {len(c.checker.reads)} reads unanswered)"
             )
         check_acknowledged(c)
     except (SafetyViolation, InvariantViolation) as e:
@@ -338,6 +352,7 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
         "proposals": len(c.proposals),
         "acked": acked,
         "applied": len(c.checker.applied),
+        "reads": c.checker.reads_served,
         "crashes": c.crashes,
         "partitions": driver.partitions,
         "pauses": driver.pauses,
