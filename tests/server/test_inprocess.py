@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.errors import NotLeader
+from raftkv.errors import NotLeader, ProposalDropped, Timeout
 from raftkv.server.node import RaftNode
 from raftkv.server.statemachine import CommandLog
 from tests.server.cluster import configs, leader_of, start_all, wait_until
@@ -80,6 +80,32 @@ async def test_graceful_stop_hands_leadership_over(tmp_path: Path) -> None:
         await wait_until(lambda: leader_of(rest) is not None, 0.5, "successor leads")
         new = leader_of(rest)
         assert new is not None and new.core is not None and new.core.term == term + 1
+    finally:
+        for n in nodes:
+            await n.aclose(transfer_leadership=False)
+
+
+async def test_read_barrier_is_linearizable_and_only_on_a_confirmed_leader(tmp_path: Path) -> None:
+    nodes = start_all(configs(tmp_path, 3))
+    for n in nodes:
+        await n.start()
+    try:
+        await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
+        lead = leader_of(nodes)
+        assert lead is not None and lead.core is not None
+        index, _term, _ = await lead.propose_indexed(b"w")
+        barrier = await lead.read_barrier()
+        assert barrier >= index and lead.core.log.applied >= barrier
+        assert await asyncio.gather(*(lead.read_barrier() for _ in range(20))) == [barrier] * 20
+        follower = next(n for n in nodes if n is not lead)
+        with pytest.raises(NotLeader):
+            await follower.read_barrier()
+        for n in nodes:
+            if n is not lead:
+                await n.aclose(transfer_leadership=False)
+        # Alone, the leader cannot confirm it still leads: the read never completes.
+        with pytest.raises((Timeout, ProposalDropped)):
+            await lead.read_barrier(timeout=1.0)
     finally:
         for n in nodes:
             await n.aclose(transfer_leadership=False)

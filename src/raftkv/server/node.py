@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import time
@@ -94,6 +95,10 @@ class RaftNode:
         """Set when the node has stopped, gracefully or because of a failure (see ``failure``)."""
         self.failure: BaseException | None = None
         self._waiters: dict[Index, tuple[Term, asyncio.Future[Any]]] = {}
+        self._read_waiters: dict[bytes, asyncio.Future[Index]] = {}
+        self._read_seq = 0
+        self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        """Heap of (index, seq, future): resolved once the state machine has applied ``index``."""
         self._client_server: Any = None
 
     # ======================================================================================================
@@ -266,6 +271,41 @@ class RaftNode:
         self._wake.set()
         return index, core.term, fut
 
+    async def read_barrier(self, timeout: float | None = 5.0) -> Index:
+        """Wait until a read served from this node's state machine is linearizable (ReadIndex, §6.4).
+
+        Confirms leadership with a heartbeat round (shared by every read that arrives before the round starts),
+        then waits until the state machine has applied the read index. No log write. Raises ``NotLeader`` on a
+        follower, ``ProposalDropped`` if leadership is lost meanwhile, ``Timeout`` after ``timeout`` seconds.
+        """
+        if self._closed or self.core is None:
+            raise ProposalDropped("the node is stopped")
+        self._read_seq += 1
+        ctx = self._read_seq.to_bytes(8, "big")
+        self.core.read_index(ctx)
+        fut: asyncio.Future[Index] = asyncio.get_running_loop().create_future()
+        self._read_waiters[ctx] = fut
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                index = await fut
+                await self.wait_applied(index)
+                return index
+        except TimeoutError:
+            raise Timeout(f"read not confirmed within {timeout} s") from None
+        finally:
+            self._read_waiters.pop(ctx, None)
+
+    async def wait_applied(self, index: Index) -> None:
+        """Wait until the state machine has applied ``index``."""
+        core = self.core
+        if core is None or core.log.applied >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_seq += 1
+        heapq.heappush(self._apply_waiters, (int(index), self._read_seq, fut))
+        await fut
+
     def status(self) -> NodeStatus:
         core = self.core
         assert core is not None, "the node is not started"
@@ -362,6 +402,10 @@ class RaftNode:
                     if rd.committed_entries:
                         self._apply(rd.committed_entries)
                     core.advance()
+                    if rd.read_states or rd.dropped_reads:
+                        self._answer_reads(rd)
+                    if self._apply_waiters:
+                        self._release_apply_waiters(core.log.applied)
         except StorageError as e:
             # The disk refused a write: this node cannot promise durability any more. Stop it (the rest of the
             # cluster carries on); the log stays consistent for a restart once the disk is fixed.
@@ -427,8 +471,33 @@ class RaftNode:
         if rd.hard_state is not None:
             self.metrics.commit.set(int(rd.hard_state.commit))
 
+    def _answer_reads(self, rd: Ready) -> None:
+        for rs in rd.read_states:
+            fut = self._read_waiters.get(rs.ctx)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        for ctx in rd.dropped_reads:
+            fut = self._read_waiters.get(ctx)
+            if fut is not None and not fut.done():
+                fut.set_exception(ProposalDropped("leadership changed before the read was confirmed"))
+
+    def _release_apply_waiters(self, applied: Index) -> None:
+        heap = self._apply_waiters
+        while heap and heap[0][0] <= applied:
+            _index, _seq, fut = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_result(None)
+
     def _fail_waiters(self, error: BaseException) -> None:
         waiters, self._waiters = self._waiters, {}
         for _term, fut in waiters.values():
             if not fut.done():
                 fut.set_exception(error)
+        reads, self._read_waiters = self._read_waiters, {}
+        for rfut in reads.values():
+            if not rfut.done():
+                rfut.set_exception(error)
+        heap, self._apply_waiters = self._apply_waiters, []
+        for _index, _seq, afut in heap:
+            if not afut.done():
+                afut.set_exception(error)
