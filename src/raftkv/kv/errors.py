@@ -1,0 +1,57 @@
+"""Typed errors of the key-value state machine.
+
+Theory of operation
+-------------------
+Two kinds of failure, kept strictly apart:
+
+* **Outcomes of a command** (a stale sequence number, an expired session, a malformed command found in the log)
+  are *values*: :class:`~raftkv.kv.commands.ErrorResult` with an :class:`ErrorCode`. They never escape
+  ``apply``, because every replica must reach the same state from the same log, including the bad entries.
+* **Exceptions** are for callers outside the replicated path: :class:`CommandError` when encoding or decoding a
+  command (a client building an invalid one, garbage bytes), :class:`Compacted` when a watch asks for history
+  that is gone, :class:`SnapshotError` for an unreadable snapshot. A backend failure (disk full) raises from
+  ``apply`` after the batch was rolled back; the runtime stops the node rather than diverge.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an :class:`~raftkv.kv.commands.ErrorResult`: stable strings, safe to put on the wire."""
+
+    INVALID_COMMAND = "invalid_command"
+    """The log entry does not decode to a valid command (nothing was applied)."""
+    STALE_REQUEST = "stale_request"
+    """``Request.seq`` is below the session's last applied sequence number; its result is no longer kept."""
+    SESSION_EXPIRED = "session_expired"
+    """No live session has that id: it expired, was closed, or never existed. Open a new session."""
+
+
+class KVError(Exception):
+    """Base class of every exception the key-value package raises on purpose."""
+
+
+class CommandError(KVError, ValueError):
+    """A command (or result) that cannot be built or decoded: invalid fields, unknown tag, garbage bytes."""
+
+
+class SnapshotError(KVError):
+    """Bytes handed to ``restore`` are not a snapshot this version understands."""
+
+
+class Compacted(KVError):
+    """A watch asked for events older than the retained history; ``oldest_revision`` is the oldest still held.
+
+    A watcher that gets this must re-read the keys it cares about (at some revision ``r``) and watch again from
+    ``r + 1``: the events in between are gone (etcd's ``ErrCompacted``).
+    """
+
+    def __init__(self, requested_revision: int, oldest_revision: int) -> None:
+        self.requested_revision = requested_revision
+        self.oldest_revision = oldest_revision
+        super().__init__(
+            f"watch history from revision {requested_revision} is compacted; the oldest revision still held is "
+            f"{oldest_revision}"
+        )
