@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.errors import NodeFailed, NotLeader, ProposalDropped, Timeout
+from raftkv.kv.commands import decode_command, encode_result
+from raftkv.kv.errors import CommandError
+from raftkv.kv.errors import Compacted as KVCompacted
+from raftkv.kv.machine import KVStateMachine
+from raftkv.server.kv import execute_batch
 from raftkv.transport.address import Address
 from raftkv.transport.codec import schema
 from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
@@ -84,10 +89,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             r.term = term
             r.result = str(result).encode() if result is not None else b""
         except NotLeader as e:
-            r.error.code = "notLeader"
-            r.error.message = str(e)
-            r.error.leaderId = int(e.leader_hint)
-            r.error.leaderAddress = self.node.leader_client_address()
+            self._not_leader(r, e)
         except Timeout as e:
             r.error.code = "timeout"
             r.error.message = str(e)
@@ -107,6 +109,81 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         if isinstance(commands, dict) and index in commands:
             r.found = True
             r.data = commands[index]
+
+    async def execute(self, header: Any, requests: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
+        r = _context.results
+        if not self._check(header, r):
+            return
+        if not isinstance(self.node.state_machine, KVStateMachine):
+            r.error.code = "invalid"
+            r.error.message = "this node does not run the key-value store"
+            return
+        try:
+            commands = [(decode_command(bytes(q.command)), bool(q.serializable)) for q in requests]
+        except CommandError as e:
+            r.error.code = "invalid"
+            r.error.message = str(e)[:300]
+            return
+        timeout = (timeoutMs or 5000) / 1000
+        try:
+            results = await execute_batch(self.node, commands, timeout)
+        except NotLeader as e:
+            self._not_leader(r, e)
+            return
+        except TimeoutError:
+            r.error.code = "timeout"
+            r.error.message = f"not completed within {timeout} s; outcomes unknown, retry the batch as is"
+            return
+        except (ProposalDropped, NodeFailed) as e:
+            r.error.code = "proposalDropped"
+            r.error.message = str(e)
+            return
+        except Exception as e:
+            log.exception("node %s: execute failed", self.node.id)
+            r.error.code = "internal"
+            r.error.message = f"{type(e).__name__}: {e}"[:200]
+            return
+        out = r.init("results", len(results))
+        for k, res in enumerate(results):
+            out[k] = encode_result(res)
+
+    def _not_leader(self, r: Any, e: NotLeader) -> None:
+        r.error.code = "notLeader"
+        r.error.message = str(e)
+        r.error.leaderId = int(e.leader_hint)
+        r.error.leaderAddress = self.node.leader_client_address()
+
+    async def watch(
+        self,
+        header: Any,
+        key: Any,
+        rangeEnd: Any,  # noqa: N803
+        hasRangeEnd: bool,  # noqa: N803
+        startRevision: int,  # noqa: N803
+        watcher: Any,
+        _context: Any,
+        **_kw: Any,
+    ) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        if self.node.watches is None:
+            r.error.code = "invalid"
+            r.error.message = "this node does not run the key-value store"
+            return
+        try:
+            r.watchId = self.node.watches.start(
+                bytes(key), bytes(rangeEnd) if hasRangeEnd else None, int(startRevision), watcher
+            )
+        except KVCompacted as e:
+            r.error.code = "compacted"
+            r.error.message = str(e)
+            r.compactRevision = e.oldest_revision
+
+    async def cancelWatch(self, header: Any, watchId: int, _context: Any, **_kw: Any) -> None:  # noqa: N802, N803
+        r = _context.results
+        if self._check(header, r) and self.node.watches is not None:
+            self.node.watches.cancel(int(watchId))
 
 
 async def serve_clients(node: RaftNode, address: Address) -> Any:

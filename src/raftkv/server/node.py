@@ -31,11 +31,12 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from raftkv.errors import NodeFailed, Timeout
+from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader, ProposalDropped
 from raftkv.raft.messages import Message
@@ -45,6 +46,7 @@ from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, Term
 from raftkv.server.client_service import serve_clients
 from raftkv.server.config import NodeConfig
 from raftkv.server.identity import claim_data_dir
+from raftkv.server.kv import WatchRegistry
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.statemachine import StateMachine
 from raftkv.storage import NodeStorage, StorageError, open_data_dir
@@ -100,6 +102,8 @@ class RaftNode:
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         """Heap of (index, seq, future): resolved once the state machine has applied ``index``."""
         self._client_server: Any = None
+        self._spawned: set[asyncio.Task[None]] = set()
+        self.watches: WatchRegistry | None = None
 
     # ======================================================================================================
     # Lifecycle
@@ -129,7 +133,13 @@ class RaftNode:
                 heartbeat_ticks=cfg.heartbeat_ticks,
                 pre_vote=cfg.pre_vote,
                 check_quorum=cfg.check_quorum,
-                applied=self._storage.snapshot.meta.index if self._storage.snapshot else Index(0),
+                # A state machine that persists its progress (the LMDB-backed KV store) resumes where it was.
+                applied=Index(
+                    max(
+                        self._storage.snapshot.meta.index if self._storage.snapshot else 0,
+                        int(getattr(self.state_machine, "applied_index", 0)),
+                    )
+                ),
             ),
             self._storage.wal,
         )
@@ -150,6 +160,8 @@ class RaftNode:
         if cfg.listen_metrics is not None:
             self.metrics.serve(cfg.listen_metrics, self)
             self._stack.callback(self.metrics.shutdown)
+        if isinstance(self.state_machine, KVStateMachine):
+            self.watches = WatchRegistry(self)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._ticking.set()
@@ -183,7 +195,9 @@ class RaftNode:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2.0):
                         await self._loop_done.wait()  # the ready loop finishes the write it is doing
-                for task in self._tasks:  # the ticker and the peer links; the ready loop ended by itself
+                if self.watches is not None:
+                    self.watches.close_all()
+                for task in [*self._tasks, *self._spawned]:  # the ready loop ended by itself
                     task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._tg.__aexit__(None, None, None)
@@ -202,6 +216,14 @@ class RaftNode:
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` as a task owned by this node: cancelled when the node stops."""
+        assert self._tg is not None, "the node is not started"
+        task = self._tg.create_task(coro, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     def pause(self) -> None:
         """Pause the ticker (the seed's pausable timer): no elections, no heartbeats until ``resume``."""
@@ -247,7 +269,7 @@ class RaftNode:
 
     async def propose_indexed(self, data: bytes, timeout: float | None = 5.0) -> tuple[Index, Term, Any]:
         """``propose``, also returning the index and term the command was committed at."""
-        index, term, fut = self._submit(data)
+        index, term, fut = self.submit(data)
         try:
             async with asyncio.timeout(timeout):
                 return index, term, await fut
@@ -258,7 +280,8 @@ class RaftNode:
             if waiter is not None and waiter[1] is fut:
                 del self._waiters[index]
 
-    def _submit(self, data: bytes) -> tuple[Index, Term, asyncio.Future[Any]]:
+    def submit(self, data: bytes) -> tuple[Index, Term, asyncio.Future[Any]]:
+        """Append ``data`` on this leader now; the future resolves with its result (``propose`` awaits it)."""
         if self._closed or self.core is None:
             raise ProposalDropped("the node is stopped")
         if self.failure is not None:
