@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
+from raftkv.errors import RaftError
 from raftkv.transport.address import Address, AddressError
 
 ENDPOINTS_ENV = "RAFTKV_ENDPOINTS"
@@ -52,7 +53,14 @@ def main() -> None:
 @click.option("--tick-ms", type=int, default=None, help="Tick length (default 10 ms).")
 @click.option("--election-ticks", type=int, default=None, help="Minimum election timeout in ticks (default 15).")
 @click.option("--heartbeat-ticks", type=int, default=None, help="Heartbeat interval in ticks (default 5).")
-def serve(config_file: Path | None, id_: int | None, **options: Any) -> None:
+@click.option(
+    "--state-machine",
+    type=click.Choice(["kv", "commandlog"]),
+    default="kv",
+    show_default=True,
+    help="What to replicate: the key-value store (LMDB in DATA_DIR/kv), or a bare command log (benchmarks).",
+)
+def serve(config_file: Path | None, id_: int | None, state_machine: str, **options: Any) -> None:
     """Run one node until SIGTERM or SIGINT (graceful stop within 2 s, handing leadership over)."""
     from raftkv.server.config import ConfigError, build_config
     from raftkv.server.identity import claim_data_dir
@@ -65,16 +73,38 @@ def serve(config_file: Path | None, id_: int | None, **options: Any) -> None:
     except ConfigError as e:
         _fail(str(e))
     setup_logging(cfg.log_level, cfg.log_format)
-    sys.exit(asyncio.run(_serve(cfg)))
+    sys.exit(asyncio.run(_serve(cfg, state_machine)))
 
 
-async def _serve(cfg: Any) -> int:
-    from raftkv.server.config import ConfigError
+async def _serve(cfg: Any, kind: str) -> int:
     from raftkv.server.node import RaftNode
-    from raftkv.server.statemachine import CommandLog
     from raftkv.storage import StorageError
 
-    node = RaftNode(cfg, CommandLog(), check_ports=False)
+    if kind == "kv":
+        from raftkv.kv.machine import KVStateMachine
+        from raftkv.storage.kv_lmdb import LMDBBackend
+
+        try:
+            backend = LMDBBackend(cfg.data_dir / "kv")
+        except StorageError as e:
+            _fail(f"cannot open the key-value store: {e}", code=1)
+        sm: Any = KVStateMachine(backend)
+        closers = [backend.close]
+    else:
+        from raftkv.server.statemachine import CommandLog
+
+        sm, closers = CommandLog(), []
+    try:
+        return await _run_node(cfg, RaftNode(cfg, sm, check_ports=False))
+    finally:
+        for close in closers:
+            close()
+
+
+async def _run_node(cfg: Any, node: Any) -> int:
+    from raftkv.server.config import ConfigError
+    from raftkv.storage import StorageError
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,28 +224,214 @@ def ping(endpoints: str | None, timeout: float) -> None:
     sys.exit(0 if asyncio.run(run()) else 1)
 
 
-@main.command()
-@_endpoints_option
-@click.argument("data")
-@click.option(
-    "--timeout", type=float, default=5.0, show_default=True, help="Seconds to commit, leader changes included."
-)
-def propose(endpoints: str | None, data: str, timeout: float) -> None:
-    """Replicate DATA through the leader (found automatically) and print where it was committed."""
-    from raftkv.client import Unavailable, connect
+# --- key-value commands ---------------------------------------------------------------------------------------
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+def _kv_json(kv: Any) -> dict[str, Any]:
+    return {
+        "key": _text(kv.key),
+        "value": _text(kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    }
+
+
+def _kv_call(endpoints: str | None, timeout: float, fn: Any) -> Any:
+    """Run ``fn(client)`` against the cluster; turn an unreachable cluster into one helpful line, exit 1."""
+    from raftkv.kvclient import Unavailable, connect
 
     addrs = _endpoints(endpoints)
 
-    async def run() -> tuple[int, int, bytes]:
-        async with connect(addrs) as cluster:
-            return await cluster.propose(data.encode(), timeout)
+    async def run() -> Any:
+        async with connect(addrs, timeout=timeout) as client:
+            return await fn(client)
 
     try:
-        index, term, _result = asyncio.run(run())
-    except Unavailable as e:
+        return asyncio.run(run())
+    except Unavailable:
         shown = ",".join(map(str, addrs))
-        _fail(f"no leader reachable at {shown}: is the cluster running? try raftkv status ({e})", code=1)
-    click.echo(f"committed at index {index} (term {term})")
+        _fail(f"no leader reachable at {shown}: is the cluster running? try raftkv status", code=1)
+    except RaftError as e:
+        _fail(str(e), code=1)
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+_kv_timeout = click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds, retries included.")
+
+
+@main.command()
+@_endpoints_option
+@click.argument("key")
+@click.argument("value")
+@_json_option
+@_kv_timeout
+def put(endpoints: str | None, key: str, value: str, as_json: bool, timeout: float) -> None:
+    """Set KEY to VALUE."""
+
+    async def op(c: Any) -> Any:
+        return await c.put(key, value, prev_kv=True)
+
+    r = _kv_call(endpoints, timeout, op)
+    if as_json:
+        prev = _kv_json(r.prev_kv) if r.prev_kv else None
+        click.echo(json.dumps({"revision": r.revision, "prev_kv": prev}))
+    else:
+        click.echo(f"OK (revision {r.revision})")
+
+
+@main.command()
+@_endpoints_option
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Every key starting with KEY (printed as key, then value, per line).")
+@click.option("--serializable", is_flag=True, help="Read this node's local copy (faster, possibly stale).")
+@click.option("--limit", type=int, default=0, help="At most this many keys (with --prefix).")
+@_json_option
+@_kv_timeout
+def get(
+    endpoints: str | None, key: str, prefix: bool, serializable: bool, limit: int, as_json: bool, timeout: float
+) -> None:
+    """Print KEY's value (exit code 1 when it does not exist)."""
+
+    async def op(c: Any) -> Any:
+        return await c.range(key, prefix=prefix, limit=limit, serializable=serializable)
+
+    r = _kv_call(endpoints, timeout, op)
+    if as_json:
+        click.echo(json.dumps({"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count, "revision": r.revision}))
+    elif prefix:
+        for kv in r.kvs:
+            click.echo(_text(kv.key))
+            click.echo(_text(kv.value))
+    elif r.kvs:
+        click.echo(_text(r.kvs[0].value))
+    sys.exit(0 if r.kvs else 1)
+
+
+@main.command(name="del")
+@_endpoints_option
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@_json_option
+@_kv_timeout
+def delete(endpoints: str | None, key: str, prefix: bool, as_json: bool, timeout: float) -> None:
+    """Delete KEY (or a prefix); print how many keys were deleted."""
+
+    async def op(c: Any) -> Any:
+        return await c.delete(key, prefix=prefix)
+
+    r = _kv_call(endpoints, timeout, op)
+    click.echo(json.dumps({"deleted": r.deleted, "revision": r.revision}) if as_json else str(r.deleted))
+
+
+@main.command()
+@_endpoints_option
+@_json_option
+@_kv_timeout
+def txn(endpoints: str | None, as_json: bool, timeout: float) -> None:
+    """Run a transaction read as JSON from stdin; prints SUCCESS or FAILURE and the branch's results.
+
+    \b
+    {"compare": [{"key": "k", "target": "value", "op": "=", "value": "v"}],
+     "success": [{"put": {"key": "k", "value": "w"}}, {"delete": {"key": "p/", "prefix": true}}],
+     "failure": [{"get": {"key": "k"}}]}
+    target: value | version | create | mod;  op: = != < >  (version/create/mod compare integers)
+    """
+    try:
+        spec = json.loads(sys.stdin.read())
+        compare, success, failure = _parse_txn(spec)
+    except (ValueError, KeyError, TypeError) as e:
+        _fail(f"txn: invalid JSON on stdin ({e}); see raftkv txn --help for the format")
+
+    async def op(c: Any) -> Any:
+        return await c.txn(compare, success, failure)
+
+    r = _kv_call(endpoints, timeout, op)
+    results = [_op_result_json(x) for x in r.responses]
+    if as_json:
+        click.echo(json.dumps({"succeeded": r.succeeded, "revision": r.revision, "responses": results}))
+    else:
+        click.echo("SUCCESS" if r.succeeded else "FAILURE")
+        for x in results:
+            click.echo(json.dumps(x))
+
+
+def _parse_txn(spec: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    from raftkv.kv.commands import Compare, DeleteRange, Put, Range
+    from raftkv.kv.keys import prefix_end
+
+    def compare(c: dict[str, Any]) -> Any:
+        target = c["target"]
+        value = c["value"]
+        return Compare(c["key"].encode(), target, c.get("op", "="), value.encode() if target == "value" else int(value))
+
+    def op(o: dict[str, Any]) -> Any:
+        (kind, a), *rest = o.items()
+        if rest:
+            raise ValueError(f"one operation per object, got {sorted(o)}")
+        key = a["key"].encode()
+        end = prefix_end(key) if a.get("prefix") else None
+        if kind == "put":
+            return Put(key, a["value"].encode())
+        if kind == "delete":
+            return DeleteRange(key, end)
+        if kind == "get":
+            return Range(key, end)
+        raise ValueError(f"unknown operation {kind!r} (use put, delete or get)")
+
+    return (
+        [compare(c) for c in spec.get("compare", [])],
+        [op(o) for o in spec.get("success", [])],
+        [op(o) for o in spec.get("failure", [])],
+    )
+
+
+def _op_result_json(r: Any) -> dict[str, Any]:
+    from raftkv.kv.commands import DeleteResult, PutResult
+
+    if isinstance(r, PutResult):
+        return {"put": {"revision": r.revision}}
+    if isinstance(r, DeleteResult):
+        return {"delete": {"deleted": r.deleted, "revision": r.revision}}
+    return {"get": {"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count}}
+
+
+@main.command()
+@_endpoints_option
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Watch every key starting with KEY.")
+@click.option("--rev", type=int, default=0, help="Start from this revision (default: from now).")
+@_json_option
+def watch(endpoints: str | None, key: str, prefix: bool, rev: int, as_json: bool) -> None:
+    """Print changes to KEY (or a prefix) as they happen, until Ctrl-C."""
+    from raftkv.kv.watch import EventType
+    from raftkv.kvclient import Compacted, connect
+
+    addrs = _endpoints(endpoints)
+
+    async def run() -> None:
+        async with connect(addrs) as c, c.watch(key, prefix=prefix, start_revision=rev) as w:
+            async for ev in w:
+                kind = "PUT" if ev.type == EventType.PUT else "DELETE"
+                if as_json:
+                    click.echo(json.dumps({"type": kind, "revision": ev.kv.mod_revision, "kv": _kv_json(ev.kv)}))
+                elif kind == "PUT":
+                    click.echo(f"PUT {_text(ev.kv.key)} {_text(ev.kv.value)} (revision {ev.kv.mod_revision})")
+                else:
+                    click.echo(f"DELETE {_text(ev.kv.key)} (revision {ev.kv.mod_revision})")
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except Compacted as e:
+        _fail(f"revision {rev} is no longer kept (oldest is {e.oldest_revision}): watch from a later one", code=1)
+    except RaftError as e:
+        _fail(str(e), code=1)
 
 
 if __name__ == "__main__":

@@ -380,6 +380,10 @@ class Watch:
         self.key = key
         self.range_end = range_end
         self.next_revision = start_revision
+        """Where a resumed watch restarts: the revision of the last event delivered (or the start)."""
+        self._delivered_at_next: set[bytes] = set()
+        """Keys already delivered at ``next_revision``: one revision can change several keys (a txn, a range
+        delete), so a resume re-asks for that revision and skips only what was already seen."""
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         self._conn: _Conn | None = None
         self._watch_id = 0
@@ -408,9 +412,13 @@ class Watch:
             if isinstance(item, BaseException):
                 await self.aclose()
                 raise item
-            if item.kv.mod_revision < self.next_revision:
-                continue  # already delivered before a resume
-            self.next_revision = item.kv.mod_revision + 1 if item.kv.mod_revision else self.next_revision
+            rev = item.kv.mod_revision
+            if rev < self.next_revision or (rev == self.next_revision and item.kv.key in self._delivered_at_next):
+                continue  # delivered before a resume
+            if rev > self.next_revision:
+                self.next_revision = rev
+                self._delivered_at_next = set()
+            self._delivered_at_next.add(item.kv.key)
             return item
 
     async def _start(self) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from raftkv.client import NodeConnection, StatusReport, connect
+from raftkv.client import StatusReport, connect
 from raftkv.transport.address import Address
 from tests.server.cluster import free_ports
 
@@ -205,14 +205,6 @@ class ProcCluster:
 
         await wait_for(settled, timeout, f"one leader among {ids}")
         return found[-1]
-
-    async def applied(self, i: int, index: int) -> bytes | None:
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(connect([self.endpoint(i)], self.cluster_id))
-            conn = NodeConnection(self.endpoint(i), self.cluster_id)
-            await conn.connect(1.0)
-            stack.callback(conn.close)
-            return await conn.applied(index, 1.0)
 
 
 async def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> None:

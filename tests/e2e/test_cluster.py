@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.client import NodeConnection, Unavailable, connect
-from raftkv.errors import NotLeader, ProposalDropped, RaftError, Timeout
+from raftkv.errors import RaftError
+from raftkv.kvclient import connect as kv_connect
 from tests.e2e.harness import ProcCluster, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -27,25 +27,32 @@ async def running(tmp: Path, n: int) -> AsyncIterator[ProcCluster]:
         await c.close()
 
 
-async def propose_all(c: ProcCluster, datas: list[bytes], ids: list[int] | None = None) -> dict[int, bytes]:
-    """Propose each command through whichever node leads; returns index -> command for the acknowledged ones."""
-    acked: dict[int, bytes] = {}
-    async with connect(c.endpoints(ids), c.cluster_id) as cluster:
+async def propose_all(c: ProcCluster, datas: list[bytes], ids: list[int] | None = None) -> dict[bytes, bytes]:
+    """Write each command as a key (value = key) through whichever node leads; returns the acknowledged ones."""
+    acked: dict[bytes, bytes] = {}
+    async with kv_connect(c.endpoints(ids), cluster_id=c.cluster_id, timeout=10.0) as client:
         for data in datas:
-            index, _term, _ = await cluster.propose(data, timeout=5.0)
-            acked[index] = data
+            await client.put(data, data)
+            acked[data] = data
     return acked
 
 
-async def assert_applied_everywhere(c: ProcCluster, acked: dict[int, bytes], ids: list[int], timeout: float) -> None:
+async def assert_applied_everywhere(c: ProcCluster, acked: dict[bytes, bytes], ids: list[int], timeout: float) -> None:
+    """Every acknowledged write is present on every node in ``ids`` (each node's own copy: serializable reads)."""
+
     async def all_there() -> bool:
         for i in ids:
-            for index, data in acked.items():
-                if await c.applied(i, index) != data:
-                    return False
+            try:
+                async with kv_connect([c.endpoint(i)], cluster_id=c.cluster_id, timeout=1.0) as client:
+                    for key, value in acked.items():
+                        kv = await client.get(key, serializable=True)
+                        if kv is None or kv.value != value:
+                            return False
+            except RaftError:
+                return False
         return True
 
-    await wait_for(all_there, timeout, f"{len(acked)} acknowledged commands applied on nodes {ids}", every=0.1)
+    await wait_for(all_there, timeout, f"{len(acked)} acknowledged writes on nodes {ids}", every=0.2)
 
 
 async def test_three_nodes_elect_within_a_second_and_replicate(tmp_path: Path) -> None:
@@ -113,17 +120,17 @@ async def test_sigstopped_leader_is_replaced_and_steps_down_without_disruption(t
 async def test_kill9_during_a_burst_loses_nothing_acknowledged(tmp_path: Path) -> None:
     async with running(tmp_path, 3) as c:
         leader = await c.wait_leader(timeout=10.0)
-        acked: dict[int, bytes] = {}
+        acked: dict[bytes, bytes] = {}
         errors: list[BaseException] = []
 
         async def client(k: int) -> None:
-            async with connect(c.endpoints(), c.cluster_id) as cluster:
+            async with kv_connect(c.endpoints(), cluster_id=c.cluster_id, timeout=3.0) as kv:
                 for n in range(200):
                     data = f"c{k}-{n}".encode()
                     try:
-                        index, _term, _ = await cluster.propose(data, timeout=3.0)
-                        acked[index] = data
-                    except (Unavailable, RaftError) as e:
+                        await kv.put(data, data)
+                        acked[data] = data
+                    except RaftError as e:
                         errors.append(e)  # unknown outcome: fine, only acknowledged ones must survive
 
         burst = [asyncio.ensure_future(client(k)) for k in range(8)]
@@ -143,13 +150,10 @@ async def test_partition_minority_leader_cannot_commit_and_healing_converges(tmp
         old = await c.wait_leader(timeout=10.0)
         others = [i for i in (1, 2, 3) if i != old]
         c.cut([old], others)
-        # The minority leader accepts nothing it can commit.
-        conn = NodeConnection(c.endpoint(old), c.cluster_id)
-        async with connect([c.endpoint(old)], c.cluster_id):
-            await conn.connect(1.0)
-            with pytest.raises((Timeout, NotLeader, ProposalDropped)):
-                await conn.propose(b"lost", timeout=1.0)
-            conn.close()
+        # The minority leader commits nothing: a write sent only to it never succeeds.
+        async with kv_connect([c.endpoint(old)], cluster_id=c.cluster_id, timeout=1.0) as lone:
+            with pytest.raises(RaftError):
+                await lone.put(b"lost", b"lost")
         # The majority elects a new leader and commits.
         new = await c.wait_leader(others, timeout=3.0)
         assert new != old
@@ -159,9 +163,8 @@ async def test_partition_minority_leader_cannot_commit_and_healing_converges(tmp
         acked |= await propose_all(c, [b"healed"])
         await assert_applied_everywhere(c, acked, [1, 2, 3], timeout=5.0)
         for i in (1, 2, 3):
-            st = (await c.statuses([i]))[i]
-            for index in range(1, st.applied + 1):
-                assert await c.applied(i, index) != b"lost"
+            async with kv_connect([c.endpoint(i)], cluster_id=c.cluster_id) as kv:
+                assert await kv.get(b"lost", serializable=True) is None
 
 
 async def test_graceful_sigterm_stops_within_two_seconds(tmp_path: Path) -> None:
