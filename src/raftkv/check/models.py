@@ -1,0 +1,280 @@
+"""Sequential specifications the checker holds a history to: a single register, and the KV store per key.
+
+Theory of operation
+-------------------
+A model says what one operation does to a state when applied alone: accept it (and give the next state) or
+reject it (its output is impossible in that state). The search (``search.py``) only ever calls *compiled*
+steps: :meth:`KVModel.compile` turns each operation of one partition into a closure ``state -> next state``
+that returns :data:`REJECT` when the recorded output cannot come from that state. Compiling once, with every
+input and output bound, keeps the inner loop of the search to one call per attempt.
+
+The KV model is a map from keys to values, and every operation touches one key, so the history splits into
+one sub-history per key and the whole is linearizable iff every part is (Herlihy & Wing's *locality*, which
+porcupine calls P-compositionality). A per-key state is the key's value (``None``: absent). The register
+model is the same sequential specification over a single cell: it ignores keys and does not partition.
+
+Unknown outcomes. A pending operation's step accepts every state — the output could have been anything — and
+applies the operation's effect; "it never happened" is the search's business (it may leave a pending operation
+out). A pending operation that cannot change the state (a get, a read-only txn) constrains nothing and changes
+nothing, so it compiles to ``None`` and is left out of the search altogether.
+
+Two reductions keep pending writes from blowing up the search, both exact:
+
+* **Unobserved values.** Steps only compare the state for equality with constants that occur in the
+  partition's operations as observations: get results, cas ``expected``, txn compare values and txn get
+  results. A written value that is never observed is therefore indistinguishable from any other such value,
+  and compiles to the single token :data:`UNOBSERVED`. (States thus merge in the search's memo.)
+* **Interchangeable pending operations.** Two pending operations with the same compiled effect (say two
+  timed-out puts of unobserved values, or two timed-out deletes) are interchangeable once both have been
+  called, because neither has a deadline. :attr:`Compiled.classes` names each pending operation's effect;
+  the search then only linearizes the members of a class in call order, which turns 2^k subsets into k + 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, TypeAlias
+
+from raftkv.check.history import (
+    CasResult,
+    Compare,
+    Operation,
+    Read,
+    TxnOp,
+    TxnResult,
+    Value,
+    fmt_value,
+)
+
+
+class _Reject(Enum):
+    REJECT = "reject"
+
+
+REJECT = _Reject.REJECT
+"""What a step returns when the recorded output is impossible from the given state."""
+
+
+class _Token(Enum):
+    UNOBSERVED = "unobserved"
+
+    def __repr__(self) -> str:
+        return "<a value never read>"
+
+
+UNOBSERVED = _Token.UNOBSERVED
+"""The abstract value standing for every written value that no operation of the partition observes."""
+
+State: TypeAlias = Hashable
+Step: TypeAlias = Callable[[State], State]
+"""A compiled operation: the next state, or :data:`REJECT`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """One partition's operations ready for the search; lists are indexed like the operations passed in.
+
+    ``steps[i] is None``: operation ``i`` is pending and can neither constrain nor change the state; it is left
+    out. ``classes[i]``: for a pending operation, a key equal for pending operations with identical steps.
+    ``blind[i]``: see below; the search uses it to skip useless placements of pending writes.
+    """
+
+    init: State
+    steps: tuple[Step | None, ...]
+    classes: tuple[Hashable, ...]
+    blind: tuple[bool, ...]
+    """``blind[i]``: operation ``i`` accepts every state and its next state does not depend on it (put, delete)."""
+
+
+class Model(Protocol):
+    """A sequential specification the checker understands."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def per_key(self) -> bool:
+        """True when partitions are keys (reasons then say "key 'x'")."""
+        ...
+
+    def partition(self, history: Sequence[Operation]) -> list[tuple[str, list[int]]]:
+        """Independent sub-histories as (name, indexes into ``history``), in order of first appearance."""
+        ...
+
+    def compile(self, ops: Sequence[Operation], *, abstract: bool = True) -> Compiled:
+        """Compile one partition's operations. ``abstract=False`` keeps concrete values (for replays)."""
+        ...
+
+    def describe_state(self, state: State) -> str: ...
+
+
+# --- Step factories (one closure per operation; every constant bound at compile time) -------------------------
+
+
+def _get(v: object) -> Step:
+    def step(s: State) -> State:
+        return s if s == v else REJECT
+
+    return step
+
+
+def _set(v: object) -> Step:
+    def step(s: State) -> State:
+        return v
+
+    return step
+
+
+def _cas_ok(expected: object, new: object) -> Step:
+    def step(s: State) -> State:
+        return new if s == expected else REJECT
+
+    return step
+
+
+def _cas_failed(expected: object) -> Step:
+    def step(s: State) -> State:
+        return s if s != expected else REJECT
+
+    return step
+
+
+def _cas_unknown(expected: object, new: object) -> Step:
+    def step(s: State) -> State:
+        return new if s == expected else s
+
+    return step
+
+
+_AbsTxnOp: TypeAlias = tuple[str, object]
+
+
+def _txn(
+    compare: tuple[tuple[str, object], ...],
+    then: tuple[_AbsTxnOp, ...],
+    else_: tuple[_AbsTxnOp, ...],
+    succeeded: bool | None,
+    reads: tuple[object, ...] | None,
+) -> Step:
+    """``succeeded``/``reads`` are ``None`` when the outcome is unknown; ``reads`` are the branch's get results."""
+
+    def step(s: State) -> State:
+        holds = all((s == v) == (op == "==") for op, v in compare)
+        if succeeded is not None and holds != succeeded:
+            return REJECT
+        i = 0
+        for f, v in then if holds else else_:
+            if f == "get":
+                if reads is not None:
+                    if s != reads[i]:
+                        return REJECT
+                    i += 1
+            else:
+                s = v  # put v, or delete (v is None)
+        return s
+
+    return step
+
+
+def _observed(ops: Sequence[Operation]) -> set[Value | None]:
+    seen: set[Value | None] = {None}
+    for op in ops:
+        out = op.output
+        if op.f == "get" and isinstance(out, Read):
+            seen.add(out.value)
+        elif op.f == "cas":
+            seen.add(op.expected)
+        elif op.f == "txn":
+            seen.update(c.value for c in op.compare)
+            if isinstance(out, TxnResult):
+                seen.update(r.value for r in out.results if isinstance(r, Read))
+    return seen
+
+
+def _txn_reads(op: Operation) -> tuple[bool | None, tuple[object, ...] | None]:
+    out = op.output
+    if not isinstance(out, TxnResult):
+        return None, None
+    return out.succeeded, tuple(r.value for r in out.results if isinstance(r, Read))
+
+
+def _abs_txn_ops(ops: tuple[TxnOp, ...], a: Callable[[Value | None], object]) -> tuple[_AbsTxnOp, ...]:
+    return tuple((t.f, a(t.value) if t.f == "put" else None) for t in ops)
+
+
+def _abs_compares(cmps: tuple[Compare, ...]) -> tuple[tuple[str, object], ...]:
+    return tuple((c.op, c.value) for c in cmps)
+
+
+@dataclass(frozen=True, slots=True)
+class KVModel:
+    """The KV store's sequential specification on one key (get/put/delete/cas/txn); see the module docstring."""
+
+    name: str = "kv"
+    per_key: bool = True
+
+    def partition(self, history: Sequence[Operation]) -> list[tuple[str, list[int]]]:
+        if not self.per_key:
+            return [("", list(range(len(history))))] if history else []
+        parts: dict[str, list[int]] = {}
+        for i, op in enumerate(history):
+            parts.setdefault(op.key, []).append(i)
+        return list(parts.items())
+
+    def compile(self, ops: Sequence[Operation], *, abstract: bool = True) -> Compiled:
+        observed = _observed(ops)
+
+        def a(v: Value | None) -> object:
+            return v if not abstract or v in observed else UNOBSERVED
+
+        steps: list[Step | None] = []
+        classes: list[Hashable] = []
+        for op in ops:
+            out = op.output
+            step: Step | None
+            cls: Hashable = None
+            if op.f == "get":
+                step = _get(out.value) if isinstance(out, Read) else None
+            elif op.f == "put":
+                new = a(op.value)
+                step, cls = _set(new), ("put", new)
+            elif op.f == "delete":
+                step, cls = _set(None), ("put", None)
+            elif op.f == "cas":
+                new = a(op.value)
+                if isinstance(out, CasResult):
+                    step = _cas_ok(op.expected, new) if out.ok else _cas_failed(op.expected)
+                else:
+                    step, cls = _cas_unknown(op.expected, new), ("cas", op.expected, new)
+            else:
+                cmp = _abs_compares(op.compare)
+                then = _abs_txn_ops(op.then, a)
+                els = _abs_txn_ops(op.else_, a)
+                succeeded, reads = _txn_reads(op)
+                writes = any(f != "get" for f, _ in then + els)
+                if out is None and not writes:
+                    step = None
+                else:
+                    step, cls = _txn(cmp, then, els, succeeded, reads), ("txn", cmp, then, els)
+            steps.append(step)
+            classes.append(cls if out is None else None)
+        blind = tuple(op.f in ("put", "delete") for op in ops)
+        return Compiled(init=None, steps=tuple(steps), classes=tuple(classes), blind=blind)
+
+    def describe_state(self, state: State) -> str:
+        if state is UNOBSERVED:
+            return "a value never read"
+        if state is None or isinstance(state, (str, int)):
+            return fmt_value(state)
+        return repr(state)
+
+
+KV = KVModel("kv", per_key=True)
+"""The KV store: one independent register per key."""
+
+REGISTER = KVModel("register", per_key=False)
+"""A single register: the same operations, keys ignored, no partitioning."""
+
+MODELS: dict[str, KVModel] = {"kv": KV, "register": REGISTER}

@@ -1,0 +1,308 @@
+"""The linearizability search for one partition: Wing & Gong's algorithm with Lowe's memoization.
+
+Theory of operation
+-------------------
+A history is linearizable iff its operations can be put in one sequence that (a) respects real time — if A
+returned before B was called, A comes first — and (b) is legal for the sequential model. Wing & Gong (1993)
+search for that sequence depth first; Lowe (2017) made it practical by remembering every configuration
+already explored; porcupine (Athalye) is the well-known implementation, and this one follows it.
+
+*Entries.* Each completed operation contributes a call entry and a return entry; all entries are sorted by
+time (at equal times calls come first, so touching intervals count as concurrent) and threaded on a doubly
+linked list. An operation may be linearized next iff its call entry precedes the first return entry in the
+list: every operation before that return has been called, and the returning one cannot be postponed.
+Linearizing an operation *lifts* its two entries out of the list (O(1), dancing-links style); backtracking
+*unlifts* them in reverse order, which restores the list exactly.
+
+*The loop.* Scan the list from the head. At a call entry, ask the model: if the step is accepted and the
+configuration ``(set of linearized operations, state)`` was never seen, push ``(operation, previous state)``,
+lift it and rescan from the head. Otherwise move on. Reaching a return entry means no candidate worked: pop
+the last choice, unlift it, restore the state and continue after it. An empty stack there means no
+linearization exists. An empty list means every operation is placed. The linearized set is a bitset in a
+Python int; the memo is a set of ``(bitset, state)`` — Lowe's cache, which makes the search a walk over
+distinct configurations rather than over orders.
+
+*Pending operations* (unknown outcome) never return, so they have no return entry and no deadline. They are
+kept off the list and tried only when the scan is stuck at a return entry ``R``: then each pending operation
+called no later than ``R`` is a candidate. Trying them last is a search order, not a change of semantics —
+the candidate set of every configuration is unchanged — and it means that a timed-out write is only
+considered when some operation needs it. A pending operation never linearized is one that never took effect;
+once the list is empty the remaining ones are simply left out. Pending operations with identical effects
+(``classes``) are interchangeable, so within a class only the earliest-called one not yet linearized is a
+candidate (see ``models.py``).
+
+*Canonical linearizations.* Pending writes are what make linearizability checking expensive: one that is
+never read can be placed almost anywhere, and a memo keyed on the linearized set tells every placement apart.
+The search therefore only builds linearizations of a canonical form, which exists whenever any linearization
+does. Let pending ``P`` take the state from ``u`` to ``v``, and ``X`` be the operation right after it:
+
+1. if ``v == u``, drop ``P`` (it changed nothing and nobody saw its output);
+2. if ``X`` is *blind* (accepts every state, and its next state ignores the current one: put, delete), drop
+   ``P`` (``X`` overwrites it unseen);
+3. if ``X`` accepts both ``u`` and ``v`` and changes neither, swap them (``P`` has no deadline, so moving it
+   later never breaks real time);
+4. if nothing follows ``P``, drop it.
+
+Each rewrite keeps the sequence legal and respects real time, and removes a pending operation or moves one
+later, so rewriting terminates in a sequence where none applies. The search builds only those: a pending
+operation is linearized only if it changes the state, and the configuration it leads to remembers ``u``
+(``restr``) so that its next operation must be neither blind nor transparent to the change. The memo key of
+such a configuration includes ``u``; a plain configuration already explored covers it too. In practice a
+timed-out write is now linearized only right before an operation that observes it.
+
+*Diagnostics.* When the search backtracks out of a plain configuration deeper than any before, it records
+it: its sequence is the longest linearizable prefix, and its completed candidates — the operation whose return
+blocks the way first, then every other one that could have gone next — are the operations that cannot be
+placed. (At the deepest plain configuration the model rejects every completed candidate: an accepted one
+would have led to a deeper plain configuration, or to one already explored, which is just as deep.) With
+``track_partials``, each operation also gets the longest partial linearization containing it, as in
+porcupine's visualization.
+
+The module is pure: the caller passes the time budget as ``should_stop``, polled every ``poll_every`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from raftkv.check.models import REJECT, State, Step
+
+
+class Kind(Enum):
+    """The three outcomes of a check: a linearization exists, none exists, or the time budget ran out first."""
+
+    OK = "ok"
+    ILLEGAL = "illegal"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Outcome of one partition's search; operation numbers index the sequences passed to :func:`search`.
+
+    ``order``: OK — a full linearization (pending operations left out never took effect); ILLEGAL — the longest
+    linearizable prefix; UNKNOWN — the longest prefix found before the budget ran out. ``state`` is the model
+    state after ``order``. ``unplaceable`` (ILLEGAL only): the operation that blocks first, then the other
+    candidates, none of which the model accepts after ``order``.
+    """
+
+    kind: Kind
+    order: tuple[int, ...]
+    state: State
+    unplaceable: tuple[int, ...] = ()
+    partials: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    steps: int = 0
+    """Model steps attempted (a measure of the work done)."""
+
+
+_FREE = object()
+"""The restriction of a configuration that was not reached by linearizing a pending operation."""
+
+
+def search(
+    init: State,
+    steps: Sequence[Step],
+    call_s: Sequence[float],
+    return_s: Sequence[float],
+    classes: Sequence[Hashable],
+    blind: Sequence[bool],
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    track_partials: bool = False,
+    poll_every: int = 1024,
+) -> SearchResult:
+    """Search for a linearization of operations ``0..n-1``; ``return_s[i] == math.inf`` marks a pending one.
+
+    ``classes[i]`` (pending operations only) is equal for pending operations with identical steps;
+    ``blind[i]`` is true when operation ``i`` accepts every state and its next state does not depend on it.
+    """
+    n = len(steps)
+    if not (len(call_s) == len(return_s) == len(classes) == len(blind) == n):
+        raise ValueError("steps, call_s, return_s, classes and blind must have one entry per operation")
+    inf = math.inf
+    free = _FREE
+
+    # Entries of completed operations: (time, 0 call / 1 return, op) sorted, calls first at equal times.
+    events: list[tuple[float, int, int]] = []
+    for i in range(n):
+        if return_s[i] != inf:
+            events.append((call_s[i], 0, i))
+            events.append((return_s[i], 1, i))
+    events.sort()
+    m2 = len(events)
+    head, tail = m2, m2 + 1
+    ent_op: list[int] = [op for _, _, op in events] + [-1, -1]
+    ent_time: list[float] = [t for t, _, _ in events] + [-inf, inf]
+    ent_match: list[int] = [-1] * (m2 + 2)  # call entry -> its return entry; -1 for return entries and sentinels
+    call_entry = [-1] * n
+    for e, (_, kind, op) in enumerate(events):
+        if kind == 0:
+            call_entry[op] = e
+        else:
+            ent_match[call_entry[op]] = e
+    nxt: list[int] = [*range(1, m2 + 1), tail, -1]
+    prv: list[int] = [-1, *range(m2), -1, -1]
+    nxt[head] = 0 if m2 else tail
+    prv[tail] = m2 - 1 if m2 else head
+    if m2:
+        prv[0] = head
+        nxt[m2 - 1] = tail
+
+    # Pending operations grouped into classes of interchangeable ones, each class in call order.
+    by_class: dict[Hashable, list[int]] = {}
+    for i in sorted((i for i in range(n) if return_s[i] == inf), key=lambda i: (call_s[i], i)):
+        by_class.setdefault(classes[i], []).append(i)
+    members = list(by_class.values())  # insertion order: by first member's call time
+    n_classes = len(members)
+    class_of = [-1] * n
+    for c, mem in enumerate(members):
+        for i in mem:
+            class_of[i] = c
+    class_pos = [0] * n_classes  # members[c][:class_pos[c]] are linearized
+
+    bits = [1 << i for i in range(n)]
+    seen: set[tuple[object, ...]] = set()
+    stack_op: list[int] = []
+    stack_state: list[State] = []
+    stack_restr: list[object] = []
+    state = init
+    restr: object = free  # after a pending operation: the state before it (see "Canonical linearizations")
+    lin = 0
+    attempts = 0
+    best_len = -1
+    best_order: tuple[int, ...] = ()
+    best_state: State = init
+    best_unplaceable: tuple[int, ...] = ()
+    longest: dict[int, tuple[int, ...]] = {}
+    mask = (1 << max(0, poll_every - 1).bit_length()) - 1  # poll_every rounded up to a power of two
+
+    def first_return_time() -> float:
+        x = nxt[head]
+        while ent_match[x] >= 0:
+            x = nxt[x]
+        return ent_time[x]
+
+    def blocked() -> tuple[int, ...]:
+        """The completed operations that may go next in the current configuration, the blocking one first."""
+        x = nxt[head]
+        rest: list[int] = []
+        while ent_match[x] >= 0:
+            rest.append(ent_op[x])
+            x = nxt[x]
+        blocking = ent_op[x]
+        rest.sort(key=lambda i: (i != blocking, call_s[i], i))
+        return tuple(rest)
+
+    e = nxt[head]
+    in_main = True
+    ci = 0
+    t_r = 0.0
+    while True:
+        if in_main:
+            if e == tail:  # the list is empty: every completed operation is placed
+                return SearchResult(Kind.OK, tuple(stack_op), state, steps=attempts)
+            if ent_match[e] >= 0:
+                op = ent_op[e]
+                attempts += 1
+                if attempts & mask == 0 and should_stop is not None and should_stop():
+                    return SearchResult(Kind.UNKNOWN, best_order, best_state, steps=attempts)
+                ns = steps[op](state)
+                if ns is not REJECT:
+                    lin2 = lin | bits[op]
+                    cfg = (lin2, ns)
+                    if cfg not in seen and (
+                        restr is free or not (blind[op] or (ns == state and steps[op](restr) == restr))
+                    ):
+                        seen.add(cfg)
+                        stack_op.append(op)
+                        stack_state.append(state)
+                        stack_restr.append(restr)
+                        # lift: the call entry, then its return entry
+                        r = ent_match[e]
+                        p, q = prv[e], nxt[e]
+                        nxt[p] = q
+                        prv[q] = p
+                        p, q = prv[r], nxt[r]
+                        nxt[p] = q
+                        prv[q] = p
+                        state = ns
+                        restr = free
+                        lin = lin2
+                        e = nxt[head]
+                        continue
+                e = nxt[e]
+                continue
+            # a return entry: the completed candidates are exhausted; try pending operations
+            t_r = ent_time[e]
+            in_main = False
+            ci = 0
+        # pending candidates of the current configuration, from class ci on
+        placed = False
+        while ci < n_classes:
+            mem = members[ci]
+            pos = class_pos[ci]
+            if pos < len(mem) and call_s[mem[pos]] <= t_r:
+                op = mem[pos]
+                attempts += 1
+                ns = steps[op](state)
+                # A pending operation that changes nothing is left out; after another one, a blind one too.
+                if ns is not REJECT and ns != state and (restr is free or not blind[op]):
+                    lin2 = lin | bits[op]
+                    rcfg = (lin2, ns, state)
+                    if rcfg not in seen and (lin2, ns) not in seen:
+                        seen.add(rcfg)
+                        stack_op.append(op)
+                        stack_state.append(state)
+                        stack_restr.append(restr)
+                        class_pos[ci] = pos + 1
+                        restr = state
+                        state = ns
+                        lin = lin2
+                        e = nxt[head]
+                        in_main = True
+                        placed = True
+                        break
+            ci += 1
+        if placed:
+            continue
+        # every candidate failed: backtrack
+        depth = len(stack_op)
+        if depth > best_len and restr is free:
+            best_len = depth
+            best_order = tuple(stack_op)
+            best_state = state
+            best_unplaceable = blocked()
+        if track_partials and depth:
+            seq: tuple[int, ...] | None = None
+            for op in stack_op:
+                if len(longest.get(op, ())) < depth:
+                    if seq is None:
+                        seq = tuple(stack_op)
+                    longest[op] = seq
+        if not stack_op:
+            return SearchResult(
+                Kind.ILLEGAL, best_order, best_state, best_unplaceable, partials=longest, steps=attempts
+            )
+        op = stack_op.pop()
+        state = stack_state.pop()
+        restr = stack_restr.pop()
+        lin ^= bits[op]
+        ce = call_entry[op]
+        if ce >= 0:
+            # unlift: the return entry, then the call entry (reverse order of the lift)
+            r = ent_match[ce]
+            nxt[prv[r]] = r
+            prv[nxt[r]] = r
+            nxt[prv[ce]] = ce
+            prv[nxt[ce]] = ce
+            e = nxt[ce]
+            in_main = True
+        else:
+            c = class_of[op]
+            class_pos[c] -= 1
+            ci = c + 1
+            in_main = False
+            t_r = first_return_time()
