@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test lint typecheck unit sim-sweep sim-long bench clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster clean
 
 setup: $(STAMP)
 
@@ -45,8 +45,21 @@ sim-sweep: setup
 sim-long: setup
 	$(PY) -m raftkv.sim --seeds $(SIM_LONG_SEEDS) --jobs 2
 
-bench: setup
+## Tests marked slow (e.g. the 3,000-round WAL crash test); not part of `make test`.
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+## Benchmarks: each prints its figures (recorded in docs/benchmarks.md).
+bench: bench-core bench-wal bench-cluster
+
+bench-core: setup
 	$(PY) bench/core_throughput.py
+
+bench-wal: setup
+	$(PY) bench/wal.py
+
+bench-cluster: setup
+	PYTHONPATH=. $(PY) bench/cluster.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -197,7 +197,7 @@ class Cluster:
                 last_error = e
                 self._drop(target)
                 self._leader = None
-            await asyncio.sleep(min(0.05 * attempt, 0.3))
+            await asyncio.sleep(min(0.01 * attempt, 0.05))
         raise Unavailable(f"could not commit within {timeout} s ({last_error})")
 
     async def statuses(self, timeout: float = 1.0) -> list[StatusReport | tuple[str, str]]:

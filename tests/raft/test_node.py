@@ -400,3 +400,34 @@ def test_reads_are_dropped_when_leadership_is_lost_and_refused_on_followers() ->
     assert rd.dropped_reads == (b"r",) and rd.read_states == ()
     with pytest.raises(NotLeader):
         n.read_index(b"again")
+
+
+def test_losing_the_leaders_connection_ends_its_lease_at_once() -> None:
+    n = node(id=2)
+    n.step(Heartbeat(Term(3), N1, N2, Index(0)))
+    drain(n)
+    n.report_unreachable(N3)  # not the leader: nothing changes
+    assert n.leader == N1
+    n.report_unreachable(N1)
+    assert n.leader == NO_NODE
+    # The lease is over: a candidate's vote request is no longer ignored ...
+    n.step(RequestVote(Term(4), N3, N2, Index(0), Term(0)))
+    assert n.vote == N3
+    # ... and without a vote to give, the node campaigns within its jitter, not a whole timeout.
+    m = node(id=2, pre_vote=False)
+    m.step(Heartbeat(Term(3), N1, N2, Index(0)))
+    drain(m)
+    m.report_unreachable(N1)
+    jitter = m.randomized_election_timeout - m._cfg.election_ticks
+    for _ in range(jitter + 1):
+        m.tick()
+    assert m.role is Role.CANDIDATE
+
+
+def test_a_spurious_unreachable_report_cannot_unseat_a_healthy_leader() -> None:
+    """The other followers still hear the leader and refuse the pre-vote (dissertation §9.6)."""
+    follower = node(id=3)
+    follower.step(Heartbeat(Term(3), N1, N3, Index(0)))
+    drain(follower)
+    follower.step(RequestVote(Term(4), N2, N3, Index(0), Term(0), pre_vote=True))
+    assert not any(isinstance(m, RequestVoteResponse) and m.granted for m in sent(follower.ready()))

@@ -210,6 +210,18 @@ class RawNode:
         else:
             self._maybe_send_append(to, send_if_empty=True)
 
+    def report_unreachable(self, peer: NodeId) -> None:
+        """The transport lost its connection to ``peer`` (e.g. the peer's process died and reset it).
+
+        If ``peer`` is our leader, stop honouring its lease now instead of waiting out the election timeout:
+        we will grant other candidates' votes at once and campaign after our randomized jitter. This cannot
+        disrupt a healthy leader: the other followers still hold their leases and refuse our pre-vote (§9.6).
+        """
+        if self.role is Role.FOLLOWER and peer == self.leader and peer != NO_NODE:
+            self._events.append(f"lost the connection to leader {peer}: its lease no longer holds")
+            self.election_elapsed = max(self.election_elapsed, self._cfg.election_ticks)
+            self.leader = NO_NODE
+
     def read_index(self, ctx: bytes) -> None:
         """Ask for a linearizable read point (ReadIndex, dissertation §6.4); leader only.
 

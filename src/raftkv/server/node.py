@@ -151,6 +151,7 @@ class RaftNode:
             lambda: int(self.core.term) if self.core else 0,
             TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000),
             client_address=str(cfg.listen_client) if cfg.listen_client else "",
+            on_peer_down=self._on_peer_down,
         )
         await self.transport.listen(cfg.listen_peer)
         self._stack.push_async_callback(self.transport.close)
@@ -386,6 +387,11 @@ class RaftNode:
         for msg in messages:
             core.step(msg)
         self._wake.set()
+
+    def _on_peer_down(self, peer: NodeId) -> None:
+        if self.core is not None and not self._stopping:
+            self.core.report_unreachable(peer)
+            self._wake.set()
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()

@@ -147,7 +147,7 @@ class PeerLink:
                 backoff = s.backoff_initial_s
                 if self.t.once.clear(f"down-{self.peer}"):
                     log.info("node %s: connection to node %s at %s restored", self.t.node_id, self.peer, self.address)
-                await self._pump(cap)
+                await self._pump_until_disconnect(client, cap)
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, capnp.KjException, ConnectionError) as e:
@@ -163,6 +163,8 @@ class PeerLink:
                     _describe(e),
                 )
             finally:
+                if self.connected and self.t.on_peer_down is not None:
+                    self.t.on_peer_down(self.peer)
                 self.connected = False
                 if client is not None:
                     with contextlib.suppress(Exception):
@@ -200,6 +202,24 @@ class PeerLink:
         self.t.once.clear(f"refused-{self.peer}")
         self.client_address = str(r.clientAddress)
         return True
+
+    async def _pump_until_disconnect(self, client: Any, cap: Any) -> None:
+        """Send until a call fails or the connection drops, whichever comes first.
+
+        A follower sends to its leader only in reply to the leader's messages: if the leader's process dies it
+        would never send again, and only watching the connection itself tells it at once.
+        """
+        pump = asyncio.ensure_future(self._pump(cap))
+        closed = asyncio.ensure_future(client.on_disconnect())
+        try:
+            done, _ = await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, closed):
+                task.cancel()
+            await asyncio.gather(pump, closed, return_exceptions=True)
+        if pump in done:
+            pump.result()  # re-raise the call's failure
+        raise ConnectionError("the peer closed the connection")
 
     async def _pump(self, cap: Any) -> None:
         inflight: deque[asyncio.Task[None]] = deque()
@@ -357,6 +377,7 @@ class Transport:
         term: Callable[[], int],
         settings: TransportSettings | None = None,
         client_address: str = "",
+        on_peer_down: Callable[[NodeId], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -364,6 +385,8 @@ class Transport:
         self.on_messages = on_messages
         self.term = term
         self.client_address = client_address
+        self.on_peer_down = on_peer_down
+        """Called when an established connection to a peer breaks (not for a peer that was never reached)."""
         self.settings = settings or TransportSettings()
         self.counters = TransportCounters()
         self.once = _Once()
