@@ -149,6 +149,7 @@ class Client:
     _session_id: int = field(default=0, init=False)
     _session_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1), init=False)
+    _in_flight: set[int] = field(default_factory=set, init=False)
     _closed: bool = field(default=False, init=False)
 
     # --- key-value operations ----------------------------------------------------------------------------
@@ -230,8 +231,14 @@ class Client:
 
     async def _write(self, op: Put | DeleteRange | Txn, timeout: float | None) -> Result:
         session = await self._ensure_session(timeout)
-        request = Request(session, next(self._seq), 0, op)
-        result = await self._call(encode_command(request), False, timeout)
+        seq = next(self._seq)
+        self._in_flight.add(seq)
+        try:
+            # §6.3: tell the session the lowest request we still await, so it can forget older results.
+            request = Request(session, seq, 0, op, first_incomplete=min(self._in_flight))
+            result = await self._call(encode_command(request), False, timeout)
+        finally:
+            self._in_flight.discard(seq)
         if isinstance(result, ErrorResult):
             if result.code == ErrorCode.SESSION_EXPIRED:
                 if self._session_id == session:

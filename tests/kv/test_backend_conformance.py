@@ -118,7 +118,7 @@ def test_abort_undoes_every_kind_of_change(backend: Backend) -> None:
     txn.put(kv(b"b", b"recreated", 9))
     txn.delete(b"c")
     txn.put_session(SessionRecord(2, 100, 0, 0))
-    txn.put_session(SessionRecord(1, 100, 4, 50, PutResult(3)))
+    txn.put_session(SessionRecord(1, 100, 4, 50, ((4, PutResult(3)),)))
     txn.set_meta(Meta(6, 4, 200))
     txn.clear()
     txn.put(kv(b"after-clear"))
@@ -149,14 +149,14 @@ def test_commit_makes_everything_visible_and_clear_empties_the_store(backend: Ba
 
 def test_sessions_round_trip_in_id_order(backend: Backend) -> None:
     result = ErrorResult(ErrorCode.STALE_REQUEST, "x")
-    records = [SessionRecord(256, 10, 2, 5, result), SessionRecord(1, 10, 0, 0), SessionRecord(2**40, 1, 1, 1)]
+    records = [SessionRecord(256, 10, 2, 5, ((2, result),)), SessionRecord(1, 10, 0, 0), SessionRecord(2**40, 1, 1, 1)]
     txn = backend.begin()
     for r in records:
         txn.put_session(r)
-    txn.put_session(SessionRecord(1, 10, 1, 3, PutResult(4)))  # overwrite
+    txn.put_session(SessionRecord(1, 10, 1, 3, ((1, PutResult(4)),)))  # overwrite
     txn.commit()
     with backend.read() as view:
-        assert view.sessions() == [SessionRecord(1, 10, 1, 3, PutResult(4)), records[0], records[2]]
+        assert view.sessions() == [SessionRecord(1, 10, 1, 3, ((1, PutResult(4)),)), records[0], records[2]]
     txn = backend.begin()
     txn.delete_session(256)
     txn.commit()

@@ -88,7 +88,7 @@ def test_every_result_round_trips(result: Result | None) -> None:
 
 def test_a_request_with_a_100_byte_value_encodes_small() -> None:
     data = encode_command(Request(123456, 789, 1_700_000_000_000, Put(b"user/42", b"x" * 100)))
-    assert len(data) < 140
+    assert len(data) <= 140  # 100 bytes of value, at most 40 of framing (first_incomplete added 1)
 
 
 def _raw(*fields: Any) -> bytes:

@@ -96,7 +96,8 @@ def logs(draw: st.DrawFn, max_size: int = 40) -> list[Command | bytes]:
             last = last_seq.get(sid, 0)
             seq = draw(st.sampled_from([last + 1, last + 1, last + 3, max(last, 1), max(last - 1, 1)]))
             last_seq[sid] = max(last, seq)
-            out.append(Request(sid, seq, clock, draw(writes)))
+            first_incomplete = draw(st.sampled_from([0, 0, 1, max(1, seq - 2), seq]))
+            out.append(Request(sid, seq, clock, draw(writes), first_incomplete))
         elif kind == "keep":
             out.append(KeepAlive(sid, clock))
         elif kind == "close":

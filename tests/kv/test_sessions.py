@@ -24,6 +24,7 @@ from raftkv.kv import (
     TxnResult,
 )
 from raftkv.kv.commands import Command, Compare, Range
+from raftkv.kv.sessions import MAX_PENDING_RESULTS
 from tests.kv.kvtestlib import Feeder, entries, split
 
 
@@ -149,7 +150,7 @@ def test_session_table_is_persisted_with_the_data(make_backend: Callable[[], Bac
     feed = Feeder(sm)
     feed(OpenSession(ttl_ms=100, time_ms=7), Request(1, 1, 9, Put(b"k", b"v")))
     with backend.read() as view:
-        assert view.sessions() == [SessionRecord(1, 100, 1, 9, PutResult(1))]
+        assert view.sessions() == [SessionRecord(1, 100, 1, 9, ((1, PutResult(1)),))]
         assert view.meta().clock_ms == 9
     again = KVStateMachine(backend)  # a new state machine over the same backend resumes the table
     assert again.sessions() == sm.sessions()
@@ -196,3 +197,48 @@ def test_the_same_log_gives_the_same_sessions_and_results_whatever_the_batching(
             assert codes[15] is ErrorCode.SESSION_EXPIRED
             assert results[4] == results[2]
         assert outcome == reference, f"batching {cuts} diverged"
+
+
+# --- several requests in flight (first_incomplete, dissertation §6.3) -----------------------------------------
+
+
+def test_requests_in_flight_may_apply_out_of_order_and_each_is_answered_once(sm: KVStateMachine, feed: Feeder) -> None:
+    (sid,) = [r.session_id for r in feed(OpenSession(ttl_ms=1000, time_ms=0)) if isinstance(r, SessionResult)]
+    # The client sent 1, 2 and 3 together; 2's first attempt reached the log first, 1's was lost and retried.
+    r2 = feed.one(Request(sid, 2, 1, Put(b"b", b"2"), first_incomplete=1))
+    r3 = feed.one(Request(sid, 3, 2, Put(b"c", b"3"), first_incomplete=1))
+    r1 = feed.one(Request(sid, 1, 3, Put(b"a", b"1"), first_incomplete=1))
+    assert isinstance(r1, PutResult) and isinstance(r2, PutResult) and isinstance(r3, PutResult)
+    assert sm.revision == 3, "request 1 is new, not stale: it must be applied"
+    # Retries of any of them get the first result back and change nothing.
+    assert feed(
+        Request(sid, 1, 4, Put(b"a", b"1"), first_incomplete=1),
+        Request(sid, 3, 4, Put(b"c", b"3"), first_incomplete=1),
+    ) == [r1, r3]
+    assert sm.revision == 3
+
+
+def test_acknowledged_results_are_forgotten(sm: KVStateMachine, feed: Feeder) -> None:
+    (sid,) = [r.session_id for r in feed(OpenSession(ttl_ms=1000, time_ms=0)) if isinstance(r, SessionResult)]
+    feed(
+        Request(sid, 1, 1, Put(b"a", b"1"), first_incomplete=1), Request(sid, 2, 1, Put(b"b", b"1"), first_incomplete=1)
+    )
+    (record,) = sm.sessions()
+    assert [s for s, _ in record.results] == [1, 2]
+    feed.one(Request(sid, 3, 2, Put(b"c", b"1"), first_incomplete=3))  # the client has replies for 1 and 2
+    (record,) = sm.sessions()
+    assert record.low_seq == 3 and [s for s, _ in record.results] == [3]
+    stale = feed.one(Request(sid, 1, 3, Put(b"a", b"1"), first_incomplete=1))
+    assert isinstance(stale, ErrorResult) and stale.code == ErrorCode.STALE_REQUEST
+    assert sm.revision == 3
+
+
+def test_a_session_holds_a_bounded_number_of_unacknowledged_results(sm: KVStateMachine, feed: Feeder) -> None:
+    (sid,) = [r.session_id for r in feed(OpenSession(ttl_ms=10**9, time_ms=0)) if isinstance(r, SessionResult)]
+    feed(*(Request(sid, s, 1, Put(b"k", b"v"), first_incomplete=1) for s in range(1, MAX_PENDING_RESULTS + 1)))
+    assert sm.revision == MAX_PENDING_RESULTS
+    refused = feed.one(Request(sid, MAX_PENDING_RESULTS + 1, 1, Put(b"k", b"v"), first_incomplete=1))
+    assert isinstance(refused, ErrorResult) and refused.code == ErrorCode.TOO_MANY_PENDING
+    assert sm.revision == MAX_PENDING_RESULTS, "a refused request is not applied"
+    ok = feed.one(Request(sid, MAX_PENDING_RESULTS + 1, 1, Put(b"k", b"v"), first_incomplete=100))
+    assert isinstance(ok, PutResult)

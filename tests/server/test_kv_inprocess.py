@@ -121,3 +121,23 @@ async def test_unreachable_cluster_gives_a_clear_error(tmp_path: Path) -> None:
     async with connect(["127.0.0.1:1"], timeout=0.5) as c:
         with pytest.raises(Unavailable, match=r"no leader reachable at 127\.0\.0\.1:1"):
             await c.put("k", "v")
+
+
+async def test_a_retried_write_is_applied_once(tmp_path: Path) -> None:
+    """The reply to a write is lost; the client sends the very same request again (same session and seq)."""
+    from raftkv.kv.commands import Request, encode_command
+
+    nodes = await kv_cluster(tmp_path)
+    try:
+        async with connect(endpoints(nodes), cluster_id="test") as c:
+            session = await c._ensure_session(None)
+            request = encode_command(Request(session, 7, 0, Put(b"once", b"x"), first_incomplete=7))
+            first = await c._call(request, False, None)
+            revision = (await c.range("once")).revision
+            again = await c._call(request, False, None)
+            assert again == first
+            r = await c.range("once")
+            assert r.revision == revision and r.kvs[0].version == 1, "the retry must not apply the put again"
+    finally:
+        for n in nodes:
+            await n.aclose(transfer_leadership=False)

@@ -207,19 +207,24 @@ class Request(msgspec.Struct, frozen=True, array_like=True, tag="req"):
     """A write applied at most once per ``(session_id, seq)`` (dissertation §6.3).
 
     ``seq`` starts at 1 and grows with each new request of the session (gaps allowed). A retry carries the same
-    ``seq`` and gets the first execution's result back without re-applying it. One request per session may be in
-    flight: the session keeps only its last result.
+    ``seq`` and gets the first execution's result back without re-applying it. Several requests of a session may
+    be in flight at once, applied in any order: ``first_incomplete`` is the lowest ``seq`` the client has not yet
+    received a reply for (§6.3), and the session keeps the result of every applied request from there on. 0
+    (the default) means "just this request": only its result is kept, one request in flight at a time.
     """
 
     session_id: int
     seq: int
     time_ms: int
     op: Write
+    first_incomplete: int = 0
 
     def __post_init__(self) -> None:
-        _check_non_negative(session_id=self.session_id, time_ms=self.time_ms)
+        _check_non_negative(session_id=self.session_id, time_ms=self.time_ms, first_incomplete=self.first_incomplete)
         if self.seq < 1:
             raise CommandError(f"seq must be >= 1, got {self.seq}")
+        if self.first_incomplete > self.seq:
+            raise CommandError(f"first_incomplete {self.first_incomplete} is above the request's own seq {self.seq}")
 
 
 Command: TypeAlias = Put | DeleteRange | Range | Txn | OpenSession | KeepAlive | CloseSession | Request

@@ -24,9 +24,12 @@ class ErrorCode(StrEnum):
     INVALID_COMMAND = "invalid_command"
     """The log entry does not decode to a valid command (nothing was applied)."""
     STALE_REQUEST = "stale_request"
-    """``Request.seq`` is below the session's last applied sequence number; its result is no longer kept."""
+    """``Request.seq`` is below what the client said it already has replies for; its result is no longer kept."""
     SESSION_EXPIRED = "session_expired"
     """No live session has that id: it expired, was closed, or never existed. Open a new session."""
+    TOO_MANY_PENDING = "too_many_pending"
+    """The session already holds the results of ``MAX_PENDING_RESULTS`` requests the client has not acknowledged
+    (it is not advancing ``first_incomplete``); the request was not applied."""
 
 
 class KVError(Exception):

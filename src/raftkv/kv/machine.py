@@ -64,12 +64,12 @@ from raftkv.kv.commands import (
 )
 from raftkv.kv.errors import CommandError, ErrorCode, SnapshotError
 from raftkv.kv.keys import is_single_key, scan_bounds
-from raftkv.kv.sessions import SessionRecord, SessionTable
+from raftkv.kv.sessions import MAX_PENDING_RESULTS, SessionRecord, SessionTable
 from raftkv.kv.watch import DEFAULT_HISTORY_EVENTS, Event, EventType, WatchHub
 from raftkv.raft.errors import invariant
 from raftkv.raft.types import Entry, EntryType
 
-SNAPSHOT_FORMAT: Final = 1
+SNAPSHOT_FORMAT: Final = 2  # 2: sessions keep a window of results
 
 
 class KVSnapshot(msgspec.Struct, frozen=True, array_like=True, tag="kvsnap"):
@@ -367,23 +367,33 @@ class KVStateMachine:
         record = sessions.live(req.session_id, self._clock, txn)
         if record is None:
             return _no_session(req.session_id)
-        if req.seq <= record.last_seq:
-            # A retry (or a stale request) still proves the client is alive.
-            sessions.update(
-                SessionRecord(record.session_id, record.ttl_ms, record.last_seq, self._clock, record.last_result),
-                txn,
-            )
-            if req.seq == record.last_seq:
-                invariant(record.last_result is not None, f"session {record.session_id} lost its last result")
-                assert record.last_result is not None
-                return record.last_result  # applied once already: answer, do not re-apply
-            return ErrorResult(
+        # The client's acknowledgements: it has replies for everything below first_incomplete (§6.3). Legacy
+        # requests (0) acknowledge everything before themselves: one request in flight per session.
+        low = max(record.low_seq, req.first_incomplete or req.seq)
+        if req.seq < record.low_seq:
+            result: Result = ErrorResult(
                 ErrorCode.STALE_REQUEST,
-                f"request {req.seq} of session {req.session_id} is older than its last applied request "
-                f"{record.last_seq}; its result is no longer kept",
+                f"request {req.seq} of session {req.session_id} was already answered (the client acknowledged "
+                f"every request below {record.low_seq}); its result is no longer kept",
             )
-        result = self._write(req.op)
-        sessions.update(SessionRecord(record.session_id, record.ttl_ms, req.seq, self._clock, result), txn)
+            fresh = False
+        elif (kept := record.result_of(req.seq)) is not None:
+            result, fresh = kept, False  # applied once already: answer, do not re-apply
+        elif sum(1 for s, _ in record.results if s >= low) >= MAX_PENDING_RESULTS:
+            result = ErrorResult(
+                ErrorCode.TOO_MANY_PENDING,
+                f"session {req.session_id} holds {MAX_PENDING_RESULTS} unacknowledged results; the request was "
+                "not applied (advance first_incomplete)",
+            )
+            fresh = False
+        else:
+            result, fresh = self._write(req.op), True
+        results = [(s, r) for s, r in record.results if s >= low]
+        if fresh:
+            results.append((req.seq, result))
+            results.sort(key=lambda sr: sr[0])
+        # Any request, even a retry or a stale one, proves the client is alive.
+        sessions.update(SessionRecord(record.session_id, record.ttl_ms, low, self._clock, tuple(results)), txn)
         return result
 
     def _open_session(self, cmd: OpenSession, index: int) -> Result:
@@ -399,7 +409,7 @@ class KVStateMachine:
         if record is None:
             return _no_session(cmd.session_id)
         self._sessions.update(
-            SessionRecord(record.session_id, record.ttl_ms, record.last_seq, self._clock, record.last_result), txn
+            SessionRecord(record.session_id, record.ttl_ms, record.low_seq, self._clock, record.results), txn
         )
         return SessionResult(cmd.session_id)
 

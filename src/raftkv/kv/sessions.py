@@ -6,6 +6,8 @@ A client retries a write when it does not hear back (leader crash, lost reply, t
 retry would apply twice. §6.3's remedy: the client opens a *session* (registered through the log, so every
 replica knows it) and numbers its requests; each replica remembers, per session, the last sequence number it
 applied and that request's result, and answers a repeat with the saved result instead of applying it again.
+A client with several requests in flight tells the lowest sequence number it has no reply for yet
+(``first_incomplete``); the session keeps every result from there on, and forgets the older ones.
 
 Time. Sessions must expire, or a crashed client's session would live forever, but replicas cannot read their
 own clocks: they would disagree about which sessions are gone. So, as §6.3 prescribes, the leader stamps
@@ -35,15 +37,29 @@ import msgspec
 
 from raftkv.kv.commands import Result
 
+MAX_PENDING_RESULTS = 4096
+"""Results a session keeps for requests its client has not acknowledged yet (bounds a session's size)."""
+
 
 class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
-    """One open session. ``last_seq`` 0 means no request applied yet (``last_result`` is then ``None``)."""
+    """One open session (dissertation §6.3).
+
+    ``low_seq``: the client has replies for every request below it, so their results are forgotten and such a
+    request is stale. ``results``: ``(seq, result)`` of every applied request with ``seq >= low_seq``, in seq
+    order, so that a retry gets its first result back. Invariant: every seq in ``results`` is ``>= low_seq``.
+    """
 
     session_id: int
     ttl_ms: int
-    last_seq: int
+    low_seq: int
     last_active_ms: int
-    last_result: Result | None = None
+    results: tuple[tuple[int, Result], ...] = ()
+
+    def result_of(self, seq: int) -> Result | None:
+        for s, r in self.results:
+            if s == seq:
+                return r
+        return None
 
     @property
     def deadline_ms(self) -> int:

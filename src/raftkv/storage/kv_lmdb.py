@@ -63,7 +63,7 @@ FILE_NAME: Final = "kv.lmdb"
 DEFAULT_MAP_SIZE: Final = 16 << 30
 """16 GiB of address space; the file only grows as data is written."""
 
-_FORMAT: Final = b"raftkv-kv-lmdb/1"
+_FORMAT: Final = b"raftkv-kv-lmdb/2"  # 2: sessions keep a window of results (first_incomplete)
 _HEADER: Final = struct.Struct("<QQQ")
 _HEADER_SIZE: Final = _HEADER.size
 _META_KEY: Final = b"meta"
