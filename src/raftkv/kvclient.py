@@ -397,6 +397,8 @@ class Watch:
         self._watch_id = 0
         self._health: asyncio.Task[None] | None = None
         self._closed = False
+        self.resumes = 0
+        """How many times the watch moved to another node (its node died or stopped answering)."""
 
     def __aiter__(self) -> Watch:
         return self
@@ -416,6 +418,7 @@ class Watch:
             item = await self._queue.get()
             if isinstance(item, _Lost):
                 self._reset()
+                self.resumes += 1
                 continue
             if isinstance(item, BaseException):
                 await self.aclose()
