@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,59 +23,11 @@ from rich.table import Table
 from raftkv.client import Cluster, StatusReport, connect
 from raftkv.errors import RaftError
 from raftkv.kvclient import connect as kv_connect
+from raftkv.local import LocalCluster
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 
 console = Console(width=max(100, Console().width))
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class LocalCluster:
-    def __init__(self, root: Path, n: int = 3) -> None:
-        ports = _free_ports(2 * n)
-        self.root = root
-        self.ids = list(range(1, n + 1))
-        self.peer = {i: ports[i - 1] for i in self.ids}
-        self.client = {i: ports[n + i - 1] for i in self.ids}
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self, i: int) -> None:
-        peers = ",".join(f"{j}=127.0.0.1:{self.peer[j]}" for j in self.ids)
-        log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 - the child process owns it
-        self.procs[i] = subprocess.Popen(
-            [
-                sys.executable, "-m", "raftkv.cli", "serve", "--id", str(i), "--cluster-id", "demo",
-                "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
-                "--listen-client", f"127.0.0.1:{self.client[i]}", "--peers", peers,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-
-    def endpoints(self, ids: list[int] | None = None) -> list[Address]:
-        return [Address("127.0.0.1", self.client[i]) for i in (ids or self.ids)]
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 async def _statuses(cluster: Cluster) -> list[StatusReport | tuple[str, str]]:
@@ -136,11 +85,10 @@ async def run(root: Path, commands: int) -> int:
 
 
 async def _run(root: Path, commands: int) -> int:
-    lc = LocalCluster(root)
+    lc = LocalCluster(root, cluster_id="demo")
     console.print(f"[bold]raftkv demo[/]: 3 nodes on 127.0.0.1, data in {root}")
     try:
-        for i in lc.ids:
-            lc.start(i)
+        lc.start_all()
         started = time.monotonic()
         leader = await _wait_leader(lc, lc.ids, 15.0)
         console.print(f"node {leader} elected leader ({time.monotonic() - started:.2f} s after the processes started)")
