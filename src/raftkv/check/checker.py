@@ -172,6 +172,8 @@ def check(
             [ops[j].effective_return_s for j in keep],
             [compiled.classes[j] for j in keep],
             [compiled.blind[j] for j in keep],
+            [compiled.dead_classes[j] for j in keep],
+            [compiled.dead_after[j] for j in keep],
         )
         r: SearchResult = search(*args, should_stop=should_stop)
         if r.kind is Kind.ILLEGAL and partials and not should_stop():

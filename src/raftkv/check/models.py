@@ -28,10 +28,15 @@ Two reductions keep pending writes from blowing up the search, both exact:
   timed-out puts of unobserved values, or two timed-out deletes) are interchangeable once both have been
   called, because neither has a deadline. :attr:`Compiled.classes` names each pending operation's effect;
   the search then only linearizes the members of a class in call order, which turns 2^k subsets into k + 1.
+* **Dead values** (dynamic). Once every operation that observes a value has been placed, that value too is
+  as good as unobserved. :attr:`Compiled.dead_after` says from when on each pending operation's written values
+  are dead, and :attr:`Compiled.dead_classes` its class from then on (written values replaced by
+  :data:`UNOBSERVED`); the search merges classes accordingly.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -86,6 +91,10 @@ class Compiled:
     classes: tuple[Hashable, ...]
     blind: tuple[bool, ...]
     """``blind[i]``: operation ``i`` accepts every state and its next state does not depend on it (put, delete)."""
+    dead_classes: tuple[Hashable, ...]
+    """For a pending operation: its class once every value it writes is dead (see "Dead values")."""
+    dead_after: tuple[float, ...]
+    """For a pending operation: the time after which every value it writes is dead (-inf: already; inf: never)."""
 
 
 class Model(Protocol):
@@ -178,19 +187,37 @@ def _txn(
     return step
 
 
-def _observed(ops: Sequence[Operation]) -> set[Value | None]:
-    seen: set[Value | None] = {None}
-    for op in ops:
-        out = op.output
-        if op.f == "get" and isinstance(out, Read):
-            seen.add(out.value)
-        elif op.f == "cas":
-            seen.add(op.expected)
-        elif op.f == "txn":
-            seen.update(c.value for c in op.compare)
-            if isinstance(out, TxnResult):
-                seen.update(r.value for r in out.results if isinstance(r, Read))
-    return seen
+def _mentions(op: Operation) -> list[Value | None]:
+    """The values ``op`` compares the state with (get results, cas ``expected``, txn compares and reads)."""
+    out = op.output
+    if op.f == "get":
+        return [out.value] if isinstance(out, Read) else []
+    if op.f == "cas":
+        return [op.expected]
+    if op.f == "txn":
+        ms = [c.value for c in op.compare]
+        if isinstance(out, TxnResult):
+            ms += [r.value for r in out.results if isinstance(r, Read)]
+        return ms
+    return []
+
+
+def _written(op: Operation) -> list[Value | None]:
+    """The values ``op`` may write (``None``: it may delete)."""
+    if op.f in ("put", "delete", "cas"):
+        return [op.value]
+    if op.f == "txn":
+        return [t.value for t in op.then + op.else_ if t.f != "get"]
+    return []
+
+
+def _class_key(op: Operation, a: Callable[[Value | None], object]) -> Hashable:
+    """Equal for pending operations whose steps are identical once written values pass through ``a``."""
+    if op.f in ("put", "delete"):
+        return ("put", a(op.value) if op.f == "put" else None)
+    if op.f == "cas":
+        return ("cas", op.expected, a(op.value))
+    return ("txn", _abs_compares(op.compare), _abs_txn_ops(op.then, a), _abs_txn_ops(op.else_, a))
 
 
 def _txn_reads(op: Operation) -> tuple[bool | None, tuple[object, ...] | None]:
@@ -224,44 +251,57 @@ class KVModel:
         return list(parts.items())
 
     def compile(self, ops: Sequence[Operation], *, abstract: bool = True) -> Compiled:
-        observed = _observed(ops)
+        mentions = [_mentions(op) for op in ops]
+        last_mention: dict[Value | None, float] = {None: math.inf}  # absent is never dead
+        for op, ms in zip(ops, mentions, strict=True):
+            for v in ms:
+                last_mention[v] = max(last_mention.get(v, -math.inf), op.effective_return_s)
 
         def a(v: Value | None) -> object:
-            return v if not abstract or v in observed else UNOBSERVED
+            return v if not abstract or v in last_mention else UNOBSERVED
+
+        def dead(v: Value | None) -> object:
+            return UNOBSERVED
 
         steps: list[Step | None] = []
         classes: list[Hashable] = []
+        dead_classes: list[Hashable] = []
+        dead_after: list[float] = []
         for op in ops:
             out = op.output
             step: Step | None
-            cls: Hashable = None
             if op.f == "get":
                 step = _get(out.value) if isinstance(out, Read) else None
-            elif op.f == "put":
-                new = a(op.value)
-                step, cls = _set(new), ("put", new)
-            elif op.f == "delete":
-                step, cls = _set(None), ("put", None)
+            elif op.f in ("put", "delete"):
+                step = _set(a(op.value))
             elif op.f == "cas":
                 new = a(op.value)
                 if isinstance(out, CasResult):
                     step = _cas_ok(op.expected, new) if out.ok else _cas_failed(op.expected)
                 else:
-                    step, cls = _cas_unknown(op.expected, new), ("cas", op.expected, new)
+                    step = _cas_unknown(op.expected, new)
             else:
-                cmp = _abs_compares(op.compare)
                 then = _abs_txn_ops(op.then, a)
                 els = _abs_txn_ops(op.else_, a)
                 succeeded, reads = _txn_reads(op)
                 writes = any(f != "get" for f, _ in then + els)
-                if out is None and not writes:
-                    step = None
-                else:
-                    step, cls = _txn(cmp, then, els, succeeded, reads), ("txn", cmp, then, els)
+                step = (
+                    None if out is None and not writes else _txn(_abs_compares(op.compare), then, els, succeeded, reads)
+                )
             steps.append(step)
-            classes.append(cls if out is None else None)
-        blind = tuple(op.f in ("put", "delete") for op in ops)
-        return Compiled(init=None, steps=tuple(steps), classes=tuple(classes), blind=blind)
+            pending = out is None and step is not None
+            classes.append(_class_key(op, a) if pending else None)
+            dead_classes.append(_class_key(op, dead) if pending else None)
+            written = [last_mention.get(v, -math.inf) if abstract else math.inf for v in _written(op)]
+            dead_after.append(max(written, default=-math.inf) if pending else math.inf)
+        return Compiled(
+            init=None,
+            steps=tuple(steps),
+            classes=tuple(classes),
+            blind=tuple(op.f in ("put", "delete") for op in ops),
+            dead_classes=tuple(dead_classes),
+            dead_after=tuple(dead_after),
+        )
 
     def describe_state(self, state: State) -> str:
         if state is UNOBSERVED:

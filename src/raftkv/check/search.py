@@ -46,9 +46,23 @@ does. Let pending ``P`` take the state from ``u`` to ``v``, and ``X`` be the ope
 Each rewrite keeps the sequence legal and respects real time, and removes a pending operation or moves one
 later, so rewriting terminates in a sequence where none applies. The search builds only those: a pending
 operation is linearized only if it changes the state, and the configuration it leads to remembers ``u``
-(``restr``) so that its next operation must be neither blind nor transparent to the change. The memo key of
-such a configuration includes ``u``; a plain configuration already explored covers it too. In practice a
+(``restr``) so that its next operation must be neither blind nor transparent to the change. In practice a
 timed-out write is now linearized only right before an operation that observes it.
+
+*Dominance memo.* A configuration is (completed operations placed, pending operations placed, state,
+restriction). Two that differ only in their pending sets ``A ⊆ B`` are ordered: everything ``B`` can still do,
+``A`` can do too (a pending operation may stay unplaced forever; within a class, ``A``'s remaining members were
+called no later than ``B``'s). So the memo maps (completed set, state[, restriction]) to the pending sets
+explored, and a configuration is skipped when one with a subset of its pending operations was explored; a
+restricted configuration is also covered by an unrestricted one. Without pending operations this is exactly
+Lowe's memo.
+
+*Dead values.* A value is dead once every operation that compares the state with it has been placed — for
+a completed operation, once the first return time left on the list is past its return (``dead_after``). A
+dead value is indistinguishable from any other value nobody observes, so pending operations whose classes
+coincide once their written values are dead (``dead_classes``) are interchangeable too: in each
+configuration only the first of them is tried. Timed-out writes whose values were read long ago thus stop
+multiplying the search.
 
 *Diagnostics.* When the search backtracks out of a plain configuration deeper than any before, it records
 it: its sequence is the longest linearizable prefix, and its completed candidates — the operation whose return
@@ -98,6 +112,20 @@ class SearchResult:
     """Model steps attempted (a measure of the work done)."""
 
 
+def _dominated(known: list[int], pending: int) -> bool:
+    """Was a configuration with a subset of these pending operations placed (and otherwise equal) explored?"""
+    if len(known) == 1:  # the common case
+        q = known[0]
+        return q & pending == q
+    return any(q & pending == q for q in known)
+
+
+def _record(known: list[int], pending: int) -> None:
+    """Add a pending set, dropping the supersets it now dominates."""
+    known[:] = [q for q in known if q & pending != pending]
+    known.append(pending)
+
+
 _FREE = object()
 """The restriction of a configuration that was not reached by linearizing a pending operation."""
 
@@ -109,6 +137,8 @@ def search(
     return_s: Sequence[float],
     classes: Sequence[Hashable],
     blind: Sequence[bool],
+    dead_classes: Sequence[Hashable] | None = None,
+    dead_after: Sequence[float] | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
     track_partials: bool = False,
@@ -118,11 +148,15 @@ def search(
 
     ``classes[i]`` (pending operations only) is equal for pending operations with identical steps;
     ``blind[i]`` is true when operation ``i`` accepts every state and its next state does not depend on it.
+    ``dead_classes[i]``/``dead_after[i]`` (pending operations): the class operation ``i`` joins once the first
+    return time left on the list exceeds ``dead_after[i]`` (default: never).
     """
     n = len(steps)
-    if not (len(call_s) == len(return_s) == len(classes) == len(blind) == n):
-        raise ValueError("steps, call_s, return_s, classes and blind must have one entry per operation")
     inf = math.inf
+    dead_classes = classes if dead_classes is None else dead_classes
+    dead_after = [inf] * n if dead_after is None else dead_after
+    if not (len(call_s) == len(return_s) == len(classes) == len(blind) == len(dead_classes) == len(dead_after) == n):
+        raise ValueError("every per-operation sequence must have one entry per operation")
     free = _FREE
 
     # Entries of completed operations: (time, 0 call / 1 return, op) sorted, calls first at equal times.
@@ -162,15 +196,28 @@ def search(
         for i in mem:
             class_of[i] = c
     class_pos = [0] * n_classes  # members[c][:class_pos[c]] are linearized
+    live_key = [classes[mem[0]] for mem in members]
+    dead_key = [dead_classes[mem[0]] for mem in members]
+    dead_from = [dead_after[mem[0]] for mem in members]
+    tried: set[Hashable] = set()  # effective classes already tried in the current configuration
+
+    def rebuild_tried(upto: int) -> None:
+        """After backtracking into a configuration's pending scan: the classes before ``upto`` it tried."""
+        tried.clear()
+        for c in range(upto):
+            mem = members[c]
+            if class_pos[c] < len(mem) and call_s[mem[class_pos[c]]] <= t_r:
+                tried.add(dead_key[c] if t_r > dead_from[c] else live_key[c])
 
     bits = [1 << i for i in range(n)]
-    seen: set[tuple[object, ...]] = set()
+    memo: dict[tuple[object, ...], list[int]] = {}  # (completed set, state[, restriction]) -> pending sets seen
     stack_op: list[int] = []
     stack_state: list[State] = []
     stack_restr: list[object] = []
     state = init
     restr: object = free  # after a pending operation: the state before it (see "Canonical linearizations")
-    lin = 0
+    lin_c = 0  # completed operations linearized (bitset)
+    lin_p = 0  # pending operations linearized (bitset)
     attempts = 0
     best_len = -1
     best_order: tuple[int, ...] = ()
@@ -210,13 +257,17 @@ def search(
                 if attempts & mask == 0 and should_stop is not None and should_stop():
                     return SearchResult(Kind.UNKNOWN, best_order, best_state, steps=attempts)
                 ns = steps[op](state)
-                if ns is not REJECT:
-                    lin2 = lin | bits[op]
+                if ns is not REJECT and (
+                    restr is free or not (blind[op] or (ns == state and steps[op](restr) == restr))
+                ):
+                    lin2 = lin_c | bits[op]
                     cfg = (lin2, ns)
-                    if cfg not in seen and (
-                        restr is free or not (blind[op] or (ns == state and steps[op](restr) == restr))
-                    ):
-                        seen.add(cfg)
+                    known = memo.get(cfg)
+                    if known is None or not _dominated(known, lin_p):
+                        if known is None:
+                            memo[cfg] = [lin_p]
+                        else:
+                            _record(known, lin_p)
                         stack_op.append(op)
                         stack_state.append(state)
                         stack_restr.append(restr)
@@ -230,7 +281,7 @@ def search(
                         prv[q] = p
                         state = ns
                         restr = free
-                        lin = lin2
+                        lin_c = lin2
                         e = nxt[head]
                         continue
                 e = nxt[e]
@@ -239,28 +290,41 @@ def search(
             t_r = ent_time[e]
             in_main = False
             ci = 0
+            tried.clear()
         # pending candidates of the current configuration, from class ci on
         placed = False
         while ci < n_classes:
             mem = members[ci]
             pos = class_pos[ci]
             if pos < len(mem) and call_s[mem[pos]] <= t_r:
+                eff = dead_key[ci] if t_r > dead_from[ci] else live_key[ci]
+                if eff in tried:  # interchangeable with a candidate already tried here
+                    ci += 1
+                    continue
+                tried.add(eff)
                 op = mem[pos]
                 attempts += 1
                 ns = steps[op](state)
                 # A pending operation that changes nothing is left out; after another one, a blind one too.
                 if ns is not REJECT and ns != state and (restr is free or not blind[op]):
-                    lin2 = lin | bits[op]
-                    rcfg = (lin2, ns, state)
-                    if rcfg not in seen and (lin2, ns) not in seen:
-                        seen.add(rcfg)
+                    lin2 = lin_p | bits[op]
+                    rcfg = (lin_c, ns, state)
+                    plain = memo.get((lin_c, ns))
+                    known = memo.get(rcfg)
+                    if not (plain is not None and _dominated(plain, lin2)) and not (
+                        known is not None and _dominated(known, lin2)
+                    ):
+                        if known is None:
+                            memo[rcfg] = [lin2]
+                        else:
+                            _record(known, lin2)
                         stack_op.append(op)
                         stack_state.append(state)
                         stack_restr.append(restr)
                         class_pos[ci] = pos + 1
                         restr = state
                         state = ns
-                        lin = lin2
+                        lin_p = lin2
                         e = nxt[head]
                         in_main = True
                         placed = True
@@ -289,9 +353,9 @@ def search(
         op = stack_op.pop()
         state = stack_state.pop()
         restr = stack_restr.pop()
-        lin ^= bits[op]
         ce = call_entry[op]
         if ce >= 0:
+            lin_c ^= bits[op]
             # unlift: the return entry, then the call entry (reverse order of the lift)
             r = ent_match[ce]
             nxt[prv[r]] = r
@@ -301,8 +365,10 @@ def search(
             e = nxt[ce]
             in_main = True
         else:
+            lin_p ^= bits[op]
             c = class_of[op]
             class_pos[c] -= 1
             ci = c + 1
             in_main = False
             t_r = first_return_time()
+            rebuild_tried(ci)
