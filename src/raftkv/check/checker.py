@@ -20,6 +20,7 @@ This is the only module of the checker that reads a clock (``time.monotonic``, f
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -145,6 +146,24 @@ def check(
     for an illegal partition, also compute the longest partial linearization of every operation (the HTML
     view uses them; it costs a second search of that partition).
     """
+    # The check allocates millions of small tracked objects (memo keys, closures) and frees almost none until
+    # the end: generational GC passes would re-traverse them (and the history) again and again, for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _check(history, model, timeout_s, partials, clock)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _check(
+    history: Sequence[Operation],
+    model: Model,
+    timeout_s: float | None,
+    partials: bool,
+    clock: Callable[[], float],
+) -> CheckResult:
     start = clock()
     deadline = math.inf if timeout_s is None else start + timeout_s
 
