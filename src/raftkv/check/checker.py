@@ -193,6 +193,7 @@ def _check(
             [compiled.blind[j] for j in keep],
             [compiled.dead_classes[j] for j in keep],
             [compiled.dead_after[j] for j in keep],
+            [compiled.guards[j] for j in keep],
         )
         r: SearchResult = search(*args, should_stop=should_stop)
         if r.kind is Kind.ILLEGAL and partials and not should_stop():

@@ -72,6 +72,14 @@ class _Token(Enum):
 UNOBSERVED = _Token.UNOBSERVED
 """The abstract value standing for every written value that no operation of the partition observes."""
 
+
+class _Any(Enum):
+    ANY_STATE = "any state"
+
+
+ANY_STATE = _Any.ANY_STATE
+"""The guard of an operation that may change any state (see :attr:`Compiled.guards`)."""
+
 State: TypeAlias = Hashable
 Step: TypeAlias = Callable[[State], State]
 """A compiled operation: the next state, or :data:`REJECT`."""
@@ -95,6 +103,9 @@ class Compiled:
     """For a pending operation: its class once every value it writes is dead (see "Dead values")."""
     dead_after: tuple[float, ...]
     """For a pending operation: the time after which every value it writes is dead (-inf: already; inf: never)."""
+    guards: tuple[object, ...]
+    """For a pending operation: a state outside which it changes nothing (a cas: its ``expected``), or
+    :data:`ANY_STATE`. The search then looks up the pending operations worth trying by the current state."""
 
 
 class Model(Protocol):
@@ -211,6 +222,18 @@ def _written(op: Operation) -> list[Value | None]:
     return []
 
 
+def _guard(op: Operation) -> object:
+    """The state outside which ``op`` changes nothing, if there is one: a cas's ``expected``; a txn's ``==``
+    value when its else branch does not write."""
+    if op.f == "cas":
+        return op.expected
+    if op.f == "txn" and not any(t.f != "get" for t in op.else_):
+        for c in op.compare:
+            if c.op == "==":
+                return c.value
+    return ANY_STATE
+
+
 def _class_key(op: Operation, a: Callable[[Value | None], object]) -> Hashable:
     """Equal for pending operations whose steps are identical once written values pass through ``a``."""
     if op.f in ("put", "delete"):
@@ -267,6 +290,7 @@ class KVModel:
         classes: list[Hashable] = []
         dead_classes: list[Hashable] = []
         dead_after: list[float] = []
+        guards: list[object] = []
         for op in ops:
             out = op.output
             step: Step | None
@@ -294,6 +318,7 @@ class KVModel:
             dead_classes.append(_class_key(op, dead) if pending else None)
             written = [last_mention.get(v, -math.inf) if abstract else math.inf for v in _written(op)]
             dead_after.append(max(written, default=-math.inf) if pending else math.inf)
+            guards.append(_guard(op) if pending else ANY_STATE)
         return Compiled(
             init=None,
             steps=tuple(steps),
@@ -301,6 +326,7 @@ class KVModel:
             blind=tuple(op.f in ("put", "delete") for op in ops),
             dead_classes=tuple(dead_classes),
             dead_after=tuple(dead_after),
+            guards=tuple(guards),
         )
 
     def describe_state(self, state: State) -> str:

@@ -64,6 +64,12 @@ coincide once their written values are dead (``dead_classes``) are interchangeab
 configuration only the first of them is tried. Timed-out writes whose values were read long ago thus stop
 multiplying the search.
 
+*Finding pending candidates* without visiting every pending operation at every stuck configuration (which
+made long histories quadratic): a pending operation that changes nothing outside one state (a cas outside its
+``expected``: its ``guard``) is looked up by the current state; the others are listed, per possible ``t_r``, while
+their values are live (a sweep precomputes the lists), and once dead, by dead class, where a pointer skips the
+classes already exhausted.
+
 *Diagnostics.* When the search backtracks out of a plain configuration deeper than any before, it records
 it: its sequence is the longest linearizable prefix, and its completed candidates — the operation whose return
 blocks the way first, then every other one that could have gone next — are the operations that cannot be
@@ -82,7 +88,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from raftkv.check.models import REJECT, State, Step
+from raftkv.check.models import ANY_STATE, REJECT, State, Step
 
 
 class Kind(Enum):
@@ -139,6 +145,7 @@ def search(
     blind: Sequence[bool],
     dead_classes: Sequence[Hashable] | None = None,
     dead_after: Sequence[float] | None = None,
+    guards: Sequence[object] | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
     track_partials: bool = False,
@@ -149,13 +156,16 @@ def search(
     ``classes[i]`` (pending operations only) is equal for pending operations with identical steps;
     ``blind[i]`` is true when operation ``i`` accepts every state and its next state does not depend on it.
     ``dead_classes[i]``/``dead_after[i]`` (pending operations): the class operation ``i`` joins once the first
-    return time left on the list exceeds ``dead_after[i]`` (default: never).
+    return time left on the list exceeds ``dead_after[i]`` (default: never). ``guards[i]`` (pending operations):
+    a state value such that operation ``i`` changes nothing in any other state, or :data:`ANY_STATE`.
     """
     n = len(steps)
     inf = math.inf
     dead_classes = classes if dead_classes is None else dead_classes
     dead_after = [inf] * n if dead_after is None else dead_after
-    if not (len(call_s) == len(return_s) == len(classes) == len(blind) == len(dead_classes) == len(dead_after) == n):
+    guards = [ANY_STATE] * n if guards is None else guards
+    per_op = (call_s, return_s, classes, blind, dead_classes, dead_after, guards)
+    if any(len(x) != n for x in per_op):
         raise ValueError("every per-operation sequence must have one entry per operation")
     free = _FREE
 
@@ -199,15 +209,79 @@ def search(
     live_key = [classes[mem[0]] for mem in members]
     dead_key = [dead_classes[mem[0]] for mem in members]
     dead_from = [dead_after[mem[0]] for mem in members]
-    tried: set[Hashable] = set()  # effective classes already tried in the current configuration
+    first_call = [call_s[mem[0]] for mem in members]
 
-    def rebuild_tried(upto: int) -> None:
-        """After backtracking into a configuration's pending scan: the classes before ``upto`` it tried."""
-        tried.clear()
-        for c in range(upto):
-            mem = members[c]
-            if class_pos[c] < len(mem) and call_s[mem[class_pos[c]]] <= t_r:
-                tried.add(dead_key[c] if t_r > dead_from[c] else live_key[c])
+    # Where to find the pending candidates of a configuration (t_r, state) without looking at every class:
+    # guarded classes by guard value; unguarded ones while live (first call <= t_r <= dead_from) from a
+    # precomputed sweep over the possible t_r, and once dead, the first available class of each dead group.
+    by_guard: dict[object, list[int]] = {}
+    unguarded: list[int] = []
+    for c, mem in enumerate(members):
+        g = guards[mem[0]]
+        if g is ANY_STATE:
+            unguarded.append(c)
+        else:
+            by_guard.setdefault(g, []).append(c)
+    group_of: dict[Hashable, int] = {}
+    groups: list[list[int]] = []  # unguarded classes by dead class, in class order
+    group_pos = [-1] * n_classes  # class -> (its index in its group)
+    class_group = [-1] * n_classes
+    for c in unguarded:
+        g = group_of.setdefault(dead_key[c], len(groups))
+        if g == len(groups):
+            groups.append([])
+        class_group[c] = g
+        group_pos[c] = len(groups[g])
+        groups[g].append(c)
+    group_first = [0] * len(groups)  # every class of group g before group_first[g] is exhausted
+    live_at: dict[float, tuple[int, ...]] = {}
+    returns = sorted({ent_time[e] for e in range(m2) if ent_match[e] < 0})
+    starting = sorted((first_call[c], c) for c in unguarded if dead_from[c] >= first_call[c])
+    active: dict[int, None] = {}
+    snapshot: tuple[int, ...] = ()
+    k = 0
+    for t in returns:
+        changed = False
+        while k < len(starting) and starting[k][0] <= t:
+            active[starting[k][1]] = None
+            k += 1
+            changed = True
+        for c in [c for c in active if dead_from[c] < t]:
+            del active[c]
+            changed = True
+        if changed:
+            snapshot = tuple(active)
+        live_at[t] = snapshot
+
+    def pending_candidates(t: float, s: State) -> list[int]:
+        """The classes whose next member may be placed in configuration (t, s), one per effective class."""
+        out: list[int] = []
+        keys: set[Hashable] = set()
+        guarded = by_guard.get(s, ())
+        for source in (guarded, live_at.get(t, ())):
+            for c in source:
+                mem = members[c]
+                pos = class_pos[c]
+                if pos < len(mem) and call_s[mem[pos]] <= t:
+                    eff = dead_key[c] if t > dead_from[c] else live_key[c]
+                    if eff not in keys:
+                        keys.add(eff)
+                        out.append(c)
+        for g, group in enumerate(groups):
+            i = group_first[g]
+            while i < len(group):
+                c = group[i]
+                if first_call[c] > t:
+                    break
+                mem = members[c]
+                pos = class_pos[c]
+                if pos < len(mem) and dead_from[c] < t and call_s[mem[pos]] <= t:
+                    if dead_key[c] not in keys:
+                        keys.add(dead_key[c])
+                        out.append(c)
+                    break
+                i += 1
+        return out
 
     bits = [1 << i for i in range(n)]
     memo: dict[tuple[object, ...], list[int]] = {}  # (completed set, state[, restriction]) -> pending sets seen
@@ -245,6 +319,7 @@ def search(
 
     e = nxt[head]
     in_main = True
+    cands: list[int] = []
     ci = 0
     t_r = 0.0
     while True:
@@ -289,46 +364,48 @@ def search(
             # a return entry: the completed candidates are exhausted; try pending operations
             t_r = ent_time[e]
             in_main = False
+            cands = pending_candidates(t_r, state)
             ci = 0
-            tried.clear()
         # pending candidates of the current configuration, from class ci on
         placed = False
-        while ci < n_classes:
-            mem = members[ci]
-            pos = class_pos[ci]
-            if pos < len(mem) and call_s[mem[pos]] <= t_r:
-                eff = dead_key[ci] if t_r > dead_from[ci] else live_key[ci]
-                if eff in tried:  # interchangeable with a candidate already tried here
-                    ci += 1
-                    continue
-                tried.add(eff)
-                op = mem[pos]
-                attempts += 1
-                ns = steps[op](state)
-                # A pending operation that changes nothing is left out; after another one, a blind one too.
-                if ns is not REJECT and ns != state and (restr is free or not blind[op]):
-                    lin2 = lin_p | bits[op]
-                    rcfg = (lin_c, ns, state)
-                    plain = memo.get((lin_c, ns))
-                    known = memo.get(rcfg)
-                    if not (plain is not None and _dominated(plain, lin2)) and not (
-                        known is not None and _dominated(known, lin2)
-                    ):
-                        if known is None:
-                            memo[rcfg] = [lin2]
-                        else:
-                            _record(known, lin2)
-                        stack_op.append(op)
-                        stack_state.append(state)
-                        stack_restr.append(restr)
-                        class_pos[ci] = pos + 1
-                        restr = state
-                        state = ns
-                        lin_p = lin2
-                        e = nxt[head]
-                        in_main = True
-                        placed = True
-                        break
+        while ci < len(cands):
+            c = cands[ci]
+            mem = members[c]
+            pos = class_pos[c]
+            op = mem[pos]
+            attempts += 1
+            ns = steps[op](state)
+            # A pending operation that changes nothing is left out; after another one, a blind one too.
+            if ns is not REJECT and ns != state and (restr is free or not blind[op]):
+                lin2 = lin_p | bits[op]
+                rcfg = (lin_c, ns, state)
+                plain = memo.get((lin_c, ns))
+                known = memo.get(rcfg)
+                if not (plain is not None and _dominated(plain, lin2)) and not (
+                    known is not None and _dominated(known, lin2)
+                ):
+                    if known is None:
+                        memo[rcfg] = [lin2]
+                    else:
+                        _record(known, lin2)
+                    stack_op.append(op)
+                    stack_state.append(state)
+                    stack_restr.append(restr)
+                    class_pos[c] = pos + 1
+                    if pos + 1 == len(mem) and class_group[c] >= 0 and group_pos[c] == group_first[class_group[c]]:
+                        g = class_group[c]
+                        group = groups[g]
+                        i = group_first[g]
+                        while i < len(group) and class_pos[group[i]] == len(members[group[i]]):
+                            i += 1
+                        group_first[g] = i
+                    restr = state
+                    state = ns
+                    lin_p = lin2
+                    e = nxt[head]
+                    in_main = True
+                    placed = True
+                    break
             ci += 1
         if placed:
             continue
@@ -368,7 +445,10 @@ def search(
             lin_p ^= bits[op]
             c = class_of[op]
             class_pos[c] -= 1
-            ci = c + 1
+            g = class_group[c]
+            if g >= 0 and group_pos[c] < group_first[g]:
+                group_first[g] = group_pos[c]
             in_main = False
             t_r = first_return_time()
-            rebuild_tried(ci)
+            cands = pending_candidates(t_r, state)
+            ci = cands.index(c) + 1
