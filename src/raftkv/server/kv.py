@@ -119,20 +119,43 @@ class _Watch:
         self.wake.set()
 
     async def run(self) -> None:
+        reason = ""
         try:
-            while not self.closed:
+            while not self.closed and not self.cancel_reason:
                 await self.wake.wait()
                 self.wake.clear()
-                if self.cancel_reason:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(self.registry.call_timeout_s):
-                            await self.watcher.cancelled(reason=self.cancel_reason, compactRevision=0)
-                    return
                 while self.queue and not self.cancel_reason:
                     batch = [self.queue.popleft() for _ in range(min(len(self.queue), 512))]
+                    call = asyncio.ensure_future(self.watcher.events(events=[_EVENT_ENCODER.encode(e) for e in batch]))
+                    # Race the call against a cancellation: a watcher stuck in a call must still learn, at once,
+                    # that it fell too far behind (and the node must never wait on it).
+                    while not call.done() and not self.cancel_reason and not self.closed:
+                        waiter = asyncio.ensure_future(self.wake.wait())
+                        try:
+                            await asyncio.wait(
+                                {call, waiter},
+                                timeout=self.registry.call_timeout_s,
+                                return_when=asyncio.FIRST_COMPLETED,
+                            )
+                        finally:
+                            waiter.cancel()
+                        if not call.done() and not waiter.done():
+                            reason = f"watcher did not take events within {self.registry.call_timeout_s} s"
+                            break
+                        self.wake.clear()
+                    if not call.done():
+                        call.cancel()
+                        await asyncio.gather(call, return_exceptions=True)
+                        break
+                    call.result()  # a failed call (watcher gone) ends the watch
+                if reason:
+                    break
+            reason = reason or self.cancel_reason
+            if reason and not self.closed:
+                with contextlib.suppress(Exception):
                     async with asyncio.timeout(self.registry.call_timeout_s):
-                        await self.watcher.events(events=[_EVENT_ENCODER.encode(e) for e in batch])
-        except (Exception, TimeoutError) as e:  # the watcher went away or stopped answering: drop the watch
+                        await self.watcher.cancelled(reason=reason, compactRevision=0)
+        except Exception as e:  # the watcher went away: drop the watch
             log.debug("node %s: watch %s ended: %s", self.registry.node.id, self.id, e)
         finally:
             self.close()
