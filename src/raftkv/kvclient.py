@@ -88,7 +88,11 @@ class WatchCancelled(RaftError):
 
 
 class TxnFailed(RaftError):
-    """Raised by ``cas`` helpers when the comparison did not hold."""
+    """``txn(..., require_success=True)``: the comparison did not hold; ``result`` holds the failure branch's."""
+
+    def __init__(self, message: str, result: TxnResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _b(value: Key) -> bytes:
@@ -202,10 +206,17 @@ class Client:
         success: Sequence[Op] = (),
         failure: Sequence[Op] = (),
         *,
+        require_success: bool = False,
         timeout: float | None = None,
     ) -> TxnResult:
+        """Apply ``success`` if every comparison holds, else ``failure``, atomically (etcd's mini-transaction).
+
+        With ``require_success``, a failed comparison raises :class:`TxnFailed` (carrying the result).
+        """
         result = await self._write(Txn(list(compare), list(success), list(failure)), timeout)
         assert isinstance(result, TxnResult)
+        if require_success and not result.succeeded:
+            raise TxnFailed("the transaction's comparison did not hold", result)
         return result
 
     async def cas(self, key: Key, expected: Key | None, value: Key, *, timeout: float | None = None) -> bool:

@@ -95,6 +95,20 @@ struct Message {
   }
 }
 
+struct SnapshotChunk {
+  # One piece of a snapshot streamed by the leader (the snapshot issue implements it): `offset` and `data` are
+  # the bytes of the snapshot file from that offset; `done` marks the last chunk, which carries the metadata
+  # and the CRC32C of the whole file, so the follower installs it atomically only once it is complete and intact.
+  term @0 :UInt64;
+  lastIndex @1 :UInt64;
+  lastTerm @2 :UInt64;
+  voters @3 :List(UInt64);
+  offset @4 :UInt64;
+  data @5 :Data;
+  done @6 :Bool;
+  crc32c @7 :UInt32;
+}
+
 struct MessageBatch {
   messages @0 :List(Message);
 }
@@ -138,6 +152,10 @@ interface Peer {
   # connect, so that a follower can point clients at the leader).
   ping @1 (header :Header, payload :Data)
       -> (payload :Data, nodeId :UInt64, term :UInt64, clientAddress :Text, error :Error);
+
+  # Streamed by a leader to a follower whose log is behind the leader's first index (Raft §7). Declared for the
+  # snapshot issue; a node that does not implement it yet answers with Cap'n Proto's "unimplemented".
+  installSnapshot @2 (header :Header, chunk :SnapshotChunk) -> (term :UInt64, nextOffset :UInt64, error :Error);
 }
 
 interface Client {
