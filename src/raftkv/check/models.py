@@ -90,7 +90,8 @@ class Compiled:
     """One partition's operations ready for the search; lists are indexed like the operations passed in.
 
     ``steps[i] is None``: operation ``i`` is pending and can neither constrain nor change the state; it is left
-    out. ``classes[i]``: for a pending operation, a key equal for pending operations with identical steps.
+    out. ``classes[i]``: a key equal for pending operations with identical steps, and (in a separate space) for
+    completed operations with identical steps.
     ``blind[i]``: see below; the search uses it to skip useless placements of pending writes.
     """
 
@@ -222,6 +223,19 @@ def _written(op: Operation) -> list[Value | None]:
     return []
 
 
+def _completed_key(op: Operation, a: Callable[[Value | None], object]) -> Hashable:
+    """Equal for completed operations whose steps are identical (same effect, same recorded output)."""
+    out = op.output
+    if isinstance(out, Read):
+        return ("get", out.value)
+    if isinstance(out, CasResult):
+        return ("cas", op.expected, a(op.value), out.ok)
+    if isinstance(out, TxnResult):
+        reads = tuple(r.value for r in out.results if isinstance(r, Read))
+        return ("txn-done", _class_key(op, a), out.succeeded, reads)
+    return _class_key(op, a)  # put, delete
+
+
 def _guard(op: Operation) -> object:
     """The state outside which ``op`` changes nothing, if there is one: a cas's ``expected``; a txn's ``==``
     value when its else branch does not write."""
@@ -314,7 +328,7 @@ class KVModel:
                 )
             steps.append(step)
             pending = out is None and step is not None
-            classes.append(_class_key(op, a) if pending else None)
+            classes.append(_class_key(op, a) if pending else _completed_key(op, a) if step is not None else None)
             dead_classes.append(_class_key(op, dead) if pending else None)
             written = [last_mention.get(v, -math.inf) if abstract else math.inf for v in _written(op)]
             dead_after.append(max(written, default=-math.inf) if pending else math.inf)

@@ -64,6 +64,12 @@ coincide once their written values are dead (``dead_classes``) are interchangeab
 configuration only the first of them is tried. Timed-out writes whose values were read long ago thus stop
 multiplying the search.
 
+*Twins.* Completed operations with identical steps (two reads that returned the same value, two puts of
+unobserved values, two deletes) are interchangeable but for their deadlines. When several may go next, the one
+that returns first may as well go first (swapping it with a later-returning twin keeps every real-time
+constraint), so only it is tried. Without this, k concurrent blind writes of unobserved values would be placed
+in every one of 2^k subsets.
+
 *Finding pending candidates* without visiting every pending operation at every stuck configuration (which
 made long histories quadratic): a pending operation that changes nothing outside one state (a cas outside its
 ``expected``: its ``guard``) is looked up by the current state; the others are listed, per possible ``t_r``, while
@@ -283,6 +289,20 @@ def search(
                 i += 1
         return out
 
+    # Completed operations with identical steps ("twins"): among those that may go next, only the one that
+    # returns first is tried (see "Twins").
+    twin_of: dict[Hashable, int] = {}
+    twin_count: dict[int, int] = {}
+    cid = [-1] * n
+    for i in range(n):
+        if return_s[i] != inf:
+            cid[i] = twin_of.setdefault(classes[i], len(twin_of))
+            twin_count[cid[i]] = twin_count.get(cid[i], 0) + 1
+    twin = [cid[i] >= 0 and twin_count[cid[i]] > 1 for i in range(n)]
+    rank = [0] * n
+    for r, i in enumerate(sorted(range(n), key=lambda i: (return_s[i], call_s[i], i))):
+        rank[i] = r
+
     bits = [1 << i for i in range(n)]
     memo: dict[tuple[object, ...], list[int]] = {}  # (completed set, state[, restriction]) -> pending sets seen
     stack_op: list[int] = []
@@ -328,6 +348,15 @@ def search(
                 return SearchResult(Kind.OK, tuple(stack_op), state, steps=attempts)
             if ent_match[e] >= 0:
                 op = ent_op[e]
+                if twin[op]:
+                    x = nxt[head]
+                    k = cid[op]
+                    rk = rank[op]
+                    while ent_match[x] >= 0 and not (cid[ent_op[x]] == k and rank[ent_op[x]] < rk):
+                        x = nxt[x]
+                    if ent_match[x] >= 0:  # a twin that returns sooner may go next: it goes first
+                        e = nxt[e]
+                        continue
                 attempts += 1
                 if attempts & mask == 0 and should_stop is not None and should_stop():
                     return SearchResult(Kind.UNKNOWN, best_order, best_state, steps=attempts)
