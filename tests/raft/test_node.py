@@ -13,6 +13,7 @@ from raftkv.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -20,7 +21,7 @@ from raftkv.raft.messages import (
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import ReadState, Ready, Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
+from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 
 N1, N2, N3 = NodeId(1), NodeId(2), NodeId(3)
 
@@ -431,3 +432,80 @@ def test_a_spurious_unreachable_report_cannot_unseat_a_healthy_leader() -> None:
     drain(follower)
     follower.step(RequestVote(Term(4), N2, N3, Index(0), Term(0), pre_vote=True))
     assert not any(isinstance(m, RequestVoteResponse) and m.granted for m in sent(follower.ready()))
+
+
+# --- snapshots (Raft §7) ------------------------------------------------------------------------------------
+
+
+def test_leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() -> None:
+    n = leader_with_noop_committed()
+    for k in range(5):
+        n.propose(f"e{k}".encode())
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(6)))
+    drain(n)
+    assert n.log.committed == 6
+    meta = SnapshotMeta(Index(5), n.log.term_or_none(Index(5)) or Term(0), (N1, N2, N3))
+    n.log.storage.compact(Index(5))
+    n.set_snapshot(meta)
+    # Node 3 never answered: it needs entry 1, long gone.
+    n.step(HeartbeatResponse(n.term, N3, N1))
+    rd = drain(n)
+    snaps = [m for m in rd.messages if isinstance(m, InstallSnapshot)]
+    assert [(m.dst, m.meta) for m in snaps] == [(N3, meta)]
+    assert n.status().progress[N3].state == "snapshot"
+    assert not any(isinstance(m, AppendEntries) and m.dst == N3 for m in rd.messages), "paused while installing"
+    # The follower acknowledges the install: replication resumes with the entries after the snapshot.
+    n.step(AppendEntriesResponse(n.term, N3, N1, Index(5)))
+    rd = drain(n)
+    (app,) = [m for m in rd.messages if isinstance(m, AppendEntries) and m.dst == N3]
+    assert app.prev_index == 5 and [e.index for e in app.entries] == [6]
+
+
+def test_a_lost_snapshot_is_sent_again() -> None:
+    n = leader_with_noop_committed()
+    n.propose(b"x")
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))
+    drain(n)
+    n.log.storage.compact(Index(2))
+    n.set_snapshot(SnapshotMeta(Index(2), n.term, (N1, N2, N3)))
+    n.step(HeartbeatResponse(n.term, N3, N1))
+    assert any(isinstance(m, InstallSnapshot) for m in drain(n).messages)
+    for _ in range(3 * n._cfg.election_ticks):
+        n.tick()
+        n.step(HeartbeatResponse(n.term, N2, N1))  # keep the quorum: only node 3 is silent
+        n.step(HeartbeatResponse(n.term, N3, N1))
+    resent = [m for m in drain(n).messages if isinstance(m, InstallSnapshot)]
+    assert resent, "after a timeout without acknowledgement the snapshot goes out again"
+
+
+def test_follower_installs_a_snapshot_its_log_does_not_match() -> None:
+    storage = MemoryStorage()
+    storage.append([Entry(Term(1), Index(1)), Entry(Term(1), Index(2), b"stale")])
+    storage.set_hard_state(HardState(Term(1), NO_NODE, Index(1)))
+    n = node(id=2, storage=storage)
+    meta = SnapshotMeta(Index(10), Term(3), (N1, N2, N3))
+    n.step(InstallSnapshot(Term(3), N1, N2, meta))
+    rd = n.ready()
+    assert rd.snapshot == meta and rd.entries == () and rd.committed_entries == ()
+    assert rd.messages_after_sync == (AppendEntriesResponse(Term(3), N2, N1, Index(10)),)
+    storage.apply_snapshot(meta)
+    persist(n, rd)
+    n.advance()
+    assert (n.log.committed, n.log.applied, n.log.first_index(), n.log.last_index()) == (10, 10, 11, 10)
+    # Entries after the snapshot are then appended and applied as usual.
+    n.step(AppendEntries(Term(3), N1, N2, Index(10), Term(3), (Entry(Term(3), Index(11), b"next"),), Index(11)))
+    assert [e.data for e in drain(n).committed_entries] == [b"next"]
+
+
+def test_a_snapshot_our_log_already_holds_only_advances_the_commit_index() -> None:
+    """§7: "retain log entries following it"; and acknowledge only what is known to match: the snapshot's index."""
+    n = node(id=2)
+    entries = (*tuple(Entry(Term(1), Index(i)) for i in range(1, 6)), Entry(Term(2), Index(6), b"maybe"))
+    n.step(AppendEntries(Term(2), N1, N2, Index(0), Term(0), entries, Index(0)))
+    drain(n)
+    n.step(InstallSnapshot(Term(3), N3, N2, SnapshotMeta(Index(5), Term(1), (N1, N2, N3))))
+    rd = drain(n)
+    assert rd.snapshot is None and n.log.committed == 5 and n.log.last_index() == 6
+    assert rd.messages_after_sync[-1] == AppendEntriesResponse(Term(3), N2, N3, Index(5))

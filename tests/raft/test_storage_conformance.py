@@ -15,7 +15,7 @@ import pytest
 
 from raftkv.raft.errors import Compacted, InvariantViolation, Unavailable
 from raftkv.raft.storage import LogStorage, MemoryStorage
-from raftkv.raft.types import Entry, HardState, Index, NodeId, Term
+from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
 
 @dataclass
@@ -140,3 +140,27 @@ def test_cannot_overwrite_compacted_entries(backend: Backend, tmp_path: Path) ->
     s.compact(Index(2))
     with pytest.raises(InvariantViolation):
         s.append(ents(2, [2]))
+
+
+def test_apply_snapshot_keeps_a_matching_suffix(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 2, 2, 2]))
+    s.apply_snapshot(SnapshotMeta(Index(3), Term(2), (NodeId(1),)))
+    assert (s.first_index(), s.last_index()) == (4, 5)
+    assert s.term(Index(3)) == 2
+    assert s.entries(Index(4), Index(6)) == ents(1, [1, 1, 2, 2, 2])[3:]
+
+
+def test_apply_snapshot_discards_a_conflicting_log_for_good(backend: Backend, tmp_path: Path) -> None:
+    """§7: a log that does not hold the snapshot's last entry is discarded entirely — also after a restart."""
+    s: LogStorage = backend.make(tmp_path)
+    s.append(ents(1, [1, 1, 1, 1, 1], "stale"))
+    s.apply_snapshot(SnapshotMeta(Index(3), Term(4), (NodeId(1),)))
+    assert (s.first_index(), s.last_index()) == (4, 3)
+    assert s.term(Index(3)) == 4
+    s = backend.reopen(s, tmp_path)
+    assert (s.first_index(), s.last_index()) == (4, 3), "a discarded suffix must not come back after a restart"
+    _, boundary = s.initial_state()
+    assert (boundary.index, boundary.term) == (3, 4)
+    s.append(ents(4, [4], "new"))
+    assert s.entries(Index(4), Index(5)) == ents(4, [4], "new")

@@ -17,6 +17,11 @@ Index layout and invariants (``S`` = storage)::
 ``committed`` is the highest index known to be committed (§5.3); ``applied`` the highest index handed to the
 state machine. Committed entries may be delivered while still in ``unstable``: the Ready contract persists a
 Ready's entries before applying its committed entries.
+
+A snapshot received from the leader (§7) is *pending* until the driver has installed it: it then acts as the
+log's boundary (``first_index = snapshot.index + 1``, ``term(snapshot.index) = snapshot.term``) and
+``committed >= snapshot.index``, while ``applied`` only moves to ``snapshot.index`` once the driver confirms the
+state machine was restored from it.
 """
 
 from __future__ import annotations
@@ -25,11 +30,19 @@ from collections.abc import Sequence
 
 from raftkv.raft.errors import Compacted, Unavailable, invariant
 from raftkv.raft.storage import LogStorage, limit_size
-from raftkv.raft.types import Entry, Index, Term
+from raftkv.raft.types import Entry, Index, SnapshotMeta, Term
 
 
 class RaftLog:
-    __slots__ = ("applied", "committed", "max_apply_bytes", "storage", "unstable", "unstable_offset")
+    __slots__ = (
+        "applied",
+        "committed",
+        "max_apply_bytes",
+        "pending_snapshot",
+        "storage",
+        "unstable",
+        "unstable_offset",
+    )
 
     def __init__(self, storage: LogStorage, applied: Index, max_apply_bytes: int) -> None:
         self.storage = storage
@@ -50,10 +63,14 @@ class RaftLog:
             invariant(self.applied <= last, f"applied index {self.applied} is past the last stored entry {last}")
             self.committed = self.applied
         self.max_apply_bytes = max_apply_bytes
+        self.pending_snapshot: SnapshotMeta | None = None
+        """A snapshot to install (handed to the driver in a Ready); None once installed."""
 
     # --- positions ---------------------------------------------------------------------------------------
 
     def first_index(self) -> Index:
+        if self.pending_snapshot is not None:
+            return Index(self.pending_snapshot.index + 1)
         return self.storage.first_index()
 
     def last_index(self) -> Index:
@@ -79,6 +96,9 @@ class RaftLog:
             if k < len(self.unstable):
                 return self.unstable[k].term
             return None
+        snap = self.pending_snapshot
+        if snap is not None:
+            return snap.term if index == snap.index else None
         try:
             return self.storage.term(index)
         except (Compacted, Unavailable):
@@ -102,6 +122,8 @@ class RaftLog:
         offset = self.unstable_offset
         if lo >= offset:
             return limit_size(self.unstable[lo - offset : hi - offset], max_bytes)
+        if self.pending_snapshot is not None:
+            raise Compacted(f"index {lo} is covered by the snapshot being installed")
         stored = self.storage.entries(lo, Index(min(hi, offset)), max_bytes)
         if hi <= offset or len(stored) < min(hi, offset) - lo:
             return stored
@@ -117,10 +139,16 @@ class RaftLog:
         return self.committed > self.applied
 
     def next_committed_entries(self) -> list[Entry]:
-        """Committed entries not yet applied, in order, bounded by ``max_apply_bytes`` per call."""
-        if self.committed <= self.applied:
+        """Committed entries not yet applied, in order, bounded by ``max_apply_bytes`` per call.
+
+        With a snapshot pending, only entries after it: the driver restores the snapshot first.
+        """
+        start = self.applied + 1
+        if self.pending_snapshot is not None:
+            start = max(start, self.pending_snapshot.index + 1)
+        if self.committed < start:
             return []
-        return self.entries(Index(self.applied + 1), Index(self.committed + 1), self.max_apply_bytes)
+        return self.entries(Index(start), Index(self.committed + 1), self.max_apply_bytes)
 
     def find_conflict_by_term(self, index: Index, term: Term) -> tuple[Index, Term]:
         """The largest ``i <= index`` whose term is ``<= term``, with that term (fast log backtracking).
@@ -217,6 +245,24 @@ class RaftLog:
             f"applied_to({index}) outside [{self.applied}, {self.committed}]",
         )
         self.applied = index
+
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Replace the whole log by a snapshot from the leader (§7): nothing of ours is kept.
+
+        Callers handle the other case first — a log that already holds ``(meta.index, meta.term)`` only commits
+        up to it and keeps the rest (§7: "retain log entries following it").
+        """
+        invariant(meta.index > self.committed, f"restoring snapshot {meta.index} at or below commit {self.committed}")
+        self.pending_snapshot = meta
+        self.unstable = []
+        self.unstable_offset = Index(meta.index + 1)
+        self.committed = meta.index
+
+    def snapshot_installed(self, meta: SnapshotMeta) -> None:
+        """The driver installed ``meta`` (storage and state machine): it is stable and applied."""
+        if self.pending_snapshot is not None and self.pending_snapshot.index == meta.index:
+            self.pending_snapshot = None
+        self.applied = max(self.applied, meta.index)
 
     def stable_to(self, index: Index, term: Term) -> None:
         """The driver persisted entries up to ``(index, term)``: drop them from memory.

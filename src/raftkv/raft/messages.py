@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftkv.raft.types import Entry, Index, NodeId, Term
+from raftkv.raft.types import Entry, Index, NodeId, SnapshotMeta, Term
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,21 @@ class RequestVoteResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Leader → follower whose next entry the leader has compacted away (Raft §7).
+
+    ``meta`` describes the leader's latest snapshot. The runtime streams the snapshot's bytes alongside and steps
+    this message into the follower's core only once they have all arrived intact, so for the core the message
+    means "a snapshot covering everything up to ``meta.index`` is available here, install it".
+    """
+
+    term: Term
+    src: NodeId
+    dst: NodeId
+    meta: SnapshotMeta
+
+
+@dataclass(frozen=True, slots=True)
 class TimeoutNow:
     """Leader → chosen successor: start an election now, skipping pre-vote (dissertation §3.10)."""
 
@@ -116,6 +131,7 @@ Message = (
     | HeartbeatResponse
     | RequestVote
     | RequestVoteResponse
+    | InstallSnapshot
     | TimeoutNow
 )
 """Any message the core consumes with ``step`` or emits in ``Ready``."""

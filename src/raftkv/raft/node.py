@@ -42,6 +42,7 @@ from raftkv.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -51,7 +52,7 @@ from raftkv.raft.progress import Inflights, Progress, ProgressState
 from raftkv.raft.quorum import VoteResult, committed_index, vote_result
 from raftkv.raft.ready import ReadState, Ready, Role, SoftState
 from raftkv.raft.storage import LogStorage
-from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, Term
+from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 
 UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist", "forget_vote", "read_without_quorum"})
 """Test-only switches that break one safety rule each, so tests can prove the simulator's checkers bite.
@@ -116,7 +117,9 @@ class RawNode:
 
         # Max bytes of committed entries handed out per Ready: restarts with long logs stay bounded in memory.
         self.log = RaftLog(storage, config.applied, max_apply_bytes=max(config.max_msg_bytes, 64 << 20))
-        hard_state, _snapshot = storage.initial_state()
+        hard_state, boundary = storage.initial_state()
+        self.latest_snapshot: SnapshotMeta = boundary
+        """The newest durable snapshot the driver holds (``set_snapshot``): what a lagging follower is sent."""
         self.term: Term = hard_state.term
         self.vote: NodeId = hard_state.vote
         self.role = Role.FOLLOWER
@@ -210,6 +213,27 @@ class RawNode:
         else:
             self._maybe_send_append(to, send_if_empty=True)
 
+    def set_snapshot(self, meta: SnapshotMeta) -> None:
+        """The driver saved a snapshot covering ``meta.index`` durably; it may now compact the log up to it.
+
+        A follower whose next entry is no longer in the log is sent the newest such snapshot (§7).
+        """
+        if meta.index > self.latest_snapshot.index:
+            self.latest_snapshot = meta
+
+    def report_snapshot(self, peer: NodeId, success: bool) -> None:
+        """The transport finished (or gave up) streaming a snapshot to ``peer``.
+
+        On failure the leader goes back to probing at once (and sends the snapshot again if still needed);
+        on success it waits for the follower's acknowledgement of the install.
+        """
+        pr = self.progress.get(peer) if self.role is Role.LEADER else None
+        if pr is None or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if not success:
+            pr.pending_snapshot = Index(0)
+            pr.become_probe()
+
     def report_unreachable(self, peer: NodeId) -> None:
         """The transport lost its connection to ``peer`` (e.g. the peer's process died and reset it).
 
@@ -255,7 +279,7 @@ class RawNode:
             else:
                 # §5.1: a newer term always comes first — including for a real vote request, which must be
                 # judged (and the vote recorded) at the candidate's term, never at our old one.
-                leader = msg.src if isinstance(msg, (AppendEntries, Heartbeat)) else NO_NODE
+                leader = msg.src if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)) else NO_NODE
                 self._events.append(f"term {self.term} -> {msg.term}: {type(msg).__name__} from node {msg.src}")
                 self._become_follower(msg.term, leader)
         elif msg.term < self.term:
@@ -277,6 +301,7 @@ class RawNode:
             return False
         return bool(
             self.log.unstable
+            or self.log.pending_snapshot is not None
             or self._msgs
             or self._msgs_after_sync
             or self._events
@@ -297,6 +322,7 @@ class RawNode:
         prev = self._prev_hard_state
         hard_state = hs if hs != prev else None
         entries = tuple(self.log.unstable)
+        snapshot = self.log.pending_snapshot
         ss = self._soft_state()
         rd = Ready(
             hard_state=hard_state,
@@ -304,11 +330,12 @@ class RawNode:
             committed_entries=tuple(self.log.next_committed_entries()),
             messages=tuple(self._msgs),
             messages_after_sync=tuple(self._msgs_after_sync),
-            must_sync=bool(entries) or hs.term != prev.term or hs.vote != prev.vote,
+            must_sync=bool(entries) or snapshot is not None or hs.term != prev.term or hs.vote != prev.vote,
             soft_state=ss if ss != self._prev_soft_state else None,
             events=tuple(self._events),
             read_states=tuple(self._read_states),
             dropped_reads=tuple(self._dropped_reads),
+            snapshot=snapshot,
         )
         self._msgs.clear()
         self._msgs_after_sync.clear()
@@ -327,6 +354,9 @@ class RawNode:
         if rd is None:
             return
         self._pending_ready = None
+        if rd.snapshot is not None:
+            self.log.snapshot_installed(rd.snapshot)
+            self.set_snapshot(rd.snapshot)
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
@@ -462,6 +492,13 @@ class RawNode:
             if self.lead_transferee != NO_NODE:
                 self._events.append(f"leadership transfer to {self.lead_transferee} timed out")
                 self.lead_transferee = NO_NODE
+        for pr in self.progress.values():
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.snapshot_ticks += 1
+                if pr.snapshot_ticks >= 3 * self._cfg.election_ticks:
+                    # No acknowledgement: the snapshot (or its answer) was lost. Probe again, resend if needed.
+                    pr.pending_snapshot = Index(0)
+                    pr.become_probe()
         if self.heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
@@ -550,7 +587,7 @@ class RawNode:
 
     def _answer_stale(self, msg: Message) -> None:
         """A message from an older term (§5.1): never act on it; answer only where that helps liveness."""
-        if isinstance(msg, (AppendEntries, Heartbeat)):
+        if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
             # With pre-vote/check-quorum a node may sit at a higher term than a live leader (it won a pre-vote
             # but lost the election). Telling the leader our term makes it step down, so the cluster converges
             # on one term instead of this node ignoring the leader forever.
@@ -573,13 +610,17 @@ class RawNode:
             self.election_elapsed = 0
             self.leader = msg.src
             self._handle_heartbeat(msg)
+        elif isinstance(msg, InstallSnapshot):
+            self.election_elapsed = 0
+            self.leader = msg.src
+            self._handle_snapshot(msg)
         elif isinstance(msg, TimeoutNow):
             self._events.append(f"received TimeoutNow from {msg.src} at term {self.term}")
             self._campaign(transfer=True)
         # Replies addressed to a former leader or candidate self at this term are stale: ignore them.
 
     def _step_candidate(self, msg: Message) -> None:
-        if isinstance(msg, (AppendEntries, Heartbeat)):
+        if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
             # A leader exists at our term (§5.2: "the candidate recognizes the leader as legitimate").
             self._become_follower(self.term, msg.src)
             self._step_follower(msg)
@@ -607,7 +648,7 @@ class RawNode:
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self._maybe_send_append(msg.src, send_if_empty=True)
-        elif isinstance(msg, (AppendEntries, Heartbeat)):
+        elif isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
             invariant(False, f"two leaders at term {self.term}: {self.id} and {msg.src}")
 
     # ======================================================================================================
@@ -632,6 +673,38 @@ class RawNode:
         hint_index = Index(min(msg.prev_index, log.last_index()))
         hint_index, hint_term = log.find_conflict_by_term(hint_index, msg.prev_term)
         self._send(AppendEntriesResponse(self.term, self.id, msg.src, msg.prev_index, True, hint_index, hint_term))
+
+    def _handle_snapshot(self, msg: InstallSnapshot) -> None:
+        """§7 InstallSnapshot receiver."""
+        meta = msg.meta
+        log = self.log
+        if meta.index <= log.committed:
+            # Nothing new: we already hold (and committed) everything it covers.
+            self._send(AppendEntriesResponse(self.term, self.id, msg.src, log.committed))
+            return
+        if log.match_term(meta.index, meta.term):
+            # "If existing log entry has same index and term as snapshot's last included entry, retain log entries
+            # following it": the snapshot only tells us that this prefix is committed.
+            log.commit_to(meta.index)
+            self._events.append(f"snapshot at {meta.index} from {msg.src} matches our log: commit advanced")
+        else:
+            self._events.append(
+                f"installing snapshot at index {meta.index} (term {meta.term}) from leader {msg.src}; our log "
+                f"ended at {log.last_index()}"
+            )
+            log.restore(meta)
+        self._send(AppendEntriesResponse(self.term, self.id, msg.src, meta.index))
+
+    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        meta = self.latest_snapshot
+        invariant(
+            meta.index >= self.log.first_index() - 1,
+            f"node {to} needs entry {pr.next}, compacted away, but the newest snapshot is only at {meta.index}",
+        )
+        self._events.append(f"sending snapshot at index {meta.index} to {to} (it needs entry {pr.next})")
+        self._send(InstallSnapshot(self.term, self.id, to, meta))
+        pr.become_snapshot(meta.index)
+        return True
 
     def _handle_heartbeat(self, msg: Heartbeat) -> None:
         # The leader caps the commit it sends at our match index, so our log holds and matches it.
@@ -659,6 +732,8 @@ class RawNode:
         was_paused = pr.is_paused()
         if not pr.maybe_update(msg.index):
             return
+        if pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()  # the follower installed the snapshot: resume with entries after it
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
@@ -698,8 +773,9 @@ class RawNode:
         log = self.log
         prev_index = Index(pr.next - 1)
         prev_term = log.term_or_none(prev_index)
-        invariant(prev_term is not None, f"term of index {prev_index} unknown (snapshots not yet supported)")
-        assert prev_term is not None
+        if prev_term is None:
+            # The entries this follower needs were compacted away: it gets the snapshot instead (§7).
+            return self._send_snapshot(to, pr)
         last = log.last_index()
         entries: list[Entry] = []
         if pr.next <= last:
@@ -774,7 +850,7 @@ class RawNode:
     def _send(self, msg: Message) -> None:
         # Only the leader's replication traffic may leave before this node's pending write is durable
         # (§10.2.1); everything else promises something about our disk (a vote, an ack, a new term).
-        if self.role is Role.LEADER and isinstance(msg, (AppendEntries, Heartbeat, TimeoutNow)):
+        if self.role is Role.LEADER and isinstance(msg, (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot)):
             self._msgs.append(msg)
         else:
             self._msgs_after_sync.append(msg)

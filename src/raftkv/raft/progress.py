@@ -9,7 +9,8 @@ After etcd-io/raft's ``tracker`` package, a follower's progress is in one of thr
   walking ``next_index`` back on rejections (§5.3).
 * ``REPLICATE``: the follower acknowledged an append, so the leader streams entries optimistically, advancing
   ``next_index`` as it sends, with at most ``max_inflight_msgs`` unacknowledged appends (``Inflights``).
-* ``SNAPSHOT``: reserved for InstallSnapshot (the snapshot issue); sending is paused.
+* ``SNAPSHOT``: the follower needs entries the leader has compacted away; the leader sent its snapshot (§7)
+  and sends nothing else until the follower acknowledges it (or a timeout says it was lost).
 
 Invariants: ``0 <= match_index < next_index``; in REPLICATE every index in ``inflights`` is ``< next_index``
 and the indexes are increasing.
@@ -75,12 +76,22 @@ class Progress:
     recent_active: bool = False
     """Heard from since the last check-quorum round (dissertation §6.2)."""
     pending_snapshot: Index = field(default=Index(0))
+    """SNAPSHOT only: the index of the snapshot sent; replication resumes once the follower has it."""
+    snapshot_ticks: int = 0
+    """SNAPSHOT only: ticks since the snapshot was sent (it is sent again if no answer comes: it may be lost)."""
 
     def become_probe(self) -> None:
         # From REPLICATE the follower's state is unknown past match; restart just after it.
         self.state = ProgressState.PROBE
         self.next = Index(max(self.match + 1, self.pending_snapshot + 1))
         self.pending_snapshot = Index(0)
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def become_snapshot(self, index: Index) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_ticks = 0
         self.probe_sent = False
         self.inflights.reset()
 

@@ -4,8 +4,11 @@ The persistence contract (after etcd-io/raft; Raft dissertation §10.2.1)
 -----------------------------------------------------------------------
 For each ``Ready`` returned by ``RawNode.ready()``, the driver must, in this order:
 
-1. **Persist.** Append ``entries`` to stable storage (overwriting any conflicting suffix), then save
-   ``hard_state`` if it is not None. If ``must_sync``, make both durable (fsync) before step 2b.
+1. **Persist.** If ``snapshot`` is not None, install it first: the leader's snapshot data (received by the
+   transport) is saved, the log is reset to start after it (``LogStorage.apply_snapshot``) and the state
+   machine is restored from it. Then append ``entries`` to stable storage (overwriting any conflicting
+   suffix), then save ``hard_state`` if it is not None. If ``must_sync``, make all of it durable (fsync) before
+   step 2b.
 2. **Send.**
    a. ``messages`` may be sent at once, even while step 1 is still running: they are the leader's replication
       traffic, and a leader may write its own log in parallel with its followers (§10.2.1). The leader counts
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from raftkv.raft.messages import Message
-from raftkv.raft.types import Entry, HardState, Index, NodeId, Term
+from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
 
 class Role(Enum):
@@ -72,3 +75,4 @@ class Ready:
     events: tuple[str, ...]
     read_states: tuple[ReadState, ...] = ()
     dropped_reads: tuple[bytes, ...] = ()
+    snapshot: SnapshotMeta | None = None

@@ -75,6 +75,11 @@ class LogStorage(Protocol):
         """Discard entries up to and including ``index``; ``term(index)`` remains answerable."""
         ...
 
+    def apply_snapshot(self, meta: SnapshotMeta) -> None:
+        """The log now starts after ``meta.index`` (§7): entries after it are kept only if the log holds
+        ``(meta.index, meta.term)``, otherwise all are discarded. Durable when it returns."""
+        ...
+
     def sync(self) -> None:
         """Make every preceding ``append``/``set_hard_state`` durable."""
         ...
@@ -145,6 +150,16 @@ class MemoryStorage:
         invariant(offset <= index <= self.last_index(), f"compact({index}) outside [{offset}, {self.last_index()}]")
         boundary = self._entries[index - offset]
         self._entries = [Entry(boundary.term, boundary.index), *self._entries[index - offset + 1 :]]
+        self._snapshot = SnapshotMeta(boundary.index, boundary.term, self._snapshot.voters)
+
+    def apply_snapshot(self, meta: SnapshotMeta) -> None:
+        offset = self._entries[0].index
+        invariant(meta.index >= offset, f"apply_snapshot({meta.index}) is older than the boundary {offset}")
+        k = meta.index - offset
+        keep = k < len(self._entries) and self._entries[k].term == meta.term
+        rest = self._entries[k + 1 :] if keep else []
+        self._entries = [Entry(meta.term, meta.index), *rest]
+        self._snapshot = meta
 
     def sync(self) -> None:
         """Memory is as durable as it gets; the simulator models lost unsynced writes itself."""

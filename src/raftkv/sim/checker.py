@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import Entry, EntryType, Index, NodeId, Term
+from raftkv.raft.types import Entry, EntryType, Index, NodeId, SnapshotMeta, Term
 
 
 class SafetyViolation(AssertionError):
@@ -66,9 +66,28 @@ class Checker:
     def fail(self, prop: str, detail: str) -> None:
         raise SafetyViolation(f"{prop} violated: {detail}")
 
-    def restarted(self, node: NodeId, incarnation: int) -> None:
-        """A node restarted with an empty state machine: it will re-apply from the start of its log."""
+    def restarted(self, node: NodeId, incarnation: int, core: RawNode | None = None) -> None:
+        """A node restarted with an empty state machine: it will re-apply from the start of its log.
+
+        The log it recovered from disk is checked against log matching too: entries enter a log through a Ready
+        (checked in ``on_ready``), but a storage bug could bring back entries the node had discarded.
+        """
         self.views[node] = _NodeView(incarnation=incarnation)
+        if core is None:
+            return
+        log = core.log
+        first, last = log.first_index(), log.last_index()
+        prev_term = log.term_or_none(Index(first - 1))
+        table = self.entries
+        for e in log.entries(first, Index(last + 1)) if last >= first else []:
+            known = table.get((e.index, e.term))
+            if known is not None and (known[0], known[1], known[2]) != (e.data, e.type, prev_term):
+                self.fail(
+                    "log matching",
+                    f"node {node} recovered entry {e.index} (term {e.term}) after a restart with a different "
+                    f"payload or predecessor term ({prev_term} vs {known[2]})",
+                )
+            prev_term = e.term
 
     def after_event(self, node: NodeId, core: RawNode) -> None:
         """Cheap checks run after every event that touched ``node``."""
@@ -167,6 +186,32 @@ class Checker:
                     f"(or a different predecessor term: {prev_term} vs {known[2]})",
                 )
             prev_term = e.term
+
+    def check_snapshot(
+        self,
+        node: NodeId,
+        meta: SnapshotMeta,
+        state: tuple[tuple[Index, Term, bytes], ...],
+        known: tuple[tuple[Index, Term, bytes], ...] | None = None,
+    ) -> None:
+        """A snapshot at ``meta.index`` holds exactly the committed commands up to it (state machine safety)."""
+        if known is not None and known != state:
+            self.fail("state machine safety", f"node {node} snapshot at {meta.index} differs from another node's")
+        if meta.index > len(self.applied):
+            self.fail("state machine safety", f"node {node} has a snapshot at {meta.index} past the applied log")
+        expected = tuple((e.index, e.term, e.data) for e in self.applied[: meta.index] if e.type is EntryType.NORMAL)
+        if state != expected:
+            self.fail("state machine safety", f"node {node} snapshot at {meta.index} is not the committed prefix")
+        if meta.index and self.applied[meta.index - 1].term != meta.term:
+            self.fail("state machine safety", f"node {node} snapshot at {meta.index} has term {meta.term}")
+
+    def on_snapshot(self, node: NodeId, meta: SnapshotMeta, state: tuple[tuple[Index, Term, bytes], ...]) -> None:
+        """The node's state machine was restored from a snapshot: check it, then continue after its index."""
+        self.check_snapshot(node, meta, state)
+        view = self.views.setdefault(node, _NodeView())
+        if meta.index < view.applied:
+            self.fail("applied = committed prefix", f"node {node} went back from {view.applied} to {meta.index}")
+        view.applied = meta.index
 
     def on_apply(self, node: NodeId, core: RawNode, entries: tuple[Entry, ...]) -> None:
         view = self.views.setdefault(node, _NodeView())

@@ -39,7 +39,7 @@ from raftkv.raft.messages import AppendEntriesResponse, Message
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NO_NODE, EntryType, Index, NodeId, Term
+from raftkv.raft.types import NO_NODE, EntryType, Index, NodeId, SnapshotMeta, Term
 from raftkv.sim.checker import Checker
 from raftkv.sim.network import LinkFaults, Network
 
@@ -60,6 +60,10 @@ class NodeSettings:
     """Range of the time a persist takes (a write plus fsync)."""
     partial_writes: bool = True
     """On a crash, let a random prefix of the in-flight write survive."""
+    snapshot_every: int = 0
+    """Take a snapshot each time this many entries were applied since the last one (0: never), then compact."""
+    snapshot_trailing: int = 10
+    """Entries kept in the log below a snapshot, so a briefly lagging follower gets entries, not a snapshot."""
 
 
 class ProposalState(Enum):
@@ -96,6 +100,8 @@ class SimNode:
     applied_index: Index = Index(0)
     held: list[Message] = field(default_factory=list)
     """Messages that arrived while paused, delivered on resume (like a socket buffer)."""
+    snapshot: tuple[SnapshotMeta, tuple[tuple[Index, Term, bytes], ...]] | None = None
+    """The node's durable snapshot: its metadata and the state machine's contents (written atomically)."""
     tick_token: int = 0
     """Identifies the live tick chain; a tick event carrying an older token is ignored (pause/resume)."""
     write_token: int = 0
@@ -140,6 +146,10 @@ class Cluster:
         self.events = 0
         self.crashes = 0
         self.sent_by_type: dict[str, int] = {}
+        self.snapshot_states: dict[tuple[Index, Term], tuple[tuple[Index, Term, bytes], ...]] = {}
+        """Every snapshot taken, by (index, term): what an InstallSnapshot's data stream would carry."""
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
         self._read_seq = 0
         self.append_rejections = 0
         self.after_ready: Callable[[SimNode, Ready, int], None] | None = None
@@ -220,13 +230,20 @@ class Cluster:
             max_inflight_msgs=s.max_inflight_msgs,
         )
         node.incarnation += 1
+        # The state machine is volatile: it restarts from the node's snapshot (if any), then replays the log.
+        snap = node.snapshot
+        if snap is not None:
+            cfg.applied = snap[0].index
         node.core = RawNode(cfg, node.disk, unsafe=self.unsafe)
-        node.applied = []
-        node.applied_index = Index(0)
+        node.applied = list(snap[1]) if snap is not None else []
+        node.applied_index = snap[0].index if snap is not None else Index(0)
         node.writing = None
         node.paused = False
         node.held = []
-        self.checker.restarted(node.id, node.incarnation)
+        self.checker.restarted(node.id, node.incarnation, node.core)
+        if snap is not None:
+            node.core.set_snapshot(snap[0])
+            self.checker.on_snapshot(node.id, snap[0], snap[1])
         # Nodes' clocks are not in phase: the first tick comes at a random offset.
         self._start_ticker(node, self.rng.randint(1, s.tick_ms))
         self._record(f"start {node.id} inc={node.incarnation}")
@@ -239,6 +256,11 @@ class Cluster:
             return
         self.crashes += 1
         rd = node.writing
+        if rd is not None and self.settings.partial_writes and rd.snapshot is not None:
+            if self.rng.random() < 0.5:
+                self._install(node, rd.snapshot)  # the install is atomic: all or nothing
+            else:
+                rd = None  # the crash came first: nothing of this write reached the disk
         if rd is not None and self.settings.partial_writes:
             # The write-ahead log appends entries, then the hard state: a crash mid-write leaves a prefix.
             k = self.rng.randint(0, len(rd.entries) + 1)
@@ -338,7 +360,7 @@ class Cluster:
                 )
             for msg in rd.messages:
                 self._send(msg)
-            if rd.entries or rd.hard_state is not None:
+            if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
                 lo, hi = self.settings.disk_latency_ms
                 delay = self.rng.randint(lo, hi) if hi > 0 else 0
                 if self.after_ready is not None:
@@ -353,10 +375,23 @@ class Cluster:
             checker.after_event(node.id, core)
 
     def _write(self, node: SimNode, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self._install(node, rd.snapshot)
         if rd.entries:
             node.disk.append(rd.entries)
         if rd.hard_state is not None:
             node.disk.set_hard_state(rd.hard_state)
+
+    def _install(self, node: SimNode, meta: SnapshotMeta) -> None:
+        """Install a leader's snapshot: saved durably, the log reset after it, the state machine restored."""
+        state = self.snapshot_states[(meta.index, meta.term)]
+        node.disk.apply_snapshot(meta)
+        node.snapshot = (meta, state)
+        node.applied = list(state)
+        node.applied_index = meta.index
+        self.snapshots_installed += 1
+        self.checker.on_snapshot(node.id, meta, state)
+        self._record(f"install snapshot {node.id} at {meta.index}")
 
     def _finish_ready(self, node: SimNode, rd: Ready, written: bool = False) -> None:
         core = node.core
@@ -369,6 +404,32 @@ class Cluster:
             self.checker.on_apply(node.id, core, rd.committed_entries)
             self._apply(node, rd)
         core.advance()
+        if self.settings.snapshot_every:
+            self._maybe_snapshot(node)
+
+    def _maybe_snapshot(self, node: SimNode) -> None:
+        """Snapshot the state machine every ``snapshot_every`` entries, then compact the log below it."""
+        s = self.settings
+        core = node.core
+        assert core is not None
+        last = node.snapshot[0].index if node.snapshot is not None else 0
+        index = node.applied_index
+        if index - last < s.snapshot_every:
+            return
+        term = core.log.term_or_none(index)
+        if term is None:
+            return
+        meta = SnapshotMeta(index, term, self.ids)
+        state = tuple(node.applied)
+        known = self.snapshot_states.setdefault((index, term), state)
+        self.checker.check_snapshot(node.id, meta, state, known)
+        node.snapshot = (meta, state)
+        core.set_snapshot(meta)
+        self.snapshots_taken += 1
+        # Compact only what is durable in the log (applied entries were persisted before being applied).
+        compact_to = Index(min(index - s.snapshot_trailing, node.disk.last_index()))
+        if compact_to > node.disk.first_index() - 1:
+            node.disk.compact(compact_to)
 
     def _apply(self, node: SimNode, rd: Ready) -> None:
         pending = self._pending

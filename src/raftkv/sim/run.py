@@ -24,7 +24,7 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from raftkv.raft.errors import InvariantViolation
+from raftkv.raft.errors import RaftError
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import Index, NodeId
 from raftkv.sim.checker import SafetyViolation
@@ -56,6 +56,9 @@ class SimOptions:
     propose_every_ms: int = 20
     client_timeout_ms: int = 1000
     read_ratio: float = 0.0
+    snapshot_every: int = 0
+    """Nodes snapshot every this many applied entries and compact their logs (0: never)."""
+    snapshot_trailing: int = 10
     """Share of client operations that are linearizable reads (ReadIndex) instead of proposals."""
     max_msg_entries: int = 64
     max_inflight_msgs: int = 64
@@ -90,6 +93,8 @@ class SimOptions:
             clients=r.choice((1, 2, 4)),
             pipeline=r.choice((1, 4, 16)),
             read_ratio=r.choice((0.0, 0.2, 0.5)),
+            snapshot_every=r.choice((0, 0, 10, 50, 200)),
+            snapshot_trailing=r.choice((0, 5, 50)),
             propose_every_ms=r.choice((5, 20, 60)),
             max_msg_entries=r.choice((1, 3, 64)),
             max_inflight_msgs=r.choice((1, 4, 64)),
@@ -197,7 +202,8 @@ class _Driver:
             return
         hs = rd.hard_state
         on_disk, _ = node.disk.initial_state()
-        voting = hs is not None and (hs.term, hs.vote) != (on_disk.term, on_disk.vote)
+        # Targeted: a new term or vote (election safety rests on it) or a snapshot install (log reset).
+        voting = rd.snapshot is not None or (hs is not None and (hs.term, hs.vote) != (on_disk.term, on_disk.vote))
         rate = max(self.o.crash_in_write_rate, self.o.crash_after_vote_rate if voting else 0.0)
         if self.rng.random() >= rate:
             return
@@ -316,6 +322,8 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
         max_inflight_msgs=opts.max_inflight_msgs,
         election_ticks=opts.election_ticks,
         heartbeat_ticks=opts.heartbeat_ticks,
+        snapshot_every=opts.snapshot_every,
+        snapshot_trailing=opts.snapshot_trailing,
     )
     faults = LinkFaults(opts.drop_rate, opts.dup_rate, opts.min_delay_ms, opts.max_delay_ms)
     return Cluster(opts.nodes, seed, settings=settings, faults=faults, unsafe=frozenset(opts.unsafe), trace=trace)
@@ -337,7 +345,7 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
                 f"after healing ({_describe_nodes(c)}; {len(c.checker.reads)} reads unanswered)"
             )
         check_acknowledged(c)
-    except (SafetyViolation, InvariantViolation) as e:
+    except (SafetyViolation, RaftError) as e:  # RaftError: any error escaping the core is a bug found
         result.ok = False
         result.failure = f"{type(e).__name__}: {e}"
         result.phase = phase
@@ -353,6 +361,8 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
         "acked": acked,
         "applied": len(c.checker.applied),
         "reads": c.checker.reads_served,
+        "snapshots": c.snapshots_taken,
+        "installs": c.snapshots_installed,
         "crashes": c.crashes,
         "partitions": driver.partitions,
         "pauses": driver.pauses,
