@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -43,6 +44,16 @@ log = logging.getLogger("raftkv.kv")
 _EVENT_ENCODER = msgspec.msgpack.Encoder()
 
 
+UNSAFE_STALE_READS_ENV = "RAFTKV_TEST_UNSAFE_STALE_READS"
+"""Test-only switch (issue: verification harness): when set to 1, every read is served from this node's local
+state, on followers too, without ReadIndex. It breaks linearizability on purpose so that the Jepsen-style
+harness can prove it notices. Never set it in production; the node logs a warning at start when it is on."""
+
+
+def unsafe_stale_reads() -> bool:
+    return os.environ.get(UNSAFE_STALE_READS_ENV) == "1"
+
+
 async def execute_batch(
     node: RaftNode, commands: Sequence[tuple[Command, bool]], timeout: float
 ) -> list[Result | None]:
@@ -51,6 +62,8 @@ async def execute_batch(
     assert isinstance(sm, KVStateMachine)
     core = node.core
     assert core is not None
+    if node.unsafe_stale_reads:
+        commands = [(c, serializable or isinstance(c, Range)) for c, serializable in commands]  # UNSAFE
     needs_leader = any(not (isinstance(c, Range) and serializable) for c, serializable in commands)
     if needs_leader and core.role is not Role.LEADER:
         raise NotLeader(core.leader)

@@ -46,7 +46,7 @@ from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, Term
 from raftkv.server.client_service import serve_clients
 from raftkv.server.config import NodeConfig
 from raftkv.server.identity import claim_data_dir
-from raftkv.server.kv import WatchRegistry
+from raftkv.server.kv import WatchRegistry, unsafe_stale_reads
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.statemachine import StateMachine
 from raftkv.storage import NodeStorage, StorageError, open_data_dir
@@ -103,6 +103,7 @@ class RaftNode:
         """Heap of (index, seq, future): resolved once the state machine has applied ``index``."""
         self._client_server: Any = None
         self._spawned: set[asyncio.Task[None]] = set()
+        self.unsafe_stale_reads = False
         self.watches: WatchRegistry | None = None
 
     # ======================================================================================================
@@ -163,6 +164,9 @@ class RaftNode:
             self._stack.callback(self.metrics.shutdown)
         if isinstance(self.state_machine, KVStateMachine):
             self.watches = WatchRegistry(self)
+        self.unsafe_stale_reads = unsafe_stale_reads()
+        if self.unsafe_stale_reads:
+            log.warning("node %s: TEST-ONLY unsafe stale reads are ON: reads are NOT linearizable", cfg.id)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._ticking.set()
