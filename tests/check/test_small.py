@@ -265,7 +265,7 @@ def test_anomaly_read_of_an_aborted_write() -> None:
 def test_running_out_of_time_is_unknown_and_names_the_key() -> None:
     from raftkv.check.gen import generate
 
-    history = generate(5, ops=3000, clients=8, keys=2).history
+    history = generate(5, ops=20_000, clients=8, keys=2).history
     ticks = itertools.count()
     r = check(history, timeout_s=3, clock=lambda: float(next(ticks)))  # every clock read is a second later
     first, second = r.partitions.values()

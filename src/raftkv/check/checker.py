@@ -194,6 +194,7 @@ def _check(
             [compiled.dead_classes[j] for j in keep],
             [compiled.dead_after[j] for j in keep],
             [compiled.guards[j] for j in keep],
+            [compiled.readers[j] for j in keep],
         )
         r: SearchResult = search(*args, should_stop=should_stop)
         if r.kind is Kind.ILLEGAL and partials and not should_stop():

@@ -107,6 +107,9 @@ class Compiled:
     guards: tuple[object, ...]
     """For a pending operation: a state outside which it changes nothing (a cas: its ``expected``), or
     :data:`ANY_STATE`. The search then looks up the pending operations worth trying by the current state."""
+    readers: tuple[bool, ...]
+    """For a completed operation: its step never changes the state (a get, a failed cas, a txn whose branch that
+    ran only reads)."""
 
 
 class Model(Protocol):
@@ -236,6 +239,18 @@ def _completed_key(op: Operation, a: Callable[[Value | None], object]) -> Hashab
     return _class_key(op, a)  # put, delete
 
 
+def _reader(op: Operation) -> bool:
+    """A completed operation whose step never changes the state."""
+    out = op.output
+    if isinstance(out, Read):
+        return op.f == "get"
+    if isinstance(out, CasResult):
+        return not out.ok
+    if isinstance(out, TxnResult):
+        return all(t.f == "get" for t in (op.then if out.succeeded else op.else_))
+    return False
+
+
 def _guard(op: Operation) -> object:
     """The state outside which ``op`` changes nothing, if there is one: a cas's ``expected``; a txn's ``==``
     value when its else branch does not write."""
@@ -341,6 +356,7 @@ class KVModel:
             dead_classes=tuple(dead_classes),
             dead_after=tuple(dead_after),
             guards=tuple(guards),
+            readers=tuple(_reader(op) for op in ops),
         )
 
     def describe_state(self, state: State) -> str:

@@ -70,6 +70,19 @@ that returns first may as well go first (swapping it with a later-returning twin
 constraint), so only it is tried. Without this, k concurrent blind writes of unobserved values would be placed
 in every one of 2^k subsets.
 
+*Readers.* A completed operation that never changes the state (a get, a failed cas, a txn whose branch
+that ran only reads) and that may go next and accepts the current state may as well go next: moving it
+earlier changes no other state and breaks no real-time constraint (it was callable, and everything still
+to place returns no earlier than the first return left on the list). So in a configuration not reached by a
+pending operation, if such a reader exists, it is the only candidate (the one returning first, if several):
+no branching at all. Otherwise readers are skipped there: none accepts the state.
+
+*Why pruning is safe.* Every rule above (canonical placement, classes, twins, readers, dead values) allows
+the first step of some shortest successful continuation of any configuration from which success is
+reachable; the memo only skips configurations dominated by one already explored, from which success is then
+reachable at least as quickly. By induction on that distance, the search finds a linearization whenever one
+exists. ``tests/check`` compares every verdict with a brute-force oracle and an independent memoized search.
+
 *Finding pending candidates* without visiting every pending operation at every stuck configuration (which
 made long histories quadratic): a pending operation that changes nothing outside one state (a cas outside its
 ``expected``: its ``guard``) is looked up by the current state; the others are listed, per possible ``t_r``, while
@@ -152,6 +165,7 @@ def search(
     dead_classes: Sequence[Hashable] | None = None,
     dead_after: Sequence[float] | None = None,
     guards: Sequence[object] | None = None,
+    readers: Sequence[bool] | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
     track_partials: bool = False,
@@ -164,13 +178,15 @@ def search(
     ``dead_classes[i]``/``dead_after[i]`` (pending operations): the class operation ``i`` joins once the first
     return time left on the list exceeds ``dead_after[i]`` (default: never). ``guards[i]`` (pending operations):
     a state value such that operation ``i`` changes nothing in any other state, or :data:`ANY_STATE`.
+    ``readers[i]`` (completed operations): operation ``i`` never changes the state (default: none is known to).
     """
     n = len(steps)
     inf = math.inf
     dead_classes = classes if dead_classes is None else dead_classes
     dead_after = [inf] * n if dead_after is None else dead_after
     guards = [ANY_STATE] * n if guards is None else guards
-    per_op = (call_s, return_s, classes, blind, dead_classes, dead_after, guards)
+    readers = [False] * n if readers is None else readers
+    per_op = (call_s, return_s, classes, blind, dead_classes, dead_after, guards, readers)
     if any(len(x) != n for x in per_op):
         raise ValueError("every per-operation sequence must have one entry per operation")
     free = _FREE
@@ -339,15 +355,63 @@ def search(
 
     e = nxt[head]
     in_main = True
+    fresh = True  # the scan is at the head of a configuration entered for the first time
+    stuck = False  # the configuration has no (more) candidates: backtrack
     cands: list[int] = []
     ci = 0
     t_r = 0.0
     while True:
-        if in_main:
+        if stuck:
+            pass
+        elif in_main:
             if e == tail:  # the list is empty: every completed operation is placed
                 return SearchResult(Kind.OK, tuple(stack_op), state, steps=attempts)
+            if fresh:
+                fresh = False
+                if restr is free:
+                    # A reader that may go next and accepts the state goes next, alone (see "Readers").
+                    x = nxt[head]
+                    forced = -1
+                    forced_rank = n
+                    while ent_match[x] >= 0:
+                        o = ent_op[x]
+                        if readers[o] and rank[o] < forced_rank:
+                            attempts += 1
+                            if steps[o](state) is not REJECT:
+                                forced = x
+                                forced_rank = rank[o]
+                        x = nxt[x]
+                    if forced >= 0:
+                        op = ent_op[forced]
+                        lin2 = lin_c | bits[op]
+                        cfg = (lin2, state)
+                        known = memo.get(cfg)
+                        if known is not None and _dominated(known, lin_p):
+                            stuck = True
+                            continue
+                        if known is None:
+                            memo[cfg] = [lin_p]
+                        else:
+                            _record(known, lin_p)
+                        stack_op.append(op)
+                        stack_state.append(state)
+                        stack_restr.append(restr)
+                        r = ent_match[forced]
+                        p, q = prv[forced], nxt[forced]
+                        nxt[p] = q
+                        prv[q] = p
+                        p, q = prv[r], nxt[r]
+                        nxt[p] = q
+                        prv[q] = p
+                        lin_c = lin2
+                        e = nxt[head]
+                        fresh = True
+                        continue
             if ent_match[e] >= 0:
                 op = ent_op[e]
+                if readers[op] and restr is free:  # none accepts the state (else it was forced)
+                    e = nxt[e]
+                    continue
                 if twin[op]:
                     x = nxt[head]
                     k = cid[op]
@@ -387,6 +451,7 @@ def search(
                         restr = free
                         lin_c = lin2
                         e = nxt[head]
+                        fresh = True
                         continue
                 e = nxt[e]
                 continue
@@ -397,7 +462,7 @@ def search(
             ci = 0
         # pending candidates of the current configuration, from class ci on
         placed = False
-        while ci < len(cands):
+        while not stuck and ci < len(cands):
             c = cands[ci]
             mem = members[c]
             pos = class_pos[c]
@@ -433,12 +498,14 @@ def search(
                     lin_p = lin2
                     e = nxt[head]
                     in_main = True
+                    fresh = True
                     placed = True
                     break
             ci += 1
         if placed:
             continue
         # every candidate failed: backtrack
+        stuck = False
         depth = len(stack_op)
         if depth > best_len and restr is free:
             best_len = depth
@@ -470,6 +537,7 @@ def search(
             prv[nxt[ce]] = ce
             e = nxt[ce]
             in_main = True
+            stuck = readers[op] and restr is free  # it was forced: nothing else to try here
         else:
             lin_p ^= bits[op]
             c = class_of[op]
