@@ -122,3 +122,16 @@ def test_reading_without_confirming_leadership_is_caught() -> None:
     c, ctx = _deposed_leader_read(frozenset())
     c.run_for(2000)
     assert ctx in c.checker.reads and c.checker.reads_served == 0
+
+
+def test_follower_local_reads_are_caught_by_the_linearizability_check() -> None:
+    """The KV workload's history goes through raftkv.check: reads answered from a lagging node's state (as a
+    follower serving "linearizable" reads locally would) are not linearizable."""
+    fixed = {"kv_workload": True, "unsafe_follower_reads": True}
+    for seed in range(1, 41):
+        result = run_seed(seed, SimOptions.draw(seed, **fixed))
+        if not result.ok:
+            assert "linearizability" in result.failure and "cannot be placed" in result.failure
+            assert run_seed(seed, SimOptions.draw(seed, kv_workload=True)).ok, "the honest run of that seed passes"
+            return
+    raise AssertionError("40 seeds of follower-local reads and the linearizability check never noticed")

@@ -33,13 +33,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import cast
 
+from raftkv.kv.backend import MemoryBackend
+from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader, ProposalDropped
 from raftkv.raft.messages import AppendEntriesResponse, Message
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NO_NODE, EntryType, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
 from raftkv.sim.checker import Checker
 from raftkv.sim.network import LinkFaults, Network
 
@@ -64,6 +66,8 @@ class NodeSettings:
     """Take a snapshot each time this many entries were applied since the last one (0: never), then compact."""
     snapshot_trailing: int = 10
     """Entries kept in the log below a snapshot, so a briefly lagging follower gets entries, not a snapshot."""
+    kv: bool = False
+    """Run the real key-value state machine on every node (rebuilt from the snapshot and the log on restart)."""
 
 
 class ProposalState(Enum):
@@ -84,6 +88,8 @@ class Proposal:
     submitted_ms: int
     state: ProposalState = ProposalState.PENDING
     acked_ms: int = -1
+    result: object = None
+    """With the KV store: the state machine's result for the entry, once acknowledged."""
 
 
 @dataclass(slots=True)
@@ -102,6 +108,10 @@ class SimNode:
     """Messages that arrived while paused, delivered on resume (like a socket buffer)."""
     snapshot: tuple[SnapshotMeta, tuple[tuple[Index, Term, bytes], ...]] | None = None
     """The node's durable snapshot: its metadata and the state machine's contents (written atomically)."""
+    kv: KVStateMachine | None = None
+    """With ``NodeSettings.kv``: the key-value store, fed the same commands as ``applied``."""
+    reads: list[tuple[Index, bytes]] = field(default_factory=list)
+    """Confirmed read points waiting for the state machine to reach their index."""
     tick_token: int = 0
     """Identifies the live tick chain; a tick event carrying an older token is ignored (pause/resume)."""
     write_token: int = 0
@@ -150,6 +160,8 @@ class Cluster:
         """Every snapshot taken, by (index, term): what an InstallSnapshot's data stream would carry."""
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        self.read_served: dict[bytes, Callable[[SimNode], None]] = {}
+        """Called with the node once a read point was confirmed and applied there (the read is served)."""
         self._read_seq = 0
         self.append_rejections = 0
         self.after_ready: Callable[[SimNode, Ready, int], None] | None = None
@@ -237,6 +249,8 @@ class Cluster:
         node.core = RawNode(cfg, node.disk, unsafe=self.unsafe)
         node.applied = list(snap[1]) if snap is not None else []
         node.applied_index = snap[0].index if snap is not None else Index(0)
+        node.kv = self._fresh_kv(node.applied)
+        node.reads = []
         node.writing = None
         node.paused = False
         node.held = []
@@ -389,6 +403,7 @@ class Cluster:
         node.snapshot = (meta, state)
         node.applied = list(state)
         node.applied_index = meta.index
+        node.kv = self._fresh_kv(node.applied)
         self.snapshots_installed += 1
         self.checker.on_snapshot(node.id, meta, state)
         self._record(f"install snapshot {node.id} at {meta.index}")
@@ -404,8 +419,31 @@ class Cluster:
             self.checker.on_apply(node.id, core, rd.committed_entries)
             self._apply(node, rd)
         core.advance()
+        if rd.read_states:
+            node.reads.extend((rs.index, rs.ctx) for rs in rd.read_states)
+        if node.reads:
+            self._serve_reads(node)
         if self.settings.snapshot_every:
             self._maybe_snapshot(node)
+
+    def _serve_reads(self, node: SimNode) -> None:
+        """ReadIndex, last step (§6.4): serve a confirmed read once the state machine reached its index."""
+        ready = [(i, ctx) for i, ctx in node.reads if i <= node.applied_index]
+        if not ready:
+            return
+        node.reads = [(i, ctx) for i, ctx in node.reads if i > node.applied_index]
+        for _i, ctx in ready:
+            served = self.read_served.pop(ctx, None)
+            if served is not None:
+                served(node)
+
+    def _fresh_kv(self, applied: list[tuple[Index, Term, bytes]]) -> KVStateMachine | None:
+        if not self.settings.kv:
+            return None
+        kv = KVStateMachine(MemoryBackend())
+        if applied:
+            kv.apply([Entry(t, i, d) for i, t, d in applied])
+        return kv
 
     def _maybe_snapshot(self, node: SimNode) -> None:
         """Snapshot the state machine every ``snapshot_every`` entries, then compact the log below it."""
@@ -433,6 +471,11 @@ class Cluster:
 
     def _apply(self, node: SimNode, rd: Ready) -> None:
         pending = self._pending
+        results: dict[Index, object] = {}
+        if node.kv is not None:
+            normal = [e for e in rd.committed_entries if e.type is EntryType.NORMAL]
+            if normal:
+                results = dict(zip((e.index for e in normal), node.kv.apply(normal), strict=True))
         for e in rd.committed_entries:
             node.applied_index = e.index
             if e.type is EntryType.NORMAL:
@@ -442,6 +485,7 @@ class Cluster:
                 if p.term == e.term and p.data == e.data:
                     p.state = ProposalState.ACKED
                     p.acked_ms = self.now
+                    p.result = results.get(e.index)
                 else:
                     p.state = ProposalState.FAILED
 

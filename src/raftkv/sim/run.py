@@ -24,6 +24,13 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from raftkv.check import Kind, Operation
+from raftkv.check import cas as check_cas
+from raftkv.check import check as check_history
+from raftkv.check import delete as check_delete
+from raftkv.check import get as check_get
+from raftkv.check import put as check_put
+from raftkv.kv.commands import Compare, DeleteRange, Put, Txn, TxnResult, encode_command
 from raftkv.raft.errors import RaftError
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import Index, NodeId
@@ -58,6 +65,12 @@ class SimOptions:
     read_ratio: float = 0.0
     snapshot_every: int = 0
     """Nodes snapshot every this many applied entries and compact their logs (0: never)."""
+    kv_workload: bool = False
+    """Clients use the real KV store (put/get/cas/delete on a few keys); the history is checked for
+    linearizability with raftkv.check at the end of the run."""
+    unsafe_follower_reads: bool = False
+    """Test-only: answer reads from the most lagging node's state, as a follower serving "linearizable" reads
+    locally would (the bug the verification harness must catch; see tests/sim/test_checker_bites.py)."""
     snapshot_trailing: int = 10
     """Share of client operations that are linearizable reads (ReadIndex) instead of proposals."""
     max_msg_entries: int = 64
@@ -95,6 +108,7 @@ class SimOptions:
             read_ratio=r.choice((0.0, 0.2, 0.5)),
             snapshot_every=r.choice((0, 0, 10, 50, 200)),
             snapshot_trailing=r.choice((0, 5, 50)),
+            kv_workload=r.random() < 0.35,
             propose_every_ms=r.choice((5, 20, 60)),
             max_msg_entries=r.choice((1, 3, 64)),
             max_inflight_msgs=r.choice((1, 4, 64)),
@@ -150,6 +164,11 @@ class _Driver:
         self.counter = 0
         self.leader_guess: dict[int, NodeId] = {}
         self.outstanding: dict[int, list[Proposal]] = {}
+        self.kv_busy: dict[int, int] = {}
+        self.kv_last: dict[int, Proposal] = {}
+        self.kv_seen: dict[str, str] = {}
+        self.kv_reads: list[Operation] = []
+        self.kv_ops: list[tuple[int, str, str, str, str | None, int, Proposal]] = []
 
     def _next(self, mean_ms: int) -> int:
         return max(1, int(self.rng.expovariate(1.0 / mean_ms)))
@@ -172,7 +191,8 @@ class _Driver:
             self.c.after_ready = self.crash_in_write
         for client in range(o.clients):
             self.outstanding[client] = []
-            self.c.schedule(self.rng.randint(0, o.propose_every_ms), functools.partial(self.propose, client))
+            op = self.kv_op if o.kv_workload else self.propose
+            self.c.schedule(self.rng.randint(0, o.propose_every_ms), functools.partial(op, client))
 
     def partition(self) -> None:
         if not self.chaos:
@@ -263,6 +283,95 @@ class _Driver:
             self.leader_guess[client] = result if result else self.rng.choice(self.c.ids)
         self.c.schedule(self.rng.randint(1, 2 * self.o.propose_every_ms), lambda: self.propose(client))
 
+    # --- the KV workload: a history for the linearizability checker --------------------------------------
+
+    KEYS = ("a", "b", "c")
+
+    def kv_op(self, client: int) -> None:
+        """One operation at a time per client: issue the next once the last is answered (or given up on)."""
+        if not self.chaos:
+            return
+        now = self.c.now
+        last = self.kv_last.get(client)
+        if last is not None and last.state is not ProposalState.PENDING:
+            self.kv_busy.pop(client, None)  # the last write was answered (acknowledged or refused)
+            del self.kv_last[client]
+        busy = self.kv_busy.get(client)
+        if busy is not None and now - busy < self.o.client_timeout_ms:
+            self.c.schedule(self.o.propose_every_ms, functools.partial(self.kv_op, client))
+            return
+        self.counter += 1
+        target = self.leader_guess.get(client) or self.rng.choice(self.c.ids)
+        if self.rng.random() < 0.2:
+            # Real clients reconnect and spread over nodes; without this, every client keeps talking to a deposed
+            # leader that accepts (but cannot commit) and no history could show its stale reads.
+            target = self.rng.choice(self.c.ids)
+        key = self.rng.choice(self.KEYS)
+        kind = self.rng.choice(("put", "put", "get", "get", "cas", "delete"))
+        self.kv_busy[client] = now
+        if kind == "get":
+            ctx = self.c.read(target)
+            if isinstance(ctx, bytes):
+                self.leader_guess[client] = target
+                self.c.read_served[ctx] = functools.partial(self._got, client, key, now)
+            else:
+                self.leader_guess[client] = ctx if ctx else self.rng.choice(self.c.ids)
+                self.kv_busy.pop(client, None)
+        else:
+            value = f"v{self.counter}"
+            if kind == "put":
+                cmd: Put | DeleteRange | Txn = Put(key.encode(), value.encode())
+            elif kind == "delete":
+                cmd = DeleteRange(key.encode())
+            else:
+                expected = self.kv_seen.get(key)
+                cmp = (
+                    Compare(key.encode(), "version", "=", 0)
+                    if expected is None
+                    else Compare(key.encode(), "value", "=", expected.encode())
+                )
+                cmd = Txn([cmp], [Put(key.encode(), value.encode())], [])
+            result = self.c.propose(encode_command(cmd), via=target)
+            if isinstance(result, Proposal):
+                self.leader_guess[client] = target
+                expected_value = self.kv_seen.get(key) if kind == "cas" else None
+                self.kv_ops.append((client, kind, key, value, expected_value, now, result))
+                self.kv_last[client] = result
+            else:
+                self.leader_guess[client] = result if result else self.rng.choice(self.c.ids)
+                self.kv_busy.pop(client, None)
+        self.c.schedule(self.rng.randint(1, 2 * self.o.propose_every_ms), functools.partial(self.kv_op, client))
+
+    def _got(self, client: int, key: str, call_ms: int, node: SimNode) -> None:
+        if self.o.unsafe_follower_reads:  # UNSAFE (test hook)
+            live = [n for n in self.c.nodes.values() if n.kv is not None and n.core is not None]
+            node = min(live, key=lambda n: n.applied_index)
+        assert node.kv is not None
+        kv = node.kv.get(key.encode())
+        value = kv.value.decode() if kv is not None else None
+        self.kv_reads.append(check_get(client, key, value, call_ms / 1000, self.c.now / 1000))
+        if value is not None:
+            self.kv_seen[key] = value
+        self.kv_busy.pop(client, None)
+
+    def history(self) -> list[Operation]:
+        """Every read that returned, and every write: acknowledged (with its answer) or of unknown outcome
+        (pending). Writes known to have failed — their log slot went to another entry — are left out."""
+        ops = list(self.kv_reads)
+        for client, kind, key, value, expected, call_ms, p in self.kv_ops:
+            call = call_ms / 1000
+            if p.state is ProposalState.FAILED:
+                continue
+            ret = p.acked_ms / 1000 if p.state is ProposalState.ACKED else None
+            if kind == "put":
+                ops.append(check_put(client, key, value, call, ret))
+            elif kind == "delete":
+                ops.append(check_delete(client, key, call, ret))
+            else:
+                ok = p.result.succeeded if ret is not None and isinstance(p.result, TxnResult) else None
+                ops.append(check_cas(client, key, expected, value, ok, call, ret if ok is not None else None))
+        return ops
+
     def stop_chaos(self) -> None:
         self.chaos = False
         c = self.c
@@ -324,6 +433,7 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
         heartbeat_ticks=opts.heartbeat_ticks,
         snapshot_every=opts.snapshot_every,
         snapshot_trailing=opts.snapshot_trailing,
+        kv=opts.kv_workload,
     )
     faults = LinkFaults(opts.drop_rate, opts.dup_rate, opts.min_delay_ms, opts.max_delay_ms)
     return Cluster(opts.nodes, seed, settings=settings, faults=faults, unsafe=frozenset(opts.unsafe), trace=trace)
@@ -345,6 +455,12 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
                 f"after healing ({_describe_nodes(c)}; {len(c.checker.reads)} reads unanswered)"
             )
         check_acknowledged(c)
+        if opts.kv_workload:
+            history = driver.history()
+            verdict = check_history(history, timeout_s=30)
+            result.stats["history_ops"] = len(history)
+            if verdict.kind is Kind.ILLEGAL:
+                raise SafetyViolation(f"linearizability: {verdict.reason}")
     except (SafetyViolation, RaftError) as e:  # RaftError: any error escaping the core is a bug found
         result.ok = False
         result.failure = f"{type(e).__name__}: {e}"
