@@ -17,7 +17,7 @@ interpreter if missing), one system at a time, drives each with the same load sh
   process: the load generator alone.
 * **Failover**: kill -9 the leader, time until a write succeeds; 5 trials (3 with ``--quick``).
 
-The machine is shared and its speed drifts, so the measurement is split into rounds (2; 1 with ``--quick``):
+The machine is shared and its speed drifts, so the measurement is split into rounds (3; 1 with ``--quick``):
 each round starts every system in turn (in reverse order every other round), runs every load shape for
 duration/rounds seconds and stops it; a row merges its rounds (ops and seconds summed, latencies pooled).
 
@@ -32,6 +32,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import importlib
 import importlib.util
 import json
 import os
@@ -54,7 +55,7 @@ from raftkv.client import StatusReport
 from raftkv.client import connect as status_connect
 from raftkv.kvclient import connect as kv_connect
 from raftkv.local import free_ports
-from raftkv.raft.types import NodeId
+from raftkv.raft.types import Index, NodeId
 from raftkv.server.config import NodeConfig
 from raftkv.server.node import RaftNode
 from raftkv.server.statemachine import CommandLog
@@ -462,7 +463,7 @@ class RaftkvLibrary(System):
         peer = {1: ports[0], 2: ports[1], 3: ports[2]}
         client = {1: ports[3], 2: ports[4], 3: ports[5]}
         extra = ("--state-machine", "commandlog", "--election-ticks", "60")
-        followers = [
+        self.followers = followers = [
             self.kids.spawn(raftkv_serve_cmd(i, root, peer, client, *extra), root / f"n{i}.log") for i in (2, 3)
         ]
         cfg = NodeConfig(
@@ -499,7 +500,7 @@ class RaftkvLibrary(System):
 
         async def get(i: int) -> None:
             await node.read_barrier(timeout=10)
-            sm.commands.get(i % GET_KEYS + 1)  # the read itself: a local lookup once the barrier has passed
+            sm.commands.get(Index(i % GET_KEYS + 1))  # the read itself: a local lookup once the barrier has passed
 
         pids = [os.getpid(), *(p.pid for p in self.followers)]
         return {"raftkv": await measured(self.s, put if kind == "put" else get, n, term, (pids, os.getpid()))}
@@ -628,10 +629,10 @@ def summarize_profile(path: Path, wall_samples: float) -> None:
     threads: dict[str, int] = {}
     total = 0
     for line in path.read_text(errors="replace").splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
             continue
-        count = int(n)
+        count = int(count_text)
         frames = stack.split(";")
         total += count
         threads[frames[0]] = threads.get(frames[0], 0) + count
@@ -873,10 +874,11 @@ class Etcd(System):
     async def grpc_shape(self, targets: list[int], kind: str, n: int, pids: tuple[list[int], int | None]) -> Run:
         """etcd's native API: KV.Put / KV.Range (linearizable by default) over one grpc.aio channel per target,
         the way an etcd client multiplexes its requests on one HTTP/2 connection. Stubs: the etcd3aio package's."""
-        import grpc.aio  # type: ignore[import-untyped]
-        from etcd3aio.proto.etcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
+        grpc_aio: Any = importlib.import_module("grpc.aio")
+        rpc_pb2: Any = importlib.import_module("etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2")
+        rpc_pb2_grpc: Any = importlib.import_module("etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2_grpc")
 
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in targets]
+        channels = [grpc_aio.insecure_channel(f"127.0.0.1:{port}") for port in targets]
         stubs = [rpc_pb2_grpc.KVStub(c) for c in channels]
         put_keys = [f"k{k}".encode() for k in range(PUT_KEYS)]
         get_keys = [f"k{k}".encode() for k in range(GET_KEYS)]
@@ -1323,8 +1325,8 @@ async def amain(args: argparse.Namespace, kids: Children, results: Results) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs (~2 minutes in all)")
-    ap.add_argument("--duration", type=float, help="measured seconds per row, over all rounds (default 8; --quick 2)")
-    ap.add_argument("--rounds", type=int, help="rounds the measurement is split into (default 2; --quick 1)")
+    ap.add_argument("--duration", type=float, help="measured seconds per row, over all rounds (default 9; --quick 2)")
+    ap.add_argument("--rounds", type=int, help="rounds the measurement is split into (default 3; --quick 1)")
     ap.add_argument("--warmup", type=float, help="seconds of warm-up before each run (default 1; --quick 0.5)")
     ap.add_argument("--max-ops", type=int, default=500_000, help="bound on the ops of one run")
     ap.add_argument("--failover-trials", type=int, help="default 5 (--quick 3)")
@@ -1337,8 +1339,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy the raftkv leader during an extra put@64 run")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    args.duration = args.duration or (2.0 if args.quick else 8.0)
-    args.rounds = max(1, args.rounds or (1 if args.quick else 2))
+    args.duration = args.duration or (2.0 if args.quick else 9.0)
+    args.rounds = max(1, args.rounds or (1 if args.quick else 3))
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     args.failover_trials = args.failover_trials if args.failover_trials is not None else (3 if args.quick else 5)
 
@@ -1366,7 +1368,7 @@ def main() -> None:
             failure = f"{type(e).__name__}: {e}"
         finally:
             kids.kill_all_now()
-    say(f"\n## Results ({time.monotonic() - started:.0f} s in all)\n")
+    say(f"\n## Results ({time.monotonic() - started:.0f} s in all; load average {os.getloadavg()[0]:.1f} at the end)\n")
     say(table(results))
     say("")
     say(

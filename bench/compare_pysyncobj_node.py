@@ -35,23 +35,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped, unused-ignore]
 
 VALUE = b"x" * 100
 STATES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
-class KV(SyncObj):  # type: ignore[misc]
+class KV(SyncObj):  # type: ignore[misc, unused-ignore]
     def __init__(self, self_addr: str, partners: list[str], conf: SyncObjConf) -> None:
         super().__init__(self_addr, partners, conf)
         # After SyncObj.__init__: attributes that exist before it are internal and left out of its full dumps.
         self.data: dict[str, bytes] = {}
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[misc, untyped-decorator, unused-ignore]
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[misc, untyped-decorator, unused-ignore]
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
