@@ -1,3 +1,41 @@
-"""raftkv: a Raft consensus library and a replicated key-value store."""
+"""raftkv: a Raft consensus library and a replicated key-value store.
+
+``raftkv.connect([...])`` / ``raftkv.connect_sync([...])`` give a key-value client; ``raftkv.RaftNode``
+replicates your own state machine. These are imported lazily, so that ``import raftkv.raft`` (the pure core)
+does not load the network stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "connect": "raftkv.kvclient",
+    "connect_sync": "raftkv.kvclient",
+    "Client": "raftkv.kvclient",
+    "SyncClient": "raftkv.kvclient",
+    "Watch": "raftkv.kvclient",
+    "Unavailable": "raftkv.kvclient",
+    "SessionExpired": "raftkv.kvclient",
+    "Compacted": "raftkv.kvclient",
+    "WatchCancelled": "raftkv.kvclient",
+    "TxnFailed": "raftkv.kvclient",
+    "Timeout": "raftkv.errors",
+    "NotLeader": "raftkv.errors",
+    "ProposalDropped": "raftkv.errors",
+    "RaftError": "raftkv.errors",
+    "RaftNode": "raftkv.server.node",
+    "NodeConfig": "raftkv.server.config",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raftkv' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
