@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-check clean
 
 setup: $(STAMP)
 
@@ -50,7 +50,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 ## Benchmarks: each prints its figures (recorded in docs/benchmarks.md).
-bench: bench-core bench-wal bench-cluster
+bench: bench-core bench-wal bench-cluster bench-check
 
 bench-core: setup
 	$(PY) bench/core_throughput.py
@@ -60,6 +60,9 @@ bench-wal: setup
 
 bench-cluster: setup
 	PYTHONPATH=. $(PY) bench/cluster.py
+
+bench-check: setup
+	$(PY) bench/check.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

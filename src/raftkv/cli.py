@@ -54,6 +54,10 @@ def main() -> None:
 @click.option("--election-ticks", type=int, default=None, help="Minimum election timeout in ticks (default 15).")
 @click.option("--heartbeat-ticks", type=int, default=None, help="Heartbeat interval in ticks (default 5).")
 @click.option(
+    "--snapshot-entries", type=int, default=None, help="Snapshot and compact every N applied entries (10000; 0: off)."
+)
+@click.option("--snapshot-trailing", type=int, default=None, help="Entries kept below a snapshot (default 1000).")
+@click.option(
     "--state-machine",
     type=click.Choice(["kv", "commandlog"]),
     default="kv",

@@ -6,6 +6,7 @@ Processes are started and stopped by PID (SIGTERM, then SIGKILL after a grace pe
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -13,16 +14,43 @@ from pathlib import Path
 
 from raftkv.transport.address import Address
 
+_handed_out: set[int] = set()
+
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
+    """``n`` distinct ports free right now, chosen *below* the kernel's ephemeral range.
+
+    Binding to port 0 would return an ephemeral port, which any outgoing connection (ours included) may then be
+    given as its local port before our server binds it (EADDRINUSE, at random). Ports under the ephemeral range
+    are never handed out that way.
+    """
+    low, high = _ephemeral_range()
+    candidates = list(range(10_000, min(low, 32_768)))
+    random.shuffle(candidates)
+    ports: list[int] = []
+    for port in candidates:
+        if port in _handed_out:
+            continue  # given to an earlier caller in this process, maybe not bound yet
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            _handed_out.update(ports)
+            return ports
+    raise RuntimeError(f"could not find {n} free ports below the ephemeral range {low}-{high}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32_768, 60_999
 
 
 class LocalCluster:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from raftkv.local import free_ports
 from raftkv.raft.types import NodeId
 from raftkv.server.config import NodeConfig
 from raftkv.server.node import RaftNode
 from raftkv.server.statemachine import CommandLog
 from raftkv.transport.address import Address
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def configs(tmp: Path, n: int, **overrides: object) -> list[NodeConfig]:

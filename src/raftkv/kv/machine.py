@@ -190,9 +190,18 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         """The whole replicated state as bytes (equal states give equal bytes)."""
+        return self.snapshot_with_index()[1]
+
+    def snapshot_with_index(self) -> tuple[int, bytes]:
+        """The state as bytes, with the log index it reflects (read from one consistent view).
+
+        With the LMDB backend this may run in a worker thread while the event loop goes on applying: it reads
+        one read transaction (MVCC), never the in-memory fields that ``apply`` changes.
+        """
         with self.backend.read() as view:
-            snap = KVSnapshot(SNAPSHOT_FORMAT, view.meta(), view.scan(b"", None), view.sessions())
-        return _SNAPSHOT_ENCODER.encode(snap)
+            meta = view.meta()
+            snap = KVSnapshot(SNAPSHOT_FORMAT, meta, view.scan(b"", None), view.sessions())
+        return meta.applied_index, _SNAPSHOT_ENCODER.encode(snap)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's, atomically; the watch history restarts empty."""

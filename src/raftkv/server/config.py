@@ -52,6 +52,10 @@ class NodeConfig:
     log_format: str = "text"
     peer_timeout_ms: int = 1000
     """Deadline of every call to a peer (a stopped peer never answers by itself)."""
+    snapshot_entries: int = 10_000
+    """Take a snapshot (and compact the log) every this many applied entries; 0 disables snapshots."""
+    snapshot_trailing: int = 1_000
+    """Entries kept in the log below a snapshot, so a briefly lagging follower gets entries, not a snapshot."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, check_ports: bool = True) -> None:
@@ -79,6 +83,8 @@ class NodeConfig:
             raise ConfigError(
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks ({self.heartbeat_ticks}) >= 1"
             )
+        if self.snapshot_entries < 0 or self.snapshot_trailing < 0:
+            raise ConfigError("--snapshot-entries and --snapshot-trailing must be >= 0")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {self.log_level!r}: use debug, info, warning or error")
         if self.log_format not in ("text", "json"):
@@ -188,7 +194,14 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         listen_client=_address(values["listen_client"], "--listen-client") if values.get("listen_client") else None,
         listen_metrics=_address(values["listen_metrics"], "--listen-metrics") if values.get("listen_metrics") else None,
     )
-    for name in ("tick_ms", "election_ticks", "heartbeat_ticks", "peer_timeout_ms"):
+    for name in (
+        "tick_ms",
+        "election_ticks",
+        "heartbeat_ticks",
+        "peer_timeout_ms",
+        "snapshot_entries",
+        "snapshot_trailing",
+    ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))
     for name in ("pre_vote", "check_quorum"):

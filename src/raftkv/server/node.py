@@ -29,20 +29,23 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import os
 import random
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from raftkv.errors import NodeFailed, Timeout
+from raftkv.kv.backend import MemoryBackend
 from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader, ProposalDropped
 from raftkv.raft.messages import Message
 from raftkv.raft.node import RawNode, Status
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, Term
+from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
 from raftkv.server.client_service import serve_clients
 from raftkv.server.config import NodeConfig
 from raftkv.server.identity import claim_data_dir
@@ -103,6 +106,10 @@ class RaftNode:
         """Heap of (index, seq, future): resolved once the state machine has applied ``index``."""
         self._client_server: Any = None
         self._spawned: set[asyncio.Task[None]] = set()
+        self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-wal-{config.id}")
+        """Every WAL write (persist, compaction, snapshot install) runs here: the WAL has one writer thread."""
+        self._last_snapshot = 0
+        self._snapshotting = False
         self.unsafe_stale_reads = False
         self.watches: WatchRegistry | None = None
 
@@ -123,8 +130,15 @@ class RaftNode:
         await self._stack.enter_async_context(kj_loop())
         self._storage = await asyncio.to_thread(open_data_dir, cfg.data_dir)
         self._stack.callback(self._storage.close)
-        if self._storage.snapshot is not None:
-            self.state_machine.restore(await asyncio.to_thread(self._storage.snapshot.read))
+        self._stack.callback(self._wal_thread.shutdown)
+        snapshot = self._storage.snapshot
+        sm_applied = int(getattr(self.state_machine, "applied_index", 0))
+        if snapshot is not None and snapshot.meta.index > sm_applied:
+            # The state machine is behind the snapshot (a fresh node, or LMDB lost unsynced transactions):
+            # restore it, then replay the log from the snapshot on.
+            log.info("node %s: restoring the state machine from the snapshot at index %s", cfg.id, snapshot.meta.index)
+            self.state_machine.restore(await asyncio.to_thread(snapshot.read))
+        self._last_snapshot = snapshot.meta.index if snapshot is not None else 0
         self.core = RawNode(
             RaftConfig(
                 id=cfg.id,
@@ -144,6 +158,8 @@ class RaftNode:
             ),
             self._storage.wal,
         )
+        if snapshot is not None:
+            self.core.set_snapshot(snapshot.meta)
         self.transport = Transport(
             cfg.id,
             cfg.cluster_id,
@@ -154,6 +170,10 @@ class RaftNode:
             client_address=str(cfg.listen_client) if cfg.listen_client else "",
             on_peer_down=self._on_peer_down,
         )
+        self.transport.snapshot_source = self._snapshot_source
+        self.transport.on_snapshot_sent = self._on_snapshot_sent
+        self.transport.snapshot_received = self._snapshot_received
+        self.transport.incoming_dir = str(cfg.data_dir)
         await self.transport.listen(cfg.listen_peer)
         self._stack.push_async_callback(self.transport.close)
         if cfg.listen_client is not None:
@@ -392,6 +412,91 @@ class RaftNode:
             core.step(msg)
         self._wake.set()
 
+    # --- snapshots (Raft §7) ---------------------------------------------------------------------------------
+
+    def _snapshot_due(self) -> bool:
+        cfg = self.config
+        core = self.core
+        if not cfg.snapshot_entries or self._snapshotting or core is None or self.failure is not None:
+            return False
+        return core.log.applied - self._last_snapshot >= cfg.snapshot_entries and hasattr(
+            self.state_machine, "snapshot_with_index"
+        )
+
+    async def _take_snapshot(self) -> None:
+        """Snapshot the state machine without stopping the node, save it durably, then compact the log."""
+        core, storage, sm = self.core, self._storage, self.state_machine
+        assert core is not None and storage is not None
+        try:
+            started = time.perf_counter()
+            dump = sm.snapshot_with_index  # type: ignore[attr-defined]
+            # LMDB: one read transaction (MVCC) in a worker thread while the loop goes on applying.
+            in_thread = isinstance(sm, KVStateMachine) and not isinstance(sm.backend, MemoryBackend)
+            index, data = await asyncio.to_thread(dump) if in_thread else dump()
+            term = core.log.term_or_none(Index(index))
+            if term is None or index <= self._last_snapshot:
+                return
+            meta = SnapshotMeta(Index(index), term, tuple(sorted(self.config.peers)))
+            await asyncio.to_thread(storage.snapshots.save, meta, data)
+            # Compact only below the snapshot, keeping a trailing window; never past what the snapshot covers.
+            compact_to = Index(min(index - self.config.snapshot_trailing, storage.wal.last_index()))
+            loop = asyncio.get_running_loop()
+            if compact_to > storage.wal.first_index() - 1:
+                await loop.run_in_executor(self._wal_thread, storage.wal.compact, compact_to)
+            core.set_snapshot(meta)
+            self._last_snapshot = index
+            log.info(
+                "node %s: snapshot at index %s (term %s, %s bytes) in %.2f s; log compacted to %s",
+                self.id,
+                index,
+                term,
+                len(data),
+                time.perf_counter() - started,
+                max(compact_to, storage.wal.first_index() - 1),
+            )
+        except Exception:
+            log.exception("node %s: taking a snapshot failed (the log is kept; retrying later)", self.id)
+        finally:
+            self._snapshotting = False
+
+    def _snapshot_source(self) -> tuple[SnapshotMeta, Iterator[bytes]] | None:
+        """The newest snapshot, for a follower that needs it (called in a worker thread by the transport)."""
+        storage = self._storage
+        if storage is None:
+            return None
+        snapshot = storage.snapshots.load(storage.wal.first_index())
+        if snapshot is None:
+            return None
+        return snapshot.meta, snapshot.chunks()
+
+    def _on_snapshot_sent(self, peer: NodeId, ok: bool) -> None:
+        if self.core is not None:
+            self.core.report_snapshot(peer, ok)
+            self._wake.set()
+
+    async def _snapshot_received(self, meta: SnapshotMeta, path: str) -> None:
+        """A verified snapshot arrived from the leader: keep it durably before the core may install it."""
+        storage = self._storage
+        assert storage is not None
+
+        def save() -> None:
+            with open(path, "rb") as f:
+                storage.snapshots.save(meta, f)
+            os.unlink(path)
+
+        await asyncio.to_thread(save)
+        log.info("node %s: received the leader's snapshot at index %s", self.id, meta.index)
+
+    async def _restore_installed(self, meta: SnapshotMeta) -> None:
+        storage = self._storage
+        assert storage is not None
+        snapshot = await asyncio.to_thread(storage.snapshots.load, Index(meta.index + 1))
+        if snapshot is None or snapshot.meta.index != meta.index:
+            raise StorageError(f"the snapshot at index {meta.index} to install is missing from the snapshot store")
+        self.state_machine.restore(await asyncio.to_thread(snapshot.read))
+        self._last_snapshot = max(self._last_snapshot, int(meta.index))
+        log.info("node %s: installed the leader's snapshot at index %s", self.id, meta.index)
+
     def _on_peer_down(self, peer: NodeId) -> None:
         if self.core is not None and not self._stopping:
             self.core.report_unreachable(peer)
@@ -428,8 +533,10 @@ class RaftNode:
                     self._observe(rd)
                     if rd.messages:
                         transport.send(rd.messages)
-                    if rd.entries or rd.hard_state is not None:
-                        await asyncio.to_thread(self._persist, storage, rd)
+                    if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+                        await asyncio.get_running_loop().run_in_executor(self._wal_thread, self._persist, storage, rd)
+                    if rd.snapshot is not None:
+                        await self._restore_installed(rd.snapshot)
                     if rd.messages_after_sync:
                         transport.send(rd.messages_after_sync)
                     if rd.committed_entries:
@@ -439,6 +546,9 @@ class RaftNode:
                         self._answer_reads(rd)
                     if self._apply_waiters:
                         self._release_apply_waiters(core.log.applied)
+                    if self._snapshot_due():
+                        self._snapshotting = True
+                        self.spawn(self._take_snapshot(), name=f"raftkv-snapshot-{self.id}")
         except StorageError as e:
             # The disk refused a write: this node cannot promise durability any more. Stop it (the rest of the
             # cluster carries on); the log stays consistent for a restart once the disk is fixed.
@@ -463,6 +573,8 @@ class RaftNode:
         """Step 1 of the Ready contract, in a worker thread: entries, then hard state, then one fsync."""
         wal = storage.wal
         started = time.perf_counter()
+        if rd.snapshot is not None:
+            wal.apply_snapshot(rd.snapshot)  # the snapshot file itself was saved when it arrived
         if rd.entries:
             wal.append(rd.entries)
         if rd.hard_state is not None:

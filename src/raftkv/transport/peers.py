@@ -28,16 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import capnp  # type: ignore[import-untyped]
+import crc32c
 
-from raftkv.raft.messages import AppendEntries, Message
-from raftkv.raft.types import NodeId
+from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
+from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
 from raftkv.transport.address import Address
 from raftkv.transport.codec import DecodeError, decode, encode_into, schema
 
@@ -58,6 +60,7 @@ class TransportSettings:
     max_batch_msgs: int = 512
     max_batch_bytes: int = 4 << 20
     max_inflight_calls: int = 4
+    snapshot_call_timeout_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -117,9 +120,19 @@ class PeerLink:
         self.ever_connected = False
         self.client_address = ""
         """The peer's client address, as it told us in the handshake ("" if it has none or is unknown)."""
+        self.snapshot_request: InstallSnapshot | None = None
+        """The core asked to send this peer a snapshot; streamed by its own task, beside the normal traffic."""
+        self.snapshot_wake = asyncio.Event()
         self._rng = random.Random()
 
     def enqueue(self, msg: Message) -> None:
+        if type(msg) is InstallSnapshot:
+            if not self.connected:
+                self.t.snapshot_sent(self.peer, False)
+                return
+            self.snapshot_request = msg
+            self.snapshot_wake.set()
+            return
         # While the link is down, messages would only be stale when it comes back: drop them (Raft resends).
         if not self.connected or len(self.queue) >= self.t.settings.max_queue_msgs:
             TransportCounters.bump(self.t.counters.dropped_msgs, self.peer)
@@ -211,15 +224,73 @@ class PeerLink:
         """
         pump = asyncio.ensure_future(self._pump(cap))
         closed = asyncio.ensure_future(client.on_disconnect())
+        snapshots = asyncio.ensure_future(self._snapshot_loop(cap))
         try:
-            done, _ = await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({pump, closed, snapshots}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, closed):
+            for task in (pump, closed, snapshots):
                 task.cancel()
-            await asyncio.gather(pump, closed, return_exceptions=True)
-        if pump in done:
-            pump.result()  # re-raise the call's failure
+            await asyncio.gather(pump, closed, snapshots, return_exceptions=True)
+            if self.snapshot_request is not None:
+                self.snapshot_request = None
+                self.t.snapshot_sent(self.peer, False)
+        for task in (pump, snapshots):
+            if task in done:
+                task.result()  # re-raise the failure
         raise ConnectionError("the peer closed the connection")
+
+    async def _snapshot_loop(self, cap: Any) -> None:
+        """Stream each requested snapshot (Raft §7) in chunks; heartbeats and appends keep flowing meanwhile."""
+        while True:
+            await self.snapshot_wake.wait()
+            self.snapshot_wake.clear()
+            request = self.snapshot_request
+            if request is None:
+                continue
+            ok = False
+            try:
+                ok = await self._stream_snapshot(cap, request)
+            finally:
+                if self.snapshot_request is request:
+                    self.snapshot_request = None
+                self.t.snapshot_sent(self.peer, ok)
+
+    async def _stream_snapshot(self, cap: Any, request: InstallSnapshot) -> bool:
+        source = self.t.snapshot_source
+        snapshot = await asyncio.to_thread(source) if source is not None else None
+        if snapshot is None:
+            log.warning("node %s: asked to send node %s a snapshot, but none is available", self.t.node_id, self.peer)
+            return False
+        meta, chunks = snapshot
+        header = _header(self.t.cluster_id, self.t.node_id, self.peer)
+        log.info("node %s: sending snapshot at index %s to node %s", self.t.node_id, meta.index, self.peer)
+        offset = 0
+        crc = 0
+        chunk_iter = iter(chunks)
+        data: bytes = await asyncio.to_thread(next, chunk_iter, b"")
+        while True:
+            following: bytes | None = await asyncio.to_thread(next, chunk_iter, None)
+            crc = crc32c.crc32c(data, crc)
+            done = following is None
+            chunk = {
+                "term": int(request.term),
+                "lastIndex": int(meta.index),
+                "lastTerm": int(meta.term),
+                "voters": [int(v) for v in meta.voters],
+                "offset": offset,
+                "data": data,
+                "done": done,
+                "crc32c": crc if done else 0,
+            }
+            async with asyncio.timeout(self.t.settings.snapshot_call_timeout_s):
+                r = await cap.installSnapshot(header=header, chunk=chunk)
+            if str(r.error.code) != "none":
+                log.warning("node %s: node %s refused the snapshot: %s", self.t.node_id, self.peer, r.error.message)
+                return False
+            offset += len(data)
+            if following is None:
+                return True
+            data = following
 
     async def _pump(self, cap: Any) -> None:
         inflight: deque[asyncio.Task[None]] = deque()
@@ -347,6 +418,60 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
         results.term = self.t.term()
         results.clientAddress = self.t.client_address
 
+    async def installSnapshot(self, header: Any, chunk: Any, _context: Any, **_kw: Any) -> None:  # noqa: N802
+        """Follower side of §7: collect the chunks in a temporary file; on the last, verify and hand it over."""
+        results = _context.results
+        t = self.t
+        try:
+            code, why, src = self._check(header)
+            if code != "none":
+                self._refuse(code, why, results)
+                return
+            results.term = t.term()
+            if t.incoming_dir is None or t.snapshot_received is None:
+                results.error.code = "stopped"
+                results.error.message = "this node does not accept snapshots"
+                return
+            if int(chunk.term) < t.term():
+                results.error.code = "wrongNode"
+                results.error.message = f"stale term {int(chunk.term)} (this node is at term {t.term()})"
+                return
+            meta = SnapshotMeta(
+                Index(int(chunk.lastIndex)), Term(int(chunk.lastTerm)), tuple(NodeId(int(v)) for v in chunk.voters)
+            )
+            offset = int(chunk.offset)
+            incoming = t._incoming.get(src)
+            if offset == 0:
+                if incoming is not None:
+                    incoming.discard()
+                incoming = _Incoming(os.path.join(t.incoming_dir, f"incoming-from-{int(src)}.tmp"), meta)
+                t._incoming[src] = incoming
+            if incoming is None or incoming.meta != meta or offset != incoming.size:
+                # Out of order (a restarted stream, a lost chunk): the sender starts again from 0.
+                results.error.code = "malformed"
+                results.error.message = f"snapshot chunk at offset {offset} out of order; restart from 0"
+                if incoming is not None:
+                    incoming.discard()
+                    t._incoming.pop(src, None)
+                return
+            await asyncio.to_thread(incoming.write, bytes(chunk.data))
+            results.nextOffset = incoming.size
+            if not chunk.done:
+                return
+            t._incoming.pop(src, None)
+            await asyncio.to_thread(incoming.close)
+            if incoming.crc != int(chunk.crc32c):
+                incoming.discard()
+                results.error.code = "malformed"
+                results.error.message = "snapshot checksum mismatch; restart from 0"
+                return
+            await t.snapshot_received(meta, incoming.path)
+            t.on_messages([InstallSnapshot(Term(int(chunk.term)), src, t.node_id, meta)])
+        except (ValueError, capnp.KjException, OSError) as e:
+            log.warning("node %s: failed to receive a snapshot: %s", t.node_id, e)
+            results.error.code = "internal"
+            results.error.message = f"{type(e).__name__}: {e}"[:200]
+
     def _close_soon(self) -> None:
         # Close after the typed reply has left: pycapnp writes it only once this handler has returned, and a
         # close scheduled for the very next loop turn would overtake it.
@@ -363,6 +488,33 @@ def _close_quietly(server: Any) -> None:
 def _describe(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class _Incoming:
+    """A snapshot being received from one leader: a temporary file and a running CRC32C."""
+
+    def __init__(self, path: str, meta: SnapshotMeta) -> None:
+        self.path = path
+        self.meta = meta
+        self.size = 0
+        self.crc = 0
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()/discard()
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+        self.crc = crc32c.crc32c(data, self.crc)
+
+    def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 class Transport:
@@ -385,6 +537,13 @@ class Transport:
         self.on_messages = on_messages
         self.term = term
         self.client_address = client_address
+        self.snapshot_source: Callable[[], tuple[SnapshotMeta, Iterator[bytes]] | None] | None = None
+        """Leader side: the newest snapshot (metadata and a chunk iterator); called in a worker thread."""
+        self.on_snapshot_sent: Callable[[NodeId, bool], None] | None = None
+        self.snapshot_received: Callable[[SnapshotMeta, str], Awaitable[None]] | None = None
+        """Follower side: durably keep the verified snapshot at this temporary path (then it is installed)."""
+        self.incoming_dir: str | None = None
+        self._incoming: dict[NodeId, _Incoming] = {}
         self.on_peer_down = on_peer_down
         """Called when an established connection to a peer breaks (not for a peer that was never reached)."""
         self.settings = settings or TransportSettings()
@@ -429,6 +588,10 @@ class Transport:
             link = links.get(msg.dst)
             if link is not None:
                 link.enqueue(msg)
+
+    def snapshot_sent(self, peer: NodeId, ok: bool) -> None:
+        if self.on_snapshot_sent is not None:
+            self.on_snapshot_sent(peer, ok)
 
     def connected(self, peer: NodeId) -> bool:
         link = self.links.get(peer)
