@@ -992,7 +992,12 @@ class PsoNode:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write((json.dumps(req) + "\n").encode())
         await self.proc.stdin.drain()
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise RuntimeError(
+                f"PySyncObj node {self.addr}: no answer to {req.get('cmd')} within {timeout} s"
+            ) from None
         if not line:
             raise RuntimeError(f"PySyncObj node {self.addr} exited (code {self.proc.returncode})")
         out: dict[str, Any] = json.loads(line)
@@ -1045,14 +1050,19 @@ class PySyncObj(System):
                 await self.kids.stop_async(n.proc)
 
     async def settled(self, timeout: float = 60.0) -> int:
-        async with asyncio.timeout(timeout):
-            while True:
-                sts = [await n.ask({"cmd": "status"}, 5) for n in self.nodes]
-                leaders = {st["leader"] for st in sts}
-                if len(leaders) == 1 and None not in leaders and all(st["connected"] for st in sts):
-                    leader = leaders.pop()
-                    return next(i for i, n in enumerate(self.nodes) if n.addr == leader)
-                await asyncio.sleep(0.1)
+        """Wait until the three nodes agree on a leader and are connected to each other; returns its index."""
+        sts: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    sts = [await n.ask({"cmd": "status"}, 5) for n in self.nodes]
+                    leaders = {st["leader"] for st in sts}
+                    if len(leaders) == 1 and None not in leaders and all(st["connected"] for st in sts):
+                        leader = leaders.pop()
+                        return next(i for i, n in enumerate(self.nodes) if n.addr == leader)
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise RuntimeError(f"{self.name}: no settled leader within {timeout} s; last statuses {sts}") from None
 
     async def shape(self, shape: str) -> dict[str, Run]:
         kind, n = SHAPES[shape]
@@ -1230,6 +1240,36 @@ def machine() -> str:
     )
 
 
+async def failover_trials(system: System, rnd: int, results: Results) -> None:
+    """This round's share of the trials. A trial that raises counts as failed and ends the round's trials."""
+    s = system.s
+    for trial in range(rnd, s.trials, s.rounds):
+        error = ""
+        try:
+            ms = await system.failover_trial(trial)
+        except Exception as e:
+            ms, error = None, f"{type(e).__name__}: {e}"
+        for name in system.failover_columns:
+            results.add_failover(name, ms)
+        say(f"    failover trial {trial + 1}: " + (f"{ms:.0f} ms" if ms is not None else f"FAILED {error}"))
+        if error:
+            results.notes.append(f"failover trial {trial + 1}, {system.title.split(',')[0]}: {error}")
+            keep_logs(s.tmp, results)
+            return
+
+
+def keep_logs(tmp: Path, results: Results) -> None:
+    """After a failure, copy the nodes' logs out of the temporary directory (deleted at the end)."""
+    dest = Path(tempfile.gettempdir()) / f"raftkv-compare-logs-{os.getpid()}"
+    for log in tmp.glob("*/*.log"):
+        target = dest / log.parent.name / log.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, target)
+    note = f"the nodes' logs are kept in {dest}"
+    if note not in results.notes:
+        results.notes.append(note)
+
+
 async def amain(args: argparse.Namespace, kids: Children, results: Results) -> None:
     s = Settings(
         duration=args.duration,
@@ -1302,18 +1342,12 @@ async def amain(args: argparse.Namespace, kids: Children, results: Results) -> N
                             results.add_run(f"{system.level}_{shape}", name, run)
                             show(name, shape, run)
                     if system.has_failover:
-                        for trial in range(rnd, s.trials, s.rounds):
-                            ms = await system.failover_trial(trial)
-                            for name in system.failover_columns:
-                                results.add_failover(name, ms)
-                            say(
-                                f"    failover trial {trial + 1}: "
-                                + ("no write in 30 s" if ms is None else f"{ms:.0f} ms")
-                            )
+                        await failover_trials(system, rnd, results)
                     await system.finish(rnd == s.rounds - 1)
             except Exception as e:
                 say(f"    FAILED: {type(e).__name__}: {e}")
                 results.notes.append(f"round {rnd + 1}, {system.title.split(',')[0]}: {type(e).__name__}: {e}")
+                keep_logs(s.tmp, results)
     for system in systems:
         if isinstance(system, PySyncObj) and (n := system.critical_lines()):
             results.notes.append(
