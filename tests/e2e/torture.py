@@ -84,6 +84,10 @@ VARIANTS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 KEY_PREFIX = "t/"
+TABLE_HEADER = (
+    "| seed | nodes | s | fault kinds | ops | unknown | final term | faults injected | result |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 MAX_OPS_PER_WORKER = 1_000_000
 MAX_NEMESIS_STEPS = 100_000
 
@@ -213,6 +217,9 @@ class TortureResult:
     elapsed_s: float = 0.0
     check_s: float = 0.0
     converge_s: float = 0.0
+    final_term: int = 0
+    final_index: int = 0
+    """Where the cluster ended: its term (how many elections it went through, at most) and applied index."""
     network: dict[str, int] = field(default_factory=dict)
     """The fault proxies' counters: chunks relayed and swallowed, connections reset."""
     history_path: Path | None = None
@@ -228,6 +235,11 @@ class TortureResult:
         if self.ok:
             return "ok"
         return self.problems[0].split(":", 1)[0] if self.problems else "unchecked"
+
+    @property
+    def unknown_ops(self) -> int:
+        """Operations whose outcome the client never learned (recorded as pending)."""
+        return sum(count for name, count in self.ops_by_outcome.items() if name.endswith(" unknown"))
 
     @property
     def faults_by_kind(self) -> dict[str, int]:
@@ -262,7 +274,8 @@ class TortureResult:
         if self.network:
             lines.append("  network: " + ", ".join(f"{k} {v}" for k, v in self.network.items()))
         lines.append(
-            f"  converged in {self.converge_s:.1f} s; checked in {self.check_s:.2f} s; run {self.elapsed_s:.1f} s"
+            f"  converged in {self.converge_s:.1f} s at term {self.final_term}, index {self.final_index}; "
+            f"checked in {self.check_s:.2f} s; run {self.elapsed_s:.1f} s"
         )
         if self.check is not None:
             lines.append(f"  checker: {self.check.kind.value.upper()}: {self.check.reason}")
@@ -275,6 +288,15 @@ class TortureResult:
         if not self.ok:
             lines.append(f"  replay: {self.replay_command()}")
         return "\n".join(lines)
+
+    def table_row(self) -> str:
+        """One Markdown table row (see ``TABLE_HEADER``)."""
+        faults = ", ".join(f"{k} {v}" for k, v in self.faults_by_kind.items())
+        return (
+            f"| {self.seed} | {self.nodes} | {self.duration_s:g} | {','.join(self.faults)} | {self.ops} "
+            f"| {self.unknown_ops} | {self.final_term} "
+            f"| {sum(self.faults_injected.values())} ({faults}) | {self.verdict} |"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -297,6 +319,8 @@ class TortureResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "check_s": round(self.check_s, 3),
             "converge_s": round(self.converge_s, 3),
+            "final_term": self.final_term,
+            "final_index": self.final_index,
         }
 
 
@@ -365,6 +389,8 @@ class Nemesis:
         """Nodes that exited without being told to: node -> what was seen (exit code, log tail)."""
         self.log: list[FaultRecord] = []
         self.warnings: list[str] = []
+        self.spawns: Counter[int] = Counter(range(1, self.n + 1))
+        """Processes started per node (the cluster started one each)."""
 
     # --- observation ---------------------------------------------------------------------------------------
 
@@ -430,13 +456,22 @@ class Nemesis:
         self.paused.clear()
         for i in sorted(self.down | set(self.crashed)):
             if not self.c.running(i):
-                self.c.spawn(i)
+                self._spawn(i)
         self.down.clear()
 
     def _record(self, kind: str, variant: str, targets: str, note: str = "") -> FaultRecord:
         rec = FaultRecord(kind, variant, targets, self.history.now(), note=note)
         self.log.append(rec)
         return rec
+
+    def _spawn(self, i: int) -> None:
+        """Start node ``i`` again, on the same data dir."""
+        self.spawns[i] += 1
+        self.c.spawn(i)
+
+    def _serving(self, i: int) -> bool:
+        """Node ``i``'s latest process has said it serves (before that, SIGTERM kills it as it would any process)."""
+        return self.c.logs(i).count(" serving cluster ") >= self.spawns[i]
 
     def _signal_resume(self, i: int) -> None:
         if self.c.running(i):
@@ -481,7 +516,7 @@ class Nemesis:
             for i in targets:
                 if i in self.down:
                     self.down.discard(i)
-                    self.c.spawn(i)  # the same data dir
+                    self._spawn(i)
             rec.end_s = self.history.now()
 
         return undo
@@ -512,16 +547,17 @@ class Nemesis:
                 self.paused.discard(i)
                 self._signal_resume(i)
             if graceful:
+                serving = self._serving(i)
                 try:
                     code = await asyncio.to_thread(self.c.terminate, i, 5.0)
-                    if code != 0:
+                    if code != 0 and serving:
                         self.warnings.append(f"node {i} exited with code {code} on SIGTERM")
                 except subprocess.TimeoutExpired:
                     self.warnings.append(f"node {i} did not stop within 5 s of SIGTERM: killed")
                     await asyncio.to_thread(self.c.kill, i)
             else:
                 await asyncio.to_thread(self.c.kill, i)
-            self.c.spawn(i)
+            self._spawn(i)
         rec.end_s = self.history.now()
 
         async def undo() -> None:
@@ -660,9 +696,12 @@ async def worker(w: int, cluster: ProcCluster, history: History, load: Workload,
 # --- the end: convergence and final checks --------------------------------------------------------------------
 
 
-async def converge(cluster: ProcCluster, timeout: float) -> int:
-    """Wait until every node answers, one leader leads them all at one term, and all applied its commit index."""
-    found: list[int] = []
+async def converge(cluster: ProcCluster, timeout: float) -> tuple[int, int]:
+    """Wait until every node answers, one leader leads them all at one term, and all applied its commit index.
+
+    Returns that (term, index).
+    """
+    found: list[tuple[int, int]] = []
 
     async def settled() -> bool:
         try:
@@ -680,7 +719,7 @@ async def converge(cluster: ProcCluster, timeout: float) -> int:
             return False
         if {s.applied for s in st.values()} != {lead.commit}:
             return False
-        found.append(lead.commit)
+        found.append((lead.term, lead.commit))
         return True
 
     await wait_for(settled, timeout, "one leader, every node applied its commit index", every=0.2)
@@ -808,7 +847,7 @@ async def run_torture(
             await nemesis.heal_all()
             t = time.monotonic()
             try:
-                await converge(cluster, converge_timeout_s)
+                res.final_term, res.final_index = await converge(cluster, converge_timeout_s)
             except AssertionError as e:
                 res.problems.append(f"no-convergence: {e}")
             res.converge_s = time.monotonic() - t
@@ -941,14 +980,26 @@ def _write_artifacts(res: TortureResult, history: History, nemesis: Nemesis) -> 
 # --- the command ----------------------------------------------------------------------------------------------
 
 
+def _parse_ints(text: str, what: str) -> list[int]:
+    """``7``, ``1,5,9`` or ``101..106``."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition("..")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError:
+            raise ValueError(f"bad {what} {text!r}: expected N, N,M,... or A..B") from None
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.e2e.torture", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", "--seeds", dest="seeds", default="1", help="a seed, a list 1,5,9 or a range 101..106")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of faults and client load (default 60)")
-    p.add_argument("--nodes", type=int, choices=(3, 5), default=3)
+    p.add_argument("--nodes", default="3", help="3 or 5; 3,5 alternates over the seeds")
     p.add_argument("--faults", default="all", help=f"all, or a comma-separated subset of {','.join(FAULT_KINDS)}")
     p.add_argument("--unsafe-stale-reads", action="store_true", help="turn on the test-only stale-read bug")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: $TMPDIR/raftkv-torture/seed-N)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: $TMPDIR/raftkv-torture)")
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--keys", type=int, default=3, help="keys in use at a time (renewed every --key-epoch s)")
     p.add_argument("--key-epoch", type=float, default=10.0)
@@ -957,29 +1008,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         kinds = _parse_faults(a.faults)
+        seeds = _parse_ints(a.seeds, "seeds")
+        sizes = _parse_ints(a.nodes, "nodes")
     except ValueError as e:
         p.error(str(e))
+    if any(n not in (3, 5) for n in sizes):
+        p.error("--nodes: 3 or 5")
     if a.schedule:
-        for k, spec in enumerate(schedule(a.seed, kinds, a.nodes, a.schedule)):
+        for k, spec in enumerate(schedule(seeds[0], kinds, sizes[0], a.schedule)):
             print(f"{k:3d} {spec.describe()} (order {list(spec.order)}; then quiet {spec.quiet_s:.1f}s)")
         return 0
-    out = a.out or Path(tempfile.gettempdir()) / "raftkv-torture" / f"seed-{a.seed}"
-    res = asyncio.run(
-        run_torture(
-            a.seed,
-            a.duration,
-            a.nodes,
-            kinds,
-            a.unsafe_stale_reads,
-            out,
-            clients=a.clients,
-            keys_per_epoch=a.keys,
-            key_epoch_s=a.key_epoch,
-            check_timeout_s=a.check_timeout,
+    base = a.out or Path(tempfile.gettempdir()) / "raftkv-torture"
+    results: list[TortureResult] = []
+    for k, seed in enumerate(seeds):
+        out = base if a.out and len(seeds) == 1 else base / f"seed-{seed}"
+        res = asyncio.run(
+            run_torture(
+                seed,
+                a.duration,
+                sizes[k % len(sizes)],
+                kinds,
+                a.unsafe_stale_reads,
+                out,
+                clients=a.clients,
+                keys_per_epoch=a.keys,
+                key_epoch_s=a.key_epoch,
+                check_timeout_s=a.check_timeout,
+            )
         )
-    )
-    print(res.summary())
-    return 0 if res.ok else 1
+        print(res.summary(), flush=True)
+        results.append(res)
+    if len(results) > 1:
+        print("\n" + TABLE_HEADER)
+        for res in results:
+            print(res.table_row())
+    return 0 if all(r.ok for r in results) else 1
 
 
 if __name__ == "__main__":
