@@ -331,6 +331,8 @@ class History:
         self.t0 = t0
         self.ops: list[Operation] = []
         self.client_errors: Counter[str] = Counter()
+        self.untyped: list[str] = []
+        """The first error of each type that is not a ``RaftError`` (the client should type its errors)."""
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -353,9 +355,13 @@ class History:
             result = await run
         except RaftError as e:
             self.client_errors[type(e).__name__] += 1
-        except (OSError, TimeoutError, capnp.KjException) as e:
-            # Not a typed error: the client let a transport error through. Unknown outcome; counted apart.
-            self.client_errors[f"untyped {type(e).__name__}"] += 1
+        except Exception as e:
+            # Not a typed error (a transport error let through, a failed assertion in the client): the outcome
+            # is unknown all the same. Counted apart, and the first of each kind is kept for the summary.
+            name = f"untyped {type(e).__name__}"
+            if not self.client_errors[name]:
+                self.untyped.append(f"{f} {key!r} raised {type(e).__name__}: {e}")
+            self.client_errors[name] += 1
         else:
             if f == "get":
                 output = Read(None if result is None else bytes(result.value).decode())
@@ -939,6 +945,7 @@ def _tally(res: TortureResult, history: History, nemesis: Nemesis) -> None:
         outcomes[f"{op.f} {outcome}"] += 1
     res.ops_by_outcome = dict(outcomes)
     res.client_errors = dict(history.client_errors)
+    res.warnings.extend(f"the client raised an untyped error: {u}" for u in history.untyped)
     res.fault_log = nemesis.log
     res.faults_injected = dict(Counter(f"{r.kind}/{r.variant}" for r in nemesis.log))
 
