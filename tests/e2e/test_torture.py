@@ -5,12 +5,19 @@ The long runs are ``make torture`` (``python -m tests.e2e.torture``); ``docs/tor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from raftkv.check import Kind, Operation, cas, delete, put
+from tests.e2e.harness import FaultProxy, wait_for
 from tests.e2e.torture import FAULT_KINDS, lost_writes, run_torture, schedule
+from tests.server.cluster import free_ports
 
 # --- the run's own checks, on hand-made histories (no processes) ----------------------------------------------
 
@@ -71,3 +78,73 @@ async def test_stale_reads_on_followers_are_caught(tmp_path: Path) -> None:
     assert res.check is not None and res.check.kind is Kind.ILLEGAL, res.summary()
     assert not res.ok and res.verdict == "illegal"
     assert res.html_path is not None and res.html_path.exists()
+
+
+# --- the fault proxy, on an echo server (no raftkv processes) -------------------------------------------------
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _proxied_echo() -> AsyncIterator[FaultProxy]:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    proxy = FaultProxy(free_ports(1)[0], server.sockets[0].getsockname()[1], rng=random.Random(1))
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+        server.close()
+
+
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> bytes:
+    writer.write(data)
+    await writer.drain()
+    return await asyncio.wait_for(reader.readexactly(len(data)), 5.0)
+
+
+async def test_the_proxy_delays_in_order_and_a_blackholed_connection_never_resumes() -> None:
+    async with _proxied_echo() as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        assert await _roundtrip(reader, writer, b"hello") == b"hello"
+        proxy.delay_s, proxy.jitter_s = 0.1, 0.05
+        started = time.monotonic()
+        for k in range(20):
+            writer.write(b"%02d" % k)
+            await writer.drain()
+        got = await asyncio.wait_for(reader.readexactly(40), 5.0)
+        assert got == b"".join(b"%02d" % k for k in range(20))  # in order, whatever the jitter
+        assert time.monotonic() - started >= 0.2  # there and back
+        proxy.clear()
+        proxy.blocked = True
+        writer.write(b"lost")
+        await writer.drain()
+        await wait_for(lambda: proxy.chunks_swallowed > 0, 5.0, "the blackhole swallowed the chunk")
+        proxy.clear()
+        relayed = proxy.chunks_relayed
+        writer.write(b"after the heal")
+        await writer.drain()
+        # A stream with a hole stays dead: swallowed too, never relayed (so the echo can never come back).
+        await wait_for(lambda: proxy.chunks_swallowed == 2, 5.0, "the poisoned connection swallowed the chunk")
+        assert proxy.chunks_relayed == relayed
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        assert await _roundtrip(reader, writer, b"new connection") == b"new connection"
+        writer.close()
+
+
+async def test_a_lost_chunk_resets_its_connection() -> None:
+    async with _proxied_echo() as proxy:
+        proxy.loss = 1.0
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        writer.write(b"x")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(100), 5.0) == b""  # reset: no echo, the stream ends
+        assert proxy.resets == 1
+        writer.close()
