@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from raftkv.client import StatusReport, connect
@@ -160,14 +160,23 @@ class FaultProxy:
 
 class ProcCluster:
     def __init__(
-        self, tmp: Path, n: int, *, cluster_id: str = "e2e", env: Mapping[str, str] | None = None, seed: int = 0
+        self,
+        tmp: Path,
+        n: int,
+        *,
+        cluster_id: str = "e2e",
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        seed: int = 0,
     ) -> None:
-        """``env``: extra environment variables for every node process (e.g. a test-only switch); ``seed``
-        seeds the proxies' loss and jitter."""
+        """``env``: extra environment variables for every node process (e.g. a test-only switch); ``extra_args``:
+        more ``raftkv serve`` options (e.g. ``--snapshot-entries 500``); ``seed`` seeds the proxies' loss and
+        jitter."""
         self.tmp = tmp
         self.n = n
         self.cluster_id = cluster_id
         self.env = dict(env or {})
+        self.extra_args = list(extra_args)
         ports = free_ports(2 * n + n * n)
         self.peer_port = {i: ports[i - 1] for i in range(1, n + 1)}
         self.client_port = {i: ports[n + i - 1] for i in range(1, n + 1)}
@@ -204,6 +213,7 @@ class ProcCluster:
             f"127.0.0.1:{self.client_port[i]}",
             "--peers",
             peers,
+            *self.extra_args,
         ]
 
     async def start(self) -> None:

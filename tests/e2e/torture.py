@@ -220,6 +220,8 @@ class TortureResult:
     final_term: int = 0
     final_index: int = 0
     """Where the cluster ended: its term (how many elections it went through, at most) and applied index."""
+    snapshots: dict[str, int] = field(default_factory=dict)
+    """Snapshot log lines counted over every node: taken, installed from the leader, restored at start."""
     network: dict[str, int] = field(default_factory=dict)
     """The fault proxies' counters: chunks relayed and swallowed, connections reset."""
     history_path: Path | None = None
@@ -273,6 +275,8 @@ class TortureResult:
         )
         if self.network:
             lines.append("  network: " + ", ".join(f"{k} {v}" for k, v in self.network.items()))
+        if self.snapshots:
+            lines.append("  snapshots: " + ", ".join(f"{k} {v}" for k, v in self.snapshots.items()))
         lines.append(
             f"  converged in {self.converge_s:.1f} s at term {self.final_term}, index {self.final_index}; "
             f"checked in {self.check_s:.2f} s; run {self.elapsed_s:.1f} s"
@@ -312,6 +316,7 @@ class TortureResult:
             "faults_injected": self.faults_injected,
             "faults_by_kind": self.faults_by_kind,
             "network": self.network,
+            "snapshots": self.snapshots,
             "check": None if self.check is None else {"kind": self.check.kind.value, "reason": self.check.reason},
             "problems": self.problems,
             "warnings": self.warnings,
@@ -821,6 +826,8 @@ async def run_torture(
     op_timeout_s: float = 2.0,
     converge_timeout_s: float = 60.0,
     check_timeout_s: float | None = None,
+    snapshot_entries: int | None = 200,
+    snapshot_trailing: int | None = 50,
     keep_data: bool = False,
 ) -> TortureResult:
     """Run one torture test (see the module docstring) and return what it found; never raises on a finding."""
@@ -834,7 +841,12 @@ async def run_torture(
     data.mkdir()
     res = TortureResult(seed, nodes, duration_s, kinds, unsafe_stale_reads, out)
     env = {"RAFTKV_TEST_UNSAFE_STALE_READS": "1"} if unsafe_stale_reads else None
-    cluster = ProcCluster(data, nodes, cluster_id=f"torture-{seed}", env=env, seed=seed)
+    args: list[str] = []
+    if snapshot_entries is not None:
+        args += ["--snapshot-entries", str(snapshot_entries)]
+    if snapshot_trailing is not None:
+        args += ["--snapshot-trailing", str(snapshot_trailing)]
+    cluster = ProcCluster(data, nodes, cluster_id=f"torture-{seed}", env=env, extra_args=args, seed=seed)
     load = Workload(clients, keys_per_epoch, key_epoch_s, op_timeout_s)
     started = time.monotonic()
     history = History(started)
@@ -950,17 +962,28 @@ def _tally(res: TortureResult, history: History, nemesis: Nemesis) -> None:
     res.faults_injected = dict(Counter(f"{r.kind}/{r.variant}" for r in nemesis.log))
 
 
+_SNAPSHOT_LINES = {
+    "taken": ": snapshot at index ",
+    "installed from the leader": "installed the leader's snapshot",
+    "restored at start": "restoring the state machine from the snapshot",
+}
+
+
 def _scan_logs(res: TortureResult, cluster: ProcCluster) -> None:
-    """Errors in the node logs are not verdicts by themselves, but they are worth a look: list them."""
+    """Errors in the node logs are not verdicts by themselves, but they are worth a look: list them. Count the
+    snapshots taken, installed from the leader and restored at start (the log compaction paths were exercised)."""
+    snapshots: Counter[str] = Counter()
     for i in range(1, cluster.n + 1):
         with contextlib.suppress(OSError):
-            bad = [
-                line
-                for line in cluster.logs(i).splitlines()
-                if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
-            ]
+            lines = cluster.logs(i).splitlines()
+            bad = [line for line in lines if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")]
             if bad:
                 res.warnings.append(f"node {i} logged {len(bad)} errors, the first: {bad[0][:300]}")
+            for line in lines:
+                for name, phrase in _SNAPSHOT_LINES.items():
+                    if phrase in line:
+                        snapshots[name] += 1
+    res.snapshots = {name: snapshots[name] for name in _SNAPSHOT_LINES}
     stats = Counter[str]()
     for proxy in cluster.proxies.values():
         stats["chunks relayed"] += proxy.chunks_relayed
@@ -1011,6 +1034,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=3, help="keys in use at a time (renewed every --key-epoch s)")
     p.add_argument("--key-epoch", type=float, default=10.0)
     p.add_argument("--check-timeout", type=float, default=None)
+    p.add_argument("--snapshot-entries", type=int, default=200, help="nodes snapshot every N entries (200; 0: never)")
+    p.add_argument("--snapshot-trailing", type=int, default=50, help="entries kept below a snapshot (50)")
     p.add_argument("--schedule", type=int, metavar="STEPS", help="print the first STEPS faults and exit")
     a = p.parse_args(argv)
     try:
@@ -1041,6 +1066,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keys_per_epoch=a.keys,
                 key_epoch_s=a.key_epoch,
                 check_timeout_s=a.check_timeout,
+                snapshot_entries=a.snapshot_entries,
+                snapshot_trailing=a.snapshot_trailing,
             )
         )
         print(res.summary(), flush=True)
