@@ -450,41 +450,55 @@ def raftkv_serve_cmd(i: int, root: Path, peer: dict[int, int], client: dict[int,
 
 
 class RaftkvLibrary(System):
-    """RaftNode in this process as the leader: the two ``raftkv serve --state-machine commandlog`` followers wait
-    600 ms (60 ticks) before campaigning, as in bench/cluster.py, so the in-process node wins the election."""
+    """RaftNode in this process as the leader, with two ``raftkv serve --state-machine commandlog`` followers. As in
+    bench/cluster.py, the followers wait longer before campaigning (here 100 ticks = 1 s) so that the in-process
+    node wins the first election; on a loaded machine it may still lose, and then the cluster is started anew
+    (at most 3 attempts)."""
 
     title = "raftkv, library level (RaftNode.propose / read_barrier in this process = the leader; fsync on)"
     level = "lib"
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        root = self.s.tmp / f"raftkv-lib-{self.round}"
-        ports = free_ports(6)
-        peer = {1: ports[0], 2: ports[1], 3: ports[2]}
-        client = {1: ports[3], 2: ports[4], 3: ports[5]}
-        extra = ("--state-machine", "commandlog", "--election-ticks", "60")
-        self.followers = followers = [
-            self.kids.spawn(raftkv_serve_cmd(i, root, peer, client, *extra), root / f"n{i}.log") for i in (2, 3)
-        ]
-        cfg = NodeConfig(
-            id=NodeId(1),
-            data_dir=root / "n1",
-            listen_peer=Address("127.0.0.1", peer[1]),
-            peers={NodeId(j): Address("127.0.0.1", peer[j]) for j in peer},
-            cluster_id="compare",
-            log_level="warning",
-        )
-        self.sm = CommandLog()
-        try:
-            async with RaftNode(cfg, self.sm) as node:
-                self.node = node
-                async with asyncio.timeout(30):
+        for attempt in range(3):
+            root = self.s.tmp / f"raftkv-lib-{self.round}-{attempt}"
+            ports = free_ports(6)
+            peer = {1: ports[0], 2: ports[1], 3: ports[2]}
+            client = {1: ports[3], 2: ports[4], 3: ports[5]}
+            extra = ("--state-machine", "commandlog", "--election-ticks", "100")
+            self.followers = [
+                self.kids.spawn(raftkv_serve_cmd(i, root, peer, client, *extra), root / f"n{i}.log") for i in (2, 3)
+            ]
+            cfg = NodeConfig(
+                id=NodeId(1),
+                data_dir=root / "n1",
+                listen_peer=Address("127.0.0.1", peer[1]),
+                peers={NodeId(j): Address("127.0.0.1", peer[j]) for j in peer},
+                cluster_id="compare",
+                log_level="warning",
+            )
+            self.sm = CommandLog()
+            self.node = node = RaftNode(cfg, self.sm)
+            await node.start()
+            try:
+                async with asyncio.timeout(15):
                     while node.core is None or node.core.role.value != "leader":
                         await asyncio.sleep(0.05)
-                await node.propose(VALUE)
-                yield
+                break
+            except TimeoutError:
+                leader = node.core.leader if node.core is not None else None
+                say(f"    the in-process node is not the leader after 15 s (leader: {leader}); starting anew")
+                await node.aclose(transfer_leadership=False)
+                for p in self.followers:
+                    Children.stop(p)
+        else:
+            raise RuntimeError("the in-process raftkv node did not win an election in 3 attempts")
+        try:
+            await node.propose(VALUE)
+            yield
         finally:
-            for p in followers:
+            await node.aclose(transfer_leadership=False)
+            for p in self.followers:
                 Children.stop(p)
 
     async def shape(self, shape: str) -> dict[str, Run]:
