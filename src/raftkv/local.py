@@ -54,7 +54,15 @@ def _ephemeral_range() -> tuple[int, int]:
 
 
 class LocalCluster:
-    def __init__(self, root: Path, n: int = 3, *, cluster_id: str = "local", base_port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        n: int = 3,
+        *,
+        cluster_id: str = "local",
+        base_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         """Peer ports ``base_port + i - 1``, client ports ``base_port + 100 + i - 1`` (or free ones)."""
         self.root = root
         self.cluster_id = cluster_id
@@ -66,6 +74,8 @@ class LocalCluster:
         self.peer = {i: ports[i - 1] for i in self.ids}
         self.client = {i: ports[n + i - 1] for i in self.ids}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.extra_args = extra_args
+        """More ``raftkv serve`` flags for every node (e.g. snapshot settings)."""
 
     def start(self, i: int) -> None:
         peers = ",".join(f"{j}=127.0.0.1:{self.peer[j]}" for j in self.ids)
@@ -75,7 +85,7 @@ class LocalCluster:
             [
                 sys.executable, "-m", "raftkv.cli", "serve", "--id", str(i), "--cluster-id", self.cluster_id,
                 "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
-                "--listen-client", f"127.0.0.1:{self.client[i]}", "--peers", peers,
+                "--listen-client", f"127.0.0.1:{self.client[i]}", "--peers", peers, *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

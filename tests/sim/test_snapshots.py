@@ -124,3 +124,29 @@ def test_snapshot_is_kept_and_served_after_a_restart() -> None:
     one(c, b"end", 3, timeout_ms=20_000)
     assert c.snapshots_installed >= 1
     assert applied_data(c, lagging)[-1] == b"end"
+
+
+def test_a_wiped_follower_is_noticed_and_brought_back_by_a_snapshot() -> None:
+    """The follower's data is gone: its heartbeat replies say its log ends before the commit index it was sent,
+    the leader lowers its match and probes, and — the entries being compacted — sends the snapshot."""
+    c = snapshotting(3, seed=12, every=20, trailing=5)
+    for k in range(100):
+        one(c, f"v{k}".encode(), 3)
+    leader = wait_one_leader(c)
+    follower = next(i for i in c.ids if i != leader)
+    c.wipe(follower)
+    installs = c.snapshots_installed
+    one(c, b"after", 3, timeout_ms=10_000)
+    assert c.snapshots_installed > installs
+    assert applied_data(c, follower) == [*(f"v{k}".encode() for k in range(100)), b"after"]
+
+
+def test_a_wiped_follower_without_snapshots_gets_the_whole_log_again() -> None:
+    c = make_cluster(3, seed=13)
+    for k in range(30):
+        one(c, f"v{k}".encode(), 3)
+    leader = wait_one_leader(c)
+    follower = next(i for i in c.ids if i != leader)
+    c.wipe(follower)
+    one(c, b"after", 3, timeout_ms=10_000)
+    assert applied_data(c, follower) == [*(f"v{k}".encode() for k in range(30)), b"after"]

@@ -44,7 +44,9 @@ messages = st.one_of(
     append_entries(),
     _msg(AppendEntriesResponse, u63.map(Index), st.booleans(), u63.map(Index), u63.map(Term)),
     _msg(Heartbeat, u63.map(Index), st.binary(max_size=16)),
-    _msg(HeartbeatResponse, st.binary(max_size=16)),
+    _msg(HeartbeatResponse, st.binary(max_size=16), st.booleans(), u63.map(Index)).filter(
+        lambda m: m.reject or m.last_index == 0  # last_index travels only with reject
+    ),
     _msg(RequestVote, u63.map(Index), u63.map(Term), st.booleans(), st.booleans()),
     _msg(RequestVoteResponse, st.booleans(), st.booleans()),
     _msg(TimeoutNow),

@@ -64,12 +64,19 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResponse:
-    """Follower → leader: proves the follower still accepts this leader (check-quorum, ReadIndex)."""
+    """Follower → leader: proves the follower still accepts this leader (check-quorum, ReadIndex).
+
+    ``reject``: the heartbeat's commit index is beyond this follower's log. The leader caps that commit at the
+    follower's match index, so within a term this means the follower lost entries it had acknowledged (its
+    data was wiped); ``last_index`` says where its log now ends, and the leader replicates again from there.
+    """
 
     term: Term
     src: NodeId
     dst: NodeId
     context: bytes = b""
+    reject: bool = False
+    last_index: Index = Index(0)
 
 
 @dataclass(frozen=True, slots=True)

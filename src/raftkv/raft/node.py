@@ -638,6 +638,14 @@ class RawNode:
             if pr is None:
                 return
             pr.recent_active = True
+            if msg.reject and msg.last_index < pr.match:
+                self._events.append(
+                    f"node {msg.src} lost its log (it holds up to {msg.last_index}, had acknowledged {pr.match}): "
+                    "replicating to it again from there"
+                )
+                pr.match = msg.last_index
+                pr.pending_snapshot = Index(0)
+                pr.become_probe()
             rnd = self._read_round
             if rnd is not None and msg.context == rnd.ctx:
                 rnd.acks.add(msg.src)
@@ -707,9 +715,12 @@ class RawNode:
         return True
 
     def _handle_heartbeat(self, msg: Heartbeat) -> None:
-        # The leader caps the commit it sends at our match index, so our log holds and matches it.
-        self.log.commit_to(Index(min(msg.commit, self.log.last_index())))
-        self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.context))
+        # The leader caps the commit it sends at our match index, so our log holds and matches it — unless we
+        # lost acknowledged entries (a wiped data dir): then say so, or the leader would never resend them.
+        last = self.log.last_index()
+        self.log.commit_to(Index(min(msg.commit, last)))
+        lost = msg.commit > last
+        self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.context, lost, last if lost else Index(0)))
 
     # ======================================================================================================
     # Replication: leader side

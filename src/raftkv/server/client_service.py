@@ -19,6 +19,7 @@ from raftkv.kv.commands import decode_command, encode_result
 from raftkv.kv.errors import CommandError
 from raftkv.kv.errors import Compacted as KVCompacted
 from raftkv.kv.machine import KVStateMachine
+from raftkv.raft.types import SnapshotMeta
 from raftkv.server.kv import execute_batch
 from raftkv.transport.address import Address
 from raftkv.transport.codec import schema
@@ -28,11 +29,14 @@ if TYPE_CHECKING:
     from raftkv.server.node import RaftNode
 
 log = logging.getLogger("raftkv.client")
+BACKUP_CHUNK_BYTES = 1 << 20
 
 
 class ClientService(schema.Client.Server):  # type: ignore[misc]
     def __init__(self, node: RaftNode) -> None:
         self.node = node
+        self._backup: tuple[SnapshotMeta, bytes, int] | None = None
+        """The image this connection is downloading (``raftkv snapshot save``)."""
 
     def _check(self, header: Any, results: Any) -> bool:
         cluster = str(header.clusterId)
@@ -146,6 +150,27 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         out = r.init("results", len(results))
         for k, res in enumerate(results):
             out[k] = encode_result(res)
+
+    async def backupChunk(self, header: Any, offset: int, _context: Any, **_kw: Any) -> None:  # noqa: N802
+        r = _context.results
+        if not self._check(header, r):
+            return
+        try:
+            if offset == 0 or self._backup is None:
+                self._backup = await self.node.backup_image()
+            meta, image, crc = self._backup
+            chunk = image[offset : offset + BACKUP_CHUNK_BYTES]
+        except Exception as e:
+            log.exception("node %s: backup failed", self.node.id)
+            r.error.code = "internal"
+            r.error.message = f"cannot take a backup: {type(e).__name__}: {e}"[:200]
+            return
+        r.lastIndex = meta.index
+        r.lastTerm = meta.term
+        r.voters = [int(v) for v in meta.voters]
+        r.totalSize = len(image)
+        r.crc32c = crc
+        r.data = chunk
 
     def _not_leader(self, r: Any, e: NotLeader) -> None:
         r.error.code = "notLeader"

@@ -56,6 +56,8 @@ class NodeConfig:
     """Take a snapshot (and compact the log) every this many applied entries; 0 disables snapshots."""
     snapshot_trailing: int = 1_000
     """Entries kept in the log below a snapshot, so a briefly lagging follower gets entries, not a snapshot."""
+    wal_segment_bytes: int = 64 << 20
+    """Size at which the write-ahead log starts a new segment file (compaction deletes whole segments)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, check_ports: bool = True) -> None:
@@ -85,6 +87,8 @@ class NodeConfig:
             )
         if self.snapshot_entries < 0 or self.snapshot_trailing < 0:
             raise ConfigError("--snapshot-entries and --snapshot-trailing must be >= 0")
+        if self.wal_segment_bytes < 64 << 10:
+            raise ConfigError(f"--wal-segment-bytes must be at least 65536, got {self.wal_segment_bytes}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {self.log_level!r}: use debug, info, warning or error")
         if self.log_format not in ("text", "json"):
@@ -201,6 +205,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "peer_timeout_ms",
         "snapshot_entries",
         "snapshot_trailing",
+        "wal_segment_bytes",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))

@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import crc32c
+
 from raftkv.errors import NodeFailed, Timeout
 from raftkv.kv.backend import MemoryBackend
 from raftkv.kv.machine import KVStateMachine
@@ -128,7 +130,7 @@ class RaftNode:
         cfg = self.config
         await asyncio.to_thread(claim_data_dir, cfg.data_dir, cfg.cluster_id, cfg.id)
         await self._stack.enter_async_context(kj_loop())
-        self._storage = await asyncio.to_thread(open_data_dir, cfg.data_dir)
+        self._storage = await asyncio.to_thread(open_data_dir, cfg.data_dir, segment_bytes=cfg.wal_segment_bytes)
         self._stack.callback(self._storage.close)
         self._stack.callback(self._wal_thread.shutdown)
         snapshot = self._storage.snapshot
@@ -458,6 +460,21 @@ class RaftNode:
             log.exception("node %s: taking a snapshot failed (the log is kept; retrying later)", self.id)
         finally:
             self._snapshotting = False
+
+    async def backup_image(self) -> tuple[SnapshotMeta, bytes, int]:
+        """A consistent image of the state machine now, with its metadata and CRC32C (for a backup)."""
+        core, sm = self.core, self.state_machine
+        assert core is not None
+        dump = getattr(sm, "snapshot_with_index", None)
+        if dump is None:
+            raise StorageError("this state machine does not support snapshots")
+        in_thread = isinstance(sm, KVStateMachine) and not isinstance(sm.backend, MemoryBackend)
+        index, data = await asyncio.to_thread(dump) if in_thread else dump()
+        term = core.log.term_or_none(Index(index))
+        if term is None:
+            term = core.latest_snapshot.term if core.latest_snapshot.index == index else Term(0)
+        meta = SnapshotMeta(Index(index), term, tuple(sorted(self.config.peers)))
+        return meta, data, crc32c.crc32c(data)
 
     def _snapshot_source(self) -> tuple[SnapshotMeta, Iterator[bytes]] | None:
         """The newest snapshot, for a follower that needs it (called in a worker thread by the transport)."""

@@ -288,6 +288,15 @@ class Cluster:
         self.checker.forget_reads(node_id)
         self._record(f"crash {node_id}")
 
+    def wipe(self, node_id: NodeId) -> None:
+        """Crash the node and lose its disk entirely (an operator wiped its data dir); restart it empty."""
+        node = self.nodes[node_id]
+        self.crash(node_id)
+        node.disk = MemoryStorage()
+        node.snapshot = None
+        self._record(f"wipe {node_id}")
+        self._start(node)
+
     def restart(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
         if node.core is not None:

@@ -109,6 +109,9 @@ def encode_into(builder: Any, msg: Message) -> None:
         b.term = msg.term
         if msg.context:
             b.context = msg.context
+        if msg.reject:
+            b.reject = True
+            b.lastIndex = msg.last_index
     elif type(msg) is RequestVote:
         b = builder.init("requestVote")
         b.term = msg.term
@@ -167,7 +170,9 @@ def decode(reader: Any, src: NodeId, dst: NodeId) -> Message:
         return Heartbeat(Term(_u(r.term, "term")), src, dst, Index(_u(r.commit, "commit")), bytes(r.context))
     if which == "heartbeatResponse":
         r = reader.heartbeatResponse
-        return HeartbeatResponse(Term(_u(r.term, "term")), src, dst, bytes(r.context))
+        return HeartbeatResponse(
+            Term(_u(r.term, "term")), src, dst, bytes(r.context), bool(r.reject), Index(_u(r.lastIndex, "lastIndex"))
+        )
     if which == "requestVote":
         r = reader.requestVote
         return RequestVote(

@@ -63,6 +63,8 @@ struct Heartbeat {
 struct HeartbeatResponse {
   term @0 :UInt64;
   context @1 :Data;
+  reject @2 :Bool;         # the heartbeat's commit is beyond our log: we lost acknowledged entries
+  lastIndex @3 :UInt64;    # with reject: where our log ends now
 }
 
 struct RequestVote {
@@ -181,6 +183,12 @@ interface Client {
   watch @5 (header :Header, key :Data, rangeEnd :Data, hasRangeEnd :Bool, startRevision :Int64, watcher :Watcher)
       -> (watchId :UInt64, compactRevision :Int64, error :Error);
   cancelWatch @6 (header :Header, watchId :UInt64) -> (error :Error);
+
+  # A consistent backup of the whole store (`raftkv snapshot save`): offset 0 makes the node dump its state (one
+  # read transaction) and returns the first chunk; later offsets return the rest of that same image.
+  backupChunk @7 (header :Header, offset :UInt64)
+      -> (lastIndex :UInt64, lastTerm :UInt64, voters :List(UInt64), totalSize :UInt64, crc32c :UInt32,
+          data :Data, error :Error);
 }
 
 interface Watcher {
