@@ -57,6 +57,7 @@ def main() -> None:
     "--snapshot-entries", type=int, default=None, help="Snapshot and compact every N applied entries (10000; 0: off)."
 )
 @click.option("--snapshot-trailing", type=int, default=None, help="Entries kept below a snapshot (default 1000).")
+@click.option("--snapshot-bytes", type=int, default=None, help="Also snapshot after this many bytes (64 MiB; 0: off).")
 @click.option("--wal-segment-bytes", type=int, default=None, help="WAL segment file size (default 64 MiB).")
 @click.option(
     "--state-machine",

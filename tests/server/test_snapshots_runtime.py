@@ -61,3 +61,27 @@ async def test_a_follower_far_behind_catches_up_through_a_snapshot(tmp_path: Pat
             await n.aclose(transfer_leadership=False)
         for b in backends.values():
             b.close()
+
+
+async def test_snapshots_are_also_triggered_by_bytes(tmp_path: Path) -> None:
+    cfgs = configs(tmp_path, 1, snapshot_entries=0, snapshot_bytes=20_000, snapshot_trailing=0)
+    claim_data_dir(cfgs[0].data_dir, cfgs[0].cluster_id, cfgs[0].id)
+    backend = LMDBBackend(cfgs[0].data_dir / "kv")
+    node = RaftNode(cfgs[0], KVStateMachine(backend))
+    await node.start()
+    try:
+        await wait_until(lambda: leader_of([node]) is not None, 2.0, "a leader")
+        storage = node._storage
+        assert storage is not None
+        async with connect([str(cfgs[0].listen_client)], cluster_id="test") as c:
+            for j in range(15):
+                await c.put(f"big{j}", "x" * 1000)
+            assert storage.snapshots.load(storage.wal.first_index()) is None, "under 20 kB: no snapshot yet"
+            for j in range(15, 30):
+                await c.put(f"big{j}", "x" * 1000)
+        await wait_until(
+            lambda: storage.snapshots.load(storage.wal.first_index()) is not None, 5.0, "a snapshot after 20 kB"
+        )
+    finally:
+        await node.aclose(transfer_leadership=False)
+        backend.close()

@@ -56,6 +56,8 @@ class NodeConfig:
     """Take a snapshot (and compact the log) every this many applied entries; 0 disables snapshots."""
     snapshot_trailing: int = 1_000
     """Entries kept in the log below a snapshot, so a briefly lagging follower gets entries, not a snapshot."""
+    snapshot_bytes: int = 64 << 20
+    """Also snapshot once this many bytes of commands were applied since the last snapshot (0: no byte trigger)."""
     wal_segment_bytes: int = 64 << 20
     """Size at which the write-ahead log starts a new segment file (compaction deletes whole segments)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -85,8 +87,8 @@ class NodeConfig:
             raise ConfigError(
                 f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks ({self.heartbeat_ticks}) >= 1"
             )
-        if self.snapshot_entries < 0 or self.snapshot_trailing < 0:
-            raise ConfigError("--snapshot-entries and --snapshot-trailing must be >= 0")
+        if self.snapshot_entries < 0 or self.snapshot_trailing < 0 or self.snapshot_bytes < 0:
+            raise ConfigError("--snapshot-entries, --snapshot-bytes and --snapshot-trailing must be >= 0")
         if self.wal_segment_bytes < 64 << 10:
             raise ConfigError(f"--wal-segment-bytes must be at least 65536, got {self.wal_segment_bytes}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -206,6 +208,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "snapshot_entries",
         "snapshot_trailing",
         "wal_segment_bytes",
+        "snapshot_bytes",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))

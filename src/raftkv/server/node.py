@@ -111,6 +111,7 @@ class RaftNode:
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-wal-{config.id}")
         """Every WAL write (persist, compaction, snapshot install) runs here: the WAL has one writer thread."""
         self._last_snapshot = 0
+        self._bytes_since_snapshot = 0
         self._snapshotting = False
         self.unsafe_stale_reads = False
         self.watches: WatchRegistry | None = None
@@ -419,11 +420,13 @@ class RaftNode:
     def _snapshot_due(self) -> bool:
         cfg = self.config
         core = self.core
-        if not cfg.snapshot_entries or self._snapshotting or core is None or self.failure is not None:
+        if self._snapshotting or core is None or self.failure is not None:
             return False
-        return core.log.applied - self._last_snapshot >= cfg.snapshot_entries and hasattr(
-            self.state_machine, "snapshot_with_index"
-        )
+        if not hasattr(self.state_machine, "snapshot_with_index"):
+            return False
+        by_entries = bool(cfg.snapshot_entries) and core.log.applied - self._last_snapshot >= cfg.snapshot_entries
+        by_bytes = bool(cfg.snapshot_bytes) and self._bytes_since_snapshot >= cfg.snapshot_bytes
+        return by_entries or by_bytes
 
     async def _take_snapshot(self) -> None:
         """Snapshot the state machine without stopping the node, save it durably, then compact the log."""
@@ -447,6 +450,7 @@ class RaftNode:
                 await loop.run_in_executor(self._wal_thread, storage.wal.compact, compact_to)
             core.set_snapshot(meta)
             self._last_snapshot = index
+            self._bytes_since_snapshot = 0
             log.info(
                 "node %s: snapshot at index %s (term %s, %s bytes) in %.2f s; log compacted to %s",
                 self.id,
@@ -603,6 +607,7 @@ class RaftNode:
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         commands = [e for e in entries if e.type is EntryType.NORMAL]
+        self._bytes_since_snapshot += sum(len(e.data) for e in commands)
         results = list(self.state_machine.apply(commands)) if commands else []
         by_index = {e.index: r for e, r in zip(commands, results, strict=True)}
         waiters = self._waiters
