@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -25,7 +26,7 @@ from raftkv.kv import (
     SnapshotError,
     WriteTxn,
 )
-from raftkv.kv.machine import KVSnapshot
+from raftkv.kv.machine import SNAPSHOT_BATCH_KEYS, SNAPSHOT_FORMAT, SnapshotEnd, SnapshotHeader, SnapshotKVs, _frame
 from raftkv.raft.types import Entry, EntryType, Index, Term
 from raftkv.server.statemachine import StateMachine
 from tests.kv.kvtestlib import Feeder, entries
@@ -158,7 +159,7 @@ def test_equal_states_have_equal_snapshots_and_different_states_do_not(
     assert one.snapshot() != two.snapshot()
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc1", KVSnapshot.__name__.encode()])
+@pytest.mark.parametrize("data", [b"", b"\xc1", b"KVSnapshot", b"\x01\x00\x00\x00\xc1"])
 def test_restore_refuses_what_is_not_a_snapshot(sm: KVStateMachine, feed: Feeder, data: bytes) -> None:
     feed(Put(b"a", b"1"))
     with pytest.raises(SnapshotError):
@@ -167,13 +168,42 @@ def test_restore_refuses_what_is_not_a_snapshot(sm: KVStateMachine, feed: Feeder
 
 
 def test_restore_refuses_an_unknown_format(sm: KVStateMachine) -> None:
-    import msgspec
-
     from raftkv.kv import Meta
 
-    data = msgspec.msgpack.encode(KVSnapshot(99, Meta(), [], []))
     with pytest.raises(SnapshotError, match="format 99"):
-        sm.restore(data)
+        sm.restore(_frame(SnapshotHeader(99, Meta())) + _frame(SnapshotEnd(0, 0)))
+
+
+def test_a_large_state_streams_in_frames_and_round_trips(make_backend: Callable[[], Backend]) -> None:
+    source = KVStateMachine(make_backend())
+    n = 2 * SNAPSHOT_BATCH_KEYS + 7  # three key frames, the last one short
+    source.apply(entries(1, [Put(f"k{i:05d}".encode(), b"v" * (i % 50)) for i in range(n)]))
+    with source.open_snapshot() as image:
+        assert image.index == n
+        chunks = list(image.chunks())
+    assert len(chunks) == 1 + 3 + 1  # header, keys, end (no sessions)
+    target = KVStateMachine(make_backend())
+    target.restore_from(io.BytesIO(b"".join(chunks)))
+    assert target.snapshot() == b"".join(chunks)
+    assert target.read(Range(b"k", b"l", count_only=True)).count == n
+
+
+def test_restore_refuses_a_truncated_or_inconsistent_stream_and_keeps_the_old_state(
+    sm: KVStateMachine, feed: Feeder, make_backend: Callable[[], Backend]
+) -> None:
+    feed(Put(b"mine", b"1"))
+    source = KVStateMachine(make_backend())
+    source.apply(entries(1, [Put(f"k{i:05d}".encode(), b"v") for i in range(SNAPSHOT_BATCH_KEYS + 1)]))
+    data = source.snapshot()
+    for cut in (len(data) - 1, len(data) - 10, len(data) // 2, 10):
+        with pytest.raises(SnapshotError, match="truncated"):
+            sm.restore(data[:cut])
+    from raftkv.kv import Meta
+
+    short = _frame(SnapshotHeader(SNAPSHOT_FORMAT, Meta())) + _frame(SnapshotKVs([])) + _frame(SnapshotEnd(5, 0))
+    with pytest.raises(SnapshotError, match="announces 5 keys"):
+        sm.restore(short)
+    assert sm.get(b"mine") is not None and sm.get(b"k00000") is None
 
 
 def test_listeners_see_batches_in_order(sm: KVStateMachine, feed: Feeder) -> None:

@@ -33,8 +33,10 @@ Watch. Each write produces :class:`~raftkv.kv.watch.Event` values; a batch's eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+import io
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Final, Protocol
 
 import msgspec
 
@@ -69,21 +71,121 @@ from raftkv.kv.watch import DEFAULT_HISTORY_EVENTS, Event, EventType, WatchHub
 from raftkv.raft.errors import invariant
 from raftkv.raft.types import Entry, EntryType
 
-SNAPSHOT_FORMAT: Final = 2  # 2: sessions keep a window of results
+
+class Readable(Protocol):
+    """A binary file object (anything with ``read(n) -> bytes``)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
-class KVSnapshot(msgspec.Struct, frozen=True, array_like=True, tag="kvsnap"):
-    """A full dump of the replicated state: keys in key order, sessions in id order (so equal states give equal
-    bytes). The watch history is not part of it: it is a per-node cache."""
+SNAPSHOT_FORMAT: Final = 3  # 2: sessions keep a window of results; 3: streamed in frames
+SNAPSHOT_BATCH_KEYS: Final = 1024
+"""Keys per frame: a fixed count (never a byte budget that could depend on timing), so equal states give equal
+bytes, and one frame stays small (at most 1024 keys and values)."""
+
+
+class SnapshotHeader(msgspec.Struct, frozen=True, array_like=True, tag="kvsnap"):
+    """The first frame of a key-value snapshot."""
 
     format: int
     meta: Meta
+
+
+class SnapshotKVs(msgspec.Struct, frozen=True, array_like=True, tag="kvs"):
     kvs: list[KeyValue]
+
+
+class SnapshotSessions(msgspec.Struct, frozen=True, array_like=True, tag="sessions"):
     sessions: list[SessionRecord]
 
 
+class SnapshotEnd(msgspec.Struct, frozen=True, array_like=True, tag="end"):
+    """The last frame: counts, so a truncated stream is refused rather than installed short."""
+
+    kv_count: int
+    session_count: int
+
+
+SnapshotFrame = SnapshotHeader | SnapshotKVs | SnapshotSessions | SnapshotEnd
+
+_FRAME_LEN: Final = struct.Struct("<I")
+_MAX_FRAME_BYTES: Final = 1 << 30
 _SNAPSHOT_ENCODER: Final = msgspec.msgpack.Encoder()
-_SNAPSHOT_DECODER: Final = msgspec.msgpack.Decoder(KVSnapshot)
+_FRAME_DECODER: Final = msgspec.msgpack.Decoder(SnapshotFrame)
+
+
+def _frame(item: SnapshotFrame) -> bytes:
+    body = _SNAPSHOT_ENCODER.encode(item)
+    return _FRAME_LEN.pack(len(body)) + body
+
+
+def _snapshot_frames(view: ReadView) -> Iterator[bytes]:
+    """The whole state in ``view`` as length-prefixed frames: a header, keys in key order (a fixed number per
+    frame), sessions in id order, and an end frame with the counts. Memory use is one frame, not the state."""
+    yield _frame(SnapshotHeader(SNAPSHOT_FORMAT, view.meta()))
+    start, kv_count = b"", 0
+    while True:
+        kvs = view.scan(start, None, limit=SNAPSHOT_BATCH_KEYS)
+        if not kvs:
+            break
+        kv_count += len(kvs)
+        yield _frame(SnapshotKVs(kvs))
+        if len(kvs) < SNAPSHOT_BATCH_KEYS:
+            break
+        start = kvs[-1].key + b"\0"  # the smallest key after the last one
+    sessions = view.sessions()
+    if sessions:
+        yield _frame(SnapshotSessions(sessions))
+    yield _frame(SnapshotEnd(kv_count, len(sessions)))
+
+
+def _read_frames(reader: Readable) -> Iterator[SnapshotFrame]:
+    """Decode frames until the end frame; a short, garbled or unterminated stream raises SnapshotError."""
+    while True:
+        prefix = reader.read(_FRAME_LEN.size)
+        if len(prefix) < _FRAME_LEN.size:
+            raise SnapshotError("the key-value snapshot is truncated (no end frame)")
+        (size,) = _FRAME_LEN.unpack(prefix)
+        if size > _MAX_FRAME_BYTES:
+            raise SnapshotError(f"not a key-value snapshot: a frame claims {size} bytes")
+        body = reader.read(size)
+        if len(body) < size:
+            raise SnapshotError("the key-value snapshot is truncated mid-frame")
+        try:
+            frame = _FRAME_DECODER.decode(body)
+        except msgspec.DecodeError as exc:
+            raise SnapshotError(f"not a key-value snapshot: {exc}") from None
+        yield frame
+        if isinstance(frame, SnapshotEnd):
+            return
+
+
+class SnapshotImage:
+    """An open, consistent view of the state to stream as a snapshot (see :meth:`KVStateMachine.open_snapshot`).
+
+    ``index`` is the log index the image reflects. :meth:`chunks` may be consumed in another thread than the
+    one that opened the image only if the backend allows it; the runtime opens, streams and closes it in one
+    worker thread. Close it (or use it as a context manager) to end the read transaction.
+    """
+
+    __slots__ = ("_ctx", "_view", "index")
+
+    def __init__(self, backend: Backend) -> None:
+        self._ctx = backend.read()
+        self._view = self._ctx.__enter__()
+        self.index = self._view.meta().applied_index
+
+    def chunks(self) -> Iterator[bytes]:
+        return _snapshot_frames(self._view)
+
+    def close(self) -> None:
+        self._ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> SnapshotImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class KVStateMachine:
@@ -189,42 +291,79 @@ class KVStateMachine:
             return view.get(key)
 
     def snapshot(self) -> bytes:
-        """The whole replicated state as bytes (equal states give equal bytes)."""
+        """The whole replicated state as bytes (equal states give equal bytes); see :meth:`open_snapshot`."""
         return self.snapshot_with_index()[1]
 
     def snapshot_with_index(self) -> tuple[int, bytes]:
-        """The state as bytes, with the log index it reflects (read from one consistent view).
+        """The state as bytes, with the log index it reflects. Holds the whole image in memory: the runtime
+        streams with :meth:`open_snapshot` instead."""
+        with self.open_snapshot() as image:
+            return image.index, b"".join(image.chunks())
 
-        With the LMDB backend this may run in a worker thread while the event loop goes on applying: it reads
-        one read transaction (MVCC), never the in-memory fields that ``apply`` changes.
+    def open_snapshot(self) -> SnapshotImage:
+        """A consistent image of the state, streamed frame by frame (Raft §7: snapshot without stopping).
+
+        With the LMDB backend the image is one read transaction (MVCC): it may be opened and streamed in a
+        worker thread while the event loop goes on applying, and it never reads the in-memory fields that
+        ``apply`` changes. With the memory backend it must be consumed before the next ``apply``.
         """
-        with self.backend.read() as view:
-            meta = view.meta()
-            snap = KVSnapshot(SNAPSHOT_FORMAT, meta, view.scan(b"", None), view.sessions())
-        return meta.applied_index, _SNAPSHOT_ENCODER.encode(snap)
+        return SnapshotImage(self.backend)
 
     def restore(self, data: bytes) -> None:
-        """Replace the whole state with a snapshot's, atomically; the watch history restarts empty."""
+        """Replace the whole state with a snapshot's, atomically; see :meth:`restore_from`."""
+        self.restore_from(io.BytesIO(data))
+
+    def restore_from(self, reader: Readable) -> None:
+        """Replace the whole state with the snapshot streamed from ``reader``, atomically (one write
+        transaction: a truncated or garbled stream leaves the old state untouched); the watch history restarts
+        empty. Memory use is one frame at a time, not the state."""
+        self.load_snapshot(reader)  # on failure the backend is unchanged, and so is the in-memory state
+        self.finish_restore()
+
+    def load_snapshot(self, reader: Readable) -> None:
+        """The backend half of :meth:`restore_from`: it touches only the backend, so with LMDB it may run in a
+        worker thread while the loop serves reads (no ``apply`` may run meanwhile). Call
+        :meth:`finish_restore` afterwards, on the owning thread."""
+        frames = _read_frames(reader)
         try:
-            snap = _SNAPSHOT_DECODER.decode(data)
-        except msgspec.DecodeError as exc:
-            raise SnapshotError(f"not a key-value snapshot: {exc}") from None
-        if snap.format != SNAPSHOT_FORMAT:
-            raise SnapshotError(f"snapshot format {snap.format} is not supported (expected {SNAPSHOT_FORMAT})")
+            header = next(frames)
+        except StopIteration:  # pragma: no cover - _read_frames raises before running dry
+            raise SnapshotError("the key-value snapshot is empty") from None
+        if not isinstance(header, SnapshotHeader):
+            raise SnapshotError("not a key-value snapshot: it does not start with a header frame")
+        if header.format != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"snapshot format {header.format} is not supported (expected {SNAPSHOT_FORMAT})")
         txn = self.backend.begin()
         try:
             txn.clear()
-            for kv in snap.kvs:
-                txn.put(kv)
-            for record in snap.sessions:
-                txn.put_session(record)
-            txn.set_meta(snap.meta)
+            kv_count = session_count = 0
+            for frame in frames:
+                match frame:
+                    case SnapshotKVs(kvs):
+                        for kv in kvs:
+                            txn.put(kv)
+                        kv_count += len(kvs)
+                    case SnapshotSessions(records):
+                        for record in records:
+                            txn.put_session(record)
+                        session_count += len(records)
+                    case SnapshotEnd():
+                        if (frame.kv_count, frame.session_count) != (kv_count, session_count):
+                            raise SnapshotError(
+                                f"the key-value snapshot is inconsistent: it announces {frame.kv_count} keys and "
+                                f"{frame.session_count} sessions but holds {kv_count} and {session_count}"
+                            )
+                    case SnapshotHeader():
+                        raise SnapshotError("not a key-value snapshot: a second header frame")
+            txn.set_meta(header.meta)
             txn.commit()
         except BaseException:
             txn.abort()
             raise
-        finally:
-            self._load_state()
+
+    def finish_restore(self) -> None:
+        """Reload the in-memory state from the backend after :meth:`load_snapshot`; the watch history restarts."""
+        self._load_state()
         self.watch.reset(self._revision)
 
     # --- commands -------------------------------------------------------------------------------------------

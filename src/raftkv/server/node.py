@@ -26,6 +26,7 @@ holding another entry (leadership changed before it committed) fails with ``Prop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import heapq
 import logging
@@ -55,6 +56,7 @@ from raftkv.server.kv import WatchRegistry, unsafe_stale_reads
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.statemachine import StateMachine
 from raftkv.storage import NodeStorage, StorageError, open_data_dir
+from raftkv.storage.snapshots import Snapshot
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport, TransportSettings
 
@@ -111,6 +113,7 @@ class RaftNode:
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-wal-{config.id}")
         """Every WAL write (persist, compaction, snapshot install) runs here: the WAL has one writer thread."""
         self._last_snapshot = 0
+        self._snapshot_failed_at = 0
         self._bytes_since_snapshot = 0
         self._snapshotting = False
         self.unsafe_stale_reads = False
@@ -140,7 +143,7 @@ class RaftNode:
             # The state machine is behind the snapshot (a fresh node, or LMDB lost unsynced transactions):
             # restore it, then replay the log from the snapshot on.
             log.info("node %s: restoring the state machine from the snapshot at index %s", cfg.id, snapshot.meta.index)
-            self.state_machine.restore(await asyncio.to_thread(snapshot.read))
+            await self._restore_state_machine(snapshot)
         self._last_snapshot = snapshot.meta.index if snapshot is not None else 0
         self.core = RawNode(
             RaftConfig(
@@ -422,48 +425,108 @@ class RaftNode:
         core = self.core
         if self._snapshotting or core is None or self.failure is not None:
             return False
-        if not hasattr(self.state_machine, "snapshot_with_index"):
-            return False
-        by_entries = bool(cfg.snapshot_entries) and core.log.applied - self._last_snapshot >= cfg.snapshot_entries
+        since = core.log.applied - max(self._last_snapshot, self._snapshot_failed_at)
+        by_entries = bool(cfg.snapshot_entries) and since >= cfg.snapshot_entries
         by_bytes = bool(cfg.snapshot_bytes) and self._bytes_since_snapshot >= cfg.snapshot_bytes
         return by_entries or by_bytes
 
-    async def _take_snapshot(self) -> None:
-        """Snapshot the state machine without stopping the node, save it durably, then compact the log."""
-        core, storage, sm = self.core, self._storage, self.state_machine
-        assert core is not None and storage is not None
-        try:
-            started = time.perf_counter()
-            dump = sm.snapshot_with_index  # type: ignore[attr-defined]
-            # LMDB: one read transaction (MVCC) in a worker thread while the loop goes on applying.
-            in_thread = isinstance(sm, KVStateMachine) and not isinstance(sm.backend, MemoryBackend)
-            index, data = await asyncio.to_thread(dump) if in_thread else dump()
-            term = core.log.term_or_none(Index(index))
-            if term is None or index <= self._last_snapshot:
+    def _streams_snapshots(self) -> bool:
+        """Whether the state machine's snapshot can be streamed from a worker thread while the loop applies
+        (the LMDB-backed KV store: one read transaction is a consistent view, MVCC)."""
+        sm = self.state_machine
+        return isinstance(sm, KVStateMachine) and not isinstance(sm.backend, MemoryBackend)
+
+    def _start_snapshot(self) -> None:
+        """Called by the ready loop right after ``advance``: the state machine holds exactly the applied entries.
+
+        A state machine without streaming is dumped here, synchronously, so the image matches ``core.log.applied``
+        exactly; only the file write happens in the background. A streaming one is dumped in the background.
+        """
+        core = self.core
+        assert core is not None
+        self._snapshotting = True
+        index = core.log.applied
+        image: bytes | None = None
+        if not self._streams_snapshots():
+            try:
+                image = self.state_machine.snapshot()
+            except Exception:
+                self._snapshot_failed(index, "the state machine's snapshot() failed")
                 return
-            meta = SnapshotMeta(Index(index), term, tuple(sorted(self.config.peers)))
-            await asyncio.to_thread(storage.snapshots.save, meta, data)
+        self.spawn(self._take_snapshot(index, image), name=f"raftkv-snapshot-{self.id}")
+
+    def _snapshot_failed(self, index: Index, what: str) -> None:
+        # Retry only after another interval's worth of entries, not on every loop turn.
+        log.exception("node %s: %s; the log is kept; trying again later", self.id, what)
+        self._snapshot_failed_at = int(index)
+        self._bytes_since_snapshot = 0
+        self._snapshotting = False
+
+    async def _take_snapshot(self, applied: Index, image: bytes | None) -> None:
+        """Save a snapshot durably without stopping the node, then compact the log (Raft §7)."""
+        core, storage = self.core, self._storage
+        assert core is not None and storage is not None
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        voters = tuple(sorted(self.config.peers))
+        last_snapshot = self._last_snapshot
+
+        def term_from_loop(index: int) -> Term | None:
+            # The core lives on the event loop; ask it there (this runs in a worker thread). A loop that is
+            # shutting down may never answer: give up rather than hold the thread.
+            answer: concurrent.futures.Future[Term | None] = concurrent.futures.Future()
+            loop.call_soon_threadsafe(lambda: answer.set_result(core.log.term_or_none(Index(index))))
+            return answer.result(timeout=10)
+
+        def stream() -> tuple[SnapshotMeta, int] | None:
+            # Open, stream and close the read transaction in this one thread; the file is fsync'd and renamed
+            # into place by the store, so a crash leaves either the old snapshots or the new one.
+            sm: KVStateMachine = self.state_machine  # type: ignore[assignment]
+            with sm.open_snapshot() as img:
+                term = term_from_loop(img.index)
+                if term is None or img.index <= last_snapshot:
+                    return None
+                meta = SnapshotMeta(Index(img.index), term, voters)
+                return meta, storage.snapshots.save(meta, img.chunks()).data_len
+
+        def save(data: bytes) -> tuple[SnapshotMeta, int] | None:
+            term = core.log.term_or_none(applied)
+            if term is None or applied <= last_snapshot:
+                return None
+            meta = SnapshotMeta(applied, term, voters)
+            return meta, storage.snapshots.save(meta, data).data_len
+
+        try:
+            if image is None:
+                saved = await asyncio.to_thread(stream)
+            else:
+                # The term is read here, on the loop; only the write goes to a thread.
+                term = core.log.term_or_none(applied)
+                saved = await asyncio.to_thread(save, image) if term is not None else None
+            if saved is None:
+                self._snapshotting = False
+                return
+            meta, size = saved
             # Compact only below the snapshot, keeping a trailing window; never past what the snapshot covers.
-            compact_to = Index(min(index - self.config.snapshot_trailing, storage.wal.last_index()))
-            loop = asyncio.get_running_loop()
+            compact_to = Index(min(meta.index - self.config.snapshot_trailing, storage.wal.last_index()))
             if compact_to > storage.wal.first_index() - 1:
                 await loop.run_in_executor(self._wal_thread, storage.wal.compact, compact_to)
             core.set_snapshot(meta)
-            self._last_snapshot = index
+            self._last_snapshot = int(meta.index)
             self._bytes_since_snapshot = 0
+            self.metrics.snapshots.inc()
             log.info(
                 "node %s: snapshot at index %s (term %s, %s bytes) in %.2f s; log compacted to %s",
                 self.id,
-                index,
-                term,
-                len(data),
+                meta.index,
+                meta.term,
+                size,
                 time.perf_counter() - started,
                 max(compact_to, storage.wal.first_index() - 1),
             )
-        except Exception:
-            log.exception("node %s: taking a snapshot failed (the log is kept; retrying later)", self.id)
-        finally:
             self._snapshotting = False
+        except Exception:
+            self._snapshot_failed(applied, "taking a snapshot failed")
 
     async def backup_image(self) -> tuple[SnapshotMeta, bytes, int]:
         """A consistent image of the state machine now, with its metadata and CRC32C (for a backup)."""
@@ -508,13 +571,30 @@ class RaftNode:
         await asyncio.to_thread(save)
         log.info("node %s: received the leader's snapshot at index %s", self.id, meta.index)
 
+    async def _restore_state_machine(self, snapshot: Snapshot) -> None:
+        """Replace the state machine's state with a snapshot's. The LMDB-backed KV store reads the file in frames
+        in a worker thread (neither the loop nor memory holds the whole image); others get the bytes."""
+        sm = self.state_machine
+        if self._streams_snapshots():
+            assert isinstance(sm, KVStateMachine)
+
+            def load() -> None:
+                with snapshot.open() as f:
+                    sm.load_snapshot(f)
+
+            # Nothing else applies meanwhile: the ready loop is waiting on this.
+            await asyncio.to_thread(load)
+            sm.finish_restore()
+        else:
+            sm.restore(await asyncio.to_thread(snapshot.read))
+
     async def _restore_installed(self, meta: SnapshotMeta) -> None:
         storage = self._storage
         assert storage is not None
         snapshot = await asyncio.to_thread(storage.snapshots.load, Index(meta.index + 1))
         if snapshot is None or snapshot.meta.index != meta.index:
             raise StorageError(f"the snapshot at index {meta.index} to install is missing from the snapshot store")
-        self.state_machine.restore(await asyncio.to_thread(snapshot.read))
+        await self._restore_state_machine(snapshot)
         self._last_snapshot = max(self._last_snapshot, int(meta.index))
         log.info("node %s: installed the leader's snapshot at index %s", self.id, meta.index)
 
@@ -568,8 +648,7 @@ class RaftNode:
                     if self._apply_waiters:
                         self._release_apply_waiters(core.log.applied)
                     if self._snapshot_due():
-                        self._snapshotting = True
-                        self.spawn(self._take_snapshot(), name=f"raftkv-snapshot-{self.id}")
+                        self._start_snapshot()
         except StorageError as e:
             # The disk refused a write: this node cannot promise durability any more. Stop it (the rest of the
             # cluster carries on); the log stays consistent for a restart once the disk is fixed.
