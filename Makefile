@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-check clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-check bench-snapshot bench-compare clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,15 @@ bench-cluster: setup
 
 bench-check: setup
 	$(PY) bench/check.py
+
+## Snapshot cost, the write dip while one is taken, restart time with 1M keys (~10 min).
+bench-snapshot: setup
+	PYTHONPATH=. $(PY) bench/snapshot.py
+
+## raftkv vs etcd (installed with apt-get if missing) vs PySyncObj, side by side (~8 min); see docs/compare.md.
+bench-compare: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	PYTHONPATH=. $(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
