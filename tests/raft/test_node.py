@@ -102,6 +102,51 @@ def test_follower_campaigns_after_its_timeout_with_prevote_first() -> None:
     assert n.role is Role.CANDIDATE and n.term == 1 and n.vote == N1
 
 
+def _pre_candidate(id: int, storage: MemoryStorage | None = None) -> RawNode:
+    n = node(id=id, storage=storage)
+    while n.role is not Role.PRE_CANDIDATE:
+        n.tick()
+    drain(n)
+    return n
+
+
+def test_pre_candidate_steps_back_for_a_higher_ranked_pre_candidate() -> None:
+    """Liveness (docs/election-time.md, b2): of two pre-candidates with equal logs, the lower id steps back
+    (follower, same term, no vote cast, fresh timer) and grants the other's pre-vote; the higher id does not."""
+    low = _pre_candidate(1)
+    low.step(RequestVote(Term(1), N2, N1, Index(0), Term(0), pre_vote=True))
+    assert low.role is Role.FOLLOWER and low.term == 0 and low.vote == NO_NODE
+    assert low.election_elapsed == 0
+    rd = drain(low)
+    assert rd.hard_state is None, "stepping back changes nothing durable"
+    assert [(m.dst, m.granted, m.pre_vote) for m in sent(rd) if isinstance(m, RequestVoteResponse)] == [
+        (N2, True, True)
+    ]
+    # A late grant of its own abandoned round must not make it a candidate.
+    low.step(RequestVoteResponse(Term(1), N3, N1, True, pre_vote=True))
+    assert low.role is Role.FOLLOWER and low.term == 0
+
+    high = _pre_candidate(3)
+    high.step(RequestVote(Term(1), N2, N3, Index(0), Term(0), pre_vote=True))
+    assert high.role is Role.PRE_CANDIDATE, "a lower-ranked requester is granted but not yielded to"
+    high.step(RequestVoteResponse(Term(1), N1, N3, True, pre_vote=True))
+    assert high.role is Role.CANDIDATE and high.term == 1
+
+
+def test_pre_candidate_ranks_by_log_before_id() -> None:
+    """A longer log outranks a higher id (§5.4.1 order first); a shorter log never makes anyone step back."""
+    storage = MemoryStorage()
+    storage.append([Entry(Term(1), Index(1))])
+    storage.set_hard_state(HardState(Term(1), NO_NODE, Index(0)))
+    n = _pre_candidate(3, storage)
+    n.step(RequestVote(Term(2), N1, N3, Index(0), Term(0), pre_vote=True))  # shorter log, lower id
+    assert n.role is Role.PRE_CANDIDATE
+    n.step(RequestVote(Term(2), N2, N3, Index(1), Term(0), pre_vote=True))  # older last term: still behind
+    assert n.role is Role.PRE_CANDIDATE
+    n.step(RequestVote(Term(2), N1, N3, Index(2), Term(1), pre_vote=True))  # longer log, lower id: steps back
+    assert n.role is Role.FOLLOWER and n.term == 1
+
+
 def test_vote_is_persisted_before_it_is_sent() -> None:
     """§5.2: the granted vote leaves only after the hard state holding it is durable."""
     n = node(id=2)

@@ -272,6 +272,14 @@ class RawNode:
                     return
                 if msg.pre_vote:
                     # A pre-vote never changes anyone's term (§9.6); answer it from our current term.
+                    if self.role is Role.PRE_CANDIDATE and msg.term == self.term + 1 and self._outranked_by(msg):
+                        # Liveness only (docs/election-time.md, change b2): two pre-candidates that both win
+                        # their pre-votes split the real votes and waste a whole timeout. Of any two, exactly
+                        # one steps back — ranking by (log, id) is a total order — so only the top-ranked
+                        # one campaigns. Stepping back changes no term, vote or log: it is what losing a
+                        # pre-vote already does.
+                        self._events.append(f"pre-vote for term {msg.term}: yielding to node {msg.src}")
+                        self._become_follower(self.term, NO_NODE)
                     self._handle_vote_request(msg)
                     return
             if isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
@@ -560,6 +568,12 @@ class RawNode:
             self._become_follower(self.term, NO_NODE)
             return True
         return False
+
+    def _outranked_by(self, msg: RequestVote) -> bool:
+        """Whether the requester ranks above us: a more up-to-date log (§5.4.1), or an equal log and a higher id."""
+        mine = (self.log.last_term(), self.log.last_index())
+        theirs = (msg.last_term, msg.last_index)
+        return theirs > mine or (theirs == mine and msg.src > self.id)
 
     def _handle_vote_request(self, msg: RequestVote) -> None:
         # §5.2: at most one vote per term (first come, first served), and none while a leader is known.
