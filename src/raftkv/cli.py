@@ -58,6 +58,12 @@ def main() -> None:
 )
 @click.option("--snapshot-trailing", type=int, default=None, help="Entries kept below a snapshot (default 1000).")
 @click.option("--snapshot-bytes", type=int, default=None, help="Also snapshot after this many bytes (64 MiB; 0: off).")
+@click.option(
+    "--snapshot-growth",
+    type=float,
+    default=None,
+    help="Snapshot only once the commands since the last one reach this fraction of its size (0.5; 0: off).",
+)
 @click.option("--wal-segment-bytes", type=int, default=None, help="WAL segment file size (default 64 MiB).")
 @click.option(
     "--state-machine",

@@ -56,12 +56,16 @@ def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
         ({"--listen-peer": "127.0.0.1:99999"}, "outside 1..65535"),
         ({"--cluster-id": "bad id!"}, "--cluster-id"),
         ({"--id": "0"}, "must be >= 1"),
+        ({"--snapshot-growth": "-1"}, "--snapshot-growth must be between 0 and 100"),
     ],
 )
 def test_invalid_settings_are_refused_with_one_line(tmp_path: Path, change: dict[str, str], expected: str) -> None:
     args = base(tmp_path)
     for flag, value in change.items():
-        args[args.index(flag) + 1] = value
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
     line = one_error_line(serve(*args))
     assert expected in line
     assert not (tmp_path / "d1").exists(), "nothing may be created for an invalid configuration"

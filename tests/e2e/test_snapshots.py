@@ -19,7 +19,18 @@ from raftkv.local import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
-SNAPSHOT_ARGS = ("--snapshot-entries", "1000", "--snapshot-trailing", "100", "--wal-segment-bytes", str(256 << 10))
+# Growth 0: snapshot every 1,000 entries whatever the state's size (the default floor of 0.5 would space them
+# by the state's size; tests/server/test_snapshots_runtime.py covers it).
+SNAPSHOT_ARGS = (
+    "--snapshot-entries",
+    "1000",
+    "--snapshot-trailing",
+    "100",
+    "--snapshot-growth",
+    "0",
+    "--wal-segment-bytes",
+    str(256 << 10),
+)
 
 
 def dir_bytes(path: Path) -> int:

@@ -843,7 +843,8 @@ async def run_torture(
     env = {"RAFTKV_TEST_UNSAFE_STALE_READS": "1"} if unsafe_stale_reads else None
     args: list[str] = []
     if snapshot_entries is not None:
-        args += ["--snapshot-entries", str(snapshot_entries)]
+        # Growth 0: every snapshot_entries entries, however large the state (the point is to exercise them).
+        args += ["--snapshot-entries", str(snapshot_entries), "--snapshot-growth", "0"]
     if snapshot_trailing is not None:
         args += ["--snapshot-trailing", str(snapshot_trailing)]
     cluster = ProcCluster(data, nodes, cluster_id=f"torture-{seed}", env=env, extra_args=args, seed=seed)

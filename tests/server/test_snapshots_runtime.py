@@ -118,6 +118,32 @@ async def test_an_embedded_state_machine_is_snapshotted_compacted_and_restored_a
         await again.aclose(transfer_leadership=False)
 
 
+async def snapshots_taken(tmp_path: Path, growth: float) -> int:
+    """Propose 200 commands of ~100 bytes with a snapshot due every 10 entries; count the snapshots taken."""
+    cfg = configs(tmp_path, 1, snapshot_entries=10, snapshot_trailing=0, snapshot_bytes=0, snapshot_growth=growth)[0]
+    node = RaftNode(cfg, CommandLog())
+    await node.start()
+    try:
+        await wait_until(lambda: leader_of([node]) is not None, 2.0, "a leader")
+        for j in range(200):
+            await node.propose(f"{j:04d}".encode() * 25)
+            # One snapshot at a time: let a due snapshot finish before the next entries arrive.
+            await wait_until(lambda: not node._snapshotting, 5.0, "the snapshot to finish")
+        return int(node.metrics.registry.get_sample_value("raftkv_snapshots_total") or 0)
+    finally:
+        await node.aclose(transfer_leadership=False)
+
+
+async def test_snapshot_growth_spaces_snapshots_by_the_state_size(tmp_path: Path) -> None:
+    # CommandLog's state is every command, so its snapshot grows with each one. Without the floor a snapshot
+    # is due every 10 entries: ~20 of them. With growth 1.0 one is due only once the commands since the last
+    # snapshot are as large as it is: the state doubles between snapshots, so about log2(200 / 10) + 1 of them.
+    every = await snapshots_taken(tmp_path / "every", 0.0)
+    doubling = await snapshots_taken(tmp_path / "doubling", 1.0)
+    assert every >= 18, every
+    assert 3 <= doubling <= 7, doubling
+
+
 class FailingSnapshots(CommandLog):
     def __init__(self) -> None:
         super().__init__()

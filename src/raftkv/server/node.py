@@ -115,6 +115,8 @@ class RaftNode:
         self._last_snapshot = 0
         self._snapshot_failed_at = 0
         self._bytes_since_snapshot = 0
+        self._last_snapshot_bytes = 0
+        """Size of the newest snapshot's data: ``snapshot_growth`` scales the triggers by it."""
         self._snapshotting = False
         self.unsafe_stale_reads = False
         self.watches: WatchRegistry | None = None
@@ -145,6 +147,7 @@ class RaftNode:
             log.info("node %s: restoring the state machine from the snapshot at index %s", cfg.id, snapshot.meta.index)
             await self._restore_state_machine(snapshot)
         self._last_snapshot = snapshot.meta.index if snapshot is not None else 0
+        self._last_snapshot_bytes = snapshot.info.data_len if snapshot is not None else 0
         self.core = RawNode(
             RaftConfig(
                 id=cfg.id,
@@ -428,7 +431,9 @@ class RaftNode:
         since = core.log.applied - max(self._last_snapshot, self._snapshot_failed_at)
         by_entries = bool(cfg.snapshot_entries) and since >= cfg.snapshot_entries
         by_bytes = bool(cfg.snapshot_bytes) and self._bytes_since_snapshot >= cfg.snapshot_bytes
-        return by_entries or by_bytes
+        # Amortize: a snapshot rewrites the whole state, so wait until the new commands are worth it.
+        grown = self._bytes_since_snapshot >= cfg.snapshot_growth * self._last_snapshot_bytes
+        return (by_entries or by_bytes) and grown
 
     def _streams_snapshots(self) -> bool:
         """Whether the state machine's snapshot can be streamed from a worker thread while the loop applies
@@ -513,6 +518,7 @@ class RaftNode:
                 await loop.run_in_executor(self._wal_thread, storage.wal.compact, compact_to)
             core.set_snapshot(meta)
             self._last_snapshot = int(meta.index)
+            self._last_snapshot_bytes = size
             self._bytes_since_snapshot = 0
             self.metrics.snapshots.inc()
             log.info(
@@ -596,6 +602,8 @@ class RaftNode:
             raise StorageError(f"the snapshot at index {meta.index} to install is missing from the snapshot store")
         await self._restore_state_machine(snapshot)
         self._last_snapshot = max(self._last_snapshot, int(meta.index))
+        self._last_snapshot_bytes = snapshot.info.data_len
+        self._bytes_since_snapshot = 0
         log.info("node %s: installed the leader's snapshot at index %s", self.id, meta.index)
 
     def _on_peer_down(self, peer: NodeId) -> None:
