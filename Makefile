@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-check bench-snapshot bench-compare clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-check bench-snapshot bench-compare torture clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,14 @@ sim-long: setup
 ## Tests marked slow (e.g. the 3,000-round WAL crash test); not part of `make test`.
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+## The long torture runs (not in CI; ~32 min): real processes, every fault kind, histories checked.
+## Six 300 s runs alternating 3 and 5 nodes; TORTURE_SEEDS / TORTURE_DURATION / TORTURE_FAULTS override.
+TORTURE_SEEDS ?= 101..106
+TORTURE_DURATION ?= 300
+TORTURE_FAULTS ?= all
+torture: setup
+	$(PY) -m tests.e2e.torture --seeds $(TORTURE_SEEDS) --nodes 3,5 --duration $(TORTURE_DURATION) --faults $(TORTURE_FAULTS)
 
 ## Benchmarks: each prints its figures (recorded in docs/benchmarks.md).
 bench: bench-core bench-wal bench-cluster bench-check
