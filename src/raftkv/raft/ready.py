@@ -17,7 +17,10 @@ For each ``Ready`` returned by ``RawNode.ready()``, the driver must, in this ord
       granted vote (§5.2: ``votedFor`` is persisted before replying), an acknowledged append, a candidate's
       vote request for a term it must not forget. Sending them earlier breaks safety after a crash.
 3. **Apply** ``committed_entries`` to the state machine, in order, exactly once. They may include entries
-   from this same Ready's ``entries``, which is why step 1 comes first.
+   from this same Ready's ``entries``, which is why step 1 comes first. When the Ready has no ``entries`` and
+   no ``snapshot``, every committed entry is already in the durable log (earlier Readies were persisted
+   before their ``advance``), so the driver may apply them *before* or during step 1 (the runtime does, so a
+   Ready that only moves the commit index answers clients without waiting for its hard-state write).
 4. Call ``advance()``. Until then ``ready()`` may not be called again; ``step``/``tick``/``propose`` may.
 
 ``events`` are human-readable decisions ("became leader at term 7 with votes from 1,3") for the driver's log.
