@@ -33,7 +33,9 @@ Watch. Each write produces :class:`~raftkv.kv.watch.Event` values; a batch's eve
 
 from __future__ import annotations
 
+import bisect
 import io
+import operator
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Final, Protocol
@@ -70,6 +72,9 @@ from raftkv.kv.sessions import MAX_PENDING_RESULTS, SessionRecord, SessionTable
 from raftkv.kv.watch import DEFAULT_HISTORY_EVENTS, Event, EventType, WatchHub
 from raftkv.raft.errors import invariant
 from raftkv.raft.types import Entry, EntryType
+
+_seq: Final = operator.itemgetter(0)
+"""The sequence number of a session's ``(seq, result)`` pair."""
 
 
 class Readable(Protocol):
@@ -265,6 +270,7 @@ class KVStateMachine:
                     continue
                 results.append(self._execute(command, entry.index))
             self._sessions.purge(self._clock, txn)
+            self._sessions.flush(txn)
             txn.set_meta(Meta(self._applied, self._revision, self._clock))
             txn.commit()
         except BaseException:
@@ -518,6 +524,11 @@ class KVStateMachine:
         # The client's acknowledgements: it has replies for everything below first_incomplete (§6.3). Legacy
         # requests (0) acknowledge everything before themselves: one request in flight per session.
         low = max(record.low_seq, req.first_incomplete or req.seq)
+        # ``results`` is in seq order (SessionRecord's invariant), so the acknowledged ones are a prefix: find
+        # its end by bisection rather than filtering the whole tuple — with N requests in flight this runs N
+        # times per batch on every replica.
+        held = record.results
+        pending = held[bisect.bisect_left(held, low, key=_seq) :] if held and held[0][0] < low else held
         if req.seq < record.low_seq:
             result: Result = ErrorResult(
                 ErrorCode.STALE_REQUEST,
@@ -527,7 +538,7 @@ class KVStateMachine:
             fresh = False
         elif (kept := record.result_of(req.seq)) is not None:
             result, fresh = kept, False  # applied once already: answer, do not re-apply
-        elif sum(1 for s, _ in record.results if s >= low) >= MAX_PENDING_RESULTS:
+        elif len(pending) >= MAX_PENDING_RESULTS:
             result = ErrorResult(
                 ErrorCode.TOO_MANY_PENDING,
                 f"session {req.session_id} holds {MAX_PENDING_RESULTS} unacknowledged results; the request was "
@@ -536,12 +547,15 @@ class KVStateMachine:
             fresh = False
         else:
             result, fresh = self._write(req.op), True
-        results = [(s, r) for s, r in record.results if s >= low]
         if fresh:
-            results.append((req.seq, result))
-            results.sort(key=lambda sr: sr[0])
+            if not pending or pending[-1][0] < req.seq:
+                pending = (*pending, (req.seq, result))  # the usual case: requests arrive in seq order
+            else:
+                merged = list(pending)
+                bisect.insort(merged, (req.seq, result), key=_seq)
+                pending = tuple(merged)
         # Any request, even a retry or a stale one, proves the client is alive.
-        sessions.update(SessionRecord(record.session_id, record.ttl_ms, low, self._clock, tuple(results)), txn)
+        sessions.update(SessionRecord(record.session_id, record.ttl_ms, low, self._clock, pending))
         return result
 
     def _open_session(self, cmd: OpenSession, index: int) -> Result:
@@ -557,7 +571,7 @@ class KVStateMachine:
         if record is None:
             return _no_session(cmd.session_id)
         self._sessions.update(
-            SessionRecord(record.session_id, record.ttl_ms, record.low_seq, self._clock, record.results), txn
+            SessionRecord(record.session_id, record.ttl_ms, record.low_seq, self._clock, record.results)
         )
         return SessionResult(cmd.session_id)
 

@@ -22,20 +22,27 @@ moment it expires (a request on it gets ``SESSION_EXPIRED``, a keep-alive cannot
 Whenever two replicas have applied the same prefix of the log they hold the same sessions.
 
 The table keeps every live session in memory (they are few and small) and mirrors each change into the
-backend's write transaction, so sessions are persisted atomically with the data. Expiry uses a heap of
+backend's write transaction, so sessions are persisted atomically with the data. Updates (one per request)
+are mirrored once per session per batch, by :meth:`SessionTable.flush` before the batch commits: a client
+with 64 requests in flight would otherwise re-encode its 64-result record 64 times per batch. Opens, closes
+and expiries are mirrored at once (and cancel a pending update). Expiry uses a heap of
 ``(deadline, session_id)`` with one entry per session, revalidated lazily: a popped entry whose session was
 refreshed since is pushed back with its new deadline, so refreshing a session costs no heap operation.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import operator
 from collections.abc import Iterable
 from typing import Protocol
 
 import msgspec
 
 from raftkv.kv.commands import Result
+
+_seq = operator.itemgetter(0)
 
 MAX_PENDING_RESULTS = 4096
 """Results a session keeps for requests its client has not acknowledged yet (bounds a session's size)."""
@@ -56,9 +63,10 @@ class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
     results: tuple[tuple[int, Result], ...] = ()
 
     def result_of(self, seq: int) -> Result | None:
-        for s, r in self.results:
-            if s == seq:
-                return r
+        results = self.results
+        i = bisect.bisect_left(results, seq, key=_seq)  # in seq order: see the invariant above
+        if i < len(results) and results[i][0] == seq:
+            return results[i][1]
         return None
 
     @property
@@ -81,10 +89,12 @@ class SessionSink(Protocol):
 class SessionTable:
     """The live sessions, in memory, with their expiry heap."""
 
-    __slots__ = ("_expiry", "_sessions")
+    __slots__ = ("_dirty", "_expiry", "_sessions")
 
     def __init__(self, records: Iterable[SessionRecord] = ()) -> None:
         self._sessions: dict[int, SessionRecord] = {r.session_id: r for r in records}
+        self._dirty: set[int] = set()
+        """Sessions updated in memory but not yet mirrored to the sink (see :meth:`flush`)."""
         self._expiry: list[tuple[int, int]] = [(r.deadline_ms, r.session_id) for r in self._sessions.values()]
         heapq.heapify(self._expiry)
 
@@ -102,6 +112,7 @@ class SessionTable:
             return None
         if record.expired_at(clock_ms):
             del self._sessions[session_id]
+            self._dirty.discard(session_id)
             sink.delete_session(session_id)
             return None
         return record
@@ -111,14 +122,23 @@ class SessionTable:
         heapq.heappush(self._expiry, (record.deadline_ms, record.session_id))
         sink.put_session(record)
 
-    def update(self, record: SessionRecord, sink: SessionSink) -> None:
-        """Replace a live session's record (new result, or a refreshed activity time)."""
+    def update(self, record: SessionRecord) -> None:
+        """Replace a live session's record (new result, or a refreshed activity time); mirrored by :meth:`flush`."""
         self._sessions[record.session_id] = record
-        sink.put_session(record)
+        self._dirty.add(record.session_id)
+
+    def flush(self, sink: SessionSink) -> None:
+        """Mirror every updated session to ``sink``: call before the batch's transaction commits."""
+        if self._dirty:
+            sessions = self._sessions
+            for sid in sorted(self._dirty):  # sorted: the same writes in the same order on every replica
+                sink.put_session(sessions[sid])
+            self._dirty.clear()
 
     def close(self, session_id: int, sink: SessionSink) -> bool:
         if self._sessions.pop(session_id, None) is None:
             return False
+        self._dirty.discard(session_id)
         sink.delete_session(session_id)
         return True
 
@@ -134,6 +154,7 @@ class SessionTable:
                 continue  # closed, or already dropped by live(); its heap entry goes with it
             if record.expired_at(clock_ms):
                 del sessions[sid]
+                self._dirty.discard(sid)
                 sink.delete_session(sid)
                 removed += 1
             else:
