@@ -48,7 +48,7 @@ from raftkv.raft.errors import NotLeader, ProposalDropped
 from raftkv.raft.messages import Message
 from raftkv.raft.node import RawNode, Status
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.server.client_service import serve_clients
 from raftkv.server.config import NodeConfig
 from raftkv.server.identity import claim_data_dir
@@ -118,6 +118,8 @@ class RaftNode:
         self._last_snapshot_bytes = 0
         """Size of the newest snapshot's data: ``snapshot_growth`` scales the triggers by it."""
         self._snapshotting = False
+        self._unwritten_hard_state: HardState | None = None
+        """A commit-only hard state not written yet: it goes with the next WAL write (see the ready loop)."""
         self.unsafe_stale_reads = False
         self.watches: WatchRegistry | None = None
 
@@ -650,8 +652,18 @@ class RaftNode:
                     applied_early = bool(rd.committed_entries) and not rd.entries and rd.snapshot is None
                     if applied_early:
                         self._apply(rd.committed_entries)
-                    if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-                        await asyncio.get_running_loop().run_in_executor(self._wal_thread, self._persist, storage, rd)
+                    if rd.entries or rd.snapshot is not None or rd.must_sync:
+                        hard_state = rd.hard_state or self._unwritten_hard_state
+                        self._unwritten_hard_state = None
+                        await asyncio.get_running_loop().run_in_executor(
+                            self._wal_thread, self._persist, storage, rd, hard_state
+                        )
+                    elif rd.hard_state is not None:
+                        # Only the commit index moved (a term or vote change always sets must_sync). The commit
+                        # index is volatile state (Raft Figure 2), so it rides along with the next write
+                        # instead of costing a thread hop of its own; after a crash the node relearns it from
+                        # the leader (and never applies less than LMDB already holds).
+                        self._unwritten_hard_state = rd.hard_state
                     if rd.snapshot is not None:
                         await self._restore_installed(rd.snapshot)
                     if rd.messages_after_sync:
@@ -685,7 +697,7 @@ class RaftNode:
         self._fail_waiters(NodeFailed(message))
         self.stopped.set()
 
-    def _persist(self, storage: NodeStorage, rd: Ready) -> None:
+    def _persist(self, storage: NodeStorage, rd: Ready, hard_state: HardState | None) -> None:
         """Step 1 of the Ready contract, in a worker thread: entries, then hard state, then one fsync."""
         wal = storage.wal
         started = time.perf_counter()
@@ -693,8 +705,8 @@ class RaftNode:
             wal.apply_snapshot(rd.snapshot)  # the snapshot file itself was saved when it arrived
         if rd.entries:
             wal.append(rd.entries)
-        if rd.hard_state is not None:
-            wal.set_hard_state(rd.hard_state)
+        if hard_state is not None:
+            wal.set_hard_state(hard_state)
         if rd.must_sync:
             wal.sync()
             self.metrics.fsync_seconds.observe(time.perf_counter() - started)
