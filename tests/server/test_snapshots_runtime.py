@@ -7,6 +7,7 @@ from pathlib import Path
 
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvclient import connect
+from raftkv.raft.types import Index
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.node import RaftNode
 from raftkv.server.statemachine import CommandLog
@@ -168,5 +169,32 @@ async def test_a_failing_snapshot_keeps_the_log_and_is_retried_an_interval_later
         storage = node._storage
         assert storage is not None and storage.wal.first_index() == 1, "nothing compacted without a snapshot"
         assert node.failure is None
+    finally:
+        await node.aclose(transfer_leadership=False)
+
+
+async def test_the_core_learns_of_a_snapshot_before_the_log_is_compacted_below_it(tmp_path: Path) -> None:
+    # Regression (torture seed 105): the runtime compacted the WAL (awaiting a worker thread) before telling the
+    # core about the new snapshot; a leader that found a follower's next entry gone in between had only an older
+    # snapshot to send, and stopped on an invariant. Every compaction must find the core already covering it.
+    cfg = configs(tmp_path, 1, snapshot_entries=20, snapshot_trailing=5, snapshot_bytes=0, snapshot_growth=0.0)[0]
+    node = RaftNode(cfg, CommandLog())
+    await node.start()
+    try:
+        await wait_until(lambda: leader_of([node]) is not None, 2.0, "a leader")
+        storage, core = node._storage, node.core
+        assert storage is not None and core is not None
+        seen: list[tuple[int, int]] = []
+        compact = storage.wal.compact
+
+        def checked_compact(index: Index) -> None:
+            seen.append((int(index), int(core.latest_snapshot.index)))
+            compact(index)
+
+        storage.wal.compact = checked_compact  # type: ignore[method-assign]
+        for j in range(100):
+            await node.propose(f"c{j}".encode())
+        await wait_until(lambda: len(seen) >= 3, 5.0, "a few compactions")
+        assert all(to <= covered for to, covered in seen), seen
     finally:
         await node.aclose(transfer_leadership=False)

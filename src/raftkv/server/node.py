@@ -514,11 +514,16 @@ class RaftNode:
                 self._snapshotting = False
                 return
             meta, size = saved
+            # Tell the core first, then compact. Invariant: the core's newest snapshot always covers every entry
+            # the log has dropped (first_index - 1 <= latest_snapshot.index), because a leader that finds a
+            # follower's next entry compacted away sends it that snapshot (§7). The compaction is awaited in
+            # another thread: in the other order the ready loop could run in between and find the entries gone
+            # but only an older snapshot to send (found by the torture harness, seed 105).
+            core.set_snapshot(meta)
             # Compact only below the snapshot, keeping a trailing window; never past what the snapshot covers.
             compact_to = Index(min(meta.index - self.config.snapshot_trailing, storage.wal.last_index()))
             if compact_to > storage.wal.first_index() - 1:
                 await loop.run_in_executor(self._wal_thread, storage.wal.compact, compact_to)
-            core.set_snapshot(meta)
             self._last_snapshot = int(meta.index)
             self._last_snapshot_bytes = size
             self._bytes_since_snapshot = 0
