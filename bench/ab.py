@@ -1,0 +1,112 @@
+"""A/B the service path of two or more source trees, side by side on this machine.
+
+    git worktree add /tmp/old <rev>          # the "before" tree
+    PYTHONPATH=. .venv/bin/python bench/ab.py /tmp/old/src src --rounds 3
+
+For each round and each tree (interleaved, so the machine's drift hits every tree alike): start a fresh 3-node
+``raftkv serve`` cluster running that tree's code (``PYTHONPATH``), then ``raftkv bench`` puts at 64 in flight,
+sequential puts and linearizable gets at 64 in flight, ``--duration`` seconds each. Prints one line per run and,
+at the end, the median of each shape per tree. The machine is shared and noisy: compare medians of several
+rounds, never one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SHAPES: list[tuple[str, list[str]]] = [
+    ("put@64", ["--clients", "64"]),
+    ("sequential", ["--clients", "1"]),
+    ("get@64", ["--clients", "64", "--ratio", "0:1"]),
+]
+
+# The cluster runs in a child process so that each tree's code is imported fresh.
+CHILD = r"""
+import asyncio, json, subprocess, sys
+from pathlib import Path
+from raftkv.client import connect
+from raftkv.local import LocalCluster
+
+async def main(root, duration, shapes):
+    lc = LocalCluster(Path(root), cluster_id="ab")
+    lc.start_all()
+    out = {}
+    try:
+        for _ in range(150):
+            async with connect(lc.endpoints(), "ab") as c:
+                reports = [r for r in await c.statuses(0.5) if hasattr(r, "leader")]
+            leaders = {r.leader for r in reports}
+            if len(reports) == 3 and len(leaders) == 1 and None not in leaders:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise SystemExit("the cluster did not elect a leader")
+        endpoints = ",".join(map(str, lc.endpoints()))
+        for name, extra in shapes:
+            r = subprocess.run(
+                [sys.executable, "-m", "raftkv.cli", "bench", "--endpoints", endpoints, "--duration",
+                 str(duration), "--json", *extra],
+                capture_output=True, text=True, check=True, timeout=duration + 60,
+            )
+            j = json.loads(r.stdout)
+            out[name] = [j["ops_per_s"], j["p50_ms"]]
+    finally:
+        lc.stop_all()
+    print(json.dumps(out))
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])))
+"""
+
+
+def run_tree(src: Path, duration: float) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="raftkv-ab-") as root:
+        env = dict(os.environ, PYTHONPATH=str(src.resolve()))
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, root, str(duration), json.dumps(SHAPES)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=len(SHAPES) * (duration + 60) + 120,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise SystemExit(f"bench/ab.py: the run on {src} failed: {r.stderr.strip().splitlines()[-1:]}")
+        result: dict[str, list[float]] = json.loads(r.stdout.strip().splitlines()[-1])
+        return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("trees", nargs="+", type=Path, help="src/ folders to compare (each holds the raftkv package)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per shape (default 6)")
+    args = ap.parse_args()
+    for tree in args.trees:
+        if not (tree / "raftkv" / "__init__.py").exists():
+            ap.error(f"{tree} does not hold the raftkv package (give the src/ folder of a checkout)")
+    results: dict[Path, list[dict[str, list[float]]]] = {t: [] for t in args.trees}
+    for rnd in range(args.rounds):
+        for tree in args.trees if rnd % 2 == 0 else list(reversed(args.trees)):
+            res = run_tree(tree, args.duration)
+            results[tree].append(res)
+            cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms" for k, v in res.items())
+            print(f"round {rnd + 1} {tree}: {cells}", flush=True)
+    print("\nmedians over the rounds (ops/s, p50 ms):")
+    for tree, runs in results.items():
+        cells = "  ".join(
+            f"{name} {statistics.median(r[name][0] for r in runs):,.0f}/s "
+            f"{statistics.median(r[name][1] for r in runs):.2f} ms"
+            for name, _ in SHAPES
+        )
+        print(f"  {tree}: {cells}")
+
+
+if __name__ == "__main__":
+    main()
