@@ -324,3 +324,19 @@ def test_reads_are_safe_during_appends_rotations_and_compactions(tmp_path: Path)
     assert not problems, problems[:5]
     assert reads[0] > 0
     w.close()
+
+
+def test_entry_bytes_sums_the_held_entries_in_a_range(tmp_path: Path) -> None:
+    w = WAL.open(tmp_path / "wal", segment_bytes=SEG)
+    entries = run(1, 40, size=100)
+    w.append(entries)
+    w.sync()
+    one = entries[0].size_bytes()
+    assert w.entry_bytes(Index(1), Index(41)) == 40 * one
+    assert w.entry_bytes(Index(11), Index(21)) == 10 * one
+    assert w.entry_bytes(Index(35), Index(1000)) == 6 * one, "clamped to the last index"
+    w.compact(Index(20))
+    assert w.entry_bytes(Index(1), Index(25)) == (25 - w.first_index()) * one, "compacted entries count nothing"
+    w = reopen(w)
+    assert w.entry_bytes(Index(30), Index(41)) == 11 * one, "the same after a reopen (rebuilt index)"
+    w.close()

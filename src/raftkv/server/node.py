@@ -171,6 +171,12 @@ class RaftNode:
         )
         if snapshot is not None:
             self.core.set_snapshot(snapshot.meta)
+        # What was applied since the last snapshot before this restart counts toward the next one: with a state
+        # machine that keeps its progress (LMDB) those entries are not re-applied, and a node restarted more
+        # often than --snapshot-growth's worth of commands would otherwise never snapshot again.
+        self._bytes_since_snapshot = self._storage.wal.entry_bytes(
+            Index(self._last_snapshot + 1), Index(self.core.log.applied + 1)
+        )
         self.transport = Transport(
             cfg.id,
             cfg.cluster_id,

@@ -628,6 +628,14 @@ class WAL:
                 out.extend(self._cache[: hi - cache_lo])
             return out
 
+    def entry_bytes(self, lo: Index, hi: Index) -> int:
+        """Total size (``Entry.size_bytes()``) of the held entries ``lo <= i < hi``; indexes outside the log
+        count nothing. Cheap: it reads the in-memory index, not the segments."""
+        with self._lock:
+            k0 = max(int(lo), self._bi + 1) - self._bi - 1
+            k1 = min(int(hi), self._last + 1) - self._bi - 1
+            return sum(self._sizes[k0:k1]) if k1 > k0 else 0
+
     def _limit_size(self, lo: int, hi: int, max_bytes: int) -> Index:
         """``hi`` cut so that entries ``lo..`` fit in ``max_bytes`` (at least one); sizes == Entry.size_bytes()."""
         sizes = self._sizes
