@@ -152,3 +152,35 @@ def test_data_dir_restart_picks_the_snapshot_matching_the_log(tmp_path: Path) ->
     for _ in range(2):  # the same error twice: a failed open releases the log's lock (no StorageInUseError)
         with pytest.raises(CorruptSnapshotError):
             open_data_dir(tmp_path / "node")
+
+
+@pytest.mark.parametrize("case", ["past the log", "conflicting term"])
+def test_a_received_snapshot_the_log_never_installed_is_installed_on_open(tmp_path: Path, case: str) -> None:
+    # The transport saves a leader's snapshot before the core accepts it; a crash in between left a store whose
+    # newest snapshot the log knows nothing of, and the node could not restart (applied index past the log).
+    node = open_data_dir(tmp_path / "node", segment_bytes=4096)
+    node.wal.append(run(1, 5, term=1) if case == "past the log" else run(1, 30, term=1))
+    node.wal.sync()
+    leader_snapshot = SnapshotMeta(Index(10), Term(2), (NodeId(1), NodeId(2), NodeId(3)))
+    node.snapshots.save(leader_snapshot, b"the leader's state at 10")
+    node.close()
+    node = open_data_dir(tmp_path / "node", segment_bytes=4096)
+    assert node.snapshot is not None and node.snapshot.meta == leader_snapshot
+    assert node.wal.first_index() == 11 and node.wal.last_index() == 10, "the log now starts after the snapshot"
+    assert node.wal.term(Index(10)) == 2
+    node.close()
+    # And the install is durable: a second open finds the log and the snapshot in agreement.
+    node = open_data_dir(tmp_path / "node", segment_bytes=4096)
+    assert node.wal.first_index() == 11 and node.snapshot is not None
+    node.close()
+
+
+def test_a_snapshot_the_log_agrees_with_leaves_the_log_alone(tmp_path: Path) -> None:
+    node = open_data_dir(tmp_path / "node", segment_bytes=4096)
+    node.wal.append(run(1, 30, term=1))
+    node.wal.sync()
+    node.snapshots.save(meta(20), b"our own state at 20")
+    node.close()
+    node = open_data_dir(tmp_path / "node", segment_bytes=4096)
+    assert node.wal.first_index() == 1 and node.wal.last_index() == 30, "the trailing entries stay"
+    node.close()
