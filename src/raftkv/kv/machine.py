@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import bisect
 import io
-import operator
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Final, Protocol
@@ -68,13 +67,10 @@ from raftkv.kv.commands import (
 )
 from raftkv.kv.errors import CommandError, ErrorCode, SnapshotError
 from raftkv.kv.keys import is_single_key, scan_bounds
-from raftkv.kv.sessions import MAX_PENDING_RESULTS, SessionRecord, SessionTable
+from raftkv.kv.sessions import MAX_PENDING_RESULTS, SessionRecord, SessionTable, seq_of
 from raftkv.kv.watch import DEFAULT_HISTORY_EVENTS, Event, EventType, WatchHub
 from raftkv.raft.errors import invariant
 from raftkv.raft.types import Entry, EntryType
-
-_seq: Final = operator.itemgetter(0)
-"""The sequence number of a session's ``(seq, result)`` pair."""
 
 
 class Readable(Protocol):
@@ -524,11 +520,9 @@ class KVStateMachine:
         # The client's acknowledgements: it has replies for everything below first_incomplete (§6.3). Legacy
         # requests (0) acknowledge everything before themselves: one request in flight per session.
         low = max(record.low_seq, req.first_incomplete or req.seq)
-        # ``results`` is in seq order (SessionRecord's invariant), so the acknowledged ones are a prefix: find
-        # its end by bisection rather than filtering the whole tuple — with N requests in flight this runs N
-        # times per batch on every replica.
-        held = record.results
-        pending = held[bisect.bisect_left(held, low, key=_seq) :] if held and held[0][0] < low else held
+        # Bisection, not a filter of the whole tuple: with N requests in flight this runs N times per batch on
+        # every replica.
+        pending = record.results_from(low)
         if req.seq < record.low_seq:
             result: Result = ErrorResult(
                 ErrorCode.STALE_REQUEST,
@@ -552,7 +546,7 @@ class KVStateMachine:
                 pending = (*pending, (req.seq, result))  # the usual case: requests arrive in seq order
             else:
                 merged = list(pending)
-                bisect.insort(merged, (req.seq, result), key=_seq)
+                bisect.insort(merged, (req.seq, result), key=seq_of)
                 pending = tuple(merged)
         # Any request, even a retry or a stale one, proves the client is alive.
         sessions.update(SessionRecord(record.session_id, record.ttl_ms, low, self._clock, pending))

@@ -42,7 +42,8 @@ import msgspec
 
 from raftkv.kv.commands import Result
 
-_seq = operator.itemgetter(0)
+seq_of = operator.itemgetter(0)
+"""The sequence number of a ``(seq, result)`` pair: the sort key of ``SessionRecord.results``."""
 
 MAX_PENDING_RESULTS = 4096
 """Results a session keeps for requests its client has not acknowledged yet (bounds a session's size)."""
@@ -62,9 +63,16 @@ class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
     last_active_ms: int
     results: tuple[tuple[int, Result], ...] = ()
 
+    def results_from(self, low: int) -> tuple[tuple[int, Result], ...]:
+        """The results with ``seq >= low``: a suffix, found by bisection (``results`` is in seq order)."""
+        results = self.results
+        if not results or results[0][0] >= low:
+            return results
+        return results[bisect.bisect_left(results, low, key=seq_of) :]
+
     def result_of(self, seq: int) -> Result | None:
         results = self.results
-        i = bisect.bisect_left(results, seq, key=_seq)  # in seq order: see the invariant above
+        i = bisect.bisect_left(results, seq, key=seq_of)  # in seq order: see the invariant above
         if i < len(results) and results[i][0] == seq:
             return results[i][1]
         return None
