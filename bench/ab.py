@@ -8,6 +8,10 @@ For each round and each tree (interleaved, so the machine's drift hits every tre
 sequential puts and linearizable gets at 64 in flight, ``--duration`` seconds each. Prints one line per run and,
 at the end, the median of each shape per tree. The machine is shared and noisy: compare medians of several
 rounds, never one run.
+
+Besides ops/s and p50, each cell shows the CPU the three nodes spent per operation (µs, from ``/proc``; 100% of
+one core for one second is 1,000,000 µs). On a machine whose speed drifts, CPU per operation moves far less than
+throughput does, so it resolves changes of a few percent that ops/s cannot.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ SHAPES: list[tuple[str, list[str]]] = [
 
 # The cluster runs in a child process so that each tree's code is imported fresh.
 CHILD = r"""
-import asyncio, json, subprocess, sys
+import asyncio, json, os, subprocess, sys
 from pathlib import Path
 from raftkv.client import connect
 from raftkv.local import LocalCluster
@@ -49,14 +53,25 @@ async def main(root, duration, shapes):
         else:
             raise SystemExit("the cluster did not elect a leader")
         endpoints = ",".join(map(str, lc.endpoints()))
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu_us():
+            total = 0
+            for p in lc.procs.values():
+                with open(f"/proc/{p.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+            return total * 1_000_000 / tick
+
         for name, extra in shapes:
+            before = cpu_us()
             r = subprocess.run(
                 [sys.executable, "-m", "raftkv.cli", "bench", "--endpoints", endpoints, "--duration",
                  str(duration), "--json", *extra],
                 capture_output=True, text=True, check=True, timeout=duration + 60,
             )
             j = json.loads(r.stdout)
-            out[name] = [j["ops_per_s"], j["p50_ms"]]
+            out[name] = [j["ops_per_s"], j["p50_ms"], (cpu_us() - before) / max(1, j["ops"])]
     finally:
         lc.stop_all()
     print(json.dumps(out))
@@ -96,13 +111,14 @@ def main() -> None:
         for tree in args.trees if rnd % 2 == 0 else list(reversed(args.trees)):
             res = run_tree(tree, args.duration)
             results[tree].append(res)
-            cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms" for k, v in res.items())
+            cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in res.items())
             print(f"round {rnd + 1} {tree}: {cells}", flush=True)
-    print("\nmedians over the rounds (ops/s, p50 ms):")
+    print("\nmedians over the rounds (ops/s, p50 ms, node CPU µs per op):")
     for tree, runs in results.items():
         cells = "  ".join(
             f"{name} {statistics.median(r[name][0] for r in runs):,.0f}/s "
-            f"{statistics.median(r[name][1] for r in runs):.2f} ms"
+            f"{statistics.median(r[name][1] for r in runs):.2f} ms "
+            f"{statistics.median(r[name][2] for r in runs):.0f} µs"
             for name, _ in SHAPES
         )
         print(f"  {tree}: {cells}")
