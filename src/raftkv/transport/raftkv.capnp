@@ -112,7 +112,10 @@ struct SnapshotChunk {
 }
 
 struct MessageBatch {
+  # One frame of the peer data plane (see `Peer.send` below and raftkv/transport/peers.py): every message
+  # queued for one peer, with the same header a `send` call carries.
   messages @0 :List(Message);
+  header @1 :Header;
 }
 
 struct NodeStatus {
@@ -148,6 +151,9 @@ interface Peer {
   # message sent back later, after the replier's fsync. So one call carries every message queued for this
   # peer (appendEntries and their responses, requestVote and pre-vote, heartbeats, timeoutNow): one call
   # costs ~75 us of CPU in pycapnp whatever it carries.
+  # Nodes normally carry these messages as MessageBatch frames on a plain stream instead (the data plane, see
+  # raftkv/transport/peers.py): a one-way frame needs no reply, so it costs a quarter of a call. `send` stays
+  # for senders configured without frames.
   send @0 (header :Header, messages :List(Message)) -> (error :Error);
 
   # The seed's echo: returns what it was given, with the answering node's id and term (and where its clients
