@@ -9,12 +9,12 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 import pytest
 
-from raftkv.raft.messages import Message
-from raftkv.raft.types import NodeId
+from raftkv.raft.messages import Message, TimeoutNow
+from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address
 from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.peers import Transport
+from raftkv.transport.peers import FRAME_MAGIC, MAX_FRAME_BYTES, Transport, TransportSettings
 from tests.server.cluster import free_ports
 
 
@@ -79,3 +79,105 @@ async def test_strangers_and_malformed_input_are_refused(tmp_path: Path) -> None
             client2.close()
         finally:
             await t.close()
+
+
+def _frame(header: dict[str, object], terms: list[int]) -> bytes:
+    mb = schema.MessageBatch.new_message()
+    mb.header = header
+    lst = mb.init("messages", len(terms))
+    for k, term in enumerate(terms):
+        lst[k].init("timeoutNow").term = term
+    data = mb.to_bytes()
+    return len(data).to_bytes(4, "little") + data
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    async with asyncio.timeout(2):
+        return await reader.read(1) == b""
+
+
+async def test_data_plane_frames_are_delivered_and_bad_ones_close_only_their_connection() -> None:
+    port, other = free_ports(2)
+    received: list[list[Message]] = []
+    good = {"clusterId": "prod", "from": 2, "to": 1}
+    async with kj_loop():
+        t = Transport(
+            NodeId(1),
+            "prod",
+            {NodeId(1): Address("127.0.0.1", port), NodeId(2): Address("127.0.0.1", other)},
+            received.append,
+            lambda: 7,
+        )
+        await t.listen(Address("127.0.0.1", port))
+        try:
+            # The magic and the first frame may arrive split anywhere: the receiver reassembles them.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            data = FRAME_MAGIC + _frame(good, [1, 2]) + _frame(good, [3])
+            for piece in (data[:2], data[2:9], data[9:]):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            async with asyncio.timeout(2):
+                while sum(map(len, received)) < 3:
+                    await asyncio.sleep(0.01)
+            assert [m.term for batch in received for m in batch] == [1, 2, 3]
+            assert all(m.src == 2 and m.dst == 1 for batch in received for m in batch)
+
+            # A stranger's frame is refused: counted, and that connection is closed.
+            writer.write(_frame({"clusterId": "prod", "from": 9, "to": 1}, [4]))
+            assert await _closed_by_peer(reader)
+            assert t.counters.refused == 1
+            writer.close()
+
+            # A length beyond the limit, and bytes that are not a MessageBatch: malformed, closed.
+            for junk in (
+                (MAX_FRAME_BYTES + 1).to_bytes(4, "little"),
+                (16).to_bytes(4, "little") + b"\xff" * 16,
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(FRAME_MAGIC + junk)
+                assert await _closed_by_peer(reader)
+                writer.close()
+            assert t.counters.malformed == 2
+            assert sum(map(len, received)) == 3
+
+            # The Cap'n Proto side of the same port is unaffected.
+            client, cap = await _peer_cap(port)
+            r = await cap.ping(header=good, payload=b"still here")
+            assert bytes(r.payload) == b"still here"
+            client.close()
+        finally:
+            await t.close()
+
+
+@pytest.mark.parametrize("frames", [True, False], ids=["frames", "capnp-calls"])
+async def test_a_link_delivers_every_message_in_order(frames: bool) -> None:
+    p1, p2 = free_ports(2)
+    peers = {NodeId(1): Address("127.0.0.1", p1), NodeId(2): Address("127.0.0.1", p2)}
+    received: list[Message] = []
+    settings = TransportSettings(frames=frames, max_batch_msgs=7)  # many small batches
+    async with kj_loop():
+        t1 = Transport(NodeId(1), "prod", peers, received.extend, lambda: 1, settings)
+        t2 = Transport(NodeId(2), "prod", peers, lambda _m: None, lambda: 1, settings)
+        await t1.listen(peers[NodeId(1)])
+        await t2.listen(peers[NodeId(2)])
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = t2.start_links(tg)
+                async with asyncio.timeout(5):
+                    while not t2.connected(NodeId(1)):
+                        await asyncio.sleep(0.01)
+                    for term in range(1, 1001):
+                        t2.send([TimeoutNow(Term(term), NodeId(2), NodeId(1))])
+                        if term % 100 == 0:
+                            await asyncio.sleep(0)
+                    while len(received) < 1000:
+                        await asyncio.sleep(0.01)
+                for task in tasks:
+                    task.cancel()
+            assert [m.term for m in received] == list(range(1, 1001))
+            assert t2.counters.sent_msgs[NodeId(1)] == 1000
+            assert t2.counters.sent_calls[NodeId(1)] >= 1000 // 7
+        finally:
+            await t2.close()
+            await t1.close()
