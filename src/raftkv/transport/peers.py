@@ -263,6 +263,9 @@ class PeerLink:
         """The core asked to send this peer a snapshot; streamed by its own task, beside the normal traffic."""
         self.snapshot_wake = asyncio.Event()
         self._rng = random.Random()
+        self._frames: _FrameSender | None = None
+        """The data plane connection while the pump runs on it."""
+        self._wire_header = _header(transport.cluster_id, transport.node_id, peer)
 
     def enqueue(self, msg: Message) -> None:
         if type(msg) is InstallSnapshot:
@@ -401,24 +404,44 @@ class PeerLink:
 
     async def _pump_frames(self, frames: _FrameSender) -> None:
         s = self.t.settings
-        c = self.t.counters
-        header = _header(self.t.cluster_id, self.t.node_id, self.peer)
         transport = frames.transport
         assert transport is not None
-        while True:
-            if not self.queue:
-                await self.wake.wait()
-                self.wake.clear()
-                continue
-            if not frames.writable.is_set():
-                # The peer is not reading (or the network is slow): wait for the buffer to drain, not forever.
-                async with asyncio.timeout(s.call_timeout_s):
-                    await frames.writable.wait()
-                if transport.is_closing():
-                    raise ConnectionError("the data plane connection closed")
+        self._frames = frames
+        try:
+            while True:
+                if not self.queue:
+                    await self.wake.wait()
+                    self.wake.clear()
+                    continue
+                if not frames.writable.is_set():
+                    # The peer is not reading (or the network is slow): wait for the buffer to drain, not forever.
+                    async with asyncio.timeout(s.call_timeout_s):
+                        await frames.writable.wait()
+                    if transport.is_closing():
+                        raise ConnectionError("the data plane connection closed")
+                self._write_frames(frames)
+        finally:
+            self._frames = None
+
+    def flush(self) -> None:
+        """Write what is queued now, from the caller's turn of the loop, if the data plane can take it.
+
+        Saves the pump task's wake-up on the common path (the ready loop sends a Ready's messages); the pump
+        still handles a full buffer. Both run on the loop thread, so frames never interleave.
+        """
+        frames = self._frames
+        if frames is not None and self.queue and frames.writable.is_set():
+            self._write_frames(frames)
+
+    def _write_frames(self, frames: _FrameSender) -> None:
+        transport = frames.transport
+        if transport is None or transport.is_closing():
+            return  # the pump notices the closed connection and reconnects
+        c = self.t.counters
+        while self.queue and frames.writable.is_set():
             batch = self._take_batch()
             mb = schema.MessageBatch.new_message()
-            mb.header = header
+            mb.header = self._wire_header
             lst = mb.init("messages", len(batch))
             for k, msg in enumerate(batch):
                 encode_into(lst[k], msg)
@@ -832,10 +855,14 @@ class Transport:
 
     def send(self, messages: Iterable[Message]) -> None:
         links = self.links
+        touched: set[PeerLink] = set()
         for msg in messages:
             link = links.get(msg.dst)
             if link is not None:
                 link.enqueue(msg)
+                touched.add(link)
+        for link in touched:
+            link.flush()
 
     def snapshot_sent(self, peer: NodeId, ok: bool) -> None:
         if self.on_snapshot_sent is not None:
