@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address
 from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.peers import FRAME_MAGIC, MAX_FRAME_BYTES, Transport, TransportSettings
+from raftkv.transport.peers import FRAME_MAGIC, MAX_FRAME_BYTES, Transport, TransportSettings, _FrameSender
 from tests.server.cluster import free_ports
 
 
@@ -181,3 +182,40 @@ async def test_a_link_delivers_every_message_in_order(frames: bool) -> None:
         finally:
             await t2.close()
             await t1.close()
+
+
+class _ClosedTransport:
+    def is_closing(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> None:
+        raise AssertionError("nothing may be written to a closed connection")
+
+
+async def test_a_pump_whose_data_plane_closed_gives_up_instead_of_spinning() -> None:
+    # Regression: the pump once went round forever, never yielding, when the connection closed with messages
+    # queued (the loop froze: no ticks, no elections). A watchdog turns a hang into a failure.
+    faulthandler.dump_traceback_later(20, exit=True)
+    try:
+        port, other = free_ports(2)
+        t = Transport(
+            NodeId(2),
+            "prod",
+            {NodeId(1): Address("127.0.0.1", port), NodeId(2): Address("127.0.0.1", other)},
+            lambda _m: None,
+            lambda: 1,
+        )
+        link = t.links[NodeId(1)]
+        link.connected = True
+        frames = _FrameSender()
+        frames.transport = _ClosedTransport()  # type: ignore[assignment]
+        for term in (1, 2, 3):
+            link.enqueue(TimeoutNow(Term(term), NodeId(2), NodeId(1)))
+        link._write_frames(frames)  # what Transport.send's flush does
+        assert not link.queue and t.counters.dropped_msgs[NodeId(1)] == 3
+        link.enqueue(TimeoutNow(Term(4), NodeId(2), NodeId(1)))
+        with pytest.raises(ConnectionError):
+            async with asyncio.timeout(5):
+                await link._pump_frames(frames)
+    finally:
+        faulthandler.cancel_dump_traceback_later()

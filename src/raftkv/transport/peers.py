@@ -417,8 +417,8 @@ class PeerLink:
                     # The peer is not reading (or the network is slow): wait for the buffer to drain, not forever.
                     async with asyncio.timeout(s.call_timeout_s):
                         await frames.writable.wait()
-                    if transport.is_closing():
-                        raise ConnectionError("the data plane connection closed")
+                if transport.is_closing():
+                    raise ConnectionError("the data plane connection closed")
                 self._write_frames(frames)
         finally:
             self._frames = None
@@ -435,9 +435,12 @@ class PeerLink:
 
     def _write_frames(self, frames: _FrameSender) -> None:
         transport = frames.transport
-        if transport is None or transport.is_closing():
-            return  # the pump notices the closed connection and reconnects
         c = self.t.counters
+        if transport is None or transport.is_closing():
+            # Stale by the time the link is back (the pump notices the closed connection and reconnects).
+            TransportCounters.bump(c.dropped_msgs, self.peer, len(self.queue))
+            self.queue.clear()
+            return
         while self.queue and frames.writable.is_set():
             batch = self._take_batch()
             mb = schema.MessageBatch.new_message()
