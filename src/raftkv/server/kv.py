@@ -69,7 +69,8 @@ async def execute_batch(
         raise NotLeader(core.leader)
     now_ms = int(time.time() * 1000)
     results: list[Result | None] = [None] * len(commands)
-    writes: list[tuple[int, asyncio.Future[Any]]] = []
+    write_at: list[int] = []
+    datas: list[bytes] = []
     linearizable: list[int] = []
     for k, (cmd, serializable) in enumerate(commands):
         if isinstance(cmd, Range):
@@ -78,8 +79,12 @@ async def execute_batch(
             else:
                 linearizable.append(k)
         else:
-            _index, _term, fut = node.submit(encode_command(stamp(cmd, now_ms)))
-            writes.append((k, fut))
+            write_at.append(k)
+            datas.append(encode_command(stamp(cmd, now_ms)))
+    writes: list[tuple[int, asyncio.Future[Any]]] = []
+    if datas:
+        _index, _term, futs = node.submit_batch(datas)
+        writes = list(zip(write_at, futs, strict=True))
     async with asyncio.timeout(timeout):
         if linearizable:
             await node.read_barrier(timeout=None)

@@ -324,17 +324,29 @@ class RaftNode:
 
     def submit(self, data: bytes) -> tuple[Index, Term, asyncio.Future[Any]]:
         """Append ``data`` on this leader now; the future resolves with its result (``propose`` awaits it)."""
+        index, term, (fut,) = self.submit_batch((data,))
+        return index, term, fut
+
+    def submit_batch(self, datas: Sequence[bytes]) -> tuple[Index, Term, list[asyncio.Future[Any]]]:
+        """``submit`` for several commands at consecutive indexes (from the returned one on), in one step of the
+        core: a client's batch costs one proposal, not one per command."""
         if self._closed or self.core is None:
             raise ProposalDropped("the node is stopped")
         if self.failure is not None:
             raise NodeFailed(str(self.failure))
         core = self.core
-        index = core.propose(data)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[index] = (core.term, fut)
-        self.metrics.proposals.inc()
+        first = core.propose_batch(datas)
+        term = core.term
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = []
+        waiters = self._waiters
+        for k in range(len(datas)):
+            fut: asyncio.Future[Any] = loop.create_future()
+            waiters[Index(first + k)] = (term, fut)
+            futs.append(fut)
+        self.metrics.proposals.inc(len(datas))
         self._wake.set()
-        return index, core.term, fut
+        return first, term, futs
 
     async def read_barrier(self, timeout: float | None = 5.0) -> Index:
         """Wait until a read served from this node's state machine is linearizable (ReadIndex, §6.4).
