@@ -112,12 +112,28 @@ class _NotLeader(Exception):
     address: str
 
 
+def _execute_request(conn: _Conn, calls: Sequence[_Call], timeout_ms: int) -> Any:
+    """An ``execute`` call filled field by field (a list of dicts costs pycapnp ~5 µs per request to convert)."""
+    request = conn.cap.execute_request()
+    request.header = conn.header_struct
+    request.timeoutMs = timeout_ms
+    items = request.init("requests", len(calls))
+    for k, call in enumerate(calls):
+        item = items[k]
+        item.command = call.command
+        if call.serializable:
+            item.serializable = True
+    return request
+
+
 class _Conn:
     """One connection to one node's client port."""
 
     def __init__(self, endpoint: Address, cluster_id: str) -> None:
         self.endpoint = endpoint
         self.header = {"clusterId": cluster_id, "from": 0, "to": 0}
+        self.header_struct: Any = schema.Header.new_message(**self.header).as_reader()
+        """The same header, built once: pycapnp copies a struct ~9x faster than it converts a dict."""
         self.client: Any = None
         self.cap: Any = None
 
@@ -284,7 +300,6 @@ class Client:
 
     async def _send(self, calls: list[_Call]) -> None:
         deadline = max(c.deadline for c in calls)
-        requests = [{"command": c.command, "serializable": c.serializable} for c in calls]
         attempt = 0
         last_error = "no endpoint tried"
         order = list(self.endpoints)
@@ -297,7 +312,7 @@ class Client:
             try:
                 conn = await self._conn(target, min(1.0, left))
                 async with asyncio.timeout(left + 0.5):
-                    r = await conn.cap.execute(header=conn.header, requests=requests, timeoutMs=int(left * 1000))
+                    r = await _execute_request(conn, calls, int(left * 1000)).send()
                 code = str(r.error.code)
                 if code == "none":
                     results = [decode_result(bytes(x)) for x in r.results]

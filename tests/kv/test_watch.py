@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftkv.kv import (
     FROM_KEY,
@@ -143,3 +145,31 @@ def test_a_restarted_state_machine_has_no_history(make_backend: Callable[[], Bac
         again.watch.events_since(b"a", None, 2)
     Feeder(again)(Put(b"a", b"3"))
     assert [e.revision for e in again.watch.events_since(b"a", None, 3)] == [3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.integers(1, 3), min_size=0, max_size=6), min_size=1, max_size=12),
+    limit=st.integers(1, 8),
+)
+def test_history_trimming_drops_the_shortest_prefix_of_whole_revisions(batches: list[list[int]], limit: int) -> None:
+    # Reference model: drop one event, then the rest of its revision, until within bounds.
+    hub = WatchHub(revision=0, history_events=limit)
+    model: list[int] = []
+    oldest = 1
+    revision = 0
+    for batch in batches:
+        events = []
+        for per_revision in batch:  # a batch of revisions, each with 1-3 events (a txn writes several keys)
+            revision += 1
+            events += [Event(DELETE, KeyValue(b"k%d" % i, b"", 0, revision, 0)) for i in range(per_revision)]
+        hub.publish(events, revision)
+        model += [e.revision for e in events]
+        while len(model) > limit:
+            dropped = model.pop(0)
+            while model and model[0] == dropped:
+                model.pop(0)
+            oldest = dropped + 1
+        if not model:
+            oldest = revision + 1
+        assert len(hub) == len(model) and hub.oldest_revision == oldest
