@@ -73,6 +73,7 @@ ROWS: list[tuple[str, str]] = [
     ("lib_seq", "library: sequential proposals (1 in flight)"),
     ("lib_64", "library: proposals, 64 in flight"),
     ("lib_256", "library: proposals, 256 in flight"),
+    ("lib_4096", "library: proposals, 4,096 in flight (deep pipelining)"),
     ("lib_get64", "library: linearizable reads, 64 in flight"),
     ("svc_seq", "service: sequential puts (1 in flight)"),
     ("svc_64", "service: puts, 64 in flight"),
@@ -84,8 +85,11 @@ SHAPES: dict[str, tuple[str, int]] = {
     "seq": ("put", 1),
     "64": ("put", 64),
     "256": ("put", 256),
+    "4096": ("put", 4096),
     "get64": ("get", 64),
 }
+LIBRARY_ONLY = {"4096"}
+"""Shapes run at the library level only (PySyncObj's best figure needs 4,096 in flight per node)."""
 SYSTEMS = ["raftkv", "etcd", "etcd_http", "pysyncobj", "pysyncobj_default"]
 PSO_TUNED = ["--append-period", "0.001", "--tick-period", "0.001"]
 
@@ -185,6 +189,8 @@ class Settings:
     etcd_target: str
     tmp: Path
     etcd_grpc: bool = False
+    shapes: tuple[str, ...] = tuple(SHAPES)
+    failover: bool = True
 
     @property
     def slice(self) -> float:
@@ -1295,6 +1301,15 @@ async def amain(args: argparse.Namespace, kids: Children, results: Results) -> N
         etcd_target=args.etcd_target,
         tmp=Path(args.tmp),
     )
+    if args.shapes:
+        wanted = tuple(x.strip() for x in args.shapes.split(",") if x.strip())
+        unknown = [x for x in wanted if x not in SHAPES and x != "failover"]
+        if unknown:
+            raise SystemExit(
+                f"bench/compare.py: unknown shape(s) {','.join(unknown)}; pick from {','.join(SHAPES)},failover"
+            )
+        s.shapes = tuple(x for x in wanted if x in SHAPES)
+        s.failover = "failover" in wanted
     only = set(args.only.split(",")) if args.only else {"raftkv", "etcd", "pysyncobj"}
     say(f"bench/compare.py, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     say(
@@ -1351,11 +1366,13 @@ async def amain(args: argparse.Namespace, kids: Children, results: Results) -> N
             say(f"\nround {rnd + 1}/{s.rounds}: {system.title}")
             try:
                 async with system.running():
-                    for shape in SHAPES:
+                    for shape in s.shapes:
+                        if shape in LIBRARY_ONLY and system.level != "lib":
+                            continue
                         for name, run in (await system.shape(shape)).items():
                             results.add_run(f"{system.level}_{shape}", name, run)
                             show(name, shape, run)
-                    if system.has_failover:
+                    if system.has_failover and s.failover:
                         await failover_trials(system, rnd, results)
                     await system.finish(rnd == s.rounds - 1)
             except Exception as e:
@@ -1384,6 +1401,7 @@ def main() -> None:
     )
     ap.add_argument("--skip-pso-defaults", action="store_true", help="skip PySyncObj with its default timings")
     ap.add_argument("--no-install", action="store_true", help="never apt-get/pip install a missing peer: skip it")
+    ap.add_argument("--shapes", help=f"comma-separated subset of {','.join(SHAPES)},failover (default: all)")
     ap.add_argument("--profile", action="store_true", help="py-spy the raftkv leader during an extra put@64 run")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
