@@ -85,6 +85,35 @@ async def test_graceful_stop_hands_leadership_over(tmp_path: Path) -> None:
             await n.aclose(transfer_leadership=False)
 
 
+async def test_proposals_that_cannot_commit_time_out_on_time(tmp_path: Path) -> None:
+    # check_quorum off: the leader, left alone, stays leader and keeps its proposals pending.
+    nodes = start_all(configs(tmp_path, 3, check_quorum=False))
+    for n in nodes:
+        await n.start()
+    try:
+        await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
+        lead = leader_of(nodes)
+        assert lead is not None
+        assert await lead.propose(b"committed") is not None
+        for n in nodes:
+            if n is not lead:
+                await n.aclose(transfer_leadership=False)
+        # Proposals made together share one deadline timer; all fail with Timeout, on time, leaving no waiter.
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(lead.propose(b"lost %d" % k, timeout=0.3) for k in range(5)),
+            lead.propose(b"later", timeout=0.6),
+            return_exceptions=True,
+        )
+        elapsed = time.monotonic() - started
+        assert all(isinstance(o, Timeout) for o in outcomes), outcomes
+        assert "not applied within 0.3 s" in str(outcomes[0]) and "within 0.6 s" in str(outcomes[5])
+        assert 0.6 <= elapsed < 1.5 and not lead._waiters
+    finally:
+        for n in nodes:
+            await n.aclose(transfer_leadership=False)
+
+
 async def test_read_barrier_is_linearizable_and_only_on_a_confirmed_leader(tmp_path: Path) -> None:
     nodes = start_all(configs(tmp_path, 3))
     for n in nodes:

@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import heapq
 import logging
+import math
 import os
 import random
 import time
@@ -61,6 +62,21 @@ from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport, TransportSettings
 
 log = logging.getLogger("raftkv.node")
+
+
+_DEADLINE_GRAIN_S = 0.01
+"""Proposal deadlines are rounded up to this, so that the proposals of one moment share one timer."""
+
+
+@dataclass(slots=True)
+class _DeadlineBucket:
+    """Proposals ``first..last`` of ``term``, made with ``timeout``, that expire at ``deadline`` (loop time)."""
+
+    deadline: float
+    term: Term
+    timeout: float
+    first: Index
+    last: Index
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,8 @@ class RaftNode:
         self._last_snapshot_bytes = 0
         """Size of the newest snapshot's data: ``snapshot_growth`` scales the triggers by it."""
         self._snapshotting = False
+        self._deadline_bucket: _DeadlineBucket | None = None
+        """The newest proposals' shared deadline timer (see ``_arm_deadline``)."""
         self._unwritten_hard_state: HardState | None = None
         """A commit-only hard state not written yet: it goes with the next WAL write (see the ready loop)."""
         self.unsafe_stale_reads = False
@@ -311,25 +329,25 @@ class RaftNode:
 
     async def propose_indexed(self, data: bytes, timeout: float | None = 5.0) -> tuple[Index, Term, Any]:
         """``propose``, also returning the index and term the command was committed at."""
-        index, term, fut = self.submit(data)
+        index, term, (fut,) = self.submit_batch((data,), timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return index, term, await fut
-        except TimeoutError:
-            raise Timeout(f"proposal at index {index} (term {term}) not applied within {timeout} s") from None
+            return index, term, await fut
         finally:
             waiter = self._waiters.get(index)
             if waiter is not None and waiter[1] is fut:
-                del self._waiters[index]
+                del self._waiters[index]  # cancelled by the caller
 
     def submit(self, data: bytes) -> tuple[Index, Term, asyncio.Future[Any]]:
         """Append ``data`` on this leader now; the future resolves with its result (``propose`` awaits it)."""
         index, term, (fut,) = self.submit_batch((data,))
         return index, term, fut
 
-    def submit_batch(self, datas: Sequence[bytes]) -> tuple[Index, Term, list[asyncio.Future[Any]]]:
+    def submit_batch(
+        self, datas: Sequence[bytes], timeout: float | None = None
+    ) -> tuple[Index, Term, list[asyncio.Future[Any]]]:
         """``submit`` for several commands at consecutive indexes (from the returned one on), in one step of the
-        core: a client's batch costs one proposal, not one per command."""
+        core: a client's batch costs one proposal, not one per command. With a ``timeout``, each future fails
+        with ``Timeout`` if its command is not applied within it (give or take ``_DEADLINE_GRAIN_S``)."""
         if self._closed or self.core is None:
             raise ProposalDropped("the node is stopped")
         if self.failure is not None:
@@ -345,8 +363,41 @@ class RaftNode:
             waiters[Index(first + k)] = (term, fut)
             futs.append(fut)
         self.metrics.proposals.inc(len(datas))
+        if timeout is not None:
+            self._arm_deadline(first, Index(first + len(datas) - 1), term, timeout)
         self._wake.set()
         return first, term, futs
+
+    def _arm_deadline(self, first: Index, last: Index, term: Term, timeout: float) -> None:
+        """Fail the proposals ``first..last`` of ``term`` still pending after ``timeout`` seconds.
+
+        One timer per grain of time, not per proposal: ``asyncio.timeout`` around each proposal cost ~10 µs
+        each (measured), about a third of a proposal's whole cost on the leader at 4,096 in flight. Proposals
+        made in one grain with the same timeout share a timer, found again by (index, term), which names a
+        proposal uniquely: a later leader at that index has a higher term.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = math.ceil((loop.time() + timeout) / _DEADLINE_GRAIN_S) * _DEADLINE_GRAIN_S
+        b = self._deadline_bucket
+        if b is not None and b.deadline == deadline and b.term == term and b.timeout == timeout and first == b.last + 1:
+            b.last = last
+            return
+        b = self._deadline_bucket = _DeadlineBucket(deadline, term, timeout, first, last)
+        loop.call_at(deadline, self._expire, b)
+
+    def _expire(self, b: _DeadlineBucket) -> None:
+        if self._deadline_bucket is b:
+            self._deadline_bucket = None
+        waiters = self._waiters
+        for index in range(b.first, b.last + 1):
+            waiter = waiters.get(Index(index))
+            if waiter is None or waiter[0] != b.term:
+                continue  # applied, failed, or another proposal's
+            del waiters[Index(index)]
+            if not waiter[1].done():
+                waiter[1].set_exception(
+                    Timeout(f"proposal at index {index} (term {b.term}) not applied within {b.timeout} s")
+                )
 
     async def read_barrier(self, timeout: float | None = 5.0) -> Index:
         """Wait until a read served from this node's state machine is linearizable (ReadIndex, §6.4).
