@@ -56,3 +56,13 @@ def leader_of(nodes: list[RaftNode]) -> RaftNode | None:
 
 def start_all(cfgs: list[NodeConfig]) -> list[RaftNode]:
     return [RaftNode(c, CommandLog()) for c in cfgs]
+
+
+async def start_and_elect(nodes: list[RaftNode], timeout: float = 2.0) -> RaftNode:
+    """Start every node and return the leader they agree on (fails after ``timeout`` seconds)."""
+    for n in nodes:
+        await n.start()
+    await wait_until(lambda: leader_of(nodes) is not None, timeout, "a leader")
+    lead = leader_of(nodes)
+    assert lead is not None
+    return lead

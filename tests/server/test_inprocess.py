@@ -11,7 +11,7 @@ import pytest
 from raftkv.errors import NotLeader, ProposalDropped, Timeout
 from raftkv.server.node import RaftNode
 from raftkv.server.statemachine import CommandLog
-from tests.server.cluster import configs, leader_of, start_all, wait_until
+from tests.server.cluster import configs, leader_of, start_all, start_and_elect, wait_until
 
 
 def commands(node: RaftNode) -> list[bytes]:
@@ -64,12 +64,8 @@ async def test_three_nodes_elect_replicate_and_fail_over(tmp_path: Path) -> None
 
 async def test_graceful_stop_hands_leadership_over(tmp_path: Path) -> None:
     nodes = start_all(configs(tmp_path, 3))
-    for n in nodes:
-        await n.start()
     try:
-        await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
-        lead = leader_of(nodes)
-        assert lead is not None
+        lead = await start_and_elect(nodes)
         await lead.propose(b"x")
         term = lead.core.term if lead.core else 0
         t0 = time.perf_counter()
@@ -88,12 +84,8 @@ async def test_graceful_stop_hands_leadership_over(tmp_path: Path) -> None:
 async def test_proposals_that_cannot_commit_time_out_on_time(tmp_path: Path) -> None:
     # check_quorum off: the leader, left alone, stays leader and keeps its proposals pending.
     nodes = start_all(configs(tmp_path, 3, check_quorum=False))
-    for n in nodes:
-        await n.start()
     try:
-        await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
-        lead = leader_of(nodes)
-        assert lead is not None
+        lead = await start_and_elect(nodes)
         assert await lead.propose(b"committed") is not None
         for n in nodes:
             if n is not lead:

@@ -10,13 +10,13 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 import pytest
 
+from raftkv.local import free_ports
 from raftkv.raft.messages import Message, TimeoutNow
 from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address
 from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import FRAME_MAGIC, MAX_FRAME_BYTES, Transport, TransportSettings, _FrameSender
-from tests.server.cluster import free_ports
 
 
 async def _peer_cap(port: int) -> tuple[Any, Any]:
@@ -25,18 +25,24 @@ async def _peer_cap(port: int) -> tuple[Any, Any]:
     return client, client.bootstrap().cast_as(schema.Peer)
 
 
-async def test_strangers_and_malformed_input_are_refused(tmp_path: Path) -> None:
+async def _listening_node1(received: list[list[Message]]) -> tuple[Transport, int]:
+    """Node 1 of cluster "prod" (members 1 and 2), listening; what it receives goes to ``received``."""
     port, other = free_ports(2)
+    t = Transport(
+        NodeId(1),
+        "prod",
+        {NodeId(1): Address("127.0.0.1", port), NodeId(2): Address("127.0.0.1", other)},
+        received.append,
+        lambda: 7,
+    )
+    await t.listen(Address("127.0.0.1", port))
+    return t, port
+
+
+async def test_strangers_and_malformed_input_are_refused(tmp_path: Path) -> None:
     received: list[list[Message]] = []
     async with kj_loop():
-        t = Transport(
-            NodeId(1),
-            "prod",
-            {NodeId(1): Address("127.0.0.1", port), NodeId(2): Address("127.0.0.1", other)},
-            received.append,
-            lambda: 7,
-        )
-        await t.listen(Address("127.0.0.1", port))
+        t, port = await _listening_node1(received)
         try:
             client, cap = await _peer_cap(port)
             r = await cap.ping(header={"clusterId": "prod", "from": 2, "to": 1}, payload=b"hi")
@@ -88,7 +94,7 @@ def _frame(header: dict[str, object], terms: list[int]) -> bytes:
     lst = mb.init("messages", len(terms))
     for k, term in enumerate(terms):
         lst[k].init("timeoutNow").term = term
-    data = mb.to_bytes()
+    data: bytes = mb.to_bytes()
     return len(data).to_bytes(4, "little") + data
 
 
@@ -98,18 +104,10 @@ async def _closed_by_peer(reader: asyncio.StreamReader) -> bool:
 
 
 async def test_data_plane_frames_are_delivered_and_bad_ones_close_only_their_connection() -> None:
-    port, other = free_ports(2)
     received: list[list[Message]] = []
     good = {"clusterId": "prod", "from": 2, "to": 1}
     async with kj_loop():
-        t = Transport(
-            NodeId(1),
-            "prod",
-            {NodeId(1): Address("127.0.0.1", port), NodeId(2): Address("127.0.0.1", other)},
-            received.append,
-            lambda: 7,
-        )
-        await t.listen(Address("127.0.0.1", port))
+        t, port = await _listening_node1(received)
         try:
             # The magic and the first frame may arrive split anywhere: the receiver reassembles them.
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
