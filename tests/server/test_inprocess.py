@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.errors import NotLeader, ProposalDropped, Timeout
+from raftkv.raft.types import Index, Term
 from raftkv.server.node import RaftNode
 from raftkv.server.statemachine import CommandLog
 from tests.server.cluster import configs, leader_of, start_all, start_and_elect, wait_until
@@ -127,6 +128,24 @@ async def test_read_barrier_is_linearizable_and_only_on_a_confirmed_leader(tmp_p
         # Alone, the leader cannot confirm it still leads: the read never completes.
         with pytest.raises((Timeout, ProposalDropped)):
             await lead.read_barrier(timeout=1.0)
+    finally:
+        for n in nodes:
+            await n.aclose(transfer_leadership=False)
+
+
+async def test_a_proposal_whose_index_is_taken_again_fails_instead_of_hanging(tmp_path: Path) -> None:
+    # Regression (review): a proposal from an earlier term whose entry was truncated, at an index this node
+    # proposes again after winning leadership back, was overwritten in the waiter table and never resolved.
+    nodes = start_all(configs(tmp_path, 3))
+    try:
+        lead = await start_and_elect(nodes)
+        assert lead.core is not None
+        index = Index(lead.core.log.last_index() + 1)
+        orphan: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        lead._waiters[index] = (Term(lead.core.term - 1), orphan)  # proposed at this index in an earlier term
+        assert await lead.propose_indexed(b"new") is not None
+        with pytest.raises(ProposalDropped, match="taken by a later leader"):
+            await asyncio.wait_for(orphan, 1.0)
     finally:
         for n in nodes:
             await n.aclose(transfer_leadership=False)

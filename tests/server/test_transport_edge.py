@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,46 @@ async def test_a_pump_whose_data_plane_closed_gives_up_instead_of_spinning() -> 
                 await link._pump_frames(frames)
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+async def test_a_peer_that_refuses_the_handshake_is_retried_slowly() -> None:
+    # Regression: a refused handshake skipped the backoff and reconnected in a tight loop.
+    pa, pb = free_ports(2)
+    peers = {NodeId(1): Address("127.0.0.1", pa), NodeId(2): Address("127.0.0.1", pb)}
+    async with kj_loop():
+        ours = Transport(NodeId(1), "a", peers, lambda _m: None, lambda: 1)
+        stranger = Transport(NodeId(2), "b", peers, lambda _m: None, lambda: 1)  # another cluster at that address
+        await stranger.listen(peers[NodeId(2)])
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = ours.start_links(tg)
+                async with asyncio.timeout(5):
+                    while stranger.counters.refused == 0:
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.6)
+                for task in tasks:
+                    task.cancel()
+            assert stranger.counters.refused <= 2, stranger.counters.refused
+            assert not ours.connected(NodeId(2))
+        finally:
+            await ours.close()
+            await stranger.close()
+
+
+async def test_the_peer_port_listens_on_every_address_of_its_host() -> None:
+    (port,) = free_ports(1)
+    infos = await asyncio.get_running_loop().getaddrinfo("localhost", port, type=socket.SOCK_STREAM)
+    hosts = sorted({info[4][0] for info in infos})
+    async with kj_loop():
+        t = Transport(NodeId(1), "prod", {NodeId(1): Address("localhost", port)}, lambda _m: None, lambda: 1)
+        await t.listen(Address("localhost", port))
+        try:
+            for host in hosts:  # 127.0.0.1, and ::1 where localhost has it
+                stream = await capnp.AsyncIoStream.create_connection(host=host, port=port)
+                client = capnp.TwoPartyClient(stream)
+                cap = client.bootstrap().cast_as(schema.Peer)
+                r = await cap.ping(header={"clusterId": "prod", "from": 1, "to": 1}, payload=host.encode())
+                assert bytes(r.payload) == host.encode()
+                client.close()
+        finally:
+            await t.close()

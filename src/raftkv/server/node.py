@@ -360,10 +360,17 @@ class RaftNode:
         waiters = self._waiters
         for k in range(len(datas)):
             fut: asyncio.Future[Any] = loop.create_future()
-            waiters[Index(first + k)] = (term, fut)
+            index = Index(first + k)
+            old = waiters.get(index)
+            if old is not None and not old[1].done():
+                # An earlier term's proposal at this index: its entry was truncated away (this node lost the
+                # leadership and won it back), so it will never apply. Nothing else would ever resolve it.
+                taken = f"index {index} was taken by a later leader's entry (term {term})"
+                old[1].set_exception(ProposalDropped(taken))
+            waiters[index] = (term, fut)
             futs.append(fut)
         self.metrics.proposals.inc(len(datas))
-        if timeout is not None:
+        if timeout is not None and math.isfinite(timeout):
             self._arm_deadline(first, Index(first + len(datas) - 1), term, timeout)
         self._wake.set()
         return first, term, futs

@@ -166,8 +166,10 @@ class _FrameSender(asyncio.Protocol):
         self.writable.set()
 
     def close(self) -> None:
+        # abort, not close: close would keep sending the buffered (stale) frames to a slow peer alongside the
+        # next connection, and keep the socket open for as long as that peer does not read.
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
 class _FrameReceiver(asyncio.Protocol):
@@ -246,6 +248,10 @@ class _FrameReceiver(asyncio.Protocol):
             self.transport = None
 
 
+class _Refused(Exception):
+    """The peer answered the handshake but refused us (or is not the node we expected)."""
+
+
 class PeerLink:
     """The connection to one peer, with its outbound queue and its supervisor."""
 
@@ -269,7 +275,7 @@ class PeerLink:
         self._wire_header = schema.Header.new_message(**header).as_reader()
         """Built once: pycapnp copies a struct ~9x faster than it converts a dict (measured: 0.9 vs 8.5 µs)."""
 
-    def enqueue(self, msg: Message) -> None:
+    def enqueue(self, msg: Message, wake: bool = True) -> None:
         if type(msg) is InstallSnapshot:
             if not self.connected:
                 self.t.snapshot_sent(self.peer, False)
@@ -282,7 +288,8 @@ class PeerLink:
             TransportCounters.bump(self.t.counters.dropped_msgs, self.peer)
             return
         self.queue.append(msg)
-        self.wake.set()
+        if wake:
+            self.wake.set()
 
     async def run(self) -> None:
         s = self.t.settings
@@ -298,8 +305,9 @@ class PeerLink:
                 )
                 cap = client.bootstrap().cast_as(schema.Peer)
                 if not await self._handshake(cap):
-                    backoff = s.backoff_max_s
-                    continue
+                    # A configuration error (wrong cluster, wrong node at that address): retry slowly. Falls
+                    # through to the backoff below — a `continue` here once skipped it and spun reconnecting.
+                    raise _Refused()
                 if s.frames:
                     async with asyncio.timeout(s.connect_timeout_s):
                         _tr, frames = await asyncio.get_running_loop().create_connection(
@@ -313,6 +321,8 @@ class PeerLink:
                 await self._pump_until_disconnect(client, cap, frames)
             except asyncio.CancelledError:
                 raise
+            except _Refused:
+                backoff = s.backoff_max_s  # the handshake logged why, once
             except (OSError, TimeoutError, capnp.KjException, ConnectionError) as e:
                 TransportCounters.bump(self.t.counters.rpc_errors, self.peer)
                 # Nodes start one after another: a peer that was never up yet is normal, not a warning.
@@ -426,14 +436,24 @@ class PeerLink:
             self._frames = None
 
     def flush(self) -> None:
-        """Write what is queued now, from the caller's turn of the loop, if the data plane can take it.
+        """Write what is queued now, from the caller's turn of the loop, if the data plane can take it; wake the
+        pump only for what is left (a full buffer, calls mode, a link not up yet).
 
-        Saves the pump task's wake-up on the common path (the ready loop sends a Ready's messages); the pump
-        still handles a full buffer. Both run on the loop thread, so frames never interleave.
+        Saves the pump task's wake-up on the common path (the ready loop sends a Ready's messages). Both run on
+        the loop thread, so frames never interleave. A failure here concerns this link only: it is logged and
+        the connection dropped (the pump reconnects), never raised into the ready loop.
         """
         frames = self._frames
         if frames is not None and self.queue and frames.writable.is_set():
-            self._write_frames(frames)
+            try:
+                self._write_frames(frames)
+            except Exception:
+                log.exception("node %s: failed to send frames to node %s", self.t.node_id, self.peer)
+                TransportCounters.bump(self.t.counters.dropped_msgs, self.peer, len(self.queue))
+                self.queue.clear()
+                frames.close()
+        if self.queue:
+            self.wake.set()
 
     def _write_frames(self, frames: _FrameSender) -> None:
         transport = frames.transport
@@ -763,9 +783,11 @@ class Transport:
         self.counters = TransportCounters()
         self.once = _Once()
         self.links = {p: PeerLink(self, p, a) for p, a in peers.items() if p != node_id}
-        self._listener: socket.socket | None = None
-        self._accepting: asyncio.Future[None] | None = None
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Future[None]] = []
         self._sniffing: set[asyncio.Future[None]] = set()
+        self._unsniffed: set[socket.socket] = set()
+        """Accepted sockets not yet handed to a protocol (closed by ``close`` if their sniff never ran)."""
         self._connections: set[Any] = set()
         self._frame_conns: set[asyncio.Transport] = set()
 
@@ -791,20 +813,32 @@ class Transport:
             finally:
                 self._connections.discard(server)
 
+        # Like loop.create_server: one listener per address the host resolves to (localhost may be ::1 and
+        # 127.0.0.1), IPv6 ones IPv6-only; but accepting ourselves, so that each connection can be sniffed.
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _name, sockaddr = infos[0]
-        listener = socket.socket(family, kind, proto)
+        seen: set[tuple[int, Any]] = set()
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(sockaddr)
-            listener.listen(128)
+            for family, kind, proto, _name, sockaddr in infos:
+                if (family, sockaddr) in seen:
+                    continue
+                seen.add((family, sockaddr))
+                listener = socket.socket(family, kind, proto)
+                self._listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(sockaddr)
+                listener.listen(128)
+                listener.setblocking(False)
         except OSError:
-            listener.close()
+            for listener in self._listeners:
+                listener.close()
+            self._listeners.clear()
             raise
-        listener.setblocking(False)
-        self._listener = listener
-        self._accepting = asyncio.ensure_future(self._accept_loop(listener, on_connection))
+        self._accepting = [
+            asyncio.ensure_future(self._accept_loop(listener, on_connection)) for listener in self._listeners
+        ]
 
     async def _accept_loop(self, listener: socket.socket, on_connection: Callable[[Any], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -816,6 +850,7 @@ class Transport:
                 await asyncio.sleep(0.1)
                 continue
             self.once.clear("accept")
+            self._unsniffed.add(conn)
             task = asyncio.ensure_future(self._sniff(conn, on_connection))
             self._sniffing.add(task)
             task.add_done_callback(self._sniffing.discard)
@@ -825,6 +860,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         conn.setblocking(False)
         head = b""
+        pause = 0.001
         try:
             async with asyncio.timeout(SNIFF_TIMEOUT_S):
                 while True:
@@ -837,21 +873,30 @@ class Transport:
                     head = conn.recv(len(FRAME_MAGIC), socket.MSG_PEEK)
                     if len(head) == len(FRAME_MAGIC) or not head:
                         break
-                    await asyncio.sleep(0.001)  # a partial first segment: the rest is on its way
+                    # A partial first segment: the rest is normally on its way; back off for a peer that stalls.
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.1)
+            self._unsniffed.discard(conn)
             if not head:
                 conn.close()
                 return
             if head == FRAME_MAGIC:
                 await loop.connect_accepted_socket(lambda: _FrameReceiver(self), conn)
             else:
-                # What capnp.AsyncIoStream.create_server does for each connection it accepts.
+                # What capnp.AsyncIoStream.create_server does for each connection it accepts (pycapnp's own
+                # protocol factory; pyproject pins pycapnp below 3 for this private name).
                 await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(on_connection), conn)
         except (TimeoutError, OSError) as e:
             log.debug("node %s: dropped a peer connection before it spoke: %s", self.node_id, _describe(e))
             conn.close()
+        except Exception as e:  # e.g. the KJ loop is gone: this connection only
+            log.warning("node %s: could not serve a peer connection: %s", self.node_id, _describe(e))
+            conn.close()
         except BaseException:
             conn.close()
             raise
+        finally:
+            self._unsniffed.discard(conn)
 
     def start_links(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         return [
@@ -864,7 +909,7 @@ class Transport:
         for msg in messages:
             link = links.get(msg.dst)
             if link is not None:
-                link.enqueue(msg)
+                link.enqueue(msg, wake=False)
                 touched.add(link)
         for link in touched:
             link.flush()
@@ -878,14 +923,17 @@ class Transport:
         return link is not None and link.connected
 
     async def close(self) -> None:
-        pending = [t for t in (self._accepting, *self._sniffing) if t is not None]
+        pending = [*self._accepting, *self._sniffing]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        self._accepting = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self._accepting = []
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        for conn in list(self._unsniffed):
+            conn.close()
+        self._unsniffed.clear()
         for transport in list(self._frame_conns):
             transport.close()
         self._frame_conns.clear()
