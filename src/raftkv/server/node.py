@@ -337,16 +337,12 @@ class RaftNode:
             if waiter is not None and waiter[1] is fut:
                 del self._waiters[index]  # cancelled by the caller
 
-    def submit(self, data: bytes) -> tuple[Index, Term, asyncio.Future[Any]]:
-        """Append ``data`` on this leader now; the future resolves with its result (``propose`` awaits it)."""
-        index, term, (fut,) = self.submit_batch((data,))
-        return index, term, fut
-
     def submit_batch(
         self, datas: Sequence[bytes], timeout: float | None = None
     ) -> tuple[Index, Term, list[asyncio.Future[Any]]]:
-        """``submit`` for several commands at consecutive indexes (from the returned one on), in one step of the
-        core: a client's batch costs one proposal, not one per command. With a ``timeout``, each future fails
+        """Append commands on this leader now, at consecutive indexes from the returned one, in one step of the
+        core (a client's batch costs one proposal, not one per command); each future resolves with its command's
+        result (``propose`` awaits one). With a ``timeout``, each future fails
         with ``Timeout`` if its command is not applied within it (give or take ``_DEADLINE_GRAIN_S``)."""
         if self._closed or self.core is None:
             raise ProposalDropped("the node is stopped")

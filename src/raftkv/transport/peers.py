@@ -449,8 +449,7 @@ class PeerLink:
                 self._write_frames(frames)
             except Exception:
                 log.exception("node %s: failed to send frames to node %s", self.t.node_id, self.peer)
-                TransportCounters.bump(self.t.counters.dropped_msgs, self.peer, len(self.queue))
-                self.queue.clear()
+                self._drop_queue()
                 frames.close()
         if self.queue:
             self.wake.set()
@@ -459,21 +458,27 @@ class PeerLink:
         transport = frames.transport
         c = self.t.counters
         if transport is None or transport.is_closing():
-            # Stale by the time the link is back (the pump notices the closed connection and reconnects).
-            TransportCounters.bump(c.dropped_msgs, self.peer, len(self.queue))
-            self.queue.clear()
+            self._drop_queue()  # stale by the time the link is back (the pump notices and reconnects)
             return
         while self.queue and frames.writable.is_set():
             batch = self._take_batch()
             mb = schema.MessageBatch.new_message()
-            mb.header = self._wire_header
-            lst = mb.init("messages", len(batch))
-            for k, msg in enumerate(batch):
-                encode_into(lst[k], msg)
+            self._fill(mb, batch)
             data = mb.to_bytes()
             transport.write(_FRAME_LEN.pack(len(data)) + data)
             TransportCounters.bump(c.sent_calls, self.peer)
             TransportCounters.bump(c.sent_msgs, self.peer, len(batch))
+
+    def _fill(self, builder: Any, batch: list[Message]) -> None:
+        """Header and messages of a ``MessageBatch`` frame or a ``send`` request (the same two fields)."""
+        builder.header = self._wire_header
+        lst = builder.init("messages", len(batch))
+        for k, msg in enumerate(batch):
+            encode_into(lst[k], msg)
+
+    def _drop_queue(self) -> None:
+        TransportCounters.bump(self.t.counters.dropped_msgs, self.peer, len(self.queue))
+        self.queue.clear()
 
     async def _snapshot_loop(self, cap: Any) -> None:
         """Stream each requested snapshot (Raft §7) in chunks; heartbeats and appends keep flowing meanwhile."""
@@ -562,10 +567,7 @@ class PeerLink:
                 continue
             batch = self._take_batch()
             request = cap.send_request()
-            request.header = self._wire_header
-            lst = request.init("messages", len(batch))
-            for k, msg in enumerate(batch):
-                encode_into(lst[k], msg)
+            self._fill(request, batch)
             # The call leaves now, in order; the task only waits for its answer (with a deadline).
             inflight.append(asyncio.ensure_future(self._await_reply(request.send(), len(batch))))
 
@@ -876,7 +878,6 @@ class Transport:
                     # A partial first segment: the rest is normally on its way; back off for a peer that stalls.
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 0.1)
-            self._unsniffed.discard(conn)
             if not head:
                 conn.close()
                 return
