@@ -8,8 +8,9 @@ interpreter if missing), one system at a time, drives each with the same load sh
 100-byte values, fixed duration, bounded op count) and prints one markdown table.
 
 * **Library rows** compare raftkv's embedding API (``RaftNode.propose`` / ``read_barrier`` in this process, the
-  leader; two ``raftkv serve --state-machine commandlog`` followers) with PySyncObj (``@replicated`` calls with
+  leader; two ``raftkv serve --state-machine dict`` followers) with PySyncObj (``@replicated`` calls with
   callbacks inside the leader's process: ``bench/compare_pysyncobj_node.py``), tuned and with its defaults.
+  Both replicate the same object, a dict of keys to 100-byte values (raftkv's ``ReplicatedDict``).
   Both propose in-process on the leader; the CPU column is the leader+load process.
 * **Service rows** compare ``raftkv.Client`` against three ``raftkv serve`` (KV store on LMDB) with etcd's
   gRPC API (``grpc.aio`` with the ``etcd3aio`` package's stubs, one channel) and its HTTP/JSON gateway
@@ -55,16 +56,18 @@ from raftkv.client import StatusReport
 from raftkv.client import connect as status_connect
 from raftkv.kvclient import connect as kv_connect
 from raftkv.local import free_ports
-from raftkv.raft.types import Index, NodeId
+from raftkv.raft.types import NodeId
 from raftkv.server.config import NodeConfig
 from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import CommandLog
+from raftkv.server.statemachine import ReplicatedDict
 from raftkv.transport.address import Address
 
 HERE = Path(__file__).resolve().parent
 VALUE = b"x" * 100
 PUT_KEYS = 10_000
 GET_KEYS = 1_000
+PUT_KEY_BYTES = [f"k{k}".encode() for k in range(PUT_KEYS)]
+GET_KEY_BYTES = PUT_KEY_BYTES[:GET_KEYS]
 
 # Run a child with PR_SET_PDEATHSIG=SIGKILL (kept across exec): if this process dies, the kernel kills it.
 _PDEATHSIG = "import ctypes,os,sys; ctypes.CDLL('libc.so.6').prctl(1, 9); os.execvp(sys.argv[1], sys.argv[1:])"
@@ -456,7 +459,7 @@ def raftkv_serve_cmd(i: int, root: Path, peer: dict[int, int], client: dict[int,
 
 
 class RaftkvLibrary(System):
-    """RaftNode in this process as the leader, with two ``raftkv serve --state-machine commandlog`` followers. As in
+    """RaftNode in this process as the leader, with two ``raftkv serve --state-machine dict`` followers. As in
     bench/cluster.py, the followers wait longer before campaigning (here 100 ticks = 1 s) so that the in-process
     node wins the first election; on a loaded machine it may still lose, and then the cluster is started anew
     (at most 3 attempts)."""
@@ -471,7 +474,7 @@ class RaftkvLibrary(System):
             ports = free_ports(6)
             peer = {1: ports[0], 2: ports[1], 3: ports[2]}
             client = {1: ports[3], 2: ports[4], 3: ports[5]}
-            extra = ("--state-machine", "commandlog", "--election-ticks", "100")
+            extra = ("--state-machine", "dict", "--election-ticks", "100")
             self.followers = [
                 self.kids.spawn(raftkv_serve_cmd(i, root, peer, client, *extra), root / f"n{i}.log") for i in (2, 3)
             ]
@@ -483,7 +486,7 @@ class RaftkvLibrary(System):
                 cluster_id="compare",
                 log_level="warning",
             )
-            self.sm = CommandLog()
+            self.sm = ReplicatedDict()
             self.node = node = RaftNode(cfg, self.sm)
             await node.start()
             try:
@@ -500,7 +503,8 @@ class RaftkvLibrary(System):
         else:
             raise RuntimeError("the in-process raftkv node did not win an election in 3 attempts")
         try:
-            await node.propose(VALUE)
+            # The keys the gets read, as PySyncObj's preload writes them.
+            await asyncio.gather(*(node.propose(ReplicatedDict.put_command(k, VALUE)) for k in GET_KEY_BYTES))
             yield
         finally:
             await node.aclose(transfer_leadership=False)
@@ -515,12 +519,12 @@ class RaftkvLibrary(System):
             assert node.core is not None
             return int(node.core.term)
 
-        async def put(_i: int) -> None:
-            await node.propose(VALUE, timeout=10)
+        async def put(i: int) -> None:
+            await node.propose(ReplicatedDict.put_command(PUT_KEY_BYTES[i % PUT_KEYS], VALUE), timeout=10)
 
         async def get(i: int) -> None:
             await node.read_barrier(timeout=10)
-            sm.commands.get(Index(i % GET_KEYS + 1))  # the read itself: a local lookup once the barrier has passed
+            sm.data.get(GET_KEY_BYTES[i % GET_KEYS])  # the read itself: a local lookup once the barrier has passed
 
         pids = [os.getpid(), *(p.pid for p in self.followers)]
         return {"raftkv": await measured(self.s, put if kind == "put" else get, n, term, (pids, os.getpid()))}
@@ -900,14 +904,14 @@ class Etcd(System):
 
         channels = [grpc_aio.insecure_channel(f"127.0.0.1:{port}") for port in targets]
         stubs = [rpc_pb2_grpc.KVStub(c) for c in channels]
-        put_keys = [f"k{k}".encode() for k in range(PUT_KEYS)]
-        get_keys = [f"k{k}".encode() for k in range(GET_KEYS)]
 
         async def put(i: int) -> None:
-            await stubs[i % len(stubs)].Put(rpc_pb2.PutRequest(key=put_keys[i % PUT_KEYS], value=VALUE), timeout=10)
+            await stubs[i % len(stubs)].Put(
+                rpc_pb2.PutRequest(key=PUT_KEY_BYTES[i % PUT_KEYS], value=VALUE), timeout=10
+            )
 
         async def get(i: int) -> None:
-            await stubs[i % len(stubs)].Range(rpc_pb2.RangeRequest(key=get_keys[i % GET_KEYS]), timeout=10)
+            await stubs[i % len(stubs)].Range(rpc_pb2.RangeRequest(key=GET_KEY_BYTES[i % GET_KEYS]), timeout=10)
 
         try:
             return await measured(self.s, put if kind == "put" else get, n, self.term, pids)

@@ -67,10 +67,11 @@ def main() -> None:
 @click.option("--wal-segment-bytes", type=int, default=None, help="WAL segment file size (default 64 MiB).")
 @click.option(
     "--state-machine",
-    type=click.Choice(["kv", "commandlog"]),
+    type=click.Choice(["kv", "commandlog", "dict"]),
     default="kv",
     show_default=True,
-    help="What to replicate: the key-value store (LMDB in DATA_DIR/kv), or a bare command log (benchmarks).",
+    help="What to replicate: the key-value store (LMDB in DATA_DIR/kv), a bare command log, or an in-memory "
+    "dict of put commands (the last two for benchmarks).",
 )
 def serve(config_file: Path | None, id_: int | None, state_machine: str, **options: Any) -> None:
     """Run one node until SIGTERM or SIGINT (graceful stop within 2 s, handing leadership over)."""
@@ -102,6 +103,10 @@ async def _serve(cfg: Any, kind: str) -> int:
             _fail(f"cannot open the key-value store: {e}", code=1)
         sm: Any = KVStateMachine(backend)
         closers = [backend.close]
+    elif kind == "dict":
+        from raftkv.server.statemachine import ReplicatedDict
+
+        sm, closers = ReplicatedDict(), []
     else:
         from raftkv.server.statemachine import CommandLog
 

@@ -60,3 +60,46 @@ class CommandLog:
         self.commands = {Index(i): c for i, c in commands}
         self.last_index = Index(last_index)
         self.digest = digest
+
+
+class ReplicatedDict:
+    """A replicated ``dict`` of bytes to bytes: the object PySyncObj's examples replicate, with bounded state.
+
+    The library benchmarks compare raftkv's embedding API with PySyncObj on this same object (``CommandLog``
+    keeps every command, so its state and its snapshots grow with the run, which PySyncObj's dict does not).
+    It is also the smallest useful example of a state machine: a command is :meth:`put_command` (a msgpack
+    ``[key, value]`` pair); its result is the command's log index, or ``None`` for a command that does not
+    decode, which every node ignores alike (determinism: a bad command must not split the replicas).
+    """
+
+    _decoder = msgspec.msgpack.Decoder(tuple[bytes, bytes])
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.last_index = Index(0)
+
+    @staticmethod
+    def put_command(key: bytes, value: bytes) -> bytes:
+        return msgspec.msgpack.encode((key, value))
+
+    def apply(self, entries: Sequence[Entry]) -> list[Any]:
+        out: list[Any] = []
+        data, decode = self.data, self._decoder.decode
+        for e in entries:
+            self.last_index = e.index
+            try:
+                key, value = decode(e.data)
+            except msgspec.DecodeError:
+                out.append(None)
+                continue
+            data[key] = value
+            out.append(int(e.index))
+        return out
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode((int(self.last_index), sorted(self.data.items())))
+
+    def restore(self, data: bytes) -> None:
+        last_index, items = msgspec.msgpack.decode(data, type=tuple[int, list[tuple[bytes, bytes]]])
+        self.data = dict(items)
+        self.last_index = Index(last_index)
