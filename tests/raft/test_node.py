@@ -256,6 +256,56 @@ def test_old_term_entries_commit_only_through_a_current_term_entry() -> None:
     assert n.log.committed == 3, "committing the no-op commits index 2 with it"
 
 
+def _leader_with_one_committed_write(lazy: bool) -> RawNode:
+    """Leader 1 of 3 whose no-op is committed and known to both followers, then a proposal at index 2 sent,
+    made durable on the leader and acknowledged by node 2: index 2 is committed and nothing new is pending."""
+    n = node(pre_vote=False, lazy_commit=lazy)
+    elect(n)
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))
+    n.step(AppendEntriesResponse(n.term, N3, N1, Index(1)))
+    n.tick()  # lazy: the no-op's commit goes out
+    drain(n)
+    n.propose(b"x")
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))
+    assert n.log.committed == 2
+    return n
+
+
+def _commit_notices(rd: Ready) -> dict[NodeId, Index]:
+    return {m.dst: m.commit for m in rd.messages if isinstance(m, AppendEntries) and not m.entries}
+
+
+def test_without_lazy_commit_followers_hear_of_a_new_commit_index_at_once() -> None:
+    n = _leader_with_one_committed_write(lazy=False)
+    assert n.has_ready()
+    assert _commit_notices(drain(n)) == {N2: 2, N3: 2}
+
+
+def test_lazy_commit_tells_followers_at_the_next_tick_when_no_append_carries_it() -> None:
+    n = _leader_with_one_committed_write(lazy=True)
+    rd = drain(n)  # applies index 2 on the leader, but sends no empty append
+    assert [e.index for e in rd.committed_entries] == [2]
+    assert _commit_notices(rd) == {}
+    assert not n.has_ready()
+    n.tick()
+    assert n.has_ready()
+    assert _commit_notices(drain(n)) == {N2: 2, N3: 2}
+    n.tick()
+    assert _commit_notices(drain(n)) == {}, "told once: no empty append on later ticks"
+
+
+def test_lazy_commit_rides_on_the_next_append_with_entries() -> None:
+    n = _leader_with_one_committed_write(lazy=True)
+    drain(n)
+    n.propose(b"y")
+    appends = [m for m in drain(n).messages if isinstance(m, AppendEntries)]
+    assert {m.dst: (m.commit, [e.index for e in m.entries]) for m in appends} == {N2: (2, [3]), N3: (2, [3])}
+    n.tick()
+    assert _commit_notices(drain(n)) == {}, "the append already carried the commit index"
+
+
 def test_follower_truncates_only_a_conflicting_suffix() -> None:
     n = node(id=2)
     e = [Entry(Term(1), Index(i), f"e{i}".encode()) for i in (1, 2, 3)]

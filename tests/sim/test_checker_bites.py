@@ -81,7 +81,10 @@ def test_forgetting_the_vote_is_caught() -> None:
 
 
 def test_sending_the_vote_before_it_is_durable_is_caught() -> None:
-    _assert_caught_and_replayable("vote_before_persist", VOTE_STRESS, max_seeds=600, expect="election safety")
+    # A rarer catch: the node must die inside the short window between sending its vote and the write landing.
+    # Measured over seeds 1-3000: 0.7-0.8% of seeds catch it, with either commit-notification mode (lazy_commit
+    # on: 23, off: 21); the first catch under this mix is seed 642. The bound leaves room for drift.
+    _assert_caught_and_replayable("vote_before_persist", VOTE_STRESS, max_seeds=2500, expect="election safety")
 
 
 def test_committing_an_old_term_entry_by_counting_is_caught() -> None:

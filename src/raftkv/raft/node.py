@@ -141,7 +141,10 @@ class RawNode:
         self._need_bcast = False
         """Leader: entries were proposed since the last flush; send them in the next ``ready()``."""
         self._commit_dirty = False
-        """Leader: the commit index moved; tell followers in the next ``ready()`` even with no new entries."""
+        """Leader: the commit index moved since followers were last sent it."""
+        self._commit_due = False
+        """Leader: followers must hear of the moved commit index in the next ``ready()``, even with no new entries
+        (at once without ``lazy_commit``; else once a tick passed with the commit still unsent)."""
         self._reads_waiting: list[bytes] = []
         """Leader: ReadIndex requests not yet in a round."""
         self._read_round: _ReadRound | None = None
@@ -314,7 +317,7 @@ class RawNode:
             or self._msgs_after_sync
             or self._events
             or self._need_bcast
-            or self._commit_dirty
+            or self._commit_due
             or self._read_states
             or self._dropped_reads
             or self.log.has_next_committed()
@@ -372,7 +375,7 @@ class RawNode:
                 # §10.2.1: only now does the leader's own copy count toward the commit quorum.
                 self.progress[self.id].maybe_update(self.log.stable_last_index())
                 if self._maybe_commit():
-                    self._commit_dirty = True
+                    self._commit_moved()
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
 
@@ -420,6 +423,7 @@ class RawNode:
         self.lead_transferee = NO_NODE
         self._need_bcast = False
         self._commit_dirty = False
+        self._commit_due = False
         # A read can only be answered by the leader that took it: any role change drops the pending ones.
         if self._read_round is not None:
             self._dropped_reads.extend(self._read_round.reads)
@@ -483,6 +487,8 @@ class RawNode:
             self._campaign(transfer=False)
 
     def _tick_heartbeat(self) -> None:
+        if self._commit_dirty:
+            self._commit_due = True  # lazy_commit: a tick passed and no append carried the new commit index
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.election_elapsed >= self._cfg.election_ticks:
@@ -764,7 +770,7 @@ class RawNode:
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(msg.index)
         if self._maybe_commit():
-            self._commit_dirty = True
+            self._commit_moved()
         elif was_paused:
             self._maybe_send_append(msg.src, send_if_empty=True)
         while self._maybe_send_append(msg.src, send_if_empty=False):
@@ -815,15 +821,23 @@ class RawNode:
 
     def _flush_appends(self) -> None:
         """Send proposals accumulated since the last ``ready()``, and a changed commit index, to followers."""
-        if self.role is not Role.LEADER or not (self._need_bcast or self._commit_dirty):
+        if self.role is not Role.LEADER or not (self._need_bcast or self._commit_due):
             return
-        send_if_empty = self._commit_dirty
+        send_if_empty = self._commit_due
         for peer in self.peers:
             sent = self._maybe_send_append(peer, send_if_empty)
             while sent and self._maybe_send_append(peer, send_if_empty=False):
                 pass
+        # Every append sent here carries the current commit index. A follower that got none (paused by flow
+        # control, or probing) learns it from the next heartbeat, which carries min(match, commit).
         self._need_bcast = False
         self._commit_dirty = False
+        self._commit_due = False
+
+    def _commit_moved(self) -> None:
+        self._commit_dirty = True
+        if not self._cfg.lazy_commit:
+            self._commit_due = True
 
     def _maybe_start_read_round(self) -> None:
         """Start a ReadIndex round for the waiting reads, unless one is in flight (§6.4).

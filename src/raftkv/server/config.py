@@ -48,6 +48,8 @@ class NodeConfig:
     heartbeat_ticks: int = 5
     pre_vote: bool = True
     check_quorum: bool = True
+    lazy_commit: bool = True
+    """Followers hear of a commit index that moved without new entries at the next tick (see RaftConfig)."""
     log_level: str = "info"
     log_format: str = "text"
     peer_timeout_ms: int = 1000
@@ -225,7 +227,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
             cfg.snapshot_growth = float(values["snapshot_growth"])
         except (TypeError, ValueError):
             raise ConfigError(f"snapshot_growth must be a number, got {values['snapshot_growth']!r}") from None
-    for name in ("pre_vote", "check_quorum"):
+    for name in ("pre_vote", "check_quorum", "lazy_commit"):
         if name in values:
             setattr(cfg, name, bool(values[name]))
     for name in ("log_level", "log_format"):

@@ -177,6 +177,7 @@ class RaftNode:
                 heartbeat_ticks=cfg.heartbeat_ticks,
                 pre_vote=cfg.pre_vote,
                 check_quorum=cfg.check_quorum,
+                lazy_commit=cfg.lazy_commit,
                 # A state machine that persists its progress (the LMDB-backed KV store) resumes where it was.
                 applied=Index(
                     max(

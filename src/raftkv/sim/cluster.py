@@ -56,6 +56,7 @@ class NodeSettings:
     heartbeat_ticks: int = 5
     pre_vote: bool = True
     check_quorum: bool = True
+    lazy_commit: bool = True
     max_msg_entries: int = 64
     max_inflight_msgs: int = 64
     disk_latency_ms: tuple[int, int] = (0, 2)
@@ -238,6 +239,7 @@ class Cluster:
             heartbeat_ticks=s.heartbeat_ticks,
             pre_vote=s.pre_vote,
             check_quorum=s.check_quorum,
+            lazy_commit=s.lazy_commit,
             max_msg_entries=s.max_msg_entries,
             max_inflight_msgs=s.max_inflight_msgs,
         )

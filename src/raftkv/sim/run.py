@@ -83,6 +83,7 @@ class SimOptions:
     """Buggify, targeted: the same, for a Ready that records a new term or vote (election safety rests on it)."""
     pre_vote: bool = True
     check_quorum: bool = True
+    lazy_commit: bool = True
     unsafe: tuple[str, ...] = ()
 
     @classmethod
@@ -126,6 +127,8 @@ class SimOptions:
             o.max_delay_ms = min(o.max_delay_ms, limit_ms)
             o.min_delay_ms = min(o.min_delay_ms, o.max_delay_ms)
             o.disk_max_ms = min(o.disk_max_ms, limit_ms)
+        # Drawn last, so that every other option of a seed stays what it was before this option existed.
+        o.lazy_commit = r.random() >= 0.3
         for name, value in fixed.items():
             if value is not None:
                 setattr(o, name, value)
@@ -426,6 +429,7 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
     settings = NodeSettings(
         pre_vote=opts.pre_vote,
         check_quorum=opts.check_quorum,
+        lazy_commit=opts.lazy_commit,
         disk_latency_ms=(opts.disk_min_ms, opts.disk_max_ms),
         max_msg_entries=opts.max_msg_entries,
         max_inflight_msgs=opts.max_inflight_msgs,
