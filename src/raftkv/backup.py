@@ -26,6 +26,7 @@ import capnp  # type: ignore[import-untyped]
 import crc32c
 
 from raftkv.client import StatusReport, connect
+from raftkv.errors import BackupError
 from raftkv.raft.types import NO_NODE, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.server.identity import claim_data_dir
 from raftkv.storage import open_data_dir
@@ -35,10 +36,6 @@ from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
 
 FORMAT = "raftkv-backup/1"
-
-
-class BackupError(Exception):
-    """A backup cannot be taken, read or restored; the message is one line saying what and what to do."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,8 @@ def main() -> None:
 )
 def serve(config_file: Path | None, id_: int | None, state_machine: str, **options: Any) -> None:
     """Run one node until SIGTERM or SIGINT (graceful stop within 2 s, handing leadership over)."""
-    from raftkv.server.config import ConfigError, build_config
+    from raftkv.errors import ConfigError
+    from raftkv.server.config import build_config
     from raftkv.server.identity import claim_data_dir
     from raftkv.server.logs import setup_logging
 
@@ -119,7 +120,7 @@ async def _serve(cfg: Any, kind: str) -> int:
 
 
 async def _run_node(cfg: Any, node: Any) -> int:
-    from raftkv.server.config import ConfigError
+    from raftkv.errors import ConfigError
     from raftkv.storage import StorageError
 
     loop = asyncio.get_running_loop()
@@ -260,7 +261,8 @@ def _kv_json(kv: Any) -> dict[str, Any]:
 
 def _kv_call(endpoints: str | None, timeout: float, fn: Any) -> Any:
     """Run ``fn(client)`` against the cluster; turn an unreachable cluster into one helpful line, exit 1."""
-    from raftkv.kvclient import Unavailable, connect
+    from raftkv.errors import Unavailable
+    from raftkv.kvclient import connect
 
     addrs = _endpoints(endpoints)
 
@@ -425,8 +427,9 @@ def _op_result_json(r: Any) -> dict[str, Any]:
 @_json_option
 def watch(endpoints: str | None, key: str, prefix: bool, rev: int, as_json: bool) -> None:
     """Print changes to KEY (or a prefix) as they happen, until Ctrl-C."""
+    from raftkv.errors import Compacted
     from raftkv.kv.watch import EventType
-    from raftkv.kvclient import Compacted, connect
+    from raftkv.kvclient import connect
 
     addrs = _endpoints(endpoints)
 
@@ -465,7 +468,8 @@ def snapshot() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds for the whole download.")
 def snapshot_save(endpoints: str | None, file: Path, timeout: float) -> None:
     """Write a consistent backup of the cluster's store to FILE (taken while the cluster keeps serving)."""
-    from raftkv.backup import BackupError, download_backup, write_backup
+    from raftkv.backup import download_backup, write_backup
+    from raftkv.errors import BackupError
 
     addrs = _endpoints(endpoints)
     try:
@@ -488,9 +492,9 @@ def snapshot_restore(file: Path, data_dir: Path, id_: int, cluster_id: str | Non
 
     Restore the same backup into every node's data dir of the new cluster.
     """
-    from raftkv.backup import BackupError, restore_backup
+    from raftkv.backup import restore_backup
+    from raftkv.errors import BackupError, ConfigError
     from raftkv.raft.types import NodeId
-    from raftkv.server.config import ConfigError
 
     if id_ < 1:
         _fail(f"--id must be >= 1, got {id_}")
@@ -523,8 +527,9 @@ def up(nodes: int, data_dir: Path, base_port: int) -> None:
     from rich.live import Live
 
     from raftkv.client import StatusReport, connect
+    from raftkv.errors import ConfigError
     from raftkv.local import LocalCluster
-    from raftkv.server.config import ConfigError, check_port_free
+    from raftkv.server.config import check_port_free
 
     if nodes < 1:
         _fail(f"--nodes must be >= 1, got {nodes}")

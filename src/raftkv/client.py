@@ -16,16 +16,12 @@ from typing import Any
 
 import capnp  # type: ignore[import-untyped]
 
-from raftkv.errors import NotLeader, ProposalDropped, RaftError, Timeout
+from raftkv.errors import NotLeader, ProposalDropped, RaftError, Timeout, Unavailable
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
 from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
-
-
-class Unavailable(RaftError):
-    """No endpoint could be reached (or none leads) before the deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +124,13 @@ class NodeConnection:
         return bytes(r.data) if r.found else None
 
 
-class LeaderNotKnown(NotLeader):
-    def __init__(self, leader_hint: NodeId, address: str) -> None:
-        super().__init__(leader_hint)
-        self.address = address
-
-
 def _raise_for(error: Any) -> None:
     code = str(error.code)
     if code == "none":
         return
     message = str(error.message)
     if code == "notLeader":
-        raise LeaderNotKnown(NodeId(int(error.leaderId)), str(error.leaderAddress))
+        raise NotLeader(NodeId(int(error.leaderId)), str(error.leaderAddress))
     if code == "timeout":
         raise Timeout(message)
     if code == "proposalDropped":
@@ -190,9 +180,9 @@ class Cluster:
                 result = await conn.propose(data, min(left, 5.0))
                 self._leader = target
                 return result
-            except LeaderNotKnown as e:
+            except NotLeader as e:
                 last_error = e
-                self._leader = Address.parse(e.address) if e.address else None
+                self._leader = Address.parse(e.leader_address) if e.leader_address else None
             except (OSError, TimeoutError, capnp.KjException, RaftError) as e:
                 last_error = e
                 self._drop(target)

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import capnp  # type: ignore[import-untyped]
 import msgspec
 
-from raftkv.errors import RaftError, Timeout
+from raftkv.errors import Compacted, RaftError, SessionExpired, Timeout, TxnFailed, Unavailable, WatchCancelled
 from raftkv.kv.commands import (
     Compare,
     DeleteRange,
@@ -65,34 +65,6 @@ from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
 T = TypeVar("T")
 Key = str | bytes
 Op = Put | DeleteRange | Range
-
-
-class Unavailable(RaftError):
-    """No endpoint answered (or none leads) before the deadline. A write's outcome is unknown."""
-
-
-class SessionExpired(RaftError):
-    """The client's session expired (idle longer than its TTL); the write's outcome is unknown."""
-
-
-class Compacted(RaftError):
-    """A watch asked for history older than the servers retain; ``oldest_revision`` is the oldest kept."""
-
-    def __init__(self, message: str, oldest_revision: int) -> None:
-        super().__init__(message)
-        self.oldest_revision = oldest_revision
-
-
-class WatchCancelled(RaftError):
-    """The server ended a watch (for example, the watcher fell too far behind); the message says why."""
-
-
-class TxnFailed(RaftError):
-    """``txn(..., require_success=True)``: the comparison did not hold; ``result`` holds the failure branch's."""
-
-    def __init__(self, message: str, result: TxnResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 def _b(value: Key) -> bytes:
@@ -482,7 +454,7 @@ class Watch:
                 code = str(r.error.code)
                 if code == "compacted":
                     conn.close()
-                    raise Compacted(str(r.error.message), int(r.compactRevision))
+                    raise Compacted(self.next_revision, int(r.compactRevision))
                 if code != "none":
                     raise RaftError(f"{code}: {r.error.message}")
                 self._conn = conn

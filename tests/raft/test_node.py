@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from raftkv.raft.config import ConfigError, RaftConfig
-from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped
+from raftkv.raft.config import RaftConfig
+from raftkv.raft.errors import ConfigError, InvariantViolation, NotLeader, ProposalDropped
 from raftkv.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,

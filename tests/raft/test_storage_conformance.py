@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from raftkv.raft.errors import Compacted, InvariantViolation, Unavailable
+from raftkv.raft.errors import EntryUnavailable, InvariantViolation, LogCompacted
 from raftkv.raft.storage import LogStorage, MemoryStorage
 from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
@@ -57,7 +57,7 @@ def test_empty_storage(backend: Backend, tmp_path: Path) -> None:
     assert s.first_index() == 1
     assert s.last_index() == 0
     assert s.term(Index(0)) == 0
-    with pytest.raises(Unavailable):
+    with pytest.raises(EntryUnavailable):
         s.term(Index(1))
 
 
@@ -67,7 +67,7 @@ def test_append_and_read(backend: Backend, tmp_path: Path) -> None:
     assert (s.first_index(), s.last_index()) == (1, 4)
     assert [s.term(Index(i)) for i in range(0, 5)] == [0, 1, 1, 2, 3]
     assert s.entries(Index(2), Index(4)) == ents(1, [1, 1, 2, 3])[1:3]
-    with pytest.raises(Unavailable):
+    with pytest.raises(EntryUnavailable):
         s.entries(Index(2), Index(6))
 
 
@@ -122,9 +122,9 @@ def test_compaction_keeps_boundary_term(backend: Backend, tmp_path: Path) -> Non
     s.compact(Index(3))
     assert (s.first_index(), s.last_index()) == (4, 5)
     assert s.term(Index(3)) == 2
-    with pytest.raises(Compacted):
+    with pytest.raises(LogCompacted):
         s.term(Index(2))
-    with pytest.raises(Compacted):
+    with pytest.raises(LogCompacted):
         s.entries(Index(3), Index(5))
     assert s.entries(Index(4), Index(6)) == ents(1, [1, 1, 2, 2, 3])[3:]
     s.append(ents(6, [3]))

@@ -116,7 +116,7 @@ async def test_watch_delivers_history_then_live_events_in_order(tmp_path: Path) 
 
 
 async def test_unreachable_cluster_gives_a_clear_error(tmp_path: Path) -> None:
-    from raftkv.kvclient import Unavailable
+    from raftkv.errors import Unavailable
 
     async with connect(["127.0.0.1:1"], timeout=0.5) as c:
         with pytest.raises(Unavailable, match=r"no leader reachable at 127\.0\.0\.1:1"):

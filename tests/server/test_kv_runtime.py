@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from raftkv.errors import WatchCancelled
 from raftkv.kv.machine import KVStateMachine
-from raftkv.kvclient import WatchCancelled, connect, connect_sync
+from raftkv.kvclient import connect, connect_sync
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.logs import setup_logging
 from raftkv.server.node import RaftNode

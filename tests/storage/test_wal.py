@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from storage_testlib import FaultyIO, ents, run, segment_files
 
-from raftkv.raft.errors import Compacted, InvariantViolation, Unavailable
+from raftkv.raft.errors import EntryUnavailable, InvariantViolation, LogCompacted
 from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.errors import CorruptLogError, StorageClosedError, StorageInUseError
 from raftkv.storage.records import ENTRY_HEADER_SIZE
@@ -86,7 +86,7 @@ def test_overwrite_across_segments_survives_reopen(tmp_path: Path) -> None:
     w = reopen(w, segment_bytes=SEG, cache_entries=4)
     assert all_entries(w) == expected
     assert [w.term(Index(i)) for i in (29, 30, 84)] == [1, 2, 2]
-    with pytest.raises(Unavailable):
+    with pytest.raises(EntryUnavailable):
         w.term(Index(85))
     w.close()
 
@@ -103,7 +103,7 @@ def test_compaction_deletes_only_whole_segments_below_the_boundary(tmp_path: Pat
     assert 1 < len(after) < len(before)
     assert after == before[len(before) - len(after) :]  # a suffix: the oldest went
     assert (w.first_index(), w.last_index(), w.term(Index(250))) == (251, 301, 1)
-    with pytest.raises(Compacted):
+    with pytest.raises(LogCompacted):
         w.entries(Index(250), Index(252))
     w = reopen(w, segment_bytes=SEG, cache_entries=0)
     hs, snap = w.initial_state()
@@ -308,7 +308,7 @@ def test_reads_are_safe_during_appends_rotations_and_compactions(tmp_path: Path)
                     problems.append(f"entries({first}) returned {[e.index for e in got]}")
                 if w.term(Index(first + 5)) != 1:
                     problems.append("bad term")
-            except Compacted:
+            except LogCompacted:
                 pass  # compaction overtook us between first_index() and the read; fine
             reads[0] += 1
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from raftkv.raft.errors import RaftError
+
 
 class ErrorCode(StrEnum):
     """The ``code`` of an :class:`~raftkv.kv.commands.ErrorResult`: stable strings, safe to put on the wire."""
@@ -32,8 +34,8 @@ class ErrorCode(StrEnum):
     (it is not advancing ``first_incomplete``); the request was not applied."""
 
 
-class KVError(Exception):
-    """Base class of every exception the key-value package raises on purpose."""
+class KVError(RaftError):
+    """Base class of every exception the key-value package raises on purpose (re-exported by ``raftkv.errors``)."""
 
 
 class CommandError(KVError, ValueError):
@@ -46,6 +48,9 @@ class SnapshotError(KVError):
 
 class Compacted(KVError):
     """A watch asked for events older than the retained history; ``oldest_revision`` is the oldest still held.
+
+    The one ``Compacted`` of the public API (``raftkv.Compacted``): the client raises this same class when a
+    node answers ``compacted``. A compacted *log index* is the core's :class:`~raftkv.raft.errors.LogCompacted`.
 
     A watcher that gets this must re-read the keys it cares about (at some revision ``r``) and watch again from
     ``r + 1``: the events in between are gone (etcd's ``ErrCompacted``).

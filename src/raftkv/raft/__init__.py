@@ -1,12 +1,12 @@
 """The Raft consensus core: pure, deterministic, no I/O. See ``node.py`` for the driver API."""
 
 from raftkv.raft.errors import (
-    Compacted,
+    EntryUnavailable,
     InvariantViolation,
+    LogCompacted,
     NotLeader,
     ProposalDropped,
     RaftError,
-    Unavailable,
     invariant,
 )
 from raftkv.raft.storage import LogStorage, MemoryStorage
@@ -14,12 +14,13 @@ from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeI
 
 __all__ = [
     "NO_NODE",
-    "Compacted",
     "Entry",
     "EntryType",
+    "EntryUnavailable",
     "HardState",
     "Index",
     "InvariantViolation",
+    "LogCompacted",
     "LogStorage",
     "MemoryStorage",
     "NodeId",
@@ -28,6 +29,5 @@ __all__ = [
     "RaftError",
     "SnapshotMeta",
     "Term",
-    "Unavailable",
     "invariant",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from raftkv.raft.errors import ConfigError
 from raftkv.raft.types import Index, NodeId
 
 
@@ -17,10 +18,6 @@ class RandomSource(Protocol):
     """What the core needs of a random generator (``random.Random`` fits). Injected, so runs replay."""
 
     def randrange(self, start: int, stop: int, /) -> int: ...
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the accepted range."""
 
 
 @dataclass(slots=True)

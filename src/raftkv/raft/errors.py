@@ -16,12 +16,23 @@ class RaftError(Exception):
     """Base class of every error the core raises on purpose."""
 
 
-class NotLeader(RaftError):
-    """The node is not the leader; ``leader_hint`` is the leader it knows of, or ``NO_NODE``."""
+class ConfigError(RaftError, ValueError):
+    """An invalid setting; the message is the one line to show the operator (it names the setting)."""
 
-    def __init__(self, leader_hint: NodeId = NO_NODE) -> None:
+
+class NotLeader(RaftError):
+    """The node is not the leader; ``leader_hint`` is the leader it knows of, or ``NO_NODE``.
+
+    ``leader_address`` is that leader's client address when whoever raised this knows it (the core never does;
+    a node's front end and the client fill it in), "" otherwise.
+    """
+
+    def __init__(self, leader_hint: NodeId = NO_NODE, leader_address: str = "") -> None:
         self.leader_hint = leader_hint
+        self.leader_address = leader_address
         hint = f"the leader is node {leader_hint}" if leader_hint != NO_NODE else "no leader is known"
+        if leader_address:
+            hint += f" at {leader_address}"
         super().__init__(f"not the leader: {hint}")
 
 
@@ -29,12 +40,15 @@ class ProposalDropped(RaftError):
     """The proposal was refused without being appended (node stopped, leadership transfer under way...)."""
 
 
-class Compacted(RaftError):
-    """The requested index lies below the first index still held in the log (it is covered by a snapshot)."""
+class LogCompacted(RaftError):
+    """The requested log index lies below the first index still held (it is covered by a snapshot).
+
+    etcd-raft's ErrCompacted. Named apart from :class:`raftkv.errors.Compacted` (a KV revision that is gone).
+    """
 
 
-class Unavailable(RaftError):
-    """The requested index lies beyond the last index of the log."""
+class EntryUnavailable(RaftError):
+    """The requested log index lies beyond the last index of the log (etcd-raft's ErrUnavailable)."""
 
 
 class InvariantViolation(RaftError):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raftkv.raft.errors import Compacted, Unavailable, invariant
+from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
 from raftkv.raft.storage import LogStorage, limit_size
 from raftkv.raft.types import Entry, Index, SnapshotMeta, Term
 
@@ -101,7 +101,7 @@ class RaftLog:
             return snap.term if index == snap.index else None
         try:
             return self.storage.term(index)
-        except (Compacted, Unavailable):
+        except (LogCompacted, EntryUnavailable):
             return None
 
     def match_term(self, index: Index, term: Term) -> bool:
@@ -115,7 +115,7 @@ class RaftLog:
     # --- reading entries ---------------------------------------------------------------------------------
 
     def entries(self, lo: Index, hi: Index, max_bytes: int | None = None) -> list[Entry]:
-        """Entries in ``[lo, hi)``, at most ``max_bytes`` (but at least one). Raises ``Compacted`` below first."""
+        """Entries in ``[lo, hi)``, at most ``max_bytes`` (but at least one). Raises ``LogCompacted`` below first."""
         if lo >= hi:
             return []
         invariant(hi <= self.last_index() + 1, f"entries({lo}, {hi}) past last index {self.last_index()}")
@@ -123,7 +123,7 @@ class RaftLog:
         if lo >= offset:
             return limit_size(self.unstable[lo - offset : hi - offset], max_bytes)
         if self.pending_snapshot is not None:
-            raise Compacted(f"index {lo} is covered by the snapshot being installed")
+            raise LogCompacted(f"index {lo} is covered by the snapshot being installed")
         stored = self.storage.entries(lo, Index(min(hi, offset)), max_bytes)
         if hi <= offset or len(stored) < min(hi, offset) - lo:
             return stored

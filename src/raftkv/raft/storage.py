@@ -21,8 +21,8 @@ Index layout (both implementations)::
      ... [boundary] [entry] [entry] ... [entry] [entry]
 
 ``term(snapshot.index)`` stays answerable after compaction (it is the boundary a consistency check against the
-first entry needs, §5.3); anything below it raises :class:`~raftkv.raft.errors.Compacted`, anything above
-``last_index`` raises :class:`~raftkv.raft.errors.Unavailable`.
+first entry needs, §5.3); anything below it raises :class:`~raftkv.raft.errors.LogCompacted`, anything above
+``last_index`` raises :class:`~raftkv.raft.errors.EntryUnavailable`.
 
 A durable write-ahead log implementing this protocol lives in ``raftkv.storage``; one conformance suite
 (``tests/raft/test_storage_conformance.py``) runs against both.
@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from raftkv.raft.errors import Compacted, Unavailable, invariant
+from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
 from raftkv.raft.types import EMPTY_SNAPSHOT, ENTRY_OVERHEAD_BYTES, Entry, HardState, Index, SnapshotMeta, Term
 
 
@@ -113,18 +113,18 @@ class MemoryStorage:
     def term(self, index: Index) -> Term:
         offset = self._entries[0].index
         if index < offset:
-            raise Compacted(f"index {index} is compacted (first held index is {offset + 1})")
+            raise LogCompacted(f"index {index} is compacted (first held index is {offset + 1})")
         k = index - offset
         if k >= len(self._entries):
-            raise Unavailable(f"index {index} is beyond the last index {self.last_index()}")
+            raise EntryUnavailable(f"index {index} is beyond the last index {self.last_index()}")
         return self._entries[k].term
 
     def entries(self, lo: Index, hi: Index, max_bytes: int | None = None) -> list[Entry]:
         offset = self._entries[0].index
         if lo <= offset:
-            raise Compacted(f"index {lo} is compacted (first held index is {offset + 1})")
+            raise LogCompacted(f"index {lo} is compacted (first held index is {offset + 1})")
         if hi > self.last_index() + 1:
-            raise Unavailable(f"index {hi - 1} is beyond the last index {self.last_index()}")
+            raise EntryUnavailable(f"index {hi - 1} is beyond the last index {self.last_index()}")
         selected = self._entries[lo - offset : hi - offset]
         return limit_size(selected, max_bytes)
 

@@ -22,13 +22,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from raftkv.errors import ConfigError
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address, AddressError
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the message is the one line to show the operator."""
-
 
 _CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from raftkv.errors import ConfigError
 from raftkv.raft.types import NodeId
-from raftkv.server.config import ConfigError
 
 IDENTITY_FILE = "raftkv-identity.json"
 

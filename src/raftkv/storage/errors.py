@@ -23,14 +23,16 @@ from __future__ import annotations
 import errno
 import os
 
+from raftkv.raft.errors import RaftError
+
 _WHAT_TO_DO_LOG = (
     "restore this node's data directory from a backup, or wipe it and let the node rejoin the cluster "
     "(a leader will send it a snapshot); committed data on this node is not silently dropped"
 )
 
 
-class StorageError(Exception):
-    """Base class of every error the storage layer raises on purpose."""
+class StorageError(RaftError):
+    """Base class of every error the storage layer raises on purpose (re-exported by ``raftkv.errors``)."""
 
 
 class CorruptLogError(StorageError):

@@ -67,7 +67,7 @@ from types import TracebackType
 
 from crc32c import crc32c
 
-from raftkv.raft.errors import Compacted, Unavailable, invariant
+from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
 from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage import records as rec
 from raftkv.storage.errors import (
@@ -600,9 +600,9 @@ class WAL:
         with self._lock:
             bi = self._bi
             if index < bi:
-                raise Compacted(f"index {index} is compacted (first held index is {bi + 1})")
+                raise LogCompacted(f"index {index} is compacted (first held index is {bi + 1})")
             if index > self._last:
-                raise Unavailable(f"index {index} is beyond the last index {self._last}")
+                raise EntryUnavailable(f"index {index} is beyond the last index {self._last}")
             if index == bi:
                 return Term(self._bt)
             return Term(self._terms[index - bi - 1])
@@ -612,9 +612,9 @@ class WAL:
             self._check_open()
             bi = self._bi
             if lo <= bi:
-                raise Compacted(f"index {lo} is compacted (first held index is {bi + 1})")
+                raise LogCompacted(f"index {lo} is compacted (first held index is {bi + 1})")
             if hi > self._last + 1:
-                raise Unavailable(f"index {hi - 1} is beyond the last index {self._last}")
+                raise EntryUnavailable(f"index {hi - 1} is beyond the last index {self._last}")
             if hi <= lo:
                 return []
             if max_bytes is not None:
