@@ -24,7 +24,7 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.local import free_ports
-from raftkv.transport.codec import schema
+from raftkv.transport.wire import schema
 
 VARIANTS = ("immediate", "sleep0", "future")
 

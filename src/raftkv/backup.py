@@ -31,9 +31,9 @@ from raftkv.raft.types import NO_NODE, HardState, Index, NodeId, SnapshotMeta, T
 from raftkv.server.identity import claim_data_dir
 from raftkv.storage import open_data_dir
 from raftkv.transport.address import Address
-from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+from raftkv.transport.streams import PLAIN
+from raftkv.transport.wire import schema
 
 FORMAT = "raftkv-backup/1"
 
@@ -109,9 +109,7 @@ async def download_backup(endpoints: list[Address], timeout: float) -> Backup:
 
 
 async def _download(endpoint: Address, cluster_id: str, timeout: float) -> Backup:
-    async with asyncio.timeout(timeout):
-        stream = await capnp.AsyncIoStream.create_connection(host=endpoint.host, port=endpoint.port)
-    client = capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT)
+    client = await PLAIN.dial_rpc(endpoint, timeout)
     try:
         cap: Any = client.bootstrap().cast_as(schema.Client)
         header = {"clusterId": cluster_id, "from": 0, "to": 0}

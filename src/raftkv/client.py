@@ -19,9 +19,9 @@ import capnp  # type: ignore[import-untyped]
 from raftkv.errors import NotLeader, ProposalDropped, RaftError, Timeout, Unavailable
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
-from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+from raftkv.transport.streams import PLAIN
+from raftkv.transport.wire import schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +61,7 @@ class NodeConnection:
         self._cap: Any = None
 
     async def connect(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            stream = await capnp.AsyncIoStream.create_connection(host=self.endpoint.host, port=self.endpoint.port)
-        self._client = capnp.TwoPartyClient(
-            stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT
-        )
+        self._client = await PLAIN.dial_rpc(self.endpoint, timeout)
         self._cap = self._client.bootstrap().cast_as(schema.Client)
 
     def close(self) -> None:

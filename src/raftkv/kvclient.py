@@ -58,9 +58,9 @@ from raftkv.kv.errors import ErrorCode
 from raftkv.kv.keys import prefix_end
 from raftkv.kv.watch import Event
 from raftkv.transport.address import Address
-from raftkv.transport.codec import schema
 from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+from raftkv.transport.streams import PLAIN
+from raftkv.transport.wire import schema
 
 T = TypeVar("T")
 Key = str | bytes
@@ -110,11 +110,7 @@ class _Conn:
         self.cap: Any = None
 
     async def open(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            stream = await capnp.AsyncIoStream.create_connection(host=self.endpoint.host, port=self.endpoint.port)
-        self.client = capnp.TwoPartyClient(
-            stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT
-        )
+        self.client = await PLAIN.dial_rpc(self.endpoint, timeout)
         self.cap = self.client.bootstrap().cast_as(schema.Client)
 
     def close(self) -> None:

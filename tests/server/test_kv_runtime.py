@@ -19,7 +19,7 @@ from raftkv.server.identity import claim_data_dir
 from raftkv.server.logs import setup_logging
 from raftkv.server.node import RaftNode
 from raftkv.storage.kv_lmdb import LMDBBackend
-from raftkv.transport.codec import schema
+from raftkv.transport.wire import schema
 from tests.server.cluster import configs, leader_of, wait_until
 
 

@@ -15,9 +15,10 @@ from raftkv.local import free_ports
 from raftkv.raft.messages import Message, TimeoutNow
 from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address
-from raftkv.transport.codec import schema
+from raftkv.transport.frames import FRAME_MAGIC, FrameSender
 from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.peers import FRAME_MAGIC, MAX_FRAME_BYTES, Transport, TransportSettings, _FrameSender
+from raftkv.transport.peers import Transport, TransportSettings
+from raftkv.transport.wire import MAX_FRAME_BYTES, schema
 
 
 async def _peer_cap(port: int) -> tuple[Any, Any]:
@@ -162,19 +163,16 @@ async def test_a_link_delivers_every_message_in_order(frames: bool) -> None:
         await t1.listen(peers[NodeId(1)])
         await t2.listen(peers[NodeId(2)])
         try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = t2.start_links(tg)
-                async with asyncio.timeout(5):
-                    while not t2.connected(NodeId(1)):
-                        await asyncio.sleep(0.01)
-                    for term in range(1, 1001):
-                        t2.send([TimeoutNow(Term(term), NodeId(2), NodeId(1))])
-                        if term % 100 == 0:
-                            await asyncio.sleep(0)
-                    while len(received) < 1000:
-                        await asyncio.sleep(0.01)
-                for task in tasks:
-                    task.cancel()
+            t2.start()
+            async with asyncio.timeout(5):
+                while not t2.connected(NodeId(1)):
+                    await asyncio.sleep(0.01)
+                for term in range(1, 1001):
+                    t2.send([TimeoutNow(Term(term), NodeId(2), NodeId(1))])
+                    if term % 100 == 0:
+                        await asyncio.sleep(0)
+                while len(received) < 1000:
+                    await asyncio.sleep(0.01)
             assert [m.term for m in received] == list(range(1, 1001))
             assert t2.counters.sent_msgs[NodeId(1)] == 1000
             assert t2.counters.sent_calls[NodeId(1)] >= 1000 // 7
@@ -206,7 +204,7 @@ async def test_a_pump_whose_data_plane_closed_gives_up_instead_of_spinning() -> 
         )
         link = t.links[NodeId(1)]
         link.connected = True
-        frames = _FrameSender()
+        frames = FrameSender()
         frames.transport = _ClosedTransport()  # type: ignore[assignment]
         for term in (1, 2, 3):
             link.enqueue(TimeoutNow(Term(term), NodeId(2), NodeId(1)))
@@ -229,14 +227,11 @@ async def test_a_peer_that_refuses_the_handshake_is_retried_slowly() -> None:
         stranger = Transport(NodeId(2), "b", peers, lambda _m: None, lambda: 1)  # another cluster at that address
         await stranger.listen(peers[NodeId(2)])
         try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = ours.start_links(tg)
-                async with asyncio.timeout(5):
-                    while stranger.counters.refused == 0:
-                        await asyncio.sleep(0.01)
-                await asyncio.sleep(0.6)
-                for task in tasks:
-                    task.cancel()
+            ours.start()
+            async with asyncio.timeout(5):
+                while stranger.counters.refused == 0:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.6)
             assert stranger.counters.refused <= 2, stranger.counters.refused
             assert not ours.connected(NodeId(2))
         finally:

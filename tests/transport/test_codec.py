@@ -19,7 +19,8 @@ from raftkv.raft.messages import (
     TimeoutNow,
 )
 from raftkv.raft.types import Entry, EntryType, Index, NodeId, Term
-from raftkv.transport.codec import DecodeError, decode, encode_into, pack_entries, schema, unpack_entries
+from raftkv.transport.codec import DecodeError, decode, encode_into, pack_entries, unpack_entries
+from raftkv.transport.wire import schema
 
 u63 = st.integers(0, (1 << 63) - 1)
 ids = st.integers(1, 1000).map(NodeId)

@@ -7,12 +7,8 @@ is logged here and answered with ``internal``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
-
-import capnp  # type: ignore[import-untyped]
 
 from raftkv.errors import NodeFailed, NotLeader, ProposalDropped, Timeout
 from raftkv.kv.commands import decode_command, encode_result
@@ -22,8 +18,8 @@ from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.types import SnapshotMeta
 from raftkv.server.kv import execute_batch
 from raftkv.transport.address import Address
-from raftkv.transport.codec import schema
-from raftkv.transport.peers import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+from raftkv.transport.streams import PLAIN, Listener
+from raftkv.transport.wire import schema
 
 if TYPE_CHECKING:
     from raftkv.server.node import RaftNode
@@ -211,16 +207,5 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             self.node.watches.cancel(int(watchId))
 
 
-async def serve_clients(node: RaftNode, address: Address) -> Any:
-    async def on_connection(stream: Any) -> None:
-        server = capnp.TwoPartyServer(
-            stream,
-            bootstrap=ClientService(node),
-            traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
-            nesting_limit=NESTING_LIMIT,
-        )
-        # CancelledError too: at loop shutdown this pycapnp-owned task would print the cancellation as an error.
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await server.on_disconnect()
-
-    return await capnp.AsyncIoStream.create_server(on_connection, address.host, address.port)
+async def serve_clients(node: RaftNode, address: Address) -> Listener:
+    return await PLAIN.listen(address, lambda _close: ClientService(node), name=f"node {node.id} client port")

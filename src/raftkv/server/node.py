@@ -208,11 +208,11 @@ class RaftNode:
             TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000),
             client_address=str(cfg.listen_client) if cfg.listen_client else "",
             on_peer_down=self._on_peer_down,
+            snapshot_source=self._snapshot_source,
+            on_snapshot_sent=self._on_snapshot_sent,
+            snapshot_received=self._snapshot_received,
+            incoming_dir=str(cfg.data_dir),
         )
-        self.transport.snapshot_source = self._snapshot_source
-        self.transport.on_snapshot_sent = self._on_snapshot_sent
-        self.transport.snapshot_received = self._snapshot_received
-        self.transport.incoming_dir = str(cfg.data_dir)
         await self.transport.listen(cfg.listen_peer)
         self._stack.push_async_callback(self.transport.close)
         if cfg.listen_client is not None:
@@ -231,7 +231,7 @@ class RaftNode:
         self._ticking.set()
         self._tasks.append(self._tg.create_task(self._ticker(), name=f"raftkv-ticker-{cfg.id}"))
         self._tg.create_task(self._ready_loop(), name=f"raftkv-ready-{cfg.id}")
-        self._tasks.extend(self.transport.start_links(self._tg))
+        self.transport.start()
         self._wake.set()
         self.ready_event.set()
         log.info(
@@ -277,9 +277,7 @@ class RaftNode:
     async def _close_client_server(self) -> None:
         server, self._client_server = self._client_server, None
         if server is not None:
-            server.close()
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
+            await server.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a task owned by this node: cancelled when the node stops."""
@@ -476,8 +474,7 @@ class RaftNode:
             return ""
         if core.leader == self.id:
             return str(self.config.listen_client or "")
-        link = self.transport.links.get(core.leader) if self.transport else None
-        return link.client_address if link else ""
+        return self.transport.client_address_of(core.leader) if self.transport else ""
 
     async def wait_for_leader(self, timeout: float = 5.0) -> NodeId:
         async with asyncio.timeout(timeout):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import capnp  # type: ignore[import-untyped]
@@ -31,8 +30,6 @@ from raftkv.raft.messages import (
     TimeoutNow,
 )
 from raftkv.raft.types import Entry, EntryType, Index, NodeId, Term
-
-schema: Any = capnp.load(str(Path(__file__).with_name("raftkv.capnp")))
 
 _ENTRY_HEADER = struct.Struct("<QQBI")
 _MAX_U63 = (1 << 63) - 1

@@ -2,34 +2,35 @@
 
 Theory of operation
 -------------------
-Raft messages are one-way (see ``raftkv.capnp``). ``Transport.send`` never blocks: it puts each message on its
-destination's bounded queue and wakes that peer's link. Each :class:`PeerLink` is a supervisor task that
+Raft messages are one-way (see ``raftkv.capnp``). :meth:`Transport.send` never blocks: it puts each message on
+its destination's bounded queue and writes what it can at once. Each :class:`PeerLink` is a supervisor task that
 
-1. connects (with a timeout) and checks who answers with a ``ping`` (cluster id and node id), so a wrong
-   address in ``--peers`` is reported once, clearly, instead of silently talking to the wrong node;
-2. opens the **data plane**: a second connection to the same port that starts with ``FRAME_MAGIC`` and then
-   carries length-prefixed ``MessageBatch`` frames (Cap'n Proto serialization, no RPC), each holding every
-   queued message up to a size bound. Raft's messages are one-way — the answer to an AppendEntries is another
-   message, sent after the follower's fsync — so the reply every capnp call carries is pure cost: measured on
-   this project's machine, a capnp call costs ~140 µs of CPU for the caller and ~100 µs for the callee, a frame
-   ~35 µs to send and ~25 µs to receive (docs/runtime.md, "The peer data plane"). One connection keeps the
-   messages in order; the control connection stays Cap'n Proto RPC (handshake, a keepalive ``ping`` with a
-   deadline that notices a SIGSTOPped peer, snapshots). With ``TransportSettings.frames`` off, messages travel
-   as ``send`` calls instead, at most ``max_inflight_calls`` unanswered (calls on one capability are
-   delivered in order);
-3. on any error or timeout (a SIGSTOPped peer never errors by itself: every call has a deadline) drops the
+1. dials the peer (through the :mod:`~raftkv.transport.streams` seam, with a timeout) and checks who answers
+   with a ``ping`` (cluster id and node id), so a wrong address in ``--peers`` is reported once, clearly,
+   instead of silently talking to the wrong node;
+2. opens the **data plane** (:mod:`~raftkv.transport.frames`): a second connection to the same port that
+   carries one-way ``MessageBatch`` frames, each holding every queued message up to a size bound. The control
+   connection stays Cap'n Proto RPC: the handshake, a keepalive ``ping`` with a deadline that notices a
+   SIGSTOPped peer (frames have no replies, so nothing else would), and snapshots
+   (:mod:`~raftkv.transport.snapshot_stream`). With ``TransportSettings.frames`` off, messages travel as
+   ``send`` calls instead, at most ``max_inflight_calls`` unanswered (calls on one capability are delivered in
+   order);
+3. on any error or timeout (a stopped peer never errors by itself: every call has a deadline) drops the
    connections, and reconnects after a jittered exponential backoff.
 
 A message that cannot be sent is dropped: Raft is built for lossy networks and retransmits what matters. While a
 link is down nothing is queued for it (it would be stale on reconnection), and a full queue (a slow peer) drops
 the newest messages; both are counted.
 
-Inbound, the peer port peeks at the first four bytes of each new connection: ``FRAME_MAGIC`` makes it a data
-plane connection (:class:`_FrameReceiver`), anything else is handed to Cap'n Proto, where each connection gets
-its own :class:`PeerService`. Both check the header (cluster id, a known sender, addressed to us), decode every
-message at the edge, and hand the batch to the node. Malformed input closes that one connection and is counted;
-requests from another cluster or an unknown member are refused with a typed error (a frame, which has no reply,
-by closing its connection) and logged once. No Python traceback ever crosses the wire.
+Membership: :meth:`Transport.add_peer`, :meth:`~Transport.update_peer` and :meth:`~Transport.remove_peer` change
+the set of links while the node runs (a link is a task the transport owns). Inbound, only members are served.
+
+Inbound, the peer port (a :class:`~raftkv.transport.streams.Listener`) tells data plane connections from Cap'n
+Proto ones by their first bytes; each capnp connection gets its own :class:`PeerService`. Both check the
+header (cluster id, a known sender, addressed to us), decode every message at the edge, and hand the batch to
+the node. Malformed input closes that one connection and is counted; requests from another cluster or an
+unknown member are refused with a typed error (a frame, which has no reply, by closing its connection) and
+logged once. No Python traceback ever crosses the wire.
 """
 
 from __future__ import annotations
@@ -37,34 +38,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
-import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import capnp  # type: ignore[import-untyped]
-import crc32c
 
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
 from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
+from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
-from raftkv.transport.codec import DecodeError, decode, encode_into, schema
+from raftkv.transport.codec import DecodeError, decode, encode_into
+from raftkv.transport.frames import FRAME_MAGIC, FrameReceiver, FrameSender, frame
+from raftkv.transport.snapshot_stream import SnapshotInbox, SnapshotSource, send_snapshot
+from raftkv.transport.streams import PLAIN, Listener, StreamLayer, describe
+from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS, schema
 
 log = logging.getLogger("raftkv.transport")
 
-# Equal on both sides of every connection: 64 MiB of pointers, nesting as deep as our schema needs.
-TRAVERSAL_LIMIT_WORDS = 8 * 1024 * 1024
-NESTING_LIMIT = 16
-
-FRAME_MAGIC = b"RKF1"
-"""First bytes of a data plane connection. A Cap'n Proto stream starts with its segment count minus one, a small
-little-endian integer, so the two can never be confused."""
-_FRAME_LEN = struct.Struct("<I")
-MAX_FRAME_BYTES = TRAVERSAL_LIMIT_WORDS * 8
 SNIFF_TIMEOUT_S = 10.0
 """A new connection that sends nothing for this long is closed (Cap'n Proto clients speak first)."""
 
@@ -124,8 +117,9 @@ class _Once:
         return False
 
 
-def _header(cluster_id: str, src: NodeId, dst: NodeId) -> dict[str, object]:
-    return {"clusterId": cluster_id, "from": int(src), "to": int(dst)}
+def _header(cluster_id: str, src: NodeId, dst: NodeId) -> Any:
+    """A wire header, built once per link: pycapnp copies a struct ~9x faster than it converts a dict."""
+    return schema.Header.new_message(clusterId=cluster_id, **{"from": int(src)}, to=int(dst)).as_reader()
 
 
 def _check_header(t: Transport, header: Any) -> tuple[str, str, NodeId]:
@@ -140,112 +134,8 @@ def _check_header(t: Transport, header: Any) -> tuple[str, str, NodeId]:
     return "none", "", src
 
 
-class _FrameSender(asyncio.Protocol):
-    """Outbound data plane connection: the link writes frames; the peer never writes back."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(FRAME_MAGIC)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.writable.set()  # wake a pump waiting for the buffer to drain: it finds the connection gone
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
-
-    def close(self) -> None:
-        # abort, not close: close would keep sending the buffered (stale) frames to a slow peer alongside the
-        # next connection, and keep the socket open for as long as that peer does not read.
-        if self.transport is not None:
-            self.transport.abort()
-
-
-class _FrameReceiver(asyncio.Protocol):
-    """Inbound data plane connection: ``FRAME_MAGIC``, then frames of a 4-byte little-endian length and a
-    ``MessageBatch``. Anything wrong (a bad length, bytes that are not a valid batch, a stranger's header) closes
-    this connection; the sender reconnects, and its handshake tells it why if it is a configuration error."""
-
-    def __init__(self, t: Transport) -> None:
-        self.t = t
-        self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.magic_seen = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.t._frame_conns.add(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self.t._frame_conns.discard(self.transport)
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if not self.magic_seen:
-            if len(buf) < len(FRAME_MAGIC):
-                return
-            self.magic_seen = True
-            del buf[: len(FRAME_MAGIC)]  # peeked at by the listener, so it is certainly ours
-        while self.transport is not None and len(buf) >= _FRAME_LEN.size:
-            (size,) = _FRAME_LEN.unpack_from(buf)
-            if size > MAX_FRAME_BYTES:
-                self._malformed(f"a frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
-                return
-            end = _FRAME_LEN.size + size
-            if len(buf) < end:
-                return
-            frame = bytes(buf[_FRAME_LEN.size : end])
-            del buf[:end]
-            self._deliver(frame)
-
-    def _deliver(self, frame: bytes) -> None:
-        t = self.t
-        try:
-            with schema.MessageBatch.from_bytes(
-                frame, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT
-            ) as mb:
-                code, why, src = _check_header(t, mb.header)
-                if code != "none":
-                    t.counters.refused += 1
-                    t.once.warn(f"refuse-{code}-{why}", "node %s refused a peer frame: %s", t.node_id, why)
-                    self._close()
-                    return
-                batch = [decode(m, src, t.node_id) for m in mb.messages]
-        except (DecodeError, capnp.KjException, ValueError) as e:
-            self._malformed(str(e))
-            return
-        t.counters.received_msgs += len(batch)
-        try:
-            t.on_messages(batch)
-        except Exception:  # a bug: keep it local to this batch
-            log.exception("node %s: failed to process a peer frame", t.node_id)
-
-    def _malformed(self, why: str) -> None:
-        t = self.t
-        t.counters.malformed += 1
-        t.once.warn(f"malformed-{why}", "node %s: malformed peer frame, closing that connection: %s", t.node_id, why)
-        self._close()
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-            self.t._frame_conns.discard(self.transport)
-            self.transport = None
+async def _until_disconnected(client: Any) -> None:
+    await client.on_disconnect()  # a pycapnp future, not a coroutine
 
 
 class _Refused(Exception):
@@ -260,6 +150,7 @@ class PeerLink:
         self.peer = peer
         self.address = address
         self.queue: deque[Message] = deque()
+        """Bounded by ``max_queue_msgs`` (``enqueue`` drops beyond it)."""
         self.wake = asyncio.Event()
         self.connected = False
         self.ever_connected = False
@@ -269,11 +160,9 @@ class PeerLink:
         """The core asked to send this peer a snapshot; streamed by its own task, beside the normal traffic."""
         self.snapshot_wake = asyncio.Event()
         self._rng = random.Random()
-        self._frames: _FrameSender | None = None
+        self._frames: FrameSender | None = None
         """The data plane connection while the pump runs on it."""
-        header = _header(transport.cluster_id, transport.node_id, peer)
-        self._wire_header = schema.Header.new_message(**header).as_reader()
-        """Built once: pycapnp copies a struct ~9x faster than it converts a dict (measured: 0.9 vs 8.5 µs)."""
+        self._wire_header = _header(transport.cluster_id, transport.node_id, peer)
 
     def enqueue(self, msg: Message, wake: bool = True) -> None:
         if type(msg) is InstallSnapshot:
@@ -293,26 +182,20 @@ class PeerLink:
 
     async def run(self) -> None:
         s = self.t.settings
+        streams = self.t.streams
         backoff = s.backoff_initial_s
         while True:
             client: Any = None
-            frames: _FrameSender | None = None
+            frames: FrameSender | None = None
             try:
-                async with asyncio.timeout(s.connect_timeout_s):
-                    stream = await capnp.AsyncIoStream.create_connection(host=self.address.host, port=self.address.port)
-                client = capnp.TwoPartyClient(
-                    stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT
-                )
+                client = await streams.dial_rpc(self.address, s.connect_timeout_s)
                 cap = client.bootstrap().cast_as(schema.Peer)
                 if not await self._handshake(cap):
                     # A configuration error (wrong cluster, wrong node at that address): retry slowly. Falls
                     # through to the backoff below — a `continue` here once skipped it and spun reconnecting.
                     raise _Refused()
                 if s.frames:
-                    async with asyncio.timeout(s.connect_timeout_s):
-                        _tr, frames = await asyncio.get_running_loop().create_connection(
-                            _FrameSender, host=self.address.host, port=self.address.port
-                        )
+                    _tr, frames = await streams.dial_plain(self.address, FrameSender, s.connect_timeout_s)
                 self.connected = True
                 self.ever_connected = True
                 backoff = s.backoff_initial_s
@@ -333,7 +216,7 @@ class PeerLink:
                     self.t.node_id,
                     self.peer,
                     self.address,
-                    _describe(e),
+                    describe(e),
                 )
             finally:
                 if self.connected and self.t.on_peer_down is not None:
@@ -351,7 +234,7 @@ class PeerLink:
 
     async def _handshake(self, cap: Any) -> bool:
         async with asyncio.timeout(self.t.settings.call_timeout_s):
-            r = await cap.ping(header=_header(self.t.cluster_id, self.t.node_id, self.peer), payload=b"")
+            r = await cap.ping(header=self._wire_header, payload=b"")
         code = str(r.error.code)
         if code != "none":
             self.t.once.warn(
@@ -378,46 +261,51 @@ class PeerLink:
         self.client_address = str(r.clientAddress)
         return True
 
-    async def _pump_until_disconnect(self, client: Any, cap: Any, frames: _FrameSender | None) -> None:
+    async def _pump_until_disconnect(self, client: Any, cap: Any, frames: FrameSender | None) -> None:
         """Send until a call fails or a connection drops, whichever comes first.
 
         A follower sends to its leader only in reply to the leader's messages: if the leader's process dies it
-        would never send again, and only watching the connections themselves tells it at once.
+        would never send again, and only watching the connections themselves tells it at once. The workers
+        are this link's own: started here, all cancelled and awaited before this returns.
         """
-        closed = asyncio.ensure_future(client.on_disconnect())
-        snapshots = asyncio.ensure_future(self._snapshot_loop(cap))
+        workers = TaskSet(f"node {self.t.node_id} link to node {self.peer}")
+        closed = workers.spawn(_until_disconnected(client), name="raftkv-link-closed")
+        snapshots = workers.spawn(self._snapshot_loop(cap), name="raftkv-link-snapshots")
         if frames is None:
-            workers = [asyncio.ensure_future(self._pump(cap))]
+            pumps = [workers.spawn(self._pump(cap), name="raftkv-link-calls")]
         else:
             # Frames have no replies, so nothing else would notice a peer that stopped answering (SIGSTOP).
-            workers = [asyncio.ensure_future(self._pump_frames(frames)), asyncio.ensure_future(self._keepalive(cap))]
-        tasks = {closed, snapshots, *workers} | ({frames.closed} if frames is not None else set())
+            pumps = [
+                workers.spawn(self._pump_frames(frames), name="raftkv-link-frames"),
+                workers.spawn(self._keepalive(cap), name="raftkv-link-keepalive"),
+            ]
+        watched: set[asyncio.Future[Any]] = {closed, snapshots, *pumps}
+        if frames is not None:
+            watched.add(frames.closed)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            failed = [task for task in (snapshots, *pumps) if task in done and task.exception() is not None]
         finally:
-            for task in (closed, snapshots, *workers):
-                task.cancel()
-            await asyncio.gather(closed, snapshots, *workers, return_exceptions=True)
+            await workers.aclose()
             if self.snapshot_request is not None:
                 self.snapshot_request = None
                 self.t.snapshot_sent(self.peer, False)
-        for task in (snapshots, *workers):
-            if task in done:
-                task.result()  # re-raise the failure
+        if failed:
+            failed[0].result()  # re-raise the failure
         raise ConnectionError("the peer closed the connection")
 
     async def _keepalive(self, cap: Any) -> None:
         s = self.t.settings
-        header = _header(self.t.cluster_id, self.t.node_id, self.peer)
         while True:
             await asyncio.sleep(s.call_timeout_s / 2)
             async with asyncio.timeout(s.call_timeout_s):
-                await cap.ping(header=header, payload=b"")
+                await cap.ping(header=self._wire_header, payload=b"")
 
-    async def _pump_frames(self, frames: _FrameSender) -> None:
+    async def _pump_frames(self, frames: FrameSender) -> None:
         s = self.t.settings
         transport = frames.transport
-        assert transport is not None
+        if transport is None:
+            raise ConnectionError("the data plane connection is not open")
         self._frames = frames
         try:
             while True:
@@ -454,7 +342,7 @@ class PeerLink:
         if self.queue:
             self.wake.set()
 
-    def _write_frames(self, frames: _FrameSender) -> None:
+    def _write_frames(self, frames: FrameSender) -> None:
         transport = frames.transport
         c = self.t.counters
         if transport is None or transport.is_closing():
@@ -464,8 +352,7 @@ class PeerLink:
             batch = self._take_batch()
             mb = schema.MessageBatch.new_message()
             self._fill(mb, batch)
-            data = mb.to_bytes()
-            transport.write(_FRAME_LEN.pack(len(data)) + data)
+            transport.write(frame(mb.to_bytes()))
             TransportCounters.bump(c.sent_calls, self.peer)
             TransportCounters.bump(c.sent_msgs, self.peer, len(batch))
 
@@ -498,40 +385,16 @@ class PeerLink:
 
     async def _stream_snapshot(self, cap: Any, request: InstallSnapshot) -> bool:
         source = self.t.snapshot_source
-        snapshot = await asyncio.to_thread(source) if source is not None else None
-        if snapshot is None:
-            log.warning("node %s: asked to send node %s a snapshot, but none is available", self.t.node_id, self.peer)
+        if source is None:
+            log.warning("node %s: asked to send node %s a snapshot, but it has none", self.t.node_id, self.peer)
             return False
-        meta, chunks = snapshot
-        header = _header(self.t.cluster_id, self.t.node_id, self.peer)
-        log.info("node %s: sending snapshot at index %s to node %s", self.t.node_id, meta.index, self.peer)
-        offset = 0
-        crc = 0
-        chunk_iter = iter(chunks)
-        data: bytes = await asyncio.to_thread(next, chunk_iter, b"")
-        while True:
-            following: bytes | None = await asyncio.to_thread(next, chunk_iter, None)
-            crc = crc32c.crc32c(data, crc)
-            done = following is None
-            chunk = {
-                "term": int(request.term),
-                "lastIndex": int(meta.index),
-                "lastTerm": int(meta.term),
-                "voters": [int(v) for v in meta.voters],
-                "offset": offset,
-                "data": data,
-                "done": done,
-                "crc32c": crc if done else 0,
-            }
-            async with asyncio.timeout(self.t.settings.snapshot_call_timeout_s):
-                r = await cap.installSnapshot(header=header, chunk=chunk)
-            if str(r.error.code) != "none":
-                log.warning("node %s: node %s refused the snapshot: %s", self.t.node_id, self.peer, r.error.message)
-                return False
-            offset += len(data)
-            if following is None:
-                return True
-            data = following
+        log.info("node %s: sending a snapshot to node %s", self.t.node_id, self.peer)
+        ok, why = await send_snapshot(
+            cap, self._wire_header, request.term, source, self.t.settings.snapshot_call_timeout_s
+        )
+        if not ok:
+            log.warning("node %s: snapshot to node %s not sent: %s", self.t.node_id, self.peer, why)
+        return ok
 
     async def _pump(self, cap: Any) -> None:
         inflight: deque[asyncio.Task[None]] = deque()
@@ -568,7 +431,8 @@ class PeerLink:
             batch = self._take_batch()
             request = cap.send_request()
             self._fill(request, batch)
-            # The call leaves now, in order; the task only waits for its answer (with a deadline).
+            # The call leaves now, in order; the task only waits for its answer (with a deadline). The tasks
+            # are this pump's own, bounded by max_inflight_calls, and reaped by _pump.
             inflight.append(asyncio.ensure_future(self._await_reply(request.send(), len(batch))))
 
     def _take_batch(self) -> list[Message]:
@@ -597,11 +461,11 @@ class PeerLink:
 
 
 class PeerService(schema.Peer.Server):  # type: ignore[misc]
-    """The inbound side of one connection."""
+    """The inbound side of one capnp connection; ``close`` hangs up on it."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, close: Callable[[], None]) -> None:
         self.t = transport
-        self.server: Any = None  # the TwoPartyServer of this connection, to close it on malformed input
+        self._close = close
 
     def _check(self, header: Any) -> tuple[str, str, NodeId]:
         return _check_header(self.t, header)
@@ -649,7 +513,7 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
         results.clientAddress = self.t.client_address
 
     async def installSnapshot(self, header: Any, chunk: Any, _context: Any, **_kw: Any) -> None:  # noqa: N802
-        """Follower side of §7: collect the chunks in a temporary file; on the last, verify and hand it over."""
+        """Follower side of §7: collect the chunks (the inbox); on the last, verified, hand the file over."""
         results = _context.results
         t = self.t
         try:
@@ -658,7 +522,7 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
                 self._refuse(code, why, results)
                 return
             results.term = t.term()
-            if t.incoming_dir is None or t.snapshot_received is None:
+            if t.inbox.directory is None or t.snapshot_received is None:
                 results.error.code = "stopped"
                 results.error.message = "this node does not accept snapshots"
                 return
@@ -669,33 +533,17 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
             meta = SnapshotMeta(
                 Index(int(chunk.lastIndex)), Term(int(chunk.lastTerm)), tuple(NodeId(int(v)) for v in chunk.voters)
             )
-            offset = int(chunk.offset)
-            incoming = t._incoming.get(src)
-            if offset == 0:
-                if incoming is not None:
-                    incoming.discard()
-                incoming = _Incoming(os.path.join(t.incoming_dir, f"incoming-from-{int(src)}.tmp"), meta)
-                t._incoming[src] = incoming
-            if incoming is None or incoming.meta != meta or offset != incoming.size:
-                # Out of order (a restarted stream, a lost chunk): the sender starts again from 0.
-                results.error.code = "malformed"
-                results.error.message = f"snapshot chunk at offset {offset} out of order; restart from 0"
-                if incoming is not None:
-                    incoming.discard()
-                    t._incoming.pop(src, None)
+            code, message, next_offset, path = await t.inbox.receive(
+                src, meta, int(chunk.offset), bytes(chunk.data), bool(chunk.done), int(chunk.crc32c)
+            )
+            if code != "none":
+                results.error.code = code
+                results.error.message = message
                 return
-            await asyncio.to_thread(incoming.write, bytes(chunk.data))
-            results.nextOffset = incoming.size
-            if not chunk.done:
+            results.nextOffset = next_offset
+            if path is None:
                 return
-            t._incoming.pop(src, None)
-            await asyncio.to_thread(incoming.close)
-            if incoming.crc != int(chunk.crc32c):
-                incoming.discard()
-                results.error.code = "malformed"
-                results.error.message = "snapshot checksum mismatch; restart from 0"
-                return
-            await t.snapshot_received(meta, incoming.path)
+            await t.snapshot_received(meta, path)
             t.on_messages([InstallSnapshot(Term(int(chunk.term)), src, t.node_id, meta)])
         except (ValueError, capnp.KjException, OSError) as e:
             log.warning("node %s: failed to receive a snapshot: %s", t.node_id, e)
@@ -705,51 +553,7 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
     def _close_soon(self) -> None:
         # Close after the typed reply has left: pycapnp writes it only once this handler has returned, and a
         # close scheduled for the very next loop turn would overtake it.
-        server = self.server
-        if server is not None:
-            asyncio.get_running_loop().call_later(0.05, _close_quietly, server)
-
-
-def _set_once(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _close_quietly(server: Any) -> None:
-    with contextlib.suppress(Exception):
-        server.close()
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-class _Incoming:
-    """A snapshot being received from one leader: a temporary file and a running CRC32C."""
-
-    def __init__(self, path: str, meta: SnapshotMeta) -> None:
-        self.path = path
-        self.meta = meta
-        self.size = 0
-        self.crc = 0
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()/discard()
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self.size += len(data)
-        self.crc = crc32c.crc32c(data, self.crc)
-
-    def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        asyncio.get_running_loop().call_later(0.05, self._close)
 
 
 class Transport:
@@ -765,144 +569,107 @@ class Transport:
         settings: TransportSettings | None = None,
         client_address: str = "",
         on_peer_down: Callable[[NodeId], None] | None = None,
+        *,
+        streams: StreamLayer = PLAIN,
+        snapshot_source: SnapshotSource | None = None,
+        on_snapshot_sent: Callable[[NodeId, bool], None] | None = None,
+        snapshot_received: Callable[[SnapshotMeta, str], Awaitable[None]] | None = None,
+        incoming_dir: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
-        self.peers = peers
+        self.peers = dict(peers)
+        """Every member and where this node reaches it (its own entry included): who may talk to us."""
         self.on_messages = on_messages
         self.term = term
         self.client_address = client_address
-        self.snapshot_source: Callable[[], tuple[SnapshotMeta, Iterator[bytes]] | None] | None = None
+        self.streams = streams
+        self.snapshot_source = snapshot_source
         """Leader side: the newest snapshot (metadata and a chunk iterator); called in a worker thread."""
-        self.on_snapshot_sent: Callable[[NodeId, bool], None] | None = None
-        self.snapshot_received: Callable[[SnapshotMeta, str], Awaitable[None]] | None = None
+        self.on_snapshot_sent = on_snapshot_sent
+        self.snapshot_received = snapshot_received
         """Follower side: durably keep the verified snapshot at this temporary path (then it is installed)."""
-        self.incoming_dir: str | None = None
-        self._incoming: dict[NodeId, _Incoming] = {}
+        self.inbox = SnapshotInbox(incoming_dir)
         self.on_peer_down = on_peer_down
         """Called when an established connection to a peer breaks (not for a peer that was never reached)."""
         self.settings = settings or TransportSettings()
         self.counters = TransportCounters()
         self.once = _Once()
-        self.links = {p: PeerLink(self, p, a) for p, a in peers.items() if p != node_id}
-        self._listeners: list[socket.socket] = []
-        self._accepting: list[asyncio.Future[None]] = []
-        self._sniffing: set[asyncio.Future[None]] = set()
-        self._unsniffed: set[socket.socket] = set()
-        """Accepted sockets not yet handed to a protocol (closed by ``close`` if their sniff never ran)."""
-        self._connections: set[Any] = set()
-        self._frame_conns: set[asyncio.Transport] = set()
+        self.links = {p: PeerLink(self, p, a) for p, a in self.peers.items() if p != node_id}
+        self._link_tasks: dict[NodeId, asyncio.Task[None]] = {}
+        self._tasks = TaskSet(f"node {node_id} transport")
+        self._started = False
+        self._listener: Listener | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def listen(self, address: Address) -> None:
-        async def on_connection(stream: Any) -> None:
-            service = PeerService(self)
-            server = capnp.TwoPartyServer(
-                stream,
-                bootstrap=service,
-                traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
-                nesting_limit=NESTING_LIMIT,
-            )
-            service.server = server
-            self._connections.add(server)
-            try:
-                await server.on_disconnect()
-            except asyncio.CancelledError:
-                # The event loop is shutting down under us. This task belongs to pycapnp's accept callback,
-                # which would print the cancellation as an error: end quietly, there is nobody to tell.
-                pass
-            except Exception as e:  # a connection ending badly concerns that connection only
-                log.debug("node %s: peer connection ended: %s", self.node_id, _describe(e))
-            finally:
-                self._connections.discard(server)
+        """Serve the peer port: capnp ``Peer`` connections and data plane frames on the same address."""
+        self._listener = await self.streams.listen(
+            address,
+            lambda close: PeerService(self, close),
+            name=f"node {self.node_id} peer port",
+            plain=lambda: FrameReceiver(self._deliver_frame, self._malformed_frame),
+            magic=FRAME_MAGIC,
+            sniff_timeout_s=SNIFF_TIMEOUT_S,
+        )
 
-        # Like loop.create_server: one listener per address the host resolves to (localhost may be ::1 and
-        # 127.0.0.1), IPv6 ones IPv6-only; but accepting ourselves, so that each connection can be sniffed.
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        seen: set[tuple[int, Any]] = set()
-        try:
-            for family, kind, proto, _name, sockaddr in infos:
-                if (family, sockaddr) in seen:
-                    continue
-                seen.add((family, sockaddr))
-                listener = socket.socket(family, kind, proto)
-                self._listeners.append(listener)
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                listener.bind(sockaddr)
-                listener.listen(128)
-                listener.setblocking(False)
-        except OSError:
-            for listener in self._listeners:
-                listener.close()
-            self._listeners.clear()
-            raise
-        self._accepting = [
-            asyncio.ensure_future(self._accept_loop(listener, on_connection)) for listener in self._listeners
-        ]
+    def start(self) -> None:
+        """Start one link task per peer (and for every peer added later)."""
+        self._started = True
+        for link in self.links.values():
+            self._start_link(link)
 
-    async def _accept_loop(self, listener: socket.socket, on_connection: Callable[[Any], Awaitable[None]]) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _addr = await loop.sock_accept(listener)
-            except OSError as e:  # e.g. out of file descriptors: keep serving the connections we have
-                self.once.warn("accept", "node %s: cannot accept a peer connection: %s", self.node_id, e)
-                await asyncio.sleep(0.1)
-                continue
-            self.once.clear("accept")
-            self._unsniffed.add(conn)
-            task = asyncio.ensure_future(self._sniff(conn, on_connection))
-            self._sniffing.add(task)
-            task.add_done_callback(self._sniffing.discard)
+    def _start_link(self, link: PeerLink) -> None:
+        self._link_tasks[link.peer] = self._tasks.spawn(link.run(), name=f"raftkv-link-{self.node_id}-{link.peer}")
 
-    async def _sniff(self, conn: socket.socket, on_connection: Callable[[Any], Awaitable[None]]) -> None:
-        """Tell a data plane connection from a Cap'n Proto one by its first four bytes, without consuming them."""
-        loop = asyncio.get_running_loop()
-        conn.setblocking(False)
-        head = b""
-        pause = 0.001
-        try:
-            async with asyncio.timeout(SNIFF_TIMEOUT_S):
-                while True:
-                    readable: asyncio.Future[None] = loop.create_future()
-                    loop.add_reader(conn.fileno(), _set_once, readable)
-                    try:
-                        await readable
-                    finally:
-                        loop.remove_reader(conn.fileno())
-                    head = conn.recv(len(FRAME_MAGIC), socket.MSG_PEEK)
-                    if len(head) == len(FRAME_MAGIC) or not head:
-                        break
-                    # A partial first segment: the rest is normally on its way; back off for a peer that stalls.
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 0.1)
-            if not head:
-                conn.close()
-                return
-            if head == FRAME_MAGIC:
-                await loop.connect_accepted_socket(lambda: _FrameReceiver(self), conn)
-            else:
-                # What capnp.AsyncIoStream.create_server does for each connection it accepts (pycapnp's own
-                # protocol factory; pyproject pins pycapnp below 3 for this private name).
-                await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(on_connection), conn)
-        except (TimeoutError, OSError) as e:
-            log.debug("node %s: dropped a peer connection before it spoke: %s", self.node_id, _describe(e))
-            conn.close()
-        except Exception as e:  # e.g. the KJ loop is gone: this connection only
-            log.warning("node %s: could not serve a peer connection: %s", self.node_id, _describe(e))
-            conn.close()
-        except BaseException:
-            conn.close()
-            raise
-        finally:
-            self._unsniffed.discard(conn)
+    async def close(self) -> None:
+        """Stop every link and the listener, and close every connection. Idempotent."""
+        await self._tasks.aclose()
+        self._link_tasks.clear()
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
+        self.inbox.discard_all()
 
-    def start_links(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        return [
-            tg.create_task(link.run(), name=f"raftkv-link-{self.node_id}-{link.peer}") for link in self.links.values()
-        ]
+    # --- membership ------------------------------------------------------------------------------------------
+
+    def add_peer(self, peer: NodeId, address: Address) -> None:
+        """Make ``peer`` a member reachable at ``address``: it may talk to us, and a link to it starts."""
+        if peer in self.peers:
+            self.update_peer(peer, address)
+            return
+        self.peers[peer] = address
+        if peer == self.node_id:
+            return
+        link = self.links[peer] = PeerLink(self, peer, address)
+        if self._started:
+            self._start_link(link)
+
+    def update_peer(self, peer: NodeId, address: Address) -> None:
+        """``peer`` moved to ``address``: its link drops the old connection and dials the new address."""
+        if peer not in self.peers:
+            self.add_peer(peer, address)
+            return
+        self.peers[peer] = address
+        old = self.links.get(peer)
+        if old is None or old.address == address:
+            return
+        link = self.links[peer] = PeerLink(self, peer, address)
+        task = self._link_tasks.pop(peer, None)
+        if task is not None:
+            task.cancel()  # its finally closes the old connections and reports the peer down
+            self._start_link(link)
+
+    def remove_peer(self, peer: NodeId) -> None:
+        """``peer`` is no longer a member: its link stops and its requests are refused from now on."""
+        self.peers.pop(peer, None)
+        self.links.pop(peer, None)
+        task = self._link_tasks.pop(peer, None)
+        if task is not None:
+            task.cancel()
+
+    # --- sending ---------------------------------------------------------------------------------------------
 
     def send(self, messages: Iterable[Message]) -> None:
         links = self.links
@@ -923,21 +690,39 @@ class Transport:
         link = self.links.get(peer)
         return link is not None and link.connected
 
-    async def close(self) -> None:
-        pending = [*self._accepting, *self._sniffing]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        self._accepting = []
-        for listener in self._listeners:
-            listener.close()
-        self._listeners.clear()
-        for conn in list(self._unsniffed):
-            conn.close()
-        self._unsniffed.clear()
-        for transport in list(self._frame_conns):
-            transport.close()
-        self._frame_conns.clear()
-        for server in list(self._connections):
-            _close_quietly(server)
-        self._connections.clear()
+    def client_address_of(self, peer: NodeId) -> str:
+        """The client address ``peer`` announced in its handshake ("" if unknown)."""
+        link = self.links.get(peer)
+        return link.client_address if link is not None else ""
+
+    # --- receiving frames ------------------------------------------------------------------------------------
+
+    def _deliver_frame(self, data: bytes) -> bool:
+        """Decode one data plane frame and hand its messages to the node; False refuses the sender."""
+        try:
+            with schema.MessageBatch.from_bytes(
+                data,
+                traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+                nesting_limit=NESTING_LIMIT,
+            ) as mb:
+                code, why, src = _check_header(self, mb.header)
+                if code != "none":
+                    self.counters.refused += 1
+                    self.once.warn(f"refuse-{code}-{why}", "node %s refused a peer frame: %s", self.node_id, why)
+                    return False
+                batch = [decode(m, src, self.node_id) for m in mb.messages]
+        except (DecodeError, capnp.KjException, ValueError) as e:
+            self._malformed_frame(str(e))
+            return False
+        self.counters.received_msgs += len(batch)
+        try:
+            self.on_messages(batch)
+        except Exception:  # a bug: keep it local to this batch
+            log.exception("node %s: failed to process a peer frame", self.node_id)
+        return True
+
+    def _malformed_frame(self, why: str) -> None:
+        self.counters.malformed += 1
+        self.once.warn(
+            f"malformed-{why}", "node %s: malformed peer frame, closing that connection: %s", self.node_id, why
+        )

@@ -1,0 +1,266 @@
+"""The one seam every connection goes through: dial and listen (hashicorp/raft's ``StreamLayer``).
+
+Theory of operation
+-------------------
+raftkv opens connections in two shapes, and accepts them on two kinds of port:
+
+* **RPC** — a Cap'n Proto two-party connection (clients to nodes; a node's control connection to a peer);
+* **plain** — an asyncio stream protocol of our own (the peer data plane's frames).
+
+Every dial in the code base is :meth:`StreamLayer.dial_rpc` or :meth:`StreamLayer.dial_plain`, and every
+port is a :class:`Listener` made by :meth:`StreamLayer.listen`, so that a feature about *how* bytes travel
+(TLS, per-listener connection limits, fault injection) changes this module and nothing else. Both ends apply
+the same Cap'n Proto limits (``raftkv.transport.wire``), and every dial has a deadline.
+
+A listener binds every address its host resolves to (``localhost`` may be ``::1`` and ``127.0.0.1``; IPv6
+sockets IPv6-only), like ``loop.create_server``, but accepts connections itself so that a port can serve both
+shapes: given a ``plain`` protocol and its ``magic``, it peeks at the first bytes of each new connection
+without consuming them — the magic makes it a plain connection, anything else goes to Cap'n Proto (a capnp
+stream starts with its segment count minus one, a small little-endian integer, so the two never collide). A
+connection that says nothing for ``sniff_timeout_s`` is closed (Cap'n Proto clients speak first).
+
+Each accepted RPC connection gets its own bootstrap object from the listener's factory, which is handed a
+function that closes that connection (a service hangs up on a peer that sent malformed input).
+Invariant: after :meth:`Listener.aclose`, no socket, task or connection of the listener remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import capnp  # type: ignore[import-untyped]
+
+from raftkv.tasks import TaskSet
+from raftkv.transport.address import Address
+from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+
+log = logging.getLogger("raftkv.transport")
+
+_P = TypeVar("_P", bound=asyncio.Protocol)
+BootstrapFactory = Callable[[Callable[[], None]], Any]
+"""Makes the capnp server object of one accepted RPC connection; its argument closes that connection."""
+
+
+def describe(e: BaseException) -> str:
+    """One line for a connection error: its type and the first line of its text."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class StreamLayer:
+    """How this process opens and accepts connections. Today plain TCP; the place where TLS will go."""
+
+    async def dial_rpc(self, address: Address, timeout: float) -> Any:
+        """A Cap'n Proto two-party client connected to ``address`` (``TimeoutError`` after ``timeout`` s).
+
+        ``client.bootstrap().cast_as(schema.X)`` gives the remote capability; ``client.close()`` hangs up.
+        """
+        async with asyncio.timeout(timeout):
+            stream = await capnp.AsyncIoStream.create_connection(host=address.host, port=address.port)
+        return capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT)
+
+    async def dial_plain(
+        self, address: Address, protocol: Callable[[], _P], timeout: float
+    ) -> tuple[asyncio.Transport, _P]:
+        """A plain stream to ``address`` driven by ``protocol`` (``TimeoutError`` after ``timeout`` s)."""
+        async with asyncio.timeout(timeout):
+            transport, proto = await asyncio.get_running_loop().create_connection(
+                protocol, host=address.host, port=address.port
+            )
+        return transport, proto
+
+    async def listen(
+        self,
+        address: Address,
+        bootstrap: BootstrapFactory,
+        *,
+        name: str,
+        plain: Callable[[], asyncio.Protocol] | None = None,
+        magic: bytes = b"",
+        sniff_timeout_s: float = 10.0,
+    ) -> Listener:
+        """Accept RPC connections on ``address`` (and plain ones that start with ``magic``, if ``plain``)."""
+        listener = Listener(name, bootstrap, plain, magic, sniff_timeout_s)
+        await listener.bind(address)
+        return listener
+
+
+PLAIN = StreamLayer()
+"""Plain TCP, the default stream layer."""
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Listener:
+    """One listening port: its sockets, its accept and sniff tasks, and the connections it serves."""
+
+    def __init__(
+        self,
+        name: str,
+        bootstrap: BootstrapFactory,
+        plain: Callable[[], asyncio.Protocol] | None,
+        magic: bytes,
+        sniff_timeout_s: float,
+    ) -> None:
+        if plain is not None and not magic:
+            raise ValueError("a listener for plain connections needs their magic bytes")
+        self.name = name
+        self._bootstrap = bootstrap
+        self._plain = plain
+        self._magic = magic
+        self._sniff_timeout_s = sniff_timeout_s
+        self._sockets: list[socket.socket] = []
+        self._tasks = TaskSet(f"listener {name}")
+        self._unsniffed: set[socket.socket] = set()
+        """Accepted sockets not yet handed to a protocol (closed by ``aclose`` if their sniff never ran)."""
+        self._rpc_servers: set[Any] = set()
+        self._plain_transports: set[asyncio.BaseTransport] = set()
+        self._warned = False
+
+    @property
+    def bound(self) -> list[tuple[str, int]]:
+        """The (host, port) of every listening socket."""
+        return [s.getsockname()[:2] for s in self._sockets]
+
+    async def bind(self, address: Address) -> None:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        seen: set[tuple[int, Any]] = set()
+        try:
+            for family, kind, proto, _name, sockaddr in infos:
+                if (family, sockaddr) in seen:
+                    continue
+                seen.add((family, sockaddr))
+                sock = socket.socket(family, kind, proto)
+                self._sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(sockaddr)
+                sock.listen(128)
+                sock.setblocking(False)
+        except OSError:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+            raise
+        for sock in self._sockets:
+            self._tasks.spawn(self._accept_loop(sock), name=f"raftkv-accept-{self.name}")
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _addr = await loop.sock_accept(sock)
+            except OSError as e:  # e.g. out of file descriptors: keep serving the connections we have
+                if not self._warned:
+                    self._warned = True
+                    log.warning("%s: cannot accept a connection: %s", self.name, e)
+                await asyncio.sleep(0.1)
+                continue
+            self._warned = False
+            conn.setblocking(False)
+            self._unsniffed.add(conn)
+            self._tasks.spawn(self._hand_over(conn), name=f"raftkv-conn-{self.name}")
+
+    async def _hand_over(self, conn: socket.socket) -> None:
+        """Give an accepted socket to Cap'n Proto or to the plain protocol (by its first bytes, when needed)."""
+        loop = asyncio.get_running_loop()
+        try:
+            plain = self._plain
+            if plain is not None:
+                head = await self._sniff(conn)
+                if not head:
+                    conn.close()
+                    return
+                if head == self._magic:
+                    transport, _proto = await loop.connect_accepted_socket(plain, conn)
+                    live = {t for t in self._plain_transports if not t.is_closing()}
+                    live.add(transport)
+                    self._plain_transports = live
+                    return
+            # What capnp.AsyncIoStream.create_server does for each connection it accepts (pycapnp's own
+            # protocol factory; pyproject pins pycapnp below 3 for this private name).
+            await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(self._serve_rpc), conn)
+        except (TimeoutError, OSError) as e:
+            log.debug("%s: dropped a connection before it spoke: %s", self.name, describe(e))
+            conn.close()
+        except Exception as e:  # e.g. the KJ loop is gone: this connection only
+            log.warning("%s: could not serve a connection: %s", self.name, describe(e))
+            conn.close()
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            self._unsniffed.discard(conn)
+
+    async def _sniff(self, conn: socket.socket) -> bytes:
+        """The first ``len(magic)`` bytes of ``conn``, peeked (not consumed); b"" if it closed first."""
+        loop = asyncio.get_running_loop()
+        want = len(self._magic)
+        pause = 0.001
+        async with asyncio.timeout(self._sniff_timeout_s):
+            while True:
+                readable: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(conn.fileno(), _set_once, readable)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(conn.fileno())
+                head = conn.recv(want, socket.MSG_PEEK)
+                if len(head) == want or not head:
+                    return head
+                # A partial first segment: the rest is normally on its way; back off for a peer that stalls.
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    async def _serve_rpc(self, stream: Any) -> None:
+        server: Any = None
+
+        def close() -> None:
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.close()
+
+        server = capnp.TwoPartyServer(
+            stream,
+            bootstrap=self._bootstrap(close),
+            traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+            nesting_limit=NESTING_LIMIT,
+        )
+        self._rpc_servers.add(server)
+        try:
+            await server.on_disconnect()
+        except asyncio.CancelledError:
+            # The event loop is shutting down under us. This task belongs to pycapnp's accept callback, which
+            # would print the cancellation as an error: end quietly, there is nobody to tell.
+            pass
+        except Exception as e:  # a connection ending badly concerns that connection only
+            log.debug("%s: connection ended: %s", self.name, describe(e))
+        finally:
+            self._rpc_servers.discard(server)
+
+    async def aclose(self) -> None:
+        """Stop accepting and close every connection this listener serves. Idempotent."""
+        await self._tasks.aclose()
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        for conn in list(self._unsniffed):
+            conn.close()
+        self._unsniffed.clear()
+        for transport in list(self._plain_transports):
+            transport.close()
+        self._plain_transports.clear()
+        for server in list(self._rpc_servers):
+            with contextlib.suppress(Exception):
+                server.close()
+        self._rpc_servers.clear()
