@@ -24,14 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.server.cluster import free_ports
+from tests.runtime.cluster import free_ports
 
 from raftkv.client import StatusReport, connect
 from raftkv.kvclient import connect as kv_connect
 from raftkv.raft.types import NodeId
-from raftkv.server.config import NodeConfig
-from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import CommandLog
+from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import CommandLog
 from raftkv.transport.address import Address
 
 

@@ -57,9 +57,9 @@ from raftkv.client import connect as status_connect
 from raftkv.kvclient import connect as kv_connect
 from raftkv.local import free_ports
 from raftkv.raft.types import NodeId
-from raftkv.server.config import NodeConfig
-from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import ReplicatedDict
+from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import ReplicatedDict
 from raftkv.transport.address import Address
 
 HERE = Path(__file__).resolve().parent

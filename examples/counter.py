@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftkv.raft.types import Entry, NodeId
-from raftkv.server.config import NodeConfig
-from raftkv.server.node import RaftNode
+from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.node import RaftNode
 from raftkv.transport.address import Address
 
 

@@ -27,8 +27,9 @@ _LAZY = {
     "NotLeader": "raftkv.errors",
     "ProposalDropped": "raftkv.errors",
     "RaftError": "raftkv.errors",
-    "RaftNode": "raftkv.server.node",
-    "NodeConfig": "raftkv.server.config",
+    "RaftNode": "raftkv.runtime.node",
+    "NodeConfig": "raftkv.runtime.config",
+    "KVServer": "raftkv.kvserver.app",
 }
 
 __all__ = list(_LAZY)

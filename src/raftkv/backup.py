@@ -28,8 +28,7 @@ import crc32c
 from raftkv.client import StatusReport, connect
 from raftkv.errors import BackupError
 from raftkv.raft.types import NO_NODE, HardState, Index, NodeId, SnapshotMeta, Term
-from raftkv.server.identity import claim_data_dir
-from raftkv.storage import open_data_dir
+from raftkv.storage import claim_data_dir, open_data_dir
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.streams import PLAIN

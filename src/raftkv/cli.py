@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -76,74 +75,32 @@ def main() -> None:
 def serve(config_file: Path | None, id_: int | None, state_machine: str, **options: Any) -> None:
     """Run one node until SIGTERM or SIGINT (graceful stop within 2 s, handing leadership over)."""
     from raftkv.errors import ConfigError
-    from raftkv.server.config import build_config
-    from raftkv.server.identity import claim_data_dir
-    from raftkv.server.logs import setup_logging
+    from raftkv.runtime.config import build_config
+    from raftkv.runtime.logs import setup_logging
+    from raftkv.storage import DataDir
 
     try:
         cfg = build_config({"id": id_, **options}, config_file)
         cfg.validate()
-        claim_data_dir(cfg.data_dir, cfg.cluster_id, cfg.id)
+        DataDir(cfg.data_dir).claim(cfg.cluster_id, cfg.id)
     except ConfigError as e:
         _fail(str(e))
     setup_logging(cfg.log_level, cfg.log_format)
     sys.exit(asyncio.run(_serve(cfg, state_machine)))
 
 
-async def _serve(cfg: Any, kind: str) -> int:
-    from raftkv.server.node import RaftNode
-    from raftkv.storage import StorageError
+async def _serve(cfg: Any, kind: Any) -> int:
+    from raftkv.errors import ConfigError, StorageError
+    from raftkv.kvserver import KVServer
 
-    if kind == "kv":
-        from raftkv.kv.machine import KVStateMachine
-        from raftkv.storage.kv_lmdb import LMDBBackend
-
-        try:
-            backend = LMDBBackend(cfg.data_dir / "kv")
-        except StorageError as e:
-            _fail(f"cannot open the key-value store: {e}", code=1)
-        sm: Any = KVStateMachine(backend)
-        closers = [backend.close]
-    elif kind == "dict":
-        from raftkv.server.statemachine import ReplicatedDict
-
-        sm, closers = ReplicatedDict(), []
-    else:
-        from raftkv.server.statemachine import CommandLog
-
-        sm, closers = CommandLog(), []
+    server = KVServer(cfg, state_machine=kind, check_ports=False)
     try:
-        return await _run_node(cfg, RaftNode(cfg, sm, check_ports=False))
-    finally:
-        for close in closers:
-            close()
-
-
-async def _run_node(cfg: Any, node: Any) -> int:
-    from raftkv.errors import ConfigError
-    from raftkv.storage import StorageError
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await node.start()
+        await server.start()
     except ConfigError as e:
-        await node.aclose(transfer_leadership=False)
         _fail(str(e))
     except StorageError as e:
-        await node.aclose(transfer_leadership=False)
         _fail(f"cannot open the data dir: {e}", code=1)
-    stopping = asyncio.ensure_future(stop.wait())
-    failed = asyncio.ensure_future(node.stopped.wait())
-    await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    failed.cancel()
-    if stop.is_set():
-        log.info("node %s: signal received, stopping", cfg.id)
-    await node.aclose()
-    return 0 if node.failure is None else 1
+    return await server.serve_until_signal()
 
 
 # --- client-side commands -----------------------------------------------------------------------------------
@@ -529,7 +486,7 @@ def up(nodes: int, data_dir: Path, base_port: int) -> None:
     from raftkv.client import StatusReport, connect
     from raftkv.errors import ConfigError
     from raftkv.local import LocalCluster
-    from raftkv.server.config import check_port_free
+    from raftkv.runtime.config import check_port_free
 
     if nodes < 1:
         _fail(f"--nodes must be >= 1, got {nodes}")

@@ -16,9 +16,9 @@ retry only if the command is idempotent, or use the KV store's exactly-once sess
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from raftkv.kv.errors import CommandError, Compacted, KVError
 from raftkv.raft.errors import (
     ConfigError,
     EntryUnavailable,
@@ -39,6 +39,17 @@ from raftkv.storage.errors import (
 
 if TYPE_CHECKING:
     from raftkv.kv.commands import TxnResult
+    from raftkv.kv.errors import CommandError, Compacted, KVError
+
+_KV_ERRORS = ("CommandError", "Compacted", "KVError")
+"""Defined by the key-value state machine (``raftkv.kv.errors``); loaded on first use, so that an embedder of
+the runtime who never touches the KV store does not import it."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _KV_ERRORS:
+        return getattr(importlib.import_module("raftkv.kv.errors"), name)
+    raise AttributeError(f"module 'raftkv.errors' has no attribute {name!r}")
 
 
 class Timeout(RaftError):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from raftkv.client import StatusReport, connect
 from raftkv.transport.address import Address
-from tests.server.cluster import free_ports
+from tests.runtime.cluster import free_ports
 
 
 class _Relay:

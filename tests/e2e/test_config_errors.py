@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.cluster import free_ports
+from tests.runtime.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 

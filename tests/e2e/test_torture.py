@@ -17,7 +17,7 @@ import pytest
 from raftkv.check import Kind, Operation, cas, delete, put
 from tests.e2e.harness import FaultProxy, wait_for
 from tests.e2e.torture import FAULT_KINDS, lost_writes, run_torture, schedule
-from tests.server.cluster import free_ports
+from tests.runtime.cluster import free_ports
 
 # --- the run's own checks, on hand-made histories (no processes) ----------------------------------------------
 

@@ -28,7 +28,7 @@ from raftkv.kv import (
 )
 from raftkv.kv.machine import SNAPSHOT_BATCH_KEYS, SNAPSHOT_FORMAT, SnapshotEnd, SnapshotHeader, SnapshotKVs, _frame
 from raftkv.raft.types import Entry, EntryType, Index, Term
-from raftkv.server.statemachine import StateMachine
+from raftkv.runtime.statemachine import StateMachine
 from tests.kv.kvtestlib import Feeder, entries
 
 

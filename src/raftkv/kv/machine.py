@@ -192,7 +192,7 @@ class SnapshotImage:
 class KVStateMachine:
     """The key-value store on top of a :class:`~raftkv.kv.backend.Backend` (see the module docstring).
 
-    Implements ``raftkv.server.statemachine.StateMachine``. Not thread-safe: one caller at a time.
+    Implements ``raftkv.runtime.statemachine.StateMachine``. Not thread-safe: one caller at a time.
     """
 
     __slots__ = ("_applied", "_clock", "_events", "_revision", "_sessions", "_txn", "backend", "watch")

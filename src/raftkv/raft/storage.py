@@ -5,7 +5,7 @@ Theory of operation
 The core keeps entries it has not yet handed out for persistence in memory (``log.Unstable``); everything that
 was persisted through :class:`~raftkv.raft.ready.Ready` lives behind this protocol. The core only *reads*
 (``initial_state``, ``first_index``, ``last_index``, ``term``, ``entries``); the driver (the simulator, or the
-runtime in ``raftkv.server``) *writes*, following the Ready contract:
+runtime in ``raftkv.runtime``) *writes*, following the Ready contract:
 
 1. ``append(ready.entries)`` — may overwrite a conflicting suffix: appending entries that start at index ``i``
    first discards every stored entry with index ``>= i``;

@@ -4,7 +4,7 @@ Blocking file I/O; the runtime calls it off the event loop. See ``docs/storage.m
 the recovery rules and the error model, and ``python -m raftkv.storage inspect DIR`` to examine a data dir.
 """
 
-from raftkv.storage.datadir import NodeStorage, open_data_dir
+from raftkv.storage.datadir import DataDir, NodeStorage, claim_data_dir, open_data_dir
 from raftkv.storage.errors import (
     CorruptLogError,
     CorruptSnapshotError,
@@ -21,6 +21,7 @@ __all__ = [
     "WAL",
     "CorruptLogError",
     "CorruptSnapshotError",
+    "DataDir",
     "DiskFullError",
     "NodeStorage",
     "Snapshot",
@@ -30,5 +31,6 @@ __all__ = [
     "StorageError",
     "StorageIOError",
     "StorageInUseError",
+    "claim_data_dir",
     "open_data_dir",
 ]

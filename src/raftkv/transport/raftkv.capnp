@@ -98,7 +98,7 @@ struct Message {
 }
 
 struct SnapshotChunk {
-  # One piece of a snapshot streamed by the leader (the snapshot issue implements it): `offset` and `data` are
+  # One piece of a snapshot streamed by the leader: `offset` and `data` are
   # the bytes of the snapshot file from that offset; `done` marks the last chunk, which carries the metadata
   # and the CRC32C of the whole file, so the follower installs it atomically only once it is complete and intact.
   term @0 :UInt64;
@@ -112,7 +112,7 @@ struct SnapshotChunk {
 }
 
 struct MessageBatch {
-  # One frame of the peer data plane (see `Peer.send` below and raftkv/transport/peers.py): every message
+  # One frame of the peer data plane (see `Peer.send` below and raftkv/transport/frames.py): every message
   # queued for one peer, with the same header a `send` call carries.
   messages @0 :List(Message);
   header @1 :Header;
@@ -161,40 +161,48 @@ interface Peer {
   ping @1 (header :Header, payload :Data)
       -> (payload :Data, nodeId :UInt64, term :UInt64, clientAddress :Text, error :Error);
 
-  # Streamed by a leader to a follower whose log is behind the leader's first index (Raft §7). Declared for the
-  # snapshot issue; a node that does not implement it yet answers with Cap'n Proto's "unimplemented".
+  # Streamed by a leader to a follower whose log is behind the leader's first index (Raft §7), in chunks
+  # (raftkv/transport/snapshot_stream.py).
   installSnapshot @2 (header :Header, chunk :SnapshotChunk) -> (term :UInt64, nextOffset :UInt64, error :Error);
 }
 
-interface Client {
+# A node's client port bootstraps a `Client`: the three services below in one capability. Each is its own
+# interface so that a front end implements (and a client depends on) only what it needs.
+interface Client extends(Admin, Replicated, Kv) {}
+
+interface Admin {
+  # The seed's echo: returns what it was given, with the answering node's id and term.
   ping @0 (header :Header, payload :Data) -> (payload :Data, nodeId :UInt64, term :UInt64, error :Error);
   status @1 (header :Header) -> (status :NodeStatus, error :Error);
 
-  # The generic state machine's operations (the KV store adds its own): replicate a command, and read the
-  # command applied at an index.
-  propose @2 (header :Header, data :Data, timeoutMs :UInt32)
-      -> (index :UInt64, term :UInt64, result :Data, error :Error);
-  applied @3 (header :Header, index :UInt64) -> (found :Bool, data :Data, error :Error);
+  # A consistent backup of the whole store (`raftkv snapshot save`): offset 0 makes the node dump its state (one
+  # read transaction) and returns the first chunk; later offsets return the rest of that same image.
+  backupChunk @2 (header :Header, offset :UInt64)
+      -> (lastIndex :UInt64, lastTerm :UInt64, voters :List(UInt64), totalSize :UInt64, crc32c :UInt32,
+          data :Data, error :Error);
+}
 
-  # The key-value store. One call carries a batch of commands (the client coalesces concurrent calls: one
-  # capnp call costs ~75 us of CPU whatever it carries); results come back in the same order, msgspec-encoded
-  # raftkv.kv results. Writes and linearizable reads need the leader: a follower answers notLeader. A batch-level
-  # error (timeout, leadership lost) leaves outcomes unknown: retry the batch as is — writes carry their session
-  # sequence numbers, so a retried write is applied at most once.
-  execute @4 (header :Header, requests :List(KvRequest), timeoutMs :UInt32) -> (results :List(Data), error :Error);
+interface Replicated {
+  # The generic state machine's operation (any state machine the runtime replicates): replicate a command and
+  # return the state machine's result for it, as text.
+  propose @0 (header :Header, data :Data, timeoutMs :UInt32)
+      -> (index :UInt64, term :UInt64, result :Data, error :Error);
+}
+
+interface Kv {
+  # One call carries a batch of commands (the client coalesces concurrent calls: one capnp call costs ~75 us of
+  # CPU whatever it carries); results come back in the same order, msgspec-encoded raftkv.kv results. Writes and
+  # linearizable reads need the leader: a follower answers notLeader. A batch-level error (timeout, leadership
+  # lost) leaves outcomes unknown: retry the batch as is — writes carry their session sequence numbers, so a
+  # retried write is applied at most once.
+  execute @0 (header :Header, requests :List(KvRequest), timeoutMs :UInt32) -> (results :List(Data), error :Error);
 
   # Watch keys [key, rangeEnd) (hasRangeEnd false: the single key) from startRevision (0: from now). Events are
   # pushed to `watcher` in revision order. compactRevision is set (with an error) when startRevision is older
   # than the retained history.
-  watch @5 (header :Header, key :Data, rangeEnd :Data, hasRangeEnd :Bool, startRevision :Int64, watcher :Watcher)
+  watch @1 (header :Header, key :Data, rangeEnd :Data, hasRangeEnd :Bool, startRevision :Int64, watcher :Watcher)
       -> (watchId :UInt64, compactRevision :Int64, error :Error);
-  cancelWatch @6 (header :Header, watchId :UInt64) -> (error :Error);
-
-  # A consistent backup of the whole store (`raftkv snapshot save`): offset 0 makes the node dump its state (one
-  # read transaction) and returns the first chunk; later offsets return the rest of that same image.
-  backupChunk @7 (header :Header, offset :UInt64)
-      -> (lastIndex :UInt64, lastTerm :UInt64, voters :List(UInt64), totalSize :UInt64, crc32c :UInt32,
-          data :Data, error :Error);
+  cancelWatch @2 (header :Header, watchId :UInt64) -> (error :Error);
 }
 
 interface Watcher {

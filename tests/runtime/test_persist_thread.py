@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from raftkv.server.node import RaftNode
-from tests.server.cluster import configs, start_all, start_and_elect, wait_until
+from raftkv.runtime.node import RaftNode
+from tests.runtime.cluster import configs, start_all, start_and_elect, wait_until
 
 
 async def test_followers_write_on_the_loop_thread_and_the_leader_in_the_wal_thread(tmp_path: Path) -> None:

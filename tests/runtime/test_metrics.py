@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from raftkv.transport.address import Address
-from tests.server.cluster import configs, free_ports, leader_of, start_all, wait_until
+from tests.runtime.cluster import configs, free_ports, leader_of, start_all, wait_until
 
 
 def scrape(addr: Address) -> str:

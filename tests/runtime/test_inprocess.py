@@ -10,9 +10,9 @@ import pytest
 
 from raftkv.errors import NotLeader, ProposalDropped, Timeout
 from raftkv.raft.types import Index, Term
-from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import CommandLog
-from tests.server.cluster import configs, leader_of, start_all, start_and_elect, wait_until
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import CommandLog
+from tests.runtime.cluster import configs, leader_of, start_all, start_and_elect, wait_until
 
 
 def commands(node: RaftNode) -> list[bytes]:

@@ -13,7 +13,11 @@ A node owns one ``asyncio.TaskGroup`` with
   the next Ready carries everything that arrived during this fsync — group commit); then the messages that
   depend on that write, then the committed entries are applied and their proposals resolved, then
   ``advance()``;
-* the **peer links** (``raftkv.transport``) and the servers for peers and clients.
+* the **peer transport** (``raftkv.transport``): the peer port and one supervised link per peer.
+
+The runtime is generic: it replicates any :class:`~raftkv.runtime.statemachine.StateMachine` and knows nothing
+of the key-value store or of client protocols. Optional protocols (``KeepsAppliedIndex``, ``StreamsSnapshots``)
+tell it what more a state machine can do; front ends (``raftkv.kvserver``) use only its public methods.
 
 Everything that touches the core runs on the event loop thread; only the WAL writes run in the worker thread,
 and the WAL is safe for the loop's concurrent reads of already-stable entries.
@@ -37,26 +41,19 @@ import time
 from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import crc32c
+from typing import Any, TypeVar, cast
 
 from raftkv.errors import NodeFailed, Timeout
-from raftkv.kv.backend import MemoryBackend
-from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.config import RaftConfig
-from raftkv.raft.errors import NotLeader, ProposalDropped
+from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped, invariant
 from raftkv.raft.messages import Message
 from raftkv.raft.node import RawNode, Status
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
-from raftkv.server.client_service import serve_clients
-from raftkv.server.config import NodeConfig
-from raftkv.server.identity import claim_data_dir
-from raftkv.server.kv import WatchRegistry, unsafe_stale_reads
-from raftkv.server.metrics import NodeMetrics
-from raftkv.server.statemachine import StateMachine
-from raftkv.storage import NodeStorage, StorageError, open_data_dir
+from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.metrics import NodeMetrics
+from raftkv.runtime.statemachine import KeepsAppliedIndex, StateMachine, StreamsSnapshots
+from raftkv.storage import DataDir, NodeStorage, StorageError
 from raftkv.storage.snapshots import Snapshot
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport, TransportSettings
@@ -66,6 +63,16 @@ log = logging.getLogger("raftkv.node")
 
 _DEADLINE_GRAIN_S = 0.01
 """Proposal deadlines are rounded up to this, so that the proposals of one moment share one timer."""
+
+
+_T = TypeVar("_T")
+
+
+def _started(part: _T | None) -> _T:
+    """``part`` of a started node (its core, storage or transport); a bug if it is not there."""
+    if part is None:
+        raise InvariantViolation("the node is not started (or already stopped)")
+    return part
 
 
 @dataclass(slots=True)
@@ -124,7 +131,6 @@ class RaftNode:
         self._read_seq = 0
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         """Heap of (index, seq, future): resolved once the state machine has applied ``index``."""
-        self._client_server: Any = None
         self._spawned: set[asyncio.Task[None]] = set()
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-wal-{config.id}")
         """WAL writes run here, except a follower's persist while no compaction is queued (``_persist_inline``):
@@ -141,8 +147,6 @@ class RaftNode:
         """The newest proposals' shared deadline timer (see ``_arm_deadline``)."""
         self._unwritten_hard_state: HardState | None = None
         """A commit-only hard state not written yet: it goes with the next WAL write (see the ready loop)."""
-        self.unsafe_stale_reads = False
-        self.watches: WatchRegistry | None = None
 
     # ======================================================================================================
     # Lifecycle
@@ -157,13 +161,15 @@ class RaftNode:
 
     async def start(self) -> None:
         cfg = self.config
-        await asyncio.to_thread(claim_data_dir, cfg.data_dir, cfg.cluster_id, cfg.id)
+        data_dir = DataDir(cfg.data_dir)
+        await asyncio.to_thread(data_dir.claim, cfg.cluster_id, cfg.id)
         await self._stack.enter_async_context(kj_loop())
-        self._storage = await asyncio.to_thread(open_data_dir, cfg.data_dir, segment_bytes=cfg.wal_segment_bytes)
+        self._storage = await asyncio.to_thread(data_dir.open, segment_bytes=cfg.wal_segment_bytes)
         self._stack.callback(self._storage.close)
         self._stack.callback(self._wal_thread.shutdown)
         snapshot = self._storage.snapshot
-        sm_applied = int(getattr(self.state_machine, "applied_index", 0))
+        sm = self.state_machine
+        sm_applied = int(sm.applied_index) if isinstance(sm, KeepsAppliedIndex) else 0
         if snapshot is not None and snapshot.meta.index > sm_applied:
             # The state machine is behind the snapshot (a fresh node, or LMDB lost unsynced transactions):
             # restore it, then replay the log from the snapshot on.
@@ -182,12 +188,7 @@ class RaftNode:
                 check_quorum=cfg.check_quorum,
                 lazy_commit=cfg.lazy_commit,
                 # A state machine that persists its progress (the LMDB-backed KV store) resumes where it was.
-                applied=Index(
-                    max(
-                        self._storage.snapshot.meta.index if self._storage.snapshot else 0,
-                        int(getattr(self.state_machine, "applied_index", 0)),
-                    )
-                ),
+                applied=Index(max(snapshot.meta.index if snapshot is not None else 0, sm_applied)),
             ),
             self._storage.wal,
         )
@@ -211,21 +212,13 @@ class RaftNode:
             snapshot_source=self._snapshot_source,
             on_snapshot_sent=self._on_snapshot_sent,
             snapshot_received=self._snapshot_received,
-            incoming_dir=str(cfg.data_dir),
+            incoming_dir=str(data_dir.incoming),
         )
         await self.transport.listen(cfg.listen_peer)
         self._stack.push_async_callback(self.transport.close)
-        if cfg.listen_client is not None:
-            self._client_server = await serve_clients(self, cfg.listen_client)
-            self._stack.push_async_callback(self._close_client_server)
         if cfg.listen_metrics is not None:
-            self.metrics.serve(cfg.listen_metrics, self)
+            self.metrics.serve(cfg.listen_metrics, lambda: self.transport)
             self._stack.callback(self.metrics.shutdown)
-        if isinstance(self.state_machine, KVStateMachine):
-            self.watches = WatchRegistry(self)
-        self.unsafe_stale_reads = unsafe_stale_reads()
-        if self.unsafe_stale_reads:
-            log.warning("node %s: TEST-ONLY unsafe stale reads are ON: reads are NOT linearizable", cfg.id)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._ticking.set()
@@ -235,12 +228,7 @@ class RaftNode:
         self._wake.set()
         self.ready_event.set()
         log.info(
-            "node %s serving cluster %r: peers on %s, clients on %s, data in %s",
-            cfg.id,
-            cfg.cluster_id,
-            cfg.listen_peer,
-            cfg.listen_client or "-",
-            cfg.data_dir,
+            "node %s serving cluster %r: peers on %s, data in %s", cfg.id, cfg.cluster_id, cfg.listen_peer, cfg.data_dir
         )
 
     async def aclose(self, transfer_leadership: bool = True) -> None:
@@ -259,8 +247,6 @@ class RaftNode:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2.0):
                         await self._loop_done.wait()  # the ready loop finishes the write it is doing
-                if self.watches is not None:
-                    self.watches.close_all()
                 for task in [*self._tasks, *self._spawned]:  # the ready loop ended by itself
                     task.cancel()
                 with contextlib.suppress(BaseException):
@@ -274,14 +260,11 @@ class RaftNode:
             if self.core is not None:
                 log.info("node %s stopped", self.id)
 
-    async def _close_client_server(self) -> None:
-        server, self._client_server = self._client_server, None
-        if server is not None:
-            await server.aclose()
-
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a task owned by this node: cancelled when the node stops."""
-        assert self._tg is not None, "the node is not started"
+        if self._tg is None:
+            coro.close()
+            raise ProposalDropped("the node is not started")
         task = self._tg.create_task(coro, name=name)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
@@ -440,8 +423,7 @@ class RaftNode:
         await fut
 
     def status(self) -> NodeStatus:
-        core = self.core
-        assert core is not None, "the node is not started"
+        core = _started(self.core)
         s: Status = core.status()
         peers: dict[NodeId, dict[str, Any]] = {}
         for peer, addr in sorted(self.config.peers.items()):
@@ -466,6 +448,48 @@ class RaftNode:
             last_index=int(s.last_index),
             peers=peers,
         )
+
+    # --- what front ends and services may ask (public; they never reach into the core or the transport) ----
+
+    @property
+    def serving(self) -> bool:
+        """Started, not stopped, not failed: requests may be served."""
+        return self.core is not None and self.failure is None and not self._stopping
+
+    @property
+    def term(self) -> Term:
+        return self.core.term if self.core is not None else Term(0)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core is not None and self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> NodeId:
+        """The leader this node knows of (``NO_NODE`` if none)."""
+        return self.core.leader if self.core is not None else NO_NODE
+
+    @property
+    def voters(self) -> tuple[NodeId, ...]:
+        return tuple(sorted(self.config.peers))
+
+    @property
+    def applied_index(self) -> Index:
+        return self.core.log.applied if self.core is not None else Index(0)
+
+    def term_at(self, index: Index) -> Term | None:
+        """The term of the entry at ``index`` in this node's log or its newest snapshot (None if unknown)."""
+        core = self.core
+        if core is None:
+            return None
+        term = core.log.term_or_none(index)
+        if term is None and core.latest_snapshot.index == index:
+            term = core.latest_snapshot.term
+        return term
+
+    def not_leader(self) -> NotLeader:
+        """The error for a request that needs the leader, naming the leader and its client address if known."""
+        return NotLeader(self.leader_id, self.leader_client_address())
 
     def leader_client_address(self) -> str:
         """The client address of the leader this node knows of ("" if unknown)."""
@@ -510,24 +534,17 @@ class RaftNode:
         grown = self._bytes_since_snapshot >= cfg.snapshot_growth * self._last_snapshot_bytes
         return (by_entries or by_bytes) and grown
 
-    def _streams_snapshots(self) -> bool:
-        """Whether the state machine's snapshot can be streamed from a worker thread while the loop applies
-        (the LMDB-backed KV store: one read transaction is a consistent view, MVCC)."""
-        sm = self.state_machine
-        return isinstance(sm, KVStateMachine) and not isinstance(sm.backend, MemoryBackend)
-
     def _start_snapshot(self) -> None:
         """Called by the ready loop right after ``advance``: the state machine holds exactly the applied entries.
 
         A state machine without streaming is dumped here, synchronously, so the image matches ``core.log.applied``
         exactly; only the file write happens in the background. A streaming one is dumped in the background.
         """
-        core = self.core
-        assert core is not None
+        core = _started(self.core)
         self._snapshotting = True
         index = core.log.applied
         image: bytes | None = None
-        if not self._streams_snapshots():
+        if not isinstance(self.state_machine, StreamsSnapshots):
             try:
                 image = self.state_machine.snapshot()
             except Exception:
@@ -545,7 +562,9 @@ class RaftNode:
     async def _take_snapshot(self, applied: Index, image: bytes | None) -> None:
         """Save a snapshot durably without stopping the node, then compact the log (Raft §7)."""
         core, storage = self.core, self._storage
-        assert core is not None and storage is not None
+        if core is None or storage is None:
+            self._snapshotting = False
+            return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         voters = tuple(sorted(self.config.peers))
@@ -561,8 +580,9 @@ class RaftNode:
         def stream() -> tuple[SnapshotMeta, int] | None:
             # Open, stream and close the read transaction in this one thread; the file is fsync'd and renamed
             # into place by the store, so a crash leaves either the old snapshots or the new one.
-            sm: KVStateMachine = self.state_machine  # type: ignore[assignment]
-            with sm.open_snapshot() as img:
+            sm = self.state_machine
+            invariant(isinstance(sm, StreamsSnapshots), "only a streaming state machine is snapshotted here")
+            with cast(StreamsSnapshots, sm).open_snapshot() as img:
                 term = term_from_loop(img.index)
                 if term is None or img.index <= last_snapshot:
                     return None
@@ -618,21 +638,6 @@ class RaftNode:
         except Exception:
             self._snapshot_failed(applied, "taking a snapshot failed")
 
-    async def backup_image(self) -> tuple[SnapshotMeta, bytes, int]:
-        """A consistent image of the state machine now, with its metadata and CRC32C (for a backup)."""
-        core, sm = self.core, self.state_machine
-        assert core is not None
-        dump = getattr(sm, "snapshot_with_index", None)
-        if dump is None:
-            raise StorageError("this state machine does not support snapshots")
-        in_thread = isinstance(sm, KVStateMachine) and not isinstance(sm.backend, MemoryBackend)
-        index, data = await asyncio.to_thread(dump) if in_thread else dump()
-        term = core.log.term_or_none(Index(index))
-        if term is None:
-            term = core.latest_snapshot.term if core.latest_snapshot.index == index else Term(0)
-        meta = SnapshotMeta(Index(index), term, tuple(sorted(self.config.peers)))
-        return meta, data, crc32c.crc32c(data)
-
     def _snapshot_source(self) -> tuple[SnapshotMeta, Iterator[bytes]] | None:
         """The newest snapshot, for a follower that needs it (called in a worker thread by the transport)."""
         storage = self._storage
@@ -650,8 +655,7 @@ class RaftNode:
 
     async def _snapshot_received(self, meta: SnapshotMeta, path: str) -> None:
         """A verified snapshot arrived from the leader: keep it durably before the core may install it."""
-        storage = self._storage
-        assert storage is not None
+        storage = _started(self._storage)
 
         def save() -> None:
             with open(path, "rb") as f:
@@ -665,12 +669,12 @@ class RaftNode:
         """Replace the state machine's state with a snapshot's. The LMDB-backed KV store reads the file in frames
         in a worker thread (neither the loop nor memory holds the whole image); others get the bytes."""
         sm = self.state_machine
-        if self._streams_snapshots():
-            assert isinstance(sm, KVStateMachine)
+        if isinstance(sm, StreamsSnapshots):
+            streaming = sm
 
             def load() -> None:
                 with snapshot.open() as f:
-                    sm.load_snapshot(f)
+                    streaming.load_snapshot(f)
 
             # Nothing else applies meanwhile: the ready loop is waiting on this.
             await asyncio.to_thread(load)
@@ -679,8 +683,7 @@ class RaftNode:
             sm.restore(await asyncio.to_thread(snapshot.read))
 
     async def _restore_installed(self, meta: SnapshotMeta) -> None:
-        storage = self._storage
-        assert storage is not None
+        storage = _started(self._storage)
         snapshot = await asyncio.to_thread(storage.snapshots.load, Index(meta.index + 1))
         if snapshot is None or snapshot.meta.index != meta.index:
             raise StorageError(f"the snapshot at index {meta.index} to install is missing from the snapshot store")
@@ -699,8 +702,7 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         interval = self.config.tick_ms / 1000
         next_at = loop.time() + interval
-        core = self.core
-        assert core is not None
+        core = _started(self.core)
         while True:
             if not self._ticking.is_set():
                 await self._ticking.wait()
@@ -713,10 +715,9 @@ class RaftNode:
             self._wake.set()
 
     async def _ready_loop(self) -> None:
-        core = self.core
-        storage = self._storage
-        transport = self.transport
-        assert core is not None and storage is not None and transport is not None
+        core = _started(self.core)
+        storage = _started(self._storage)
+        transport = _started(self.transport)
         try:
             while not self._stopping:
                 await self._wake.wait()
@@ -834,8 +835,7 @@ class RaftNode:
         self.metrics.applied.set(int(entries[-1].index))
 
     def _observe(self, rd: Ready) -> None:
-        core = self.core
-        assert core is not None
+        core = _started(self.core)
         for event in rd.events:
             log.info("node %s term %s: %s", self.id, core.term, event)
         if rd.soft_state is not None:

@@ -1,15 +1,32 @@
-"""The state machine protocol the runtime replicates, and a simple default.
+"""What the runtime replicates: the ``StateMachine`` protocol, two optional ones, and two small machines.
 
+Theory of operation
+-------------------
 A state machine must be deterministic: applying the same commands in the same order from the same state must
-give the same state and results on every node. The runtime calls :meth:`apply` with committed commands in log
-order, exactly once each, and resolves each proposal with the result at its position.
+give the same state and results on every node. The runtime calls :meth:`StateMachine.apply` with committed
+commands in log order, exactly once each, and resolves each proposal with the result at its position.
+
+Two optional protocols say more about a state machine; the runtime checks for them with ``isinstance`` (they
+are ``runtime_checkable``) and never probes for undeclared methods:
+
+* :class:`KeepsAppliedIndex` — its state survives a restart (it lives on disk, like the KV store on LMDB), and
+  ``applied_index`` says which log index it reflects: the runtime resumes applying after it instead of from
+  the last snapshot.
+* :class:`StreamsSnapshots` — its snapshot is a stream that a worker thread may read while the event loop goes
+  on applying (one LMDB read transaction is a consistent view), and it restores from a file-like stream in a
+  worker thread. Without it the runtime calls ``snapshot()`` on the loop right after applying, and
+  ``restore(bytes)``.
+
+``CommandLog`` and ``ReplicatedDict`` are small machines for tests and benchmarks (``raftkv serve
+--state-machine commandlog|dict``).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import IO, Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -23,12 +40,45 @@ class StateMachine(Protocol):
 
     def snapshot(self) -> bytes:
         """The whole state, for log compaction (Raft §7). The runtime calls it on the event loop right after
-        applying, so it must be quick or the node stalls meanwhile; the KV store streams its own instead."""
+        applying, so it must be quick or the node stalls meanwhile (see :class:`StreamsSnapshots`)."""
         ...
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's."""
         ...
+
+
+@runtime_checkable
+class KeepsAppliedIndex(Protocol):
+    """A state machine whose state survives a restart; ``applied_index`` is the last log index it reflects."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+
+class SnapshotStream(Protocol):
+    """An open, consistent image of a state machine: the log index it reflects and its bytes, in chunks."""
+
+    @property
+    def index(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+@runtime_checkable
+class StreamsSnapshots(Protocol):
+    """A state machine whose snapshot is streamed from (and restored in) a worker thread."""
+
+    def open_snapshot(self) -> AbstractContextManager[SnapshotStream]:
+        """A consistent image, opened, read and closed in one worker thread while the loop keeps applying."""
+        ...
+
+    def load_snapshot(self, reader: IO[bytes]) -> None:
+        """Replace the stored state with the snapshot read from ``reader``, in a worker thread (nothing is
+        applied meanwhile); then the runtime calls :meth:`finish_restore` on the loop."""
+        ...
+
+    def finish_restore(self) -> None: ...
 
 
 class CommandLog:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+from raftkv.kv.backend import Backend, MemoryBackend
+from raftkv.kvserver import KVServer
 from raftkv.local import free_ports
 from raftkv.raft.types import NodeId
-from raftkv.server.config import NodeConfig
-from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import CommandLog
+from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import CommandLog
 from raftkv.transport.address import Address
 
 
@@ -43,15 +46,35 @@ async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> Non
         raise AssertionError(f"timed out after {timeout} s waiting for: {what}") from None
 
 
-def leader_of(nodes: list[RaftNode]) -> RaftNode | None:
-    live = [n for n in nodes if n.core is not None and not n.stopped.is_set()]
-    leaders = [n for n in live if n.core is not None and n.core.role.value == "leader"]
+N = TypeVar("N", RaftNode, KVServer)
+
+
+def _node(item: RaftNode | KVServer) -> RaftNode | None:
+    return item if isinstance(item, RaftNode) else item.node
+
+
+def leader_of(items: Sequence[N]) -> N | None:
+    """The node (or server) every live one agrees leads, if any."""
+    live = [x for x in items if (n := _node(x)) is not None and n.core is not None and not n.stopped.is_set()]
+    leaders = [x for x in live if (n := _node(x)) is not None and n.core is not None and n.core.role.value == "leader"]
     if len(leaders) != 1:
         return None
     lead = leaders[0]
-    if all(n.core is not None and n.core.leader == lead.id for n in live):
+    lead_node = _node(lead)
+    if lead_node is not None and all((n := _node(x)) is not None and n.leader_id == lead_node.id for x in live):
         return lead
     return None
+
+
+async def kv_servers(
+    tmp: Path, n: int = 3, *, backend: Callable[[], Backend] | None = MemoryBackend, **overrides: object
+) -> list[KVServer]:
+    """``n`` started KV servers (in-memory stores by default; ``backend=None``: LMDB) with an elected leader."""
+    servers = [KVServer(cfg, backend=backend() if backend else None) for cfg in configs(tmp, n, **overrides)]
+    for s in servers:
+        await s.start()
+    await wait_until(lambda: leader_of(servers) is not None, 2.0, "a leader")
+    return servers
 
 
 def start_all(cfgs: list[NodeConfig]) -> list[RaftNode]:

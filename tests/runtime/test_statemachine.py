@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from raftkv.raft.types import Entry, EntryType, Index, Term
-from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import ReplicatedDict
-from tests.server.cluster import configs, start_and_elect, wait_until
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import ReplicatedDict
+from tests.runtime.cluster import configs, start_and_elect, wait_until
 
 
 def entries(*datas: bytes, first: int = 1) -> list[Entry]:

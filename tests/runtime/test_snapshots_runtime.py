@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raftkv.kv.machine import KVStateMachine
 from raftkv.kvclient import connect
+from raftkv.kvserver import KVServer
 from raftkv.raft.types import Index
-from raftkv.server.identity import claim_data_dir
-from raftkv.server.node import RaftNode
-from raftkv.server.statemachine import CommandLog
-from raftkv.storage.kv_lmdb import LMDBBackend
-from tests.server.cluster import configs, leader_of, wait_until
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import CommandLog
+from tests.runtime.cluster import configs, leader_of, wait_until
 
 
 async def test_a_follower_far_behind_catches_up_through_a_snapshot(tmp_path: Path) -> None:
     cfgs = configs(tmp_path, 3, snapshot_entries=50, snapshot_trailing=10)
-    backends: dict[int, LMDBBackend] = {}
 
-    def make(i: int) -> RaftNode:
-        cfg = cfgs[i]
-        claim_data_dir(cfg.data_dir, cfg.cluster_id, cfg.id)
-        backends[i] = LMDBBackend(cfg.data_dir / "kv")
-        return RaftNode(cfg, KVStateMachine(backends[i]))
+    def make(i: int) -> KVServer:
+        return KVServer(cfgs[i])  # the KV store on LMDB in the data dir, as `raftkv serve` runs it
 
     nodes = [make(i) for i in range(3)]
     for n in nodes:
@@ -34,24 +28,23 @@ async def test_a_follower_far_behind_catches_up_through_a_snapshot(tmp_path: Pat
         assert lead is not None
         k = next(i for i, n in enumerate(nodes) if n is not lead)
         await nodes[k].aclose(transfer_leadership=False)
-        backends[k].close()
         live = [str(n.config.listen_client) for n in nodes if n is not nodes[k]]
         async with connect(live, cluster_id="test") as c:
             for j in range(300):
                 await c.put(f"key{j:03d}", f"value{j}")
-        storage = lead._storage
+        storage = lead.running._storage
         assert storage is not None
         await wait_until(lambda: storage.wal.first_index() > 100, 5.0, "the leader compacted its log")
         # The stopped follower needs entries the leader no longer has: only a snapshot can bring it back.
         nodes[k] = make(k)
         await nodes[k].start()
         follower = nodes[k]
-        await wait_until(lambda: follower.state_machine.revision == 300, 10.0, "the follower caught up")  # type: ignore[attr-defined]
-        sm = follower.state_machine
-        assert isinstance(sm, KVStateMachine)
+        sm = follower.kv
+        assert sm is not None
+        await wait_until(lambda: sm.revision == 300, 10.0, "the follower caught up")
         got = sm.get(b"key123")
         assert got is not None and got.value == b"value123"
-        fstorage = follower._storage
+        fstorage = follower.running._storage
         assert fstorage is not None
         assert fstorage.snapshots.load(fstorage.wal.first_index()) is not None, "it keeps the snapshot it received"
         # And it keeps replicating after the install.
@@ -61,19 +54,15 @@ async def test_a_follower_far_behind_catches_up_through_a_snapshot(tmp_path: Pat
     finally:
         for n in nodes:
             await n.aclose(transfer_leadership=False)
-        for b in backends.values():
-            b.close()
 
 
 async def test_snapshots_are_also_triggered_by_bytes(tmp_path: Path) -> None:
     cfgs = configs(tmp_path, 1, snapshot_entries=0, snapshot_bytes=20_000, snapshot_trailing=0)
-    claim_data_dir(cfgs[0].data_dir, cfgs[0].cluster_id, cfgs[0].id)
-    backend = LMDBBackend(cfgs[0].data_dir / "kv")
-    node = RaftNode(cfgs[0], KVStateMachine(backend))
-    await node.start()
+    server = KVServer(cfgs[0])
+    await server.start()
     try:
-        await wait_until(lambda: leader_of([node]) is not None, 2.0, "a leader")
-        storage = node._storage
+        await wait_until(lambda: leader_of([server]) is not None, 2.0, "a leader")
+        storage = server.running._storage
         assert storage is not None
         async with connect([str(cfgs[0].listen_client)], cluster_id="test") as c:
             for j in range(15):
@@ -85,8 +74,7 @@ async def test_snapshots_are_also_triggered_by_bytes(tmp_path: Path) -> None:
             lambda: storage.snapshots.load(storage.wal.first_index()) is not None, 5.0, "a snapshot after 20 kB"
         )
     finally:
-        await node.aclose(transfer_leadership=False)
-        backend.close()
+        await server.aclose(transfer_leadership=False)
 
 
 async def test_an_embedded_state_machine_is_snapshotted_compacted_and_restored_after_a_restart(tmp_path: Path) -> None:
@@ -206,10 +194,9 @@ async def test_commands_since_the_last_snapshot_still_count_after_a_restart(tmp_
     cfg = configs(tmp_path, 1, snapshot_entries=10, snapshot_trailing=0, snapshot_bytes=0, snapshot_growth=100.0)[0]
 
     async def run(puts: range) -> int:
-        claim_data_dir(cfg.data_dir, cfg.cluster_id, cfg.id)
-        backend = LMDBBackend(cfg.data_dir / "kv")
-        node = RaftNode(cfg, KVStateMachine(backend))
-        await node.start()
+        server = KVServer(cfg)
+        await server.start()
+        node = server.running
         try:
             await wait_until(lambda: leader_of([node]) is not None, 2.0, "a leader")
             async with connect([str(cfg.listen_client)], cluster_id="test") as c:
@@ -218,8 +205,7 @@ async def test_commands_since_the_last_snapshot_still_count_after_a_restart(tmp_
             await wait_until(lambda: not node._snapshotting, 5.0, "no snapshot running")
             return node._bytes_since_snapshot
         finally:
-            await node.aclose(transfer_leadership=False)
-            backend.close()
+            await server.aclose(transfer_leadership=False)
 
     # The first snapshot comes at 10 entries (nothing to compare with yet); growth 100 then holds off the next.
     before = await run(range(40))

@@ -6,8 +6,8 @@ counters are plain integers in the transport and are read at scrape time by a cu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -15,9 +15,7 @@ from prometheus_client.registry import Collector
 
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
-
-if TYPE_CHECKING:
-    from raftkv.server.node import RaftNode
+from raftkv.transport.peers import Transport
 
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -45,8 +43,9 @@ class NodeMetrics:
         self._server: Any = None
         self.node_id = node_id
 
-    def serve(self, address: Address, node: RaftNode) -> None:
-        self.registry.register(_TransportCollector(node))
+    def serve(self, address: Address, transport: Callable[[], Transport | None]) -> None:
+        """Serve ``/metrics``; transport counters are read from ``transport()`` at each scrape."""
+        self.registry.register(_TransportCollector(transport))
         self._server, _thread = start_http_server(address.port, address.host, registry=self.registry)
 
     def shutdown(self) -> None:
@@ -56,11 +55,11 @@ class NodeMetrics:
 
 
 class _TransportCollector(Collector):
-    def __init__(self, node: RaftNode) -> None:
-        self.node = node
+    def __init__(self, transport: Callable[[], Transport | None]) -> None:
+        self.transport = transport
 
     def collect(self) -> Iterator[Any]:
-        t = self.node.transport
+        t = self.transport()
         if t is None:
             return
         c = t.counters

@@ -7,23 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.kv.backend import MemoryBackend
 from raftkv.kv.commands import Compare, Put
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvclient import connect
-from raftkv.server.node import RaftNode
-from tests.server.cluster import configs, leader_of, wait_until
+from raftkv.kvserver import KVServer
+from tests.runtime.cluster import kv_servers, leader_of, wait_until
 
 
-async def kv_cluster(tmp: Path) -> list[RaftNode]:
-    nodes = [RaftNode(cfg, KVStateMachine(MemoryBackend())) for cfg in configs(tmp, 3)]
-    for n in nodes:
-        await n.start()
-    await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
-    return nodes
+async def kv_cluster(tmp: Path) -> list[KVServer]:
+    return await kv_servers(tmp, 3)
 
 
-def endpoints(nodes: list[RaftNode]) -> list[str]:
+def endpoints(nodes: list[KVServer]) -> list[str]:
     return [str(n.config.listen_client) for n in nodes]
 
 
@@ -55,9 +50,9 @@ async def test_put_get_range_delete_txn(tmp_path: Path) -> None:
             assert await c.get("missing") is None
             # Every node applied the same writes: serializable reads from each agree once caught up.
             for n in nodes:
-                await wait_until(lambda n=n: n.state_machine.revision == nodes[0].state_machine.revision, 2.0, "sync")  # type: ignore[attr-defined]
+                await wait_until(lambda n=n: n.kv.revision == nodes[0].kv.revision, 2.0, "sync")  # type: ignore[attr-defined]
         for n in nodes:
-            sm = n.state_machine
+            sm = n.kv
             assert isinstance(sm, KVStateMachine)
             kv = sm.get(b"b")
             assert kv is not None and kv.value == b"from-txn"
@@ -77,7 +72,7 @@ async def test_serializable_read_on_a_follower_and_linearizable_read_after_write
                 kv = await c.get("counter")  # linearizable: always sees the write just acknowledged
                 assert kv is not None and kv.value == str(k).encode()
         async with connect([str(follower.config.listen_client)], cluster_id="test") as f:
-            await wait_until(lambda: follower.state_machine.revision >= 20, 2.0, "follower caught up")  # type: ignore[attr-defined]
+            await wait_until(lambda: follower.kv.revision >= 20, 2.0, "follower caught up")  # type: ignore[attr-defined]
             kv = await f.get("counter", serializable=True)
             assert kv is not None and kv.value == b"19"
     finally:

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,42 +15,32 @@ import pytest
 
 from raftkv.errors import WatchCancelled
 from raftkv.kv.machine import KVStateMachine
+from raftkv.kv.watch import Event
 from raftkv.kvclient import connect, connect_sync
-from raftkv.server.identity import claim_data_dir
-from raftkv.server.logs import setup_logging
-from raftkv.server.node import RaftNode
+from raftkv.runtime.logs import setup_logging
+from raftkv.runtime.node import RaftNode
+from raftkv.storage import DataDir
 from raftkv.storage.kv_lmdb import LMDBBackend
-from raftkv.transport.wire import schema
-from tests.server.cluster import configs, leader_of, wait_until
-
-
-async def lmdb_cluster(tmp: Path) -> tuple[list[RaftNode], list[LMDBBackend]]:
-    cfgs = configs(tmp, 3)
-    for cfg in cfgs:  # as `raftkv serve` does: the data dir is claimed before anything is created in it
-        claim_data_dir(cfg.data_dir, cfg.cluster_id, cfg.id)
-    backends = [LMDBBackend(cfg.data_dir / "kv") for cfg in cfgs]
-    nodes = [RaftNode(cfg, KVStateMachine(b)) for cfg, b in zip(cfgs, backends, strict=True)]
-    for n in nodes:
-        await n.start()
-    await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
-    return nodes, backends
+from tests.runtime.cluster import kv_servers, leader_of, wait_until
 
 
 async def test_a_restarted_node_resumes_from_lmdb_without_replaying(tmp_path: Path) -> None:
-    nodes, backends = await lmdb_cluster(tmp_path)
+    servers = await kv_servers(tmp_path, 3, backend=None)  # LMDB in each data dir, as `raftkv serve` runs
+    nodes: list[RaftNode] = [s.running for s in servers]
+    reopened: LMDBBackend | None = None
     try:
-        async with connect([str(n.config.listen_client) for n in nodes], cluster_id="test") as c:
+        async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
             for k in range(30):
                 await c.put(f"k{k}", str(k))
-        follower = next(n for n in nodes if n is not leader_of(nodes))
-        await wait_until(lambda: follower.state_machine.revision == 30, 2.0, "follower applied all")  # type: ignore[attr-defined]
-        i = nodes.index(follower)
-        await follower.aclose(transfer_leadership=False)
-        backends[i].close()
+        i, follower = next((i, s) for i, s in enumerate(servers) if s is not leader_of(servers))
+        kv = follower.kv
+        assert kv is not None
+        await wait_until(lambda: kv.revision == 30, 2.0, "follower applied all")
+        await follower.aclose(transfer_leadership=False)  # closes its LMDB environment too
         # Reopen: the state machine starts at LMDB's applied index, and the core must not hand it those
         # entries again (a re-apply would bump versions and revisions).
-        backends[i] = LMDBBackend(follower.config.data_dir / "kv")
-        sm = KVStateMachine(backends[i])
+        reopened = LMDBBackend(DataDir(follower.config.data_dir).kv)
+        sm = KVStateMachine(reopened)
         resumed_at = sm.applied_index
         assert resumed_at >= 30
         applied: list[int] = []
@@ -74,62 +65,51 @@ async def test_a_restarted_node_resumes_from_lmdb_without_replaying(tmp_path: Pa
         nodes[i] = again
         await wait_until(lambda: leader_of(nodes) is not None, 3.0, "cluster settled")
         assert all(index > resumed_at for index in applied), "entries already in LMDB were re-applied"
-        kv = sm.get(b"k29")
-        assert kv is not None and kv.version == 1 and sm.revision == 30
+        got = sm.get(b"k29")
+        assert got is not None and got.version == 1 and sm.revision == 30
     finally:
-        for n in nodes:
-            await n.aclose(transfer_leadership=False)
-        for b in backends:
-            b.close()
+        await nodes[i].aclose(transfer_leadership=False)
+        for s in servers:
+            await s.aclose(transfer_leadership=False)
+        if reopened is not None:
+            reopened.close()
 
 
-class _StuckWatcher(schema.Watcher.Server):  # type: ignore[misc]
-    """A watcher that never finishes receiving its first batch of events."""
+class _StuckSink:
+    """A watch sink that never finishes taking its first batch of events."""
 
     def __init__(self) -> None:
         self.cancelled_reason: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    async def events(self, events: Any, _context: Any, **_kw: Any) -> None:
+    async def events(self, events: Sequence[Event]) -> None:
         await asyncio.sleep(3600)
 
-    async def cancelled(self, reason: str, compactRevision: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
+    async def cancelled(self, reason: str, compact_revision: int) -> None:
         if not self.cancelled_reason.done():
-            self.cancelled_reason.set_result(str(reason))
+            self.cancelled_reason.set_result(reason)
 
 
 async def test_a_slow_watcher_is_cancelled_with_a_reason_and_never_slows_the_node(tmp_path: Path) -> None:
-    nodes = [RaftNode(cfg, KVStateMachine(_memory())) for cfg in configs(tmp_path, 3)]
-    for n in nodes:
-        await n.start()
+    servers = await kv_servers(tmp_path, 3)
     try:
-        await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
-        lead = leader_of(nodes)
+        lead = leader_of(servers)
         assert lead is not None and lead.watches is not None
         lead.watches.max_buffered = 20
-        watcher = _StuckWatcher()
-        lead.watches.start(b"s/", b"s0", 0, schema.Watcher._new_client(watcher))  # a capability, as over the wire
+        sink = _StuckSink()
+        lead.watches.start(b"s/", b"s0", 0, sink)
         async with connect([str(lead.config.listen_client)], cluster_id="test") as c:
             await asyncio.wait_for(asyncio.gather(*(c.put(f"s/{k}", "v") for k in range(100))), 5)
-        reason = await asyncio.wait_for(watcher.cancelled_reason, 5)
+        reason = await asyncio.wait_for(sink.cancelled_reason, 5)
         assert "too slow" in reason
         assert lead.watches.watches == {}, "the cancelled watch is gone"
     finally:
-        for n in nodes:
-            await n.aclose(transfer_leadership=False)
-
-
-def _memory() -> Any:
-    from raftkv.kv.backend import MemoryBackend
-
-    return MemoryBackend()
+        for s in servers:
+            await s.aclose(transfer_leadership=False)
 
 
 async def test_the_blocking_client(tmp_path: Path) -> None:
-    nodes = [RaftNode(cfg, KVStateMachine(_memory())) for cfg in configs(tmp_path, 3)]
-    for n in nodes:
-        await n.start()
+    nodes = await kv_servers(tmp_path, 3)
     try:
-        await wait_until(lambda: leader_of(nodes) is not None, 2.0, "a leader")
         endpoints = [str(n.config.listen_client) for n in nodes]
 
         def use() -> tuple[bytes | None, bool, bool]:

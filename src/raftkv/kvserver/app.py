@@ -1,0 +1,200 @@
+"""Assembling a running raftkv server from a ``NodeConfig``: the one place that wires the pieces together.
+
+Theory of operation
+-------------------
+``raftkv serve``, the tests and the benchmarks all start a server through :class:`KVServer` (``raftkv cluster
+up`` and ``make demo`` start ``raftkv serve`` processes). Starting one is, in order:
+
+1. claim the data directory (``raftkv.storage.datadir``: it must belong to this node of this cluster);
+2. open the state machine: the key-value store on LMDB in the data directory by default, or on a backend the
+   caller gives (an in-memory one in tests), or one of the generic machines (``commandlog``, ``dict``);
+3. start the runtime (:class:`~raftkv.runtime.node.RaftNode`) on it: log, snapshots, peers;
+4. start the wire-neutral services (``KVService``, ``WatchRegistry``, ``Admin``) and the front ends on
+   them (the Cap'n Proto client port when ``listen_client`` is set).
+
+Stopping runs the same steps backwards: the runtime first (it hands leadership over while clients can still be
+redirected), then the watches, the front ends, and the store. :meth:`KVServer.aclose` is idempotent.
+
+The KV store is handed to the runtime through a small adapter that says what it can do there: on LMDB it keeps
+its applied index and streams its snapshots from a worker thread; in memory it does neither (the dict it lives
+in cannot be read from another thread while the loop applies), so the runtime snapshots it on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import IO, Any, Literal
+
+from raftkv.kv.backend import Backend
+from raftkv.kv.machine import KVStateMachine
+from raftkv.kvserver.admin import Admin
+from raftkv.kvserver.capnp_api import serve_capnp
+from raftkv.kvserver.service import KVService
+from raftkv.kvserver.watches import WatchRegistry
+from raftkv.raft.types import Entry
+from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.node import RaftNode
+from raftkv.runtime.statemachine import CommandLog, ReplicatedDict, SnapshotStream, StateMachine
+from raftkv.storage import DataDir
+from raftkv.storage.kv_lmdb import LMDBBackend
+from raftkv.transport.streams import PLAIN, Listener, StreamLayer
+
+log = logging.getLogger("raftkv.server")
+
+MachineKind = Literal["kv", "commandlog", "dict"]
+
+
+class _InMemoryKV:
+    """The KV store on a non-durable backend, as the runtime sees it: a plain ``StateMachine``."""
+
+    def __init__(self, kv: KVStateMachine) -> None:
+        self.kv = kv
+
+    def apply(self, entries: Sequence[Entry]) -> Sequence[Any]:
+        return self.kv.apply(entries)
+
+    def snapshot(self) -> bytes:
+        return self.kv.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.kv.restore(data)
+
+
+class _DurableKV(_InMemoryKV):
+    """The KV store on LMDB, as the runtime sees it: ``KeepsAppliedIndex`` and ``StreamsSnapshots`` too."""
+
+    @property
+    def applied_index(self) -> int:
+        return self.kv.applied_index
+
+    def open_snapshot(self) -> AbstractContextManager[SnapshotStream]:
+        return self.kv.open_snapshot()
+
+    def load_snapshot(self, reader: IO[bytes]) -> None:
+        self.kv.load_snapshot(reader)
+
+    def finish_restore(self) -> None:
+        self.kv.finish_restore()
+
+
+class KVServer:
+    """One raftkv server: ``async with KVServer(config) as server: ...`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        state_machine: MachineKind = "kv",
+        backend: Backend | None = None,
+        streams: StreamLayer = PLAIN,
+        check_ports: bool = True,
+    ) -> None:
+        """``backend``: the KV store's backend (default: LMDB in the data directory, opened at start)."""
+        config.validate(check_ports=check_ports)
+        self.config = config
+        self.kind: MachineKind = state_machine
+        self.streams = streams
+        self._backend = backend
+        self._owns_backend = False
+        self.kv: KVStateMachine | None = None
+        """The key-value store (None with a generic state machine)."""
+        self.node: RaftNode | None = None
+        self.watches: WatchRegistry | None = None
+        self._listener: Listener | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def running(self) -> RaftNode:
+        """The runtime of a started server."""
+        if self.node is None:
+            raise RuntimeError("the server is not started")
+        return self.node
+
+    async def __aenter__(self) -> KVServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        cfg = self.config
+        try:
+            machine = await asyncio.to_thread(self._open_machine)
+            node = self.node = RaftNode(cfg, machine, check_ports=False)
+            await node.start()
+            admin = Admin(node, self.kv, kv_durable=isinstance(machine, _DurableKV))
+            kv_service = None
+            if self.kv is not None:
+                kv_service = KVService(node, self.kv)
+                self.watches = WatchRegistry(self.kv, node.id)
+            if cfg.listen_client is not None:
+                self._listener = await serve_capnp(
+                    self.streams, cfg.listen_client, node, admin, kv_service, self.watches
+                )
+        except BaseException:
+            await self.aclose(transfer_leadership=False)
+            raise
+        self._started = True
+        log.info("node %s: clients on %s (%s)", cfg.id, cfg.listen_client or "-", self.kind)
+
+    def _open_machine(self) -> StateMachine:
+        """Claim the data directory, then open the state machine (blocking: called in a worker thread)."""
+        cfg = self.config
+        if self.kind == "commandlog":
+            return CommandLog()
+        if self.kind == "dict":
+            return ReplicatedDict()
+        data_dir = DataDir(cfg.data_dir)
+        data_dir.claim(cfg.cluster_id, cfg.id)  # before anything is created in it
+        backend = self._backend
+        if backend is None:
+            backend = self._backend = LMDBBackend(data_dir.kv)
+            self._owns_backend = True
+        self.kv = KVStateMachine(backend)
+        return _DurableKV(self.kv) if isinstance(backend, LMDBBackend) else _InMemoryKV(self.kv)
+
+    async def aclose(self, transfer_leadership: bool = True) -> None:
+        """Stop the node (handing leadership over if quick and safe), then the watches, front ends and store."""
+        if self._closed:
+            if self.node is not None:
+                await self.node.stopped.wait()
+            return
+        self._closed = True
+        if self.node is not None:
+            await self.node.aclose(transfer_leadership=transfer_leadership)
+        if self.watches is not None:
+            await self.watches.aclose()
+        if self._listener is not None:
+            await self._listener.aclose()
+        if self._owns_backend and self._backend is not None:
+            self._backend.close()
+
+    async def serve_until_signal(self) -> int:
+        """Run until SIGTERM/SIGINT or a node failure; stop gracefully; 0, or 1 if the node failed."""
+        node = self.running
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            stopping = asyncio.ensure_future(stop.wait())
+            failed = asyncio.ensure_future(node.stopped.wait())
+            await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            failed.cancel()
+            await asyncio.gather(stopping, failed, return_exceptions=True)
+            if stop.is_set():
+                log.info("node %s: signal received, stopping", node.id)
+            await self.aclose()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+        return 0 if node.failure is None else 1

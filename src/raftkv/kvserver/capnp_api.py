@@ -1,0 +1,236 @@
+"""The Cap'n Proto front end of a node's client port: the ``Client`` interface (``Admin``, ``Replicated``, ``Kv``).
+
+Theory of operation
+-------------------
+A thin layer: each handler checks the request's header, decodes its arguments, calls a wire-neutral service
+(``Admin``, ``KVService``, ``WatchRegistry``) or a public method of the runtime (``propose``), and encodes the
+answer. Handlers never let a Python exception cross the wire: expected outcomes become typed error codes
+(``notLeader`` with the leader's id and client address, ``timeout``, ``proposalDropped``, ``compacted``,
+``invalid``), and anything else is logged here and answered with ``internal``. A watch's events go to the
+watcher capability the client hosts, through :class:`_CapnpSink`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from raftkv.errors import Compacted, InvalidRequest, NodeFailed, NotLeader, ProposalDropped, Timeout
+from raftkv.kv.commands import decode_command, encode_result
+from raftkv.kv.errors import CommandError
+from raftkv.kv.watch import Event
+from raftkv.kvserver.admin import Admin
+from raftkv.kvserver.service import KVService
+from raftkv.kvserver.watches import WatchRegistry
+from raftkv.raft.types import SnapshotMeta
+from raftkv.runtime.node import RaftNode
+from raftkv.transport.address import Address
+from raftkv.transport.streams import Listener, StreamLayer
+from raftkv.transport.wire import schema
+
+log = logging.getLogger("raftkv.client")
+BACKUP_CHUNK_BYTES = 1 << 20
+_EVENT_ENCODER = msgspec.msgpack.Encoder()
+_NOT_KV = "this node does not run the key-value store"
+
+
+class _CapnpSink:
+    """A watch's events, pushed to the client's ``Watcher`` capability (msgspec-encoded)."""
+
+    def __init__(self, watcher: Any) -> None:
+        self.watcher = watcher
+
+    async def events(self, events: Sequence[Event]) -> None:
+        await self.watcher.events(events=[_EVENT_ENCODER.encode(e) for e in events])
+
+    async def cancelled(self, reason: str, compact_revision: int) -> None:
+        await self.watcher.cancelled(reason=reason, compactRevision=compact_revision)
+
+
+class ClientService(schema.Client.Server):  # type: ignore[misc]
+    """One client connection's view of the node."""
+
+    def __init__(self, node: RaftNode, admin: Admin, kv: KVService | None, watches: WatchRegistry | None) -> None:
+        self.node = node
+        self.admin = admin
+        self.kv = kv
+        self.watches = watches
+        self._backup: tuple[SnapshotMeta, bytes, int] | None = None
+        """The image this connection is downloading (``raftkv snapshot save``)."""
+
+    def _check(self, header: Any, results: Any) -> bool:
+        cluster = str(header.clusterId)
+        expected = self.node.config.cluster_id
+        if cluster and cluster != expected:
+            results.error.code = "wrongCluster"
+            results.error.message = f"this is cluster {expected!r}, not {cluster!r}"
+            return False
+        if not self.node.serving:
+            results.error.code = "stopped"
+            results.error.message = "the node is not serving"
+            return False
+        return True
+
+    def _fail(self, r: Any, e: BaseException, what: str) -> None:
+        """Encode an error: the expected kinds by their code, anything else as ``internal`` (and logged)."""
+        err = r.error
+        if isinstance(e, NotLeader):
+            err.code = "notLeader"
+            err.leaderId = int(e.leader_hint)
+            err.leaderAddress = e.leader_address
+        elif isinstance(e, Timeout | TimeoutError):
+            err.code = "timeout"
+        elif isinstance(e, ProposalDropped | NodeFailed):
+            err.code = "proposalDropped"
+        elif isinstance(e, InvalidRequest | CommandError):
+            err.code = "invalid"
+        elif isinstance(e, Compacted):
+            err.code = "compacted"
+        else:
+            log.error("node %s: %s failed: %s: %s", self.node.id, what, type(e).__name__, e, exc_info=e)
+            err.code = "internal"
+            err.message = f"{what}: {type(e).__name__}: {e}"[:200]
+            return
+        err.message = str(e)[:300]
+
+    # --- Admin ------------------------------------------------------------------------------------------------
+
+    async def ping(self, header: Any, payload: Any, _context: Any, **_kw: Any) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        r.payload = payload
+        r.nodeId = self.node.id
+        r.term = self.node.term
+
+    async def status(self, header: Any, _context: Any, **_kw: Any) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        s = self.admin.status()
+        out = r.init("status")
+        out.id = s.id
+        out.role = s.role
+        out.term = s.term
+        out.leader = s.leader or 0
+        out.commit = s.commit
+        out.applied = s.applied
+        out.lastIndex = s.last_index
+        out.clusterId = s.cluster_id
+        peers = out.init("peers", len(s.peers))
+        for k, (pid, info) in enumerate(s.peers.items()):
+            p = peers[k]
+            p.id = pid
+            p.address = info["address"]
+            p.connected = info["connected"]
+            p.match = info.get("match", 0)
+            p.next = info.get("next", 0)
+            p.state = info.get("state", "")
+
+    async def backupChunk(self, header: Any, offset: int, _context: Any, **_kw: Any) -> None:  # noqa: N802
+        r = _context.results
+        if not self._check(header, r):
+            return
+        try:
+            if offset == 0 or self._backup is None:
+                self._backup = await self.admin.backup_image()
+            meta, image, crc = self._backup
+        except Exception as e:
+            self._fail(r, e, "taking a backup")
+            return
+        r.lastIndex = meta.index
+        r.lastTerm = meta.term
+        r.voters = [int(v) for v in meta.voters]
+        r.totalSize = len(image)
+        r.crc32c = crc
+        r.data = image[offset : offset + BACKUP_CHUNK_BYTES]
+
+    # --- Replicated --------------------------------------------------------------------------------------------
+
+    async def propose(self, header: Any, data: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
+        r = _context.results
+        if not self._check(header, r):
+            return
+        timeout = (timeoutMs or 5000) / 1000
+        try:
+            index, term, result = await self.node.propose_indexed(bytes(data), timeout)
+        except NotLeader:
+            self._fail(r, self.node.not_leader(), "propose")
+            return
+        except Exception as e:
+            self._fail(r, e, "propose")
+            return
+        r.index = index
+        r.term = term
+        r.result = str(result).encode() if result is not None else b""
+
+    # --- Kv ------------------------------------------------------------------------------------------------
+
+    async def execute(self, header: Any, requests: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
+        r = _context.results
+        if not self._check(header, r):
+            return
+        timeout = (timeoutMs or 5000) / 1000
+        try:
+            if self.kv is None:
+                raise InvalidRequest(_NOT_KV)
+            commands = [(decode_command(bytes(q.command)), bool(q.serializable)) for q in requests]
+            results = await self.kv.execute(commands, timeout)
+        except TimeoutError:
+            r.error.code = "timeout"
+            r.error.message = f"not completed within {timeout} s; outcomes unknown, retry the batch as is"
+            return
+        except Exception as e:
+            self._fail(r, e, "execute")
+            return
+        out = r.init("results", len(results))
+        for k, res in enumerate(results):
+            out[k] = encode_result(res)
+
+    async def watch(
+        self,
+        header: Any,
+        key: Any,
+        rangeEnd: Any,  # noqa: N803
+        hasRangeEnd: bool,  # noqa: N803
+        startRevision: int,  # noqa: N803
+        watcher: Any,
+        _context: Any,
+        **_kw: Any,
+    ) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        try:
+            if self.watches is None:
+                raise InvalidRequest(_NOT_KV)
+            r.watchId = self.watches.start(
+                bytes(key), bytes(rangeEnd) if hasRangeEnd else None, int(startRevision), _CapnpSink(watcher)
+            )
+        except Compacted as e:
+            self._fail(r, e, "watch")
+            r.compactRevision = e.oldest_revision
+        except Exception as e:
+            self._fail(r, e, "watch")
+
+    async def cancelWatch(self, header: Any, watchId: int, _context: Any, **_kw: Any) -> None:  # noqa: N802, N803
+        r = _context.results
+        if self._check(header, r) and self.watches is not None:
+            self.watches.cancel(int(watchId))
+
+
+async def serve_capnp(
+    streams: StreamLayer,
+    address: Address,
+    node: RaftNode,
+    admin: Admin,
+    kv: KVService | None,
+    watches: WatchRegistry | None,
+) -> Listener:
+    """Serve the ``Client`` interface on ``address``; each connection gets its own :class:`ClientService`."""
+    return await streams.listen(
+        address, lambda _close: ClientService(node, admin, kv, watches), name=f"node {node.id} client port"
+    )

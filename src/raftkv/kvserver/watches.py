@@ -1,0 +1,175 @@
+"""Watches on a node, wire-neutral: each watcher gets every event after its start revision, in order, once.
+
+Theory of operation
+-------------------
+A watch registers a listener on the state machine's event hub and reads the retained history in the same
+synchronous step, so nothing can be applied in between: the watcher gets every event after its start revision
+exactly once, in order, then live events. Each watch has a bounded buffer; a watcher that falls more than
+``max_buffered`` events behind is cancelled with a reason rather than ever slowing the node down.
+
+Events leave through a :class:`WatchSink`, which a front end provides (the Cap'n Proto front end pushes them to
+a capability the client hosts). Every call to a sink has a deadline; a sink that does not take events in time
+is dropped. The registry owns one task per watch (a :class:`~raftkv.tasks.TaskSet`), all stopped by
+:meth:`WatchRegistry.aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from raftkv.kv.keys import key_in_range
+from raftkv.kv.machine import KVStateMachine
+from raftkv.kv.watch import Event
+from raftkv.raft.types import NodeId
+from raftkv.tasks import TaskSet
+
+log = logging.getLogger("raftkv.kv")
+
+
+class WatchSink(Protocol):
+    """Where a watch's events go: a front end's connection to the watching client."""
+
+    async def events(self, events: Sequence[Event]) -> None:
+        """Deliver a batch of events, in revision order (awaited with a deadline)."""
+        ...
+
+    async def cancelled(self, reason: str, compact_revision: int) -> None:
+        """The node ended the watch (too slow, compacted); ``reason`` says why."""
+        ...
+
+
+class _Watch:
+    def __init__(
+        self,
+        registry: WatchRegistry,
+        watch_id: int,
+        key: bytes,
+        range_end: bytes | None,
+        start_revision: int,
+        sink: WatchSink,
+    ) -> None:
+        self.registry = registry
+        self.id = watch_id
+        self.key = key
+        self.range_end = range_end
+        self.start_revision = start_revision
+        """Events below it are never sent: a watch resumed on a node that lags behind must not go back in time."""
+        self.sink = sink
+        self.queue: deque[Event] = deque()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.cancel_reason = ""
+        self.remove_listener: Callable[[], None] | None = None
+
+    def offer(self, events: Sequence[Event]) -> None:
+        if self.closed:
+            return
+        start = self.start_revision
+        matching = [
+            e for e in events if e.kv.mod_revision >= start and key_in_range(e.kv.key, self.key, self.range_end)
+        ]
+        if not matching:
+            return
+        self.queue.extend(matching)
+        if len(self.queue) > self.registry.max_buffered:
+            self.cancel_reason = (
+                f"watcher too slow: more than {self.registry.max_buffered} events behind; re-read and watch again"
+            )
+        self.wake.set()
+
+    async def run(self) -> None:
+        reason = ""
+        try:
+            while not self.closed and not self.cancel_reason:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.queue and not self.cancel_reason:
+                    batch = [self.queue.popleft() for _ in range(min(len(self.queue), 512))]
+                    call = asyncio.ensure_future(self.sink.events(batch))
+                    # Race the call against a cancellation: a watcher stuck in a call must still learn, at once,
+                    # that it fell too far behind (and the node must never wait on it).
+                    while not call.done() and not self.cancel_reason and not self.closed:
+                        waiter = asyncio.ensure_future(self.wake.wait())
+                        try:
+                            await asyncio.wait(
+                                {call, waiter},
+                                timeout=self.registry.call_timeout_s,
+                                return_when=asyncio.FIRST_COMPLETED,
+                            )
+                        finally:
+                            waiter.cancel()
+                        if not call.done() and not waiter.done():
+                            reason = f"watcher did not take events within {self.registry.call_timeout_s} s"
+                            break
+                        self.wake.clear()
+                    if not call.done():
+                        call.cancel()
+                        await asyncio.gather(call, return_exceptions=True)
+                        break
+                    call.result()  # a failed call (watcher gone) ends the watch
+                if reason:
+                    break
+            reason = reason or self.cancel_reason
+            if reason and not self.closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.registry.call_timeout_s):
+                        await self.sink.cancelled(reason, 0)
+        except Exception as e:  # the watcher went away: drop the watch
+            log.debug("node %s: watch %s ended: %s", self.registry.node_id, self.id, e)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.remove_listener is not None:
+                self.remove_listener()
+            self.registry.watches.pop(self.id, None)
+            self.wake.set()
+
+
+class WatchRegistry:
+    """The watches on one node's KV store."""
+
+    def __init__(
+        self, kv: KVStateMachine, node_id: NodeId, max_buffered: int = 10_000, call_timeout_s: float = 5.0
+    ) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.max_buffered = max_buffered
+        self.call_timeout_s = call_timeout_s
+        self.watches: dict[int, _Watch] = {}
+        self._next_id = 0
+        self._tasks = TaskSet(f"node {node_id} watches")
+
+    def start(self, key: bytes, range_end: bytes | None, start_revision: int, sink: WatchSink) -> int:
+        """Register a watch; raises ``raftkv.errors.Compacted`` if ``start_revision`` is too old."""
+        hub = self.kv.watch
+        # History and registration in one synchronous step: nothing can be applied in between.
+        history = hub.events_since(key, range_end, start_revision)
+        self._next_id += 1
+        w = _Watch(self, self._next_id, key, range_end, start_revision, sink)
+        w.remove_listener = hub.add_listener(w.offer)
+        self.watches[w.id] = w
+        if history:
+            w.offer(history)
+        self._tasks.spawn(w.run(), name=f"raftkv-watch-{self.node_id}-{w.id}")
+        return w.id
+
+    def cancel(self, watch_id: int) -> bool:
+        w = self.watches.get(watch_id)
+        if w is None:
+            return False
+        w.close()
+        return True
+
+    async def aclose(self) -> None:
+        """End every watch and stop its task. Idempotent."""
+        for w in list(self.watches.values()):
+            w.close()
+        await self._tasks.aclose()
