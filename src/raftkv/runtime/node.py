@@ -45,6 +45,7 @@ from typing import Any, TypeVar, cast
 
 from raftkv.errors import NodeFailed, Timeout
 from raftkv.raft.config import RaftConfig
+from raftkv.raft.driver import ReadyPlanner
 from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped, invariant
 from raftkv.raft.messages import Message
 from raftkv.raft.node import RawNode, Status
@@ -133,7 +134,7 @@ class RaftNode:
         """Heap of (index, seq, future): resolved once the state machine has applied ``index``."""
         self._spawned: set[asyncio.Task[None]] = set()
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-wal-{config.id}")
-        """WAL writes run here, except a follower's persist while no compaction is queued (``_persist_inline``):
+        """WAL writes run here, except a follower's persist while no compaction is queued (``ReadyPlan.on_loop``):
         invariant, WAL writes never overlap (the ready loop awaits each persist; compactions go through here)."""
         self._wal_jobs = 0
         """Compactions submitted to the WAL thread and not finished: while any is, persists queue behind it."""
@@ -145,8 +146,6 @@ class RaftNode:
         self._snapshotting = False
         self._deadline_bucket: _DeadlineBucket | None = None
         """The newest proposals' shared deadline timer (see ``_arm_deadline``)."""
-        self._unwritten_hard_state: HardState | None = None
-        """A commit-only hard state not written yet: it goes with the next WAL write (see the ready loop)."""
 
     # ======================================================================================================
     # Lifecycle
@@ -718,6 +717,7 @@ class RaftNode:
         core = _started(self.core)
         storage = _started(self._storage)
         transport = _started(self.transport)
+        planner = ReadyPlanner()
         try:
             while not self._stopping:
                 await self._wake.wait()
@@ -727,34 +727,23 @@ class RaftNode:
                     self._observe(rd)
                     if rd.messages:
                         transport.send(rd.messages)
-                    # Committed entries are durable on a majority, so applying them need not wait for this
-                    # Ready's write — as long as they are already in our own log (no new entries or snapshot
-                    # here), so the applied index never passes the durable last index. Typically the leader's
-                    # Ready that only advances the commit index: the client's answer then leaves during the
-                    # hard-state write instead of after it (measured: ~0.5 ms of a ~3.3 ms sequential put).
-                    applied_early = bool(rd.committed_entries) and not rd.entries and rd.snapshot is None
-                    if applied_early:
+                    # The decisions (apply early, defer a commit-only hard state, write on the loop) are made
+                    # by the planner the simulator runs too: raftkv.raft.driver explains each and why it is safe.
+                    plan = planner.plan(rd, core.role, writes_queued=bool(self._wal_jobs))
+                    if plan.apply_early:
                         self._apply(rd.committed_entries)
-                    if rd.entries or rd.snapshot is not None or rd.must_sync:
-                        hard_state = rd.hard_state or self._unwritten_hard_state
-                        self._unwritten_hard_state = None
-                        if self._persist_inline(rd):
-                            self._persist(storage, rd, hard_state)
+                    if plan.write:
+                        if plan.on_loop:
+                            self._persist(storage, rd, plan.hard_state)
                         else:
                             await asyncio.get_running_loop().run_in_executor(
-                                self._wal_thread, self._persist, storage, rd, hard_state
+                                self._wal_thread, self._persist, storage, rd, plan.hard_state
                             )
-                    elif rd.hard_state is not None:
-                        # Only the commit index moved (a term or vote change always sets must_sync). The commit
-                        # index is volatile state (Raft Figure 2), so it rides along with the next write
-                        # instead of costing a thread hop of its own; after a crash the node relearns it from
-                        # the leader (and never applies less than LMDB already holds).
-                        self._unwritten_hard_state = rd.hard_state
                     if rd.snapshot is not None:
                         await self._restore_installed(rd.snapshot)
                     if rd.messages_after_sync:
                         transport.send(rd.messages_after_sync)
-                    if rd.committed_entries and not applied_early:
+                    if rd.committed_entries and not plan.apply_early:
                         self._apply(rd.committed_entries)
                     core.advance()
                     if rd.read_states or rd.dropped_reads:
@@ -783,23 +772,16 @@ class RaftNode:
         self._fail_waiters(NodeFailed(message))
         self.stopped.set()
 
-    def _persist_inline(self, rd: Ready) -> bool:
-        """Whether this Ready's write runs on the loop thread rather than in the WAL thread.
-
-        A follower's write is on the commit path: its acknowledgement leaves only once the write is durable
-        (``messages_after_sync``). The two thread hand-offs around it, to the WAL thread and back through the
-        loop's wake-up pipe, cost ~0.3 ms of a sequential put on this machine (traced), and its loop has nothing
-        useful to do meanwhile: frames that arrive wait in the socket and join the next, larger, Ready. The
-        leader keeps the thread: its own write is usually off the commit path (in a 3-node cluster two follower
-        acknowledgements commit without it, §10.2.1), and its loop keeps taking client requests and
-        acknowledgements during the fsync. Snapshot installs and anything queued behind a compaction keep the
-        thread too (a compaction holds the WAL's locks through an fsync and file deletions).
-        """
-        core = self.core
-        return core is not None and core.role is Role.FOLLOWER and rd.snapshot is None and not self._wal_jobs
-
     def _persist(self, storage: NodeStorage, rd: Ready, hard_state: HardState | None) -> None:
-        """Step 1 of the Ready contract: entries, then hard state, then one fsync (see ``_persist_inline``)."""
+        """Step 1 of the Ready contract: entries, then hard state, then one fsync.
+
+        On the loop thread for a follower's plain write (``ReadyPlan.on_loop``): its acknowledgement waits for
+        the write, the two thread hand-offs around it cost ~0.3 ms of a sequential put here (traced), and its
+        loop has nothing useful to do meanwhile. The leader keeps the WAL thread: its own write is usually off
+        the commit path (two follower acknowledgements commit without it, §10.2.1) and its loop keeps taking
+        client requests meanwhile. Invariant: WAL writes never overlap (the ready loop awaits each one, and
+        writes queue behind a compaction in the WAL thread).
+        """
         wal = storage.wal
         started = time.perf_counter()
         if rd.snapshot is not None:

@@ -5,12 +5,15 @@ Theory of operation
 Time is an integer number of simulated milliseconds. Everything that happens is an event in one heap ordered by
 ``(time, sequence number)``: a node's tick, a message arriving, a disk write completing, a client request, a
 fault. The loop pops the next event, applies it to one core, then *pumps* that core: it takes its ``Ready`` and
-carries it out exactly as the contract in ``raftkv.raft.ready`` says a real driver must —
+carries it out as the contract in ``raftkv.raft.ready`` says a real driver must, taking the same decisions
+as the node runtime (``raftkv.raft.driver.ReadyPlanner``: apply early, defer a commit-only hard state) —
 
 1. ``messages`` go on the network at once (the leader's parallel write, §10.2.1);
-2. the entries and hard state are written to the node's simulated disk, which takes ``disk_latency_ms``;
-3. only when that write completes do ``messages_after_sync`` leave, committed entries get applied, and the core
-   is told ``advance()``.
+2. committed entries that are all in the durable log already are applied now (the runtime's early apply);
+3. the entries and hard state, if the plan writes, go to the node's simulated disk, which takes
+   ``disk_latency_ms``; a commit-only hard state waits for the next write, as in the runtime;
+4. only when that write completes do ``messages_after_sync`` leave, the other committed entries get applied,
+   and the core is told ``advance()``.
 
 A crash discards the core (all volatile state) and any write in flight; optionally a *prefix* of that write
 survives (a torn write cut at a record boundary, which is what the write-ahead log's recovery leaves). A
@@ -36,6 +39,7 @@ from typing import cast
 from raftkv.kv.backend import MemoryBackend
 from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.config import RaftConfig
+from raftkv.raft.driver import ReadyPlan, ReadyPlanner
 from raftkv.raft.errors import NotLeader, ProposalDropped
 from raftkv.raft.messages import AppendEntriesResponse, Message
 from raftkv.raft.node import RawNode
@@ -102,6 +106,10 @@ class SimNode:
     paused: bool = False
     writing: Ready | None = None
     """A Ready whose write is in flight on the simulated disk."""
+    plan: ReadyPlan | None = None
+    """The plan of the Ready in ``writing`` (what it writes, whether its entries were applied early)."""
+    planner: ReadyPlanner = field(default_factory=ReadyPlanner)
+    """This incarnation's Ready planner (the runtime's): it holds a deferred commit-only hard state."""
     applied: list[tuple[Index, Term, bytes]] = field(default_factory=list)
     """What this incarnation's state machine applied (NORMAL entries only), in order."""
     applied_index: Index = Index(0)
@@ -165,6 +173,10 @@ class Cluster:
         """Called with the node once a read point was confirmed and applied there (the read is served)."""
         self._read_seq = 0
         self.append_rejections = 0
+        self.applied_early = 0
+        """Readies whose committed entries were applied before their write (the runtime's shortcut)."""
+        self.hard_states_deferred = 0
+        """Commit-only hard states that rode on a later write instead of costing one (the runtime's shortcut)."""
         self.after_ready: Callable[[SimNode, Ready, int], None] | None = None
         """Nemesis hook: called with each Ready once its write has begun, and the write's duration (ms)."""
         for i in self.ids:
@@ -254,6 +266,8 @@ class Cluster:
         node.kv = self._fresh_kv(node.applied)
         node.reads = []
         node.writing = None
+        node.plan = None
+        node.planner = ReadyPlanner()  # a deferred hard state is volatile: gone with the old core
         node.paused = False
         node.held = []
         self.checker.restarted(node.id, node.incarnation, node.core)
@@ -272,6 +286,7 @@ class Cluster:
             return
         self.crashes += 1
         rd = node.writing
+        plan = node.plan
         if rd is not None and self.settings.partial_writes and rd.snapshot is not None:
             if self.rng.random() < 0.5:
                 self._install(node, rd.snapshot)  # the install is atomic: all or nothing
@@ -282,10 +297,11 @@ class Cluster:
             k = self.rng.randint(0, len(rd.entries) + 1)
             if k > 0 and rd.entries:
                 node.disk.append(rd.entries[: min(k, len(rd.entries))])
-            if k == len(rd.entries) + 1 and rd.hard_state is not None:
-                node.disk.set_hard_state(rd.hard_state)
+            if k == len(rd.entries) + 1 and plan is not None and plan.hard_state is not None:
+                node.disk.set_hard_state(plan.hard_state)
         node.core = None
         node.writing = None
+        node.plan = None
         node.held = []
         self.checker.forget_reads(node_id)
         self._record(f"crash {node_id}")
@@ -361,9 +377,11 @@ class Cluster:
         node = self.nodes[node_id]
         if node.core is None or node.write_token != token or node.writing is None or node.paused:
             return
-        rd = node.writing
-        node.writing = None
-        self._finish_ready(node, rd)
+        rd, plan = node.writing, node.plan
+        node.writing = node.plan = None
+        if plan is None:  # pragma: no cover - set together with writing
+            raise AssertionError("a write in flight without its plan")
+        self._finish_ready(node, rd, plan)
         self._pump(node)
 
     # ======================================================================================================
@@ -385,27 +403,34 @@ class Cluster:
                 )
             for msg in rd.messages:
                 self._send(msg)
-            if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            plan = node.planner.plan(rd, core.role)
+            if rd.hard_state is not None and not plan.write:
+                self.hard_states_deferred += 1
+            if plan.apply_early:
+                self.applied_early += 1
+                self._apply_committed(node, rd)
+            if plan.write:
                 lo, hi = self.settings.disk_latency_ms
                 delay = self.rng.randint(lo, hi) if hi > 0 else 0
                 if self.after_ready is not None:
                     self.after_ready(node, rd, delay)
                 if delay > 0:
                     node.writing = rd
+                    node.plan = plan
                     node.write_token += 1
                     self._push(self.now + delay, _PERSISTED, (node.id, node.write_token))
                     return
-                self._write(node, rd)
-            self._finish_ready(node, rd, written=True)
+                self._write(node, rd, plan)
+            self._finish_ready(node, rd, plan, written=True)
             checker.after_event(node.id, core)
 
-    def _write(self, node: SimNode, rd: Ready) -> None:
+    def _write(self, node: SimNode, rd: Ready, plan: ReadyPlan) -> None:
         if rd.snapshot is not None:
             self._install(node, rd.snapshot)
         if rd.entries:
             node.disk.append(rd.entries)
-        if rd.hard_state is not None:
-            node.disk.set_hard_state(rd.hard_state)
+        if plan.hard_state is not None:
+            node.disk.set_hard_state(plan.hard_state)
 
     def _install(self, node: SimNode, meta: SnapshotMeta) -> None:
         """Install a leader's snapshot: saved durably, the log reset after it, the state machine restored."""
@@ -419,16 +444,22 @@ class Cluster:
         self.checker.on_snapshot(node.id, meta, state)
         self._record(f"install snapshot {node.id} at {meta.index}")
 
-    def _finish_ready(self, node: SimNode, rd: Ready, written: bool = False) -> None:
+    def _apply_committed(self, node: SimNode, rd: Ready) -> None:
         core = node.core
         assert core is not None
-        if not written:
-            self._write(node, rd)
-        for msg in rd.messages_after_sync:
-            self._send(msg)
         if rd.committed_entries:
             self.checker.on_apply(node.id, core, rd.committed_entries)
             self._apply(node, rd)
+
+    def _finish_ready(self, node: SimNode, rd: Ready, plan: ReadyPlan, written: bool = False) -> None:
+        core = node.core
+        assert core is not None
+        if not written:
+            self._write(node, rd, plan)
+        for msg in rd.messages_after_sync:
+            self._send(msg)
+        if not plan.apply_early:
+            self._apply_committed(node, rd)
         core.advance()
         if rd.read_states:
             node.reads.extend((rs.index, rs.ctx) for rs in rd.read_states)
