@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftkv.raft.types import Entry, NodeId
-from raftkv.runtime.config import NodeConfig
-from raftkv.runtime.node import RaftNode
+from raftkv.runtime import NodeConfig, RaftNode
 from raftkv.transport.address import Address
 
 
@@ -42,8 +41,9 @@ class Counter:
 async def main() -> None:
     peers = {NodeId(i): Address("127.0.0.1", 7100 + i) for i in (1, 2, 3)}
     with tempfile.TemporaryDirectory() as tmp:
+        counters = {i: Counter() for i in peers}
         nodes = [
-            RaftNode(NodeConfig(id=i, data_dir=Path(tmp) / f"n{i}", listen_peer=peers[i], peers=peers), Counter())
+            RaftNode(NodeConfig(id=i, data_dir=Path(tmp) / f"n{i}", listen_peer=peers[i], peers=peers), counters[i])
             for i in peers
         ]
         for node in nodes:
@@ -56,9 +56,11 @@ async def main() -> None:
         rest = [n for n in nodes if n is not leader]
         new_id = await rest[0].wait_for_leader()
         new_leader = next(n for n in rest if n.id == new_id)
-        print(f"node {leader.id} stopped; node {new_leader.id} leads; add 10 -> {await new_leader.propose(b'10')}")
-        await asyncio.sleep(0.2)  # let the follower apply the last commit before we compare
-        print("counters:", {n.id: n.state_machine.value for n in rest})  # type: ignore[attr-defined]
+        index, _term, value = await new_leader.propose_indexed(b"10")
+        print(f"node {leader.id} stopped; node {new_leader.id} leads; add 10 -> {value}")
+        for n in rest:  # the follower learns of the commit a tick later: wait until it applied it too
+            await asyncio.wait_for(n.wait_applied(index), 5.0)
+        print("counters:", {n.id: counters[n.id].value for n in rest})
         for node in rest:
             await node.aclose()
 

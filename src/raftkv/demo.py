@@ -40,9 +40,7 @@ async def _wait_leader(lc: LocalCluster, ids: list[int], timeout: float) -> int:
         while time.monotonic() < deadline:
             reports = [r for r in await _statuses(cluster) if isinstance(r, StatusReport)]
             leaders = {r.leader for r in reports}
-            if len(reports) == len(ids) and len(leaders) == 1 and None not in leaders:
-                leader = leaders.pop()
-                assert leader is not None
+            if len(reports) == len(ids) and len(leaders) == 1 and (leader := leaders.pop()) is not None:
                 return leader
             await asyncio.sleep(0.05)
     raise SystemExit(f"no leader among nodes {ids} within {timeout} s: see the logs in {lc.root}")
