@@ -44,8 +44,8 @@ async def main(root, duration, shapes):
     out = {}
     try:
         for _ in range(150):
-            async with connect(lc.endpoints(), "ab") as c:
-                reports = [r for r in await c.statuses(0.5) if hasattr(r, "leader")]
+            async with connect(lc.endpoints(), cluster_id="ab") as c:
+                reports = [r for r in await c.admin.statuses(0.5) if hasattr(r, "leader")]
             leaders = {r.leader for r in reports}
             if len(reports) == 3 and len(leaders) == 1 and None not in leaders:
                 break
