@@ -35,7 +35,6 @@ SHAPES: list[tuple[str, list[str]]] = [
 CHILD = r"""
 import asyncio, json, os, subprocess, sys
 from pathlib import Path
-from raftkv.client import connect
 from raftkv.local import LocalCluster
 
 async def main(root, duration, shapes):
@@ -43,16 +42,20 @@ async def main(root, duration, shapes):
     lc.start_all()
     out = {}
     try:
+        endpoints = ",".join(map(str, lc.endpoints()))
         for _ in range(150):
-            async with connect(lc.endpoints(), "ab") as c:
-                reports = [r for r in await c.statuses(0.5) if hasattr(r, "leader")]
-            leaders = {r.leader for r in reports}
+            # `raftkv status --json`, not the client's API: the command is the same in every tree compared.
+            r = subprocess.run(
+                [sys.executable, "-m", "raftkv.cli", "status", "--json", "--endpoints", endpoints, "--timeout", "0.5"],
+                capture_output=True, text=True, check=False, timeout=30,
+            )
+            reports = [x for x in json.loads(r.stdout or "[]") if "leader" in x]
+            leaders = {x["leader"] for x in reports}
             if len(reports) == 3 and len(leaders) == 1 and None not in leaders:
                 break
             await asyncio.sleep(0.2)
         else:
             raise SystemExit("the cluster did not elect a leader")
-        endpoints = ",".join(map(str, lc.endpoints()))
         tick = os.sysconf("SC_CLK_TCK")
 
         def cpu_us():

@@ -27,7 +27,6 @@ from pathlib import Path
 from tests.runtime.cluster import free_ports
 
 from raftkv.client import StatusReport, connect
-from raftkv.kvclient import connect as kv_connect
 from raftkv.raft.types import NodeId
 from raftkv.runtime.config import NodeConfig
 from raftkv.runtime.node import RaftNode
@@ -111,11 +110,11 @@ async def failover(root: Path, trials: int) -> list[float]:
     endpoints = [Address("127.0.0.1", client[i]) for i in peer]
     times = []
     try:
-        async with connect(endpoints, "bench") as cluster, kv_connect(endpoints, timeout=5.0) as kv:
+        async with connect(endpoints, cluster_id="bench", timeout=5.0) as kv:
             for trial in range(trials):
                 leader = None
                 while leader is None:
-                    reports = [r for r in await cluster.statuses(0.5) if isinstance(r, StatusReport)]
+                    reports = [r for r in await kv.admin.statuses(0.5) if isinstance(r, StatusReport)]
                     leaders = {r.leader for r in reports}
                     if len(reports) == 3 and len(leaders) == 1:
                         leader = leaders.pop()

@@ -52,9 +52,7 @@ from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
-from raftkv.client import StatusReport
-from raftkv.client import connect as status_connect
-from raftkv.kvclient import connect as kv_connect
+from raftkv.client import StatusReport, connect
 from raftkv.local import free_ports
 from raftkv.raft.types import NodeId
 from raftkv.runtime.config import NodeConfig
@@ -547,8 +545,8 @@ class RaftkvService(System):
         self.procs = {i: self.start(i) for i in self.peer}
         endpoints = [Address("127.0.0.1", self.client[i]) for i in self.peer]
         try:
-            async with status_connect(endpoints, "compare") as cluster, kv_connect(endpoints, timeout=10.0) as kv:
-                self.cluster, self.kv = cluster, kv
+            async with connect(endpoints, cluster_id="compare", timeout=10.0) as kv:
+                self.kv = kv
                 await self.settled()
                 await kv.put("warmup", VALUE)
                 await asyncio.gather(*(kv.put(f"k{k}", VALUE) for k in range(GET_KEYS)))
@@ -561,7 +559,7 @@ class RaftkvService(System):
         return self.kids.spawn(raftkv_serve_cmd(i, self.root, self.peer, self.client), self.root / f"n{i}.log")
 
     async def reports(self) -> list[StatusReport]:
-        return [r for r in await self.cluster.statuses(1.0) if isinstance(r, StatusReport)]
+        return [r for r in await self.kv.admin.statuses(1.0) if isinstance(r, StatusReport)]
 
     async def settled(self, timeout: float = 30.0) -> int:
         """Wait until all three nodes answer and agree on one leader; returns its id."""

@@ -65,13 +65,11 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.backup import Backup, restore_backup, write_backup
-from raftkv.client import StatusReport
-from raftkv.client import connect as status_connect
+from raftkv.client import StatusReport, connect
 from raftkv.errors import RaftError
 from raftkv.kv.commands import OpenSession, Put, Range, Request, encode_command
 from raftkv.kv.keys import prefix_end
 from raftkv.kv.machine import KVStateMachine
-from raftkv.kvclient import connect
 from raftkv.local import LocalCluster
 from raftkv.raft.types import Entry, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.kv_lmdb import LMDBBackend
@@ -443,8 +441,8 @@ def log_events(lc: LocalCluster, node: int, pattern: str, since: float) -> list[
 
 
 async def statuses(lc: LocalCluster, ids: list[int], timeout: float = 0.5) -> list[StatusReport]:
-    async with status_connect(lc.endpoints(ids), CLUSTER_ID) as c:
-        return [r for r in await c.statuses(timeout) if isinstance(r, StatusReport)]
+    async with connect(lc.endpoints(ids), cluster_id=CLUSTER_ID) as c:
+        return [r for r in await c.admin.statuses(timeout) if isinstance(r, StatusReport)]
 
 
 async def wait_serving(lc: LocalCluster, ids: list[int], timeout: float = 180.0) -> StatusReport:
@@ -468,9 +466,9 @@ async def wait_serving(lc: LocalCluster, ids: list[int], timeout: float = 180.0)
 async def poll_node(lc: LocalCluster, node: int, until: Callable[[StatusReport], bool], timeout: float) -> float:
     """Poll ``node``'s status every 20 ms until ``until(report)``; the monotonic time it first held."""
     deadline = time.monotonic() + timeout
-    async with status_connect(lc.endpoints([node]), CLUSTER_ID) as c:
+    async with connect(lc.endpoints([node]), cluster_id=CLUSTER_ID) as c:
         while True:
-            got = [r for r in await c.statuses(0.5) if isinstance(r, StatusReport)]
+            got = [r for r in await c.admin.statuses(0.5) if isinstance(r, StatusReport)]
             if got and until(got[0]):
                 return time.monotonic()
             if node in lc.exited():

@@ -13,11 +13,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "connect": "raftkv.kvclient",
-    "connect_sync": "raftkv.kvclient",
-    "Client": "raftkv.kvclient",
-    "SyncClient": "raftkv.kvclient",
-    "Watch": "raftkv.kvclient",
+    "connect": "raftkv.client",
+    "connect_sync": "raftkv.client",
+    "Client": "raftkv.client",
+    "SyncClient": "raftkv.client",
+    "Watch": "raftkv.client",
     "Unavailable": "raftkv.errors",
     "SessionExpired": "raftkv.errors",
     "Compacted": "raftkv.errors",

@@ -133,8 +133,8 @@ def status(endpoints: str | None, as_json: bool, timeout: float) -> None:
     addrs = _endpoints(endpoints)
 
     async def run() -> list[StatusReport | tuple[str, str]]:
-        async with connect(addrs) as cluster:
-            return await cluster.statuses(timeout)
+        async with connect(addrs) as client:
+            return await client.admin.statuses(timeout)
 
     results = asyncio.run(run())
     if as_json:
@@ -173,27 +173,20 @@ def status(endpoints: str | None, as_json: bool, timeout: float) -> None:
 @_timeout_option
 def ping(endpoints: str | None, timeout: float) -> None:
     """Echo a message through each node (the seed's ping) and show the round trip."""
-    from raftkv.client import NodeConnection
-    from raftkv.transport.kjloop import kj_loop
+    from raftkv.client import connect, explain
 
     addrs = _endpoints(endpoints)
 
     async def run() -> bool:
         ok = True
-        async with kj_loop():
+        async with connect(addrs, timeout=timeout) as client:
             for addr in addrs:
-                conn = NodeConnection(addr)
                 try:
-                    await conn.connect(timeout)
-                    node, term, rtt = await conn.ping(timeout)
+                    node, term, rtt = await client.admin.ping(addr, timeout)
                     click.echo(f"{addr}: node {node}, term {term}, {rtt * 1000:.2f} ms")
                 except Exception as e:  # report every endpoint, whatever went wrong with one
-                    from raftkv.client import _why
-
-                    click.echo(f"{addr}: {_why(e)}")
+                    click.echo(f"{addr}: {explain(e)}")
                     ok = False
-                finally:
-                    conn.close()
         return ok
 
     sys.exit(0 if asyncio.run(run()) else 1)
@@ -218,8 +211,8 @@ def _kv_json(kv: Any) -> dict[str, Any]:
 
 def _kv_call(endpoints: str | None, timeout: float, fn: Any) -> Any:
     """Run ``fn(client)`` against the cluster; turn an unreachable cluster into one helpful line, exit 1."""
+    from raftkv.client import connect
     from raftkv.errors import Unavailable
-    from raftkv.kvclient import connect
 
     addrs = _endpoints(endpoints)
 
@@ -384,9 +377,9 @@ def _op_result_json(r: Any) -> dict[str, Any]:
 @_json_option
 def watch(endpoints: str | None, key: str, prefix: bool, rev: int, as_json: bool) -> None:
     """Print changes to KEY (or a prefix) as they happen, until Ctrl-C."""
+    from raftkv.client import connect
     from raftkv.errors import Compacted
     from raftkv.kv.watch import EventType
-    from raftkv.kvclient import connect
 
     addrs = _endpoints(endpoints)
 
@@ -425,12 +418,13 @@ def snapshot() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds for the whole download.")
 def snapshot_save(endpoints: str | None, file: Path, timeout: float) -> None:
     """Write a consistent backup of the cluster's store to FILE (taken while the cluster keeps serving)."""
-    from raftkv.backup import download_backup, write_backup
+    from raftkv.backup import Backup, write_backup
+    from raftkv.client import download_backup
     from raftkv.errors import BackupError
 
     addrs = _endpoints(endpoints)
     try:
-        backup = asyncio.run(download_backup(addrs, timeout))
+        backup = Backup(*asyncio.run(download_backup(addrs, timeout)))
         write_backup(file, backup)
     except BackupError as e:
         _fail(str(e), code=1)
@@ -504,9 +498,9 @@ def up(nodes: int, data_dir: Path, base_port: int) -> None:
     click.echo("then try: raftkv put hello world; raftkv get hello; raftkv status   (Ctrl-C stops the cluster)")
 
     async def watch_status(live: Live) -> None:
-        async with connect(lc.endpoints(), "local") as c:
+        async with connect(lc.endpoints(), cluster_id="local") as c:
             while True:
-                reports = await c.statuses(timeout=0.5)
+                reports = await c.admin.statuses(timeout=0.5)
                 parts = []
                 for r in reports:
                     if isinstance(r, StatusReport):
@@ -557,7 +551,7 @@ def bench(
     import resource
     import time
 
-    from raftkv.kvclient import connect
+    from raftkv.client import connect
 
     try:
         puts, gets = (int(x) for x in ratio.split(":"))

@@ -20,9 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from raftkv.client import Cluster, StatusReport, connect
+from raftkv.client import Client, StatusReport, connect
 from raftkv.errors import RaftError
-from raftkv.kvclient import connect as kv_connect
 from raftkv.local import LocalCluster
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
@@ -30,13 +29,13 @@ from raftkv.transport.kjloop import kj_loop
 console = Console(width=max(100, Console().width))
 
 
-async def _statuses(cluster: Cluster) -> list[StatusReport | tuple[str, str]]:
-    return await cluster.statuses(timeout=0.5)
+async def _statuses(client: Client) -> list[StatusReport | tuple[str, str]]:
+    return await client.admin.statuses(timeout=0.5)
 
 
 async def _wait_leader(lc: LocalCluster, ids: list[int], timeout: float) -> int:
     deadline = time.monotonic() + timeout
-    async with connect(lc.endpoints(ids), "demo") as cluster:
+    async with connect(lc.endpoints(ids), cluster_id="demo") as cluster:
         while time.monotonic() < deadline:
             reports = [r for r in await _statuses(cluster) if isinstance(r, StatusReport)]
             leaders = {r.leader for r in reports}
@@ -66,7 +65,7 @@ async def _applied_everywhere(lc: LocalCluster, ids: list[int], acked: dict[byte
     while pending and time.monotonic() < deadline:
         for i in sorted(pending):
             try:
-                async with kv_connect([Address("127.0.0.1", lc.client[i])], cluster_id="demo", timeout=1.0) as c:
+                async with connect([Address("127.0.0.1", lc.client[i])], cluster_id="demo", timeout=1.0) as c:
                     found = await asyncio.gather(*(c.get(k, serializable=True) for k in acked))
                 if all(kv is not None and kv.value == acked[kv.key] for kv in found):
                     pending.discard(i)
@@ -92,7 +91,7 @@ async def _run(root: Path, commands: int) -> int:
         console.print(f"node {leader} elected leader ({time.monotonic() - started:.2f} s after the processes started)")
 
         acked: dict[bytes, bytes] = {}
-        async with kv_connect(lc.endpoints(), cluster_id="demo") as kv:
+        async with connect(lc.endpoints(), cluster_id="demo") as kv:
             t0 = time.monotonic()
             for k in range(commands):
                 key, value = f"demo/{k:04d}".encode(), f"value-{k}".encode()
@@ -109,8 +108,7 @@ async def _run(root: Path, commands: int) -> int:
                 f"read back: {r.count} keys under demo/; demo/0007 = {got.value.decode() if got else None!r} "
                 f"(linearizable reads: leadership confirmed by a heartbeat round, no log write)"
             )
-            async with connect(lc.endpoints(), "demo") as cluster:
-                console.print(_table(await _statuses(cluster)))
+            console.print(_table(await _statuses(kv)))
 
             console.print(f"[bold red]kill -9[/] the leader (node {leader})")
             lc.procs[leader].kill()
@@ -133,7 +131,7 @@ async def _run(root: Path, commands: int) -> int:
             console.print("[bold red]FAILED[/]: the restarted node did not catch up")
             return 1
         console.print(f"node {leader} caught up from its log and the new leader")
-        async with connect(lc.endpoints(), "demo") as cluster:
+        async with connect(lc.endpoints(), cluster_id="demo") as cluster:
             console.print(_table(await _statuses(cluster)))
         console.print("[bold green]OK[/]: stopping the cluster (SIGTERM: graceful, leadership handed over)")
         return 0

@@ -302,8 +302,8 @@ class ProcCluster:
     async def statuses(self, ids: list[int] | None = None) -> dict[int, StatusReport]:
         ids = ids or list(range(1, self.n + 1))
         out: dict[int, StatusReport] = {}
-        async with connect(self.endpoints(ids), self.cluster_id) as c:
-            for r in await c.statuses(timeout=0.5):
+        async with connect(self.endpoints(ids), cluster_id=self.cluster_id) as c:
+            for r in await c.admin.statuses(timeout=0.5):
                 if isinstance(r, StatusReport):
                     out[r.id] = r
         return out

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from raftkv.client import connect
 from raftkv.errors import RaftError
-from raftkv.kvclient import connect as kv_connect
 from tests.e2e.harness import ProcCluster, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,7 @@ async def running(tmp: Path, n: int) -> AsyncIterator[ProcCluster]:
 async def propose_all(c: ProcCluster, datas: list[bytes], ids: list[int] | None = None) -> dict[bytes, bytes]:
     """Write each command as a key (value = key) through whichever node leads; returns the acknowledged ones."""
     acked: dict[bytes, bytes] = {}
-    async with kv_connect(c.endpoints(ids), cluster_id=c.cluster_id, timeout=10.0) as client:
+    async with connect(c.endpoints(ids), cluster_id=c.cluster_id, timeout=10.0) as client:
         for data in datas:
             await client.put(data, data)
             acked[data] = data
@@ -43,7 +43,7 @@ async def assert_applied_everywhere(c: ProcCluster, acked: dict[bytes, bytes], i
     async def all_there() -> bool:
         for i in ids:
             try:
-                async with kv_connect([c.endpoint(i)], cluster_id=c.cluster_id, timeout=1.0) as client:
+                async with connect([c.endpoint(i)], cluster_id=c.cluster_id, timeout=1.0) as client:
                     for key, value in acked.items():
                         kv = await client.get(key, serializable=True)
                         if kv is None or kv.value != value:
@@ -124,7 +124,7 @@ async def test_kill9_during_a_burst_loses_nothing_acknowledged(tmp_path: Path) -
         errors: list[BaseException] = []
 
         async def client(k: int) -> None:
-            async with kv_connect(c.endpoints(), cluster_id=c.cluster_id, timeout=3.0) as kv:
+            async with connect(c.endpoints(), cluster_id=c.cluster_id, timeout=3.0) as kv:
                 for n in range(200):
                     data = f"c{k}-{n}".encode()
                     try:
@@ -151,7 +151,7 @@ async def test_partition_minority_leader_cannot_commit_and_healing_converges(tmp
         others = [i for i in (1, 2, 3) if i != old]
         c.cut([old], others)
         # The minority leader commits nothing: a write sent only to it never succeeds.
-        async with kv_connect([c.endpoint(old)], cluster_id=c.cluster_id, timeout=1.0) as lone:
+        async with connect([c.endpoint(old)], cluster_id=c.cluster_id, timeout=1.0) as lone:
             with pytest.raises(RaftError):
                 await lone.put(b"lost", b"lost")
         # The majority elects a new leader and commits.
@@ -163,7 +163,7 @@ async def test_partition_minority_leader_cannot_commit_and_healing_converges(tmp
         acked |= await propose_all(c, [b"healed"])
         await assert_applied_everywhere(c, acked, [1, 2, 3], timeout=5.0)
         for i in (1, 2, 3):
-            async with kv_connect([c.endpoint(i)], cluster_id=c.cluster_id) as kv:
+            async with connect([c.endpoint(i)], cluster_id=c.cluster_id) as kv:
                 assert await kv.get(b"lost", serializable=True) is None
 
 

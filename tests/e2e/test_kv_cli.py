@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.kvclient import connect
+from raftkv.client import connect
 from tests.e2e.harness import ProcCluster
 
 pytestmark = pytest.mark.e2e

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.client import StatusReport
-from raftkv.client import connect as status_connect
+from raftkv.client import StatusReport, connect
 from raftkv.errors import RaftError
-from raftkv.kvclient import connect
 from raftkv.local import LocalCluster
 
 pytestmark = pytest.mark.e2e
@@ -41,8 +39,8 @@ async def wait_serving(lc: LocalCluster, ids: list[int], timeout: float = 20.0) 
     """Wait until every node in ``ids`` answers and they agree on a leader; return it."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        async with status_connect(lc.endpoints(ids), lc.cluster_id) as c:
-            reports = [r for r in await c.statuses(0.5) if isinstance(r, StatusReport)]
+        async with connect(lc.endpoints(ids), cluster_id=lc.cluster_id) as c:
+            reports = [r for r in await c.admin.statuses(0.5) if isinstance(r, StatusReport)]
         leaders = {r.leader for r in reports}
         if len(reports) == len(ids) and len(leaders) == 1 and None not in leaders:
             leader = leaders.pop()

@@ -57,8 +57,8 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.check import CasResult, CheckResult, Kind, Operation, Read, Written, check, dump_jsonl, write_html
+from raftkv.client import Client, connect
 from raftkv.errors import RaftError
-from raftkv.kvclient import Client, connect
 from raftkv.transport.kjloop import kj_loop
 from tests.e2e.harness import ProcCluster, wait_for
 
@@ -661,7 +661,7 @@ def _pin(client: Client) -> None:
     (A correct follower answers a linearizable read with ``notLeader`` and the client follows the hint; without
     this the pinned client would stay on the leader and followers would never be asked again.)
     """
-    client._leader = None
+    client.forget_leader()
 
 
 async def worker(w: int, cluster: ProcCluster, history: History, load: Workload, seed: int, deadline: float) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from raftkv.client import connect
 from raftkv.kv.commands import Compare, Put
 from raftkv.kv.machine import KVStateMachine
-from raftkv.kvclient import connect
 from raftkv.kvserver import KVServer
 from tests.runtime.cluster import kv_servers, leader_of, wait_until
 

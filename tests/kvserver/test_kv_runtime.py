@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from raftkv.client import connect, connect_sync
 from raftkv.errors import WatchCancelled
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kv.watch import Event
-from raftkv.kvclient import connect, connect_sync
 from raftkv.runtime.logs import setup_logging
 from raftkv.runtime.node import RaftNode
 from raftkv.storage import DataDir

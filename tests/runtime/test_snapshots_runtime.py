@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raftkv.kvclient import connect
+from raftkv.client import connect
 from raftkv.kvserver import KVServer
 from raftkv.raft.types import Index
 from raftkv.runtime.node import RaftNode

@@ -1,0 +1,172 @@
+"""``Admin``: the operator's calls on a cluster — status of every endpoint, ping, the generic propose, backups.
+
+Theory of operation
+-------------------
+An ``Admin`` is a view of a :class:`~raftkv.client.Client`: it shares the client's :class:`Router`, so it uses
+the same pooled connections and the same retry loop. ``statuses`` and ``ping`` ask each endpoint itself (an
+endpoint that fails is reported, with the reason, not raised); ``propose`` replicates a command of whatever
+state machine the cluster runs, following the leader like a KV write does.
+
+``download_backup`` asks every endpoint for its status, then downloads a consistent image of the store from the
+leader (or, failing that, from any node that answers) in chunks, checking its size and CRC32C. It returns the
+image and its metadata; writing the backup file is :mod:`raftkv.backup`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import crc32c
+
+from raftkv.client.connection import BROKEN, FAILED, explain
+from raftkv.client.router import Router
+from raftkv.errors import BackupError
+from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
+from raftkv.transport.address import Address
+from raftkv.transport.kjloop import kj_loop
+from raftkv.transport.streams import PLAIN, StreamLayer
+
+BACKUP_CHUNK_TIMEOUT_S = 30.0
+"""The least time allowed for one chunk: the first one makes the node dump its whole store."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """One node's answer to ``status``."""
+
+    endpoint: str
+    id: int
+    role: str
+    term: int
+    leader: int | None
+    commit: int
+    applied: int
+    last_index: int
+    cluster_id: str
+    peers: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "id": self.id,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader,
+            "commit": self.commit,
+            "applied": self.applied,
+            "last_index": self.last_index,
+            "peers": {str(k): v for k, v in self.peers.items()},
+        }
+
+
+def _report(endpoint: Address, s: Any) -> StatusReport:
+    return StatusReport(
+        endpoint=str(endpoint),
+        id=int(s.id),
+        role=str(s.role),
+        term=int(s.term),
+        leader=int(s.leader) or None,
+        commit=int(s.commit),
+        applied=int(s.applied),
+        last_index=int(s.lastIndex),
+        cluster_id=str(s.clusterId),
+        peers={
+            int(p.id): {
+                "address": str(p.address),
+                "connected": bool(p.connected),
+                **({"match": int(p.match), "next": int(p.next), "state": str(p.state)} if p.state else {}),
+            }
+            for p in s.peers
+        },
+    )
+
+
+class Admin:
+    """Operator calls on the endpoints of one client (``client.admin``)."""
+
+    def __init__(self, router: Router, timeout: float) -> None:
+        self._router = router
+        self.timeout = timeout
+        """Default deadline of ``propose``, leader changes and retries included."""
+
+    async def statuses(self, timeout: float = 1.0) -> list[StatusReport | tuple[str, str]]:
+        """Every endpoint's status, or ``(endpoint, why it did not answer)``, in the order of the endpoints."""
+
+        async def one(endpoint: Address) -> StatusReport | tuple[str, str]:
+            try:
+                conn = await self._router.connection(endpoint, timeout)
+                return _report(endpoint, await conn.status(timeout))
+            except FAILED as e:
+                self._router.drop(endpoint)
+                return (str(endpoint), explain(e))
+
+        return list(await asyncio.gather(*(one(e) for e in self._router.endpoints)))
+
+    async def ping(self, endpoint: Address, timeout: float, payload: bytes = b"ping") -> tuple[int, int, float]:
+        """Echo through ``endpoint``: (node id, term, round trip in seconds). Raises what went wrong."""
+        try:
+            conn = await self._router.connection(endpoint, timeout)
+            return await conn.ping(timeout, payload)
+        except BROKEN:
+            self._router.drop(endpoint)
+            raise
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, int, bytes]:
+        """Replicate ``data`` through the leader: (index, term, the state machine's result)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        return await self._router.run(lambda conn, left: conn.propose(data, left), deadline)
+
+    async def download_backup(self, timeout: float) -> tuple[SnapshotMeta, str, bytes]:
+        """A consistent image of the store: (its metadata, the cluster id, the image), checksum verified."""
+        endpoints = self._router.endpoints
+        reports = [r for r in await self.statuses(timeout) if isinstance(r, StatusReport)]
+        if not reports:
+            raise BackupError(f"no node reachable at {','.join(map(str, endpoints))}: is the cluster running?")
+        lead = next((r.endpoint for r in reports if r.role == "leader"), None)
+        order = sorted(endpoints, key=lambda a: str(a) != lead)
+        cluster_id = reports[0].cluster_id
+        last_error = ""
+        for endpoint in order:
+            try:
+                meta, image = await self._download(endpoint, timeout)
+                return meta, cluster_id, image
+            except FAILED as e:
+                last_error = f"{endpoint}: {explain(e)}"
+        raise BackupError(f"could not download a backup ({last_error})")
+
+    async def _download(self, endpoint: Address, timeout: float) -> tuple[SnapshotMeta, bytes]:
+        try:
+            conn = await self._router.connection(endpoint, timeout)
+            parts: list[bytes] = []
+            offset = 0
+            while True:
+                r = await conn.backup_chunk(offset, max(timeout, BACKUP_CHUNK_TIMEOUT_S))
+                data = bytes(r.data)
+                parts.append(data)
+                offset += len(data)
+                if offset >= int(r.totalSize) or not data:
+                    break
+        except BROKEN:
+            self._router.drop(endpoint)
+            raise
+        image = b"".join(parts)
+        if len(image) != int(r.totalSize) or crc32c.crc32c(image) != int(r.crc32c):
+            raise BackupError("the downloaded image does not match its checksum")
+        meta = SnapshotMeta(Index(int(r.lastIndex)), Term(int(r.lastTerm)), tuple(NodeId(int(v)) for v in r.voters))
+        return meta, image
+
+
+async def download_backup(
+    endpoints: Sequence[Address], timeout: float, *, cluster_id: str = "", streams: StreamLayer = PLAIN
+) -> tuple[SnapshotMeta, str, bytes]:
+    """``raftkv snapshot save``: :meth:`Admin.download_backup` on a router of its own."""
+    async with kj_loop():
+        router = Router(endpoints, cluster_id, streams)
+        try:
+            return await Admin(router, timeout).download_backup(timeout)
+        finally:
+            router.close()

@@ -1,0 +1,314 @@
+"""``Client``: the key-value operations, exactly-once sessions, and the coalescing of calls into batches.
+
+Theory of operation
+-------------------
+Every KV call becomes a pending ``_Call`` (its encoded command, its deadline, a future). The first call of an
+event-loop turn schedules a flush at the end of that turn; the flush sends all pending calls as ``execute``
+batches (serializable reads in batches of their own, which any node may answer; at most 1024 calls a batch),
+each on a task owned by the client (a :class:`~raftkv.tasks.TaskSet`). A batch goes through the client's one
+retry loop (:class:`~raftkv.client.router.Router`) with the latest deadline of its calls; its results (or its
+error) resolve the futures.
+
+Writes belong to the client's session, opened lazily through the log, and carry a sequence number; each also
+tells the session the lowest sequence number still in flight, so that the state machine can forget the
+results of older ones (dissertation §6.3). A retried batch carries the same sequence numbers, so a write is
+applied at most once. An expired session is forgotten; the next write opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from raftkv.client.admin import Admin
+from raftkv.client.router import Router
+from raftkv.client.watch import MAX_QUEUED_EVENTS, Watch
+from raftkv.errors import InvariantViolation, RaftError, SessionExpired, TxnFailed
+from raftkv.kv.commands import (
+    Compare,
+    DeleteRange,
+    DeleteResult,
+    ErrorResult,
+    KeyValue,
+    OpenSession,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    Request,
+    Result,
+    SessionResult,
+    Txn,
+    TxnResult,
+    decode_result,
+    encode_command,
+)
+from raftkv.kv.errors import ErrorCode
+from raftkv.kv.keys import prefix_end
+from raftkv.tasks import TaskSet
+from raftkv.transport.address import Address
+from raftkv.transport.kjloop import kj_loop
+from raftkv.transport.streams import PLAIN, StreamLayer
+
+Key = str | bytes
+Op = Put | DeleteRange | Range
+R = TypeVar("R", PutResult, RangeResult, DeleteResult, TxnResult)
+
+MAX_BATCH: Final = 1024
+"""Calls per ``execute`` RPC at most."""
+
+
+def _b(value: Key) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _end(key: bytes, range_end: Key | None, prefix: bool) -> bytes | None:
+    return prefix_end(key) if prefix else (_b(range_end) if range_end is not None else None)
+
+
+@dataclass(slots=True)
+class _Call:
+    command: bytes
+    serializable: bool
+    future: asyncio.Future[Result | None]
+    deadline: float
+
+
+@dataclass
+class Client:
+    """An async client for a raftkv cluster. Use ``async with raftkv.connect([...]) as client``."""
+
+    endpoints: list[Address]
+    cluster_id: str = ""
+    timeout: float = 5.0
+    """Default deadline of each call, leader changes and retries included."""
+    session_ttl_ms: int = 60_000
+    streams: StreamLayer = PLAIN
+    """How connections are dialled (plain TCP; where TLS will plug in)."""
+    router: Router = field(init=False)
+    """The endpoints, their connections and the retry loop, shared with :attr:`admin` and every watch."""
+    admin: Admin = field(init=False)
+    """Status, ping, the generic propose, backups: on the same connections."""
+    _pending: list[_Call] = field(default_factory=list, init=False)
+    _flush_scheduled: bool = field(default=False, init=False)
+    _tasks: TaskSet = field(init=False)
+    _watches: weakref.WeakSet[Watch] = field(default_factory=weakref.WeakSet, init=False)
+    _session_id: int = field(default=0, init=False)
+    _session_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1), init=False)
+    _in_flight: set[int] = field(default_factory=set, init=False)
+    _closed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.endpoints, self.cluster_id, self.streams)
+        self.admin = Admin(self.router, self.timeout)
+        self._tasks = TaskSet("raftkv client")
+
+    # --- key-value operations ----------------------------------------------------------------------------
+
+    async def put(self, key: Key, value: Key, *, prev_kv: bool = False, timeout: float | None = None) -> PutResult:
+        result = await self._write(Put(_b(key), _b(value), prev_kv), timeout)
+        return _expect(result, PutResult)
+
+    async def get(self, key: Key, *, serializable: bool = False, timeout: float | None = None) -> KeyValue | None:
+        r = await self.range(key, serializable=serializable, timeout=timeout)
+        return r.kvs[0] if r.kvs else None
+
+    async def range(
+        self,
+        key: Key,
+        range_end: Key | None = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        serializable: bool = False,
+        timeout: float | None = None,
+    ) -> RangeResult:
+        k = _b(key)
+        command = encode_command(Range(k, _end(k, range_end, prefix), limit, keys_only, count_only))
+        return _expect(await self._call(command, serializable, timeout), RangeResult)
+
+    async def delete(
+        self,
+        key: Key,
+        range_end: Key | None = None,
+        *,
+        prefix: bool = False,
+        prev_kv: bool = False,
+        timeout: float | None = None,
+    ) -> DeleteResult:
+        k = _b(key)
+        result = await self._write(DeleteRange(k, _end(k, range_end, prefix), prev_kv), timeout)
+        return _expect(result, DeleteResult)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+        *,
+        require_success: bool = False,
+        timeout: float | None = None,
+    ) -> TxnResult:
+        """Apply ``success`` if every comparison holds, else ``failure``, atomically (etcd's mini-transaction).
+
+        With ``require_success``, a failed comparison raises :class:`TxnFailed` (carrying the result).
+        """
+        result = _expect(await self._write(Txn(list(compare), list(success), list(failure)), timeout), TxnResult)
+        if require_success and not result.succeeded:
+            raise TxnFailed("the transaction's comparison did not hold", result)
+        return result
+
+    async def cas(self, key: Key, expected: Key | None, value: Key, *, timeout: float | None = None) -> bool:
+        """Set ``key`` to ``value`` if it currently holds ``expected`` (None: if it does not exist)."""
+        k = _b(key)
+        cmp = Compare(k, "version", "=", 0) if expected is None else Compare(k, "value", "=", _b(expected))
+        return (await self.txn([cmp], [Put(k, _b(value))], timeout=timeout)).succeeded
+
+    def watch(
+        self,
+        key: Key,
+        range_end: Key | None = None,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        max_queued: int = MAX_QUEUED_EVENTS,
+    ) -> Watch:
+        """Events for ``key`` (or a prefix/range) from ``start_revision`` (0: from now), as an async iterator.
+
+        At most ``max_queued`` events wait for the consumer; a consumer further behind ends the watch with
+        ``WatchCancelled`` (see :mod:`raftkv.client.watch`).
+        """
+        if self._closed:
+            raise RaftError("the client is closed")
+        k = _b(key)
+        w = Watch(self.router, self.timeout, k, _end(k, range_end, prefix), start_revision, max_queued)
+        self._watches.add(w)
+        return w
+
+    def forget_leader(self) -> None:
+        """Ask the endpoints in order again on the next call, instead of the leader last redirected to."""
+        self.router.leader = None
+
+    # --- sessions and writes -------------------------------------------------------------------------------
+
+    async def _ensure_session(self, timeout: float | None) -> int:
+        async with self._session_lock:
+            if not self._session_id:
+                result = await self._call(encode_command(OpenSession(self.session_ttl_ms)), False, timeout)
+                self._session_id = _session_id(result)
+            return self._session_id
+
+    async def _write(self, op: Put | DeleteRange | Txn, timeout: float | None) -> Result:
+        session = await self._ensure_session(timeout)
+        seq = next(self._seq)
+        self._in_flight.add(seq)
+        try:
+            # §6.3: tell the session the lowest request we still await, so it can forget older results.
+            request = Request(session, seq, 0, op, first_incomplete=min(self._in_flight))
+            result = await self._call(encode_command(request), False, timeout)
+        finally:
+            self._in_flight.discard(seq)
+        if isinstance(result, ErrorResult):
+            if result.code == ErrorCode.SESSION_EXPIRED:
+                if self._session_id == session:
+                    self._session_id = 0  # the next write opens a new session
+                raise SessionExpired(f"{result.message}; the write may or may not have been applied")
+            raise RaftError(f"{result.code}: {result.message}")
+        if result is None:
+            raise InvariantViolation("the node answered a write with no result")
+        return result
+
+    # --- batching ------------------------------------------------------------------------------------------------
+
+    async def _call(self, command: bytes, serializable: bool, timeout: float | None) -> Result | None:
+        if self._closed:
+            raise RaftError("the client is closed")
+        loop = asyncio.get_running_loop()
+        t = self.timeout if timeout is None else timeout
+        fut: asyncio.Future[Result | None] = loop.create_future()
+        self._pending.append(_Call(command, serializable, fut, time.monotonic() + t))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        calls, self._pending = self._pending, []
+        if self._closed:
+            for call in calls:
+                call.future.cancel()  # the client closed within the turn the calls were made in
+            return
+        for group in ([c for c in calls if c.serializable], [c for c in calls if not c.serializable]):
+            for start in range(0, len(group), MAX_BATCH):
+                self._tasks.spawn(self._send(group[start : start + MAX_BATCH]), name="raftkv-client-batch")
+
+    async def _send(self, calls: list[_Call]) -> None:
+        deadline = max(c.deadline for c in calls)
+        try:
+            encoded = await self.router.run(lambda conn, left: conn.execute(calls, left), deadline)
+            results = [decode_result(data) for data in encoded]
+        except RaftError as e:
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(e)
+            return
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()  # the client is closing: its callers must not wait forever
+            raise
+        for call, result in zip(calls, results, strict=True):
+            if not call.future.done():
+                call.future.set_result(result)
+
+    async def aclose(self) -> None:
+        """Close every watch, stop every batch in flight (their callers get CancelledError), hang up."""
+        self._closed = True
+        for w in list(self._watches):
+            await w.aclose()
+        await self._tasks.aclose()
+        self.router.close()
+
+
+def _expect(result: Result | None, kind: type[R]) -> R:
+    """The result of a call, of the kind its command produces."""
+    if isinstance(result, kind):
+        return result
+    if isinstance(result, ErrorResult):
+        raise RaftError(f"{result.code}: {result.message}")
+    raise InvariantViolation(f"a {kind.__name__} was expected, the node answered {result!r}")
+
+
+def _session_id(result: Result | None) -> int:
+    if isinstance(result, SessionResult):
+        return result.session_id
+    raise RaftError(f"could not open a session: {result}")
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    endpoints: Sequence[str | Address],
+    *,
+    cluster_id: str = "",
+    timeout: float = 5.0,
+    streams: StreamLayer = PLAIN,
+) -> AsyncIterator[Client]:
+    """``async with raftkv.connect(["127.0.0.1:9001", ...]) as client: await client.put("k", "v")``."""
+    addrs = [e if isinstance(e, Address) else Address.parse(e, "endpoint") for e in endpoints]
+    if not addrs:
+        raise ValueError("connect() needs at least one endpoint")
+    async with kj_loop():
+        client = Client(addrs, cluster_id, timeout, streams=streams)
+        try:
+            yield client
+        finally:
+            await client.aclose()
