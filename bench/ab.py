@@ -35,7 +35,10 @@ SHAPES: list[tuple[str, list[str]]] = [
 CHILD = r"""
 import asyncio, json, os, subprocess, sys
 from pathlib import Path
-from raftkv.local import LocalCluster
+try:
+    from raftkv.cli.local import LocalCluster  # this tree's layout
+except ImportError:
+    from raftkv.local import LocalCluster  # trees before the CLI was split by topic
 
 async def main(root, duration, shapes):
     lc = LocalCluster(Path(root), cluster_id="ab")

@@ -23,7 +23,7 @@ from typing import Any
 
 import capnp  # type: ignore[import-untyped]
 
-from raftkv.local import free_ports
+from raftkv.cli.local import free_ports
 from raftkv.transport.wire import schema
 
 VARIANTS = ("immediate", "sleep0", "future")

@@ -52,8 +52,8 @@ from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
+from raftkv.cli.local import free_ports
 from raftkv.client import StatusReport, connect
-from raftkv.local import free_ports
 from raftkv.raft.types import NodeId
 from raftkv.runtime.config import NodeConfig
 from raftkv.runtime.node import RaftNode
@@ -675,7 +675,7 @@ def summarize_profile(path: Path, wall_samples: float) -> None:
     for name, n in sorted(self_t.items(), key=lambda kv: -kv[1])[:15]:
         say(f"      {100 * n / total:5.1f}%  {name}")
     say("    inclusive time, share of on-CPU samples (entry points and event-loop plumbing left out):")
-    boring = ("runpy", "click/", "asyncio/runners", "asyncio/base_events", "threading.py", "raftkv/cli.py")
+    boring = ("runpy", "click/", "asyncio/runners", "asyncio/base_events", "threading.py", "raftkv/cli/")
     interesting = [(k, v) for k, v in incl.items() if not any(b in k for b in boring)]
     for name, n in sorted(interesting, key=lambda kv: -kv[1])[:20]:
         say(f"      {100 * n / total:5.1f}%  {name}")

@@ -18,7 +18,7 @@ InstallSnapshot). Since 2e87a63 the runtime streams instead: ``open_snapshot()``
 growth of this process's heap (RssAnon, sampled every 20 ms) and of its whole RSS (VmHWM, reset before each step;
 it includes the LMDB file pages a scan maps in). For the nodes: their heap peaks, sampled the same way.
 
-**2. Writes while snapshots are taken**, on three ``raftkv serve`` processes (``raftkv.local.LocalCluster``,
+**2. Writes while snapshots are taken**, on three ``raftkv serve`` processes (``raftkv.cli.local.LocalCluster``,
 127.0.0.1, fsync on). The cluster is preloaded with the keys either by clients (``--preload client``: several
 ``raftkv.connect`` clients with 64 puts in flight each) or from a backup of part 1's image
 (``--preload backup``: ``raftkv snapshot restore`` into each data dir, then each node restores its state machine
@@ -65,12 +65,12 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.backup import Backup, restore_backup, write_backup
+from raftkv.cli.local import LocalCluster
 from raftkv.client import StatusReport, connect
 from raftkv.errors import RaftError
 from raftkv.kv.commands import OpenSession, Put, Range, Request, encode_command
 from raftkv.kv.keys import prefix_end
 from raftkv.kv.machine import KVStateMachine
-from raftkv.local import LocalCluster
 from raftkv.raft.types import Entry, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.kv_lmdb import LMDBBackend
 from raftkv.storage.snapshots import SnapshotStore

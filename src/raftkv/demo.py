@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from raftkv.cli.local import LocalCluster
 from raftkv.client import Client, StatusReport, connect
 from raftkv.errors import RaftError
-from raftkv.local import LocalCluster
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from raftkv.cli.local import LocalCluster
 from raftkv.client import StatusReport, connect
 from raftkv.errors import RaftError
-from raftkv.local import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from raftkv.cli.local import free_ports
 from raftkv.kv.backend import Backend, MemoryBackend
 from raftkv.kvserver import KVServer
-from raftkv.local import free_ports
 from raftkv.raft.types import NodeId
 from raftkv.runtime.config import NodeConfig
 from raftkv.runtime.node import RaftNode

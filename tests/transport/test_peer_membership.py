@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from raftkv.local import free_ports
+from raftkv.cli.local import free_ports
 from raftkv.raft.messages import Message, TimeoutNow
 from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from raftkv.local import free_ports
+from raftkv.cli.local import free_ports
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.streams import PLAIN

@@ -11,7 +11,7 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 import pytest
 
-from raftkv.local import free_ports
+from raftkv.cli.local import free_ports
 from raftkv.raft.messages import Message, TimeoutNow
 from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address

@@ -1,0 +1,221 @@
+"""The key-value commands: ``put``, ``get``, ``del``, ``txn``, ``watch`` (etcdctl's names)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+from raftkv.cli.common import endpoints_option, fail, json_option, parse_endpoints
+from raftkv.errors import RaftError
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+def _kv_json(kv: Any) -> dict[str, Any]:
+    return {
+        "key": _text(kv.key),
+        "value": _text(kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    }
+
+
+def _kv_call(endpoints: str | None, timeout: float, fn: Any) -> Any:
+    """Run ``fn(client)`` against the cluster; turn an unreachable cluster into one helpful line, exit 1."""
+    from raftkv.client import connect
+    from raftkv.errors import Unavailable
+
+    addrs = parse_endpoints(endpoints)
+
+    async def run() -> Any:
+        async with connect(addrs, timeout=timeout) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(run())
+    except Unavailable:
+        shown = ",".join(map(str, addrs))
+        fail(f"no leader reachable at {shown}: is the cluster running? try raftkv status", code=1)
+    except RaftError as e:
+        fail(str(e), code=1)
+
+
+_kv_timeout = click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds, retries included.")
+
+
+@click.command()
+@endpoints_option
+@click.argument("key")
+@click.argument("value")
+@json_option
+@_kv_timeout
+def put(endpoints: str | None, key: str, value: str, as_json: bool, timeout: float) -> None:
+    """Set KEY to VALUE."""
+
+    async def op(c: Any) -> Any:
+        return await c.put(key, value, prev_kv=True)
+
+    r = _kv_call(endpoints, timeout, op)
+    if as_json:
+        prev = _kv_json(r.prev_kv) if r.prev_kv else None
+        click.echo(json.dumps({"revision": r.revision, "prev_kv": prev}))
+    else:
+        click.echo(f"OK (revision {r.revision})")
+
+
+@click.command()
+@endpoints_option
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Every key starting with KEY (printed as key, then value, per line).")
+@click.option("--serializable", is_flag=True, help="Read this node's local copy (faster, possibly stale).")
+@click.option("--limit", type=int, default=0, help="At most this many keys (with --prefix).")
+@json_option
+@_kv_timeout
+def get(
+    endpoints: str | None, key: str, prefix: bool, serializable: bool, limit: int, as_json: bool, timeout: float
+) -> None:
+    """Print KEY's value (exit code 1 when it does not exist)."""
+
+    async def op(c: Any) -> Any:
+        return await c.range(key, prefix=prefix, limit=limit, serializable=serializable)
+
+    r = _kv_call(endpoints, timeout, op)
+    if as_json:
+        click.echo(json.dumps({"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count, "revision": r.revision}))
+    elif prefix:
+        for kv in r.kvs:
+            click.echo(_text(kv.key))
+            click.echo(_text(kv.value))
+    elif r.kvs:
+        click.echo(_text(r.kvs[0].value))
+    sys.exit(0 if r.kvs else 1)
+
+
+@click.command(name="del")
+@endpoints_option
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@json_option
+@_kv_timeout
+def delete(endpoints: str | None, key: str, prefix: bool, as_json: bool, timeout: float) -> None:
+    """Delete KEY (or a prefix); print how many keys were deleted."""
+
+    async def op(c: Any) -> Any:
+        return await c.delete(key, prefix=prefix)
+
+    r = _kv_call(endpoints, timeout, op)
+    click.echo(json.dumps({"deleted": r.deleted, "revision": r.revision}) if as_json else str(r.deleted))
+
+
+@click.command()
+@endpoints_option
+@json_option
+@_kv_timeout
+def txn(endpoints: str | None, as_json: bool, timeout: float) -> None:
+    """Run a transaction read as JSON from stdin; prints SUCCESS or FAILURE and the branch's results.
+
+    \b
+    {"compare": [{"key": "k", "target": "value", "op": "=", "value": "v"}],
+     "success": [{"put": {"key": "k", "value": "w"}}, {"delete": {"key": "p/", "prefix": true}}],
+     "failure": [{"get": {"key": "k"}}]}
+    target: value | version | create | mod;  op: = != < >  (version/create/mod compare integers)
+    """
+    try:
+        spec = json.loads(sys.stdin.read())
+        compare, success, failure = _parse_txn(spec)
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"txn: invalid JSON on stdin ({e}); see raftkv txn --help for the format")
+
+    async def op(c: Any) -> Any:
+        return await c.txn(compare, success, failure)
+
+    r = _kv_call(endpoints, timeout, op)
+    results = [_op_result_json(x) for x in r.responses]
+    if as_json:
+        click.echo(json.dumps({"succeeded": r.succeeded, "revision": r.revision, "responses": results}))
+    else:
+        click.echo("SUCCESS" if r.succeeded else "FAILURE")
+        for x in results:
+            click.echo(json.dumps(x))
+
+
+def _parse_txn(spec: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    from raftkv.kv.commands import Compare, DeleteRange, Put, Range
+    from raftkv.kv.keys import prefix_end
+
+    def compare(c: dict[str, Any]) -> Any:
+        target = c["target"]
+        value = c["value"]
+        return Compare(c["key"].encode(), target, c.get("op", "="), value.encode() if target == "value" else int(value))
+
+    def op(o: dict[str, Any]) -> Any:
+        (kind, a), *rest = o.items()
+        if rest:
+            raise ValueError(f"one operation per object, got {sorted(o)}")
+        key = a["key"].encode()
+        end = prefix_end(key) if a.get("prefix") else None
+        if kind == "put":
+            return Put(key, a["value"].encode())
+        if kind == "delete":
+            return DeleteRange(key, end)
+        if kind == "get":
+            return Range(key, end)
+        raise ValueError(f"unknown operation {kind!r} (use put, delete or get)")
+
+    return (
+        [compare(c) for c in spec.get("compare", [])],
+        [op(o) for o in spec.get("success", [])],
+        [op(o) for o in spec.get("failure", [])],
+    )
+
+
+def _op_result_json(r: Any) -> dict[str, Any]:
+    from raftkv.kv.commands import DeleteResult, PutResult
+
+    if isinstance(r, PutResult):
+        return {"put": {"revision": r.revision}}
+    if isinstance(r, DeleteResult):
+        return {"delete": {"deleted": r.deleted, "revision": r.revision}}
+    return {"get": {"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count}}
+
+
+@click.command()
+@endpoints_option
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Watch every key starting with KEY.")
+@click.option("--rev", type=int, default=0, help="Start from this revision (default: from now).")
+@json_option
+def watch(endpoints: str | None, key: str, prefix: bool, rev: int, as_json: bool) -> None:
+    """Print changes to KEY (or a prefix) as they happen, until Ctrl-C."""
+    from raftkv.client import connect
+    from raftkv.errors import Compacted
+    from raftkv.kv.watch import EventType
+
+    addrs = parse_endpoints(endpoints)
+
+    async def run() -> None:
+        async with connect(addrs) as c, c.watch(key, prefix=prefix, start_revision=rev) as w:
+            async for ev in w:
+                kind = "PUT" if ev.type == EventType.PUT else "DELETE"
+                if as_json:
+                    click.echo(json.dumps({"type": kind, "revision": ev.kv.mod_revision, "kv": _kv_json(ev.kv)}))
+                elif kind == "PUT":
+                    click.echo(f"PUT {_text(ev.kv.key)} {_text(ev.kv.value)} (revision {ev.kv.mod_revision})")
+                else:
+                    click.echo(f"DELETE {_text(ev.kv.key)} (revision {ev.kv.mod_revision})")
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except Compacted as e:
+        fail(f"revision {rev} is no longer kept (oldest is {e.oldest_revision}): watch from a later one", code=1)
+    except RaftError as e:
+        fail(str(e), code=1)
