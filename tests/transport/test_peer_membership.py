@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 from raftkv.cli.local import free_ports
 from raftkv.raft.messages import Message, TimeoutNow
 from raftkv.raft.types import NodeId, Term
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport
-
-
-async def _until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for: {what}") from None
+from tests.runtime.cluster import wait_until
 
 
 def _msg(term: int, src: int, dst: int) -> TimeoutNow:
@@ -39,14 +28,14 @@ async def test_links_are_added_moved_and_removed_while_running() -> None:
             await t.listen(a)
         try:
             t1.start()
-            await _until(lambda: t1.connected(NodeId(2)), "node 1 linked to node 2")
+            await wait_until(lambda: t1.connected(NodeId(2)), 5.0, "node 1 linked to node 2")
             assert not t1.connected(NodeId(3)) and NodeId(3) not in t1.links
 
             # A new member: a link starts, and its frames are accepted now that it is known.
             t1.add_peer(NodeId(3), a3)
-            await _until(lambda: t1.connected(NodeId(3)), "node 1 linked to the added node 3")
+            await wait_until(lambda: t1.connected(NodeId(3)), 5.0, "node 1 linked to the added node 3")
             t1.send([_msg(5, 1, 3)])
-            await _until(lambda: len(got[3]) == 1, "node 3 received node 1's message")
+            await wait_until(lambda: len(got[3]) == 1, 5.0, "node 3 received node 1's message")
 
             # Node 2 moves to another address: the link dials the new one.
             t2.add_peer(NodeId(2), a2b)
@@ -54,17 +43,17 @@ async def test_links_are_added_moved_and_removed_while_running() -> None:
             await moved.listen(a2b)
             await t2.close()
             t1.update_peer(NodeId(2), a2b)
-            await _until(lambda: t1.connected(NodeId(2)), "node 1 relinked to node 2 at its new address")
+            await wait_until(lambda: t1.connected(NodeId(2)), 5.0, "node 1 relinked to node 2 at its new address")
             assert t1.links[NodeId(2)].address == a2b
             t1.send([_msg(6, 1, 2)])
-            await _until(lambda: any(m.term == 6 for m in got[2]), "moved node 2 received node 1's message")
+            await wait_until(lambda: any(m.term == 6 for m in got[2]), 5.0, "moved node 2 received node 1's message")
 
             # Node 3 is removed: its link stops, and what it sends is refused.
             t1.remove_peer(NodeId(3))
             assert NodeId(3) not in t1.links and not t1.connected(NodeId(3))
             refused = t1.counters.refused
             t3.start()  # node 3 still believes node 1 is a member and keeps trying
-            await _until(lambda: t1.counters.refused > refused, "node 1 refused the removed node 3")
+            await wait_until(lambda: t1.counters.refused > refused, 5.0, "node 1 refused the removed node 3")
             assert [m.term for m in got[1]] == []
         finally:
             for t in (t1, t2, t3, moved):
