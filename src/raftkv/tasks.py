@@ -10,8 +10,10 @@ TaskGroup contract these objects need:
 
 * every task is created through :meth:`spawn` and named;
 * :meth:`aclose` cancels every task still running and waits for all of them (idempotent);
-* a task that fails is logged once, with its name, and its exception retrieved — never left for the garbage
-  collector to report at a random later moment (which once corrupted CPython's state under pycapnp);
+* a task that fails has its exception retrieved — never left for the garbage collector to report at a random
+  later moment (which once corrupted CPython's state under pycapnp) — and is logged once with its name, unless
+  the owner said it inspects its tasks' outcomes itself (``log_failures=False``: a peer link whose workers'
+  failures are expected, such as a keepalive timing out, and handled by reconnecting);
 * after ``aclose``, ``spawn`` refuses (the owner is gone), so no task outlives its owner.
 
 Invariant: ``tasks`` holds exactly the spawned tasks that have not finished.
@@ -30,8 +32,9 @@ log = logging.getLogger("raftkv.tasks")
 class TaskSet:
     """Tasks owned by one object: spawned by name, all cancelled and awaited by :meth:`aclose`."""
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, log_failures: bool = True) -> None:
         self.owner = owner
+        self.log_failures = log_failures
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
 
@@ -48,8 +51,8 @@ class TaskSet:
         self.tasks.discard(task)
         if task.cancelled():
             return
-        error = task.exception()
-        if error is not None:
+        error = task.exception()  # retrieved in every case
+        if error is not None and self.log_failures:
             log.error("%s: task %s failed: %s: %s", self.owner, task.get_name(), type(error).__name__, error)
 
     async def aclose(self) -> None:

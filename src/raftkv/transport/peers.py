@@ -268,7 +268,8 @@ class PeerLink:
         would never send again, and only watching the connections themselves tells it at once. The workers
         are this link's own: started here, all cancelled and awaited before this returns.
         """
-        workers = TaskSet(f"node {self.t.node_id} link to node {self.peer}")
+        # Their failures are this link's business: the first one is re-raised below and reported (once) by run().
+        workers = TaskSet(f"node {self.t.node_id} link to node {self.peer}", log_failures=False)
         closed = workers.spawn(_until_disconnected(client), name="raftkv-link-closed")
         snapshots = workers.spawn(self._snapshot_loop(cap), name="raftkv-link-snapshots")
         if frames is None:
