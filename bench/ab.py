@@ -86,15 +86,15 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])))
 """
 
 
-def run_tree(src: Path, duration: float) -> dict[str, list[float]]:
+def run_tree(src: Path, duration: float, shapes: list[tuple[str, list[str]]]) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="raftkv-ab-") as root:
         env = dict(os.environ, PYTHONPATH=str(src.resolve()))
         r = subprocess.run(
-            [sys.executable, "-c", CHILD, root, str(duration), json.dumps(SHAPES)],
+            [sys.executable, "-c", CHILD, root, str(duration), json.dumps(shapes)],
             capture_output=True,
             text=True,
             env=env,
-            timeout=len(SHAPES) * (duration + 60) + 120,
+            timeout=len(shapes) * (duration + 60) + 120,
             check=False,
         )
         if r.returncode != 0:
@@ -108,14 +108,23 @@ def main() -> None:
     ap.add_argument("trees", nargs="+", type=Path, help="src/ folders to compare (each holds the raftkv package)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per shape (default 6)")
+    names = [name for name, _ in SHAPES]
+    ap.add_argument(
+        "--shapes", default=",".join(names), help=f"comma-separated shapes to run, of {', '.join(names)} (default all)"
+    )
     args = ap.parse_args()
+    wanted = [w.strip() for w in args.shapes.split(",") if w.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown or not wanted:
+        ap.error(f"--shapes: unknown shape(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(names)}")
+    shapes = [s for s in SHAPES if s[0] in wanted]
     for tree in args.trees:
         if not (tree / "raftkv" / "__init__.py").exists():
             ap.error(f"{tree} does not hold the raftkv package (give the src/ folder of a checkout)")
     results: dict[Path, list[dict[str, list[float]]]] = {t: [] for t in args.trees}
     for rnd in range(args.rounds):
         for tree in args.trees if rnd % 2 == 0 else list(reversed(args.trees)):
-            res = run_tree(tree, args.duration)
+            res = run_tree(tree, args.duration, shapes)
             results[tree].append(res)
             cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in res.items())
             print(f"round {rnd + 1} {tree}: {cells}", flush=True)
@@ -125,7 +134,7 @@ def main() -> None:
             f"{name} {statistics.median(r[name][0] for r in runs):,.0f}/s "
             f"{statistics.median(r[name][1] for r in runs):.2f} ms "
             f"{statistics.median(r[name][2] for r in runs):.0f} µs"
-            for name, _ in SHAPES
+            for name, _ in shapes
         )
         print(f"  {tree}: {cells}")
 
