@@ -71,7 +71,7 @@ from raftkv.errors import RaftError
 from raftkv.kv.commands import OpenSession, Put, Range, Request, encode_command
 from raftkv.kv.keys import prefix_end
 from raftkv.kv.machine import KVStateMachine
-from raftkv.raft.types import Entry, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.kv_lmdb import LMDBBackend
 from raftkv.storage.snapshots import SnapshotStore
 
@@ -307,7 +307,7 @@ def bench_machine(root: Path, keys: int, value_bytes: int, batch: int, repeat: i
             image = b""  # free the previous image before measuring the next dump's memory
             secs, (index, image), mem = timed(sm.snapshot_with_index)
             record("dump", secs, mem)
-            meta = SnapshotMeta(Index(index), Term(1), VOTERS)
+            meta = SnapshotMeta(Index(index), Term(1), ConfState.of_voters(VOTERS))
             store_dir = root / f"snap{r}"
             store = SnapshotStore.open(store_dir)
             secs, _, mem = timed(lambda store=store, meta=meta, image=image: store.save(meta, image))
@@ -343,7 +343,7 @@ def bench_machine(root: Path, keys: int, value_bytes: int, batch: int, repeat: i
 
                 def stream_save(store: SnapshotStore = store) -> int:
                     with sm.open_snapshot() as img:  # type: ignore[attr-defined]
-                        meta = SnapshotMeta(Index(img.index), Term(1), VOTERS)
+                        meta = SnapshotMeta(Index(img.index), Term(1), ConfState.of_voters(VOTERS))
                         return int(store.save(meta, img.chunks()).data_len)
 
                 secs, size, mem = timed(stream_save)
@@ -722,7 +722,9 @@ async def bench_cluster(root: Path, args: argparse.Namespace, image: bytes, inde
         t0 = time.monotonic()
         if args.preload == "backup":
             backup_file = root / "seed.raftkv"
-            write_backup(backup_file, Backup(SnapshotMeta(Index(index), Term(1), VOTERS), CLUSTER_ID, image))
+            write_backup(
+                backup_file, Backup(SnapshotMeta(Index(index), Term(1), ConfState.of_voters(VOTERS)), CLUSTER_ID, image)
+            )
             for i in lc.ids:
                 restore_backup(backup_file, lc.root / f"node{i}", NodeId(i), CLUSTER_ID)
             backup_file.unlink()

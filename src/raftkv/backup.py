@@ -24,7 +24,7 @@ from pathlib import Path
 import crc32c
 
 from raftkv.errors import BackupError
-from raftkv.raft.types import NO_NODE, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage import claim_data_dir, open_data_dir
 
 FORMAT = "raftkv-backup/1"
@@ -70,7 +70,9 @@ def read_backup(path: Path) -> Backup:
             raise ValueError(f"format {header.get('format')!r}")
         size, crc = int(header["size"]), int(header["crc32c"])
         meta = SnapshotMeta(
-            Index(int(header["index"])), Term(int(header["term"])), tuple(NodeId(int(v)) for v in header["voters"])
+            Index(int(header["index"])),
+            Term(int(header["term"])),
+            ConfState.of_voters(NodeId(int(v)) for v in header["voters"]),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise BackupError(f"{path} is not a raftkv backup ({e})") from None

@@ -7,7 +7,7 @@ import pytest
 from raftkv.raft.driver import ReadyPlanner
 from raftkv.raft.errors import InvariantViolation
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import NO_NODE, Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
 
 def ready(
@@ -30,7 +30,7 @@ def test_committed_entries_already_in_the_log_are_applied_before_the_write() -> 
     assert p.plan(ready(committed=(E5,), hs=HardState(Term(2), NO_NODE, Index(5))), Role.LEADER).apply_early
     # New entries in the same Ready (committed ones may be among them): apply only after the write.
     assert not p.plan(ready(entries=(E6,), committed=(E5,), sync=True), Role.FOLLOWER).apply_early
-    meta = SnapshotMeta(Index(4), Term(1), (NodeId(1),))
+    meta = SnapshotMeta(Index(4), Term(1), ConfState.of_voters((NodeId(1),)))
     assert not p.plan(ready(committed=(E5,), snapshot=meta, sync=True), Role.FOLLOWER).apply_early
 
 
@@ -74,6 +74,6 @@ def test_only_a_followers_plain_write_runs_on_the_loop() -> None:
     assert not p.plan(w, Role.LEADER).on_loop
     assert not p.plan(w, Role.CANDIDATE).on_loop
     assert not p.plan(w, Role.FOLLOWER, writes_queued=True).on_loop
-    meta = SnapshotMeta(Index(4), Term(1), (NodeId(1),))
+    meta = SnapshotMeta(Index(4), Term(1), ConfState.of_voters((NodeId(1),)))
     assert not p.plan(ready(snapshot=meta, sync=True), Role.FOLLOWER).on_loop
     assert not p.plan(ready(committed=(E5,)), Role.FOLLOWER).on_loop, "nothing to write: nothing on the loop"

@@ -21,7 +21,7 @@ from raftkv.raft.messages import (
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import ReadState, Ready, Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 
 N1, N2, N3 = NodeId(1), NodeId(2), NodeId(3)
 
@@ -540,7 +540,7 @@ def test_leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() -> 
     n.step(AppendEntriesResponse(n.term, N2, N1, Index(6)))
     drain(n)
     assert n.log.committed == 6
-    meta = SnapshotMeta(Index(5), n.log.term_or_none(Index(5)) or Term(0), (N1, N2, N3))
+    meta = SnapshotMeta(Index(5), n.log.term_or_none(Index(5)) or Term(0), ConfState.of_voters((N1, N2, N3)))
     n.log.storage.compact(Index(5))
     n.set_snapshot(meta)
     # Node 3 never answered: it needs entry 1, long gone.
@@ -564,7 +564,7 @@ def test_a_lost_snapshot_is_sent_again() -> None:
     n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))
     drain(n)
     n.log.storage.compact(Index(2))
-    n.set_snapshot(SnapshotMeta(Index(2), n.term, (N1, N2, N3)))
+    n.set_snapshot(SnapshotMeta(Index(2), n.term, ConfState.of_voters((N1, N2, N3))))
     n.step(HeartbeatResponse(n.term, N3, N1))
     assert any(isinstance(m, InstallSnapshot) for m in drain(n).messages)
     for _ in range(3 * n._cfg.election_ticks):
@@ -580,7 +580,7 @@ def test_follower_installs_a_snapshot_its_log_does_not_match() -> None:
     storage.append([Entry(Term(1), Index(1)), Entry(Term(1), Index(2), b"stale")])
     storage.set_hard_state(HardState(Term(1), NO_NODE, Index(1)))
     n = node(id=2, storage=storage)
-    meta = SnapshotMeta(Index(10), Term(3), (N1, N2, N3))
+    meta = SnapshotMeta(Index(10), Term(3), ConfState.of_voters((N1, N2, N3)))
     n.step(InstallSnapshot(Term(3), N1, N2, meta))
     rd = n.ready()
     assert rd.snapshot == meta and rd.entries == () and rd.committed_entries == ()
@@ -600,7 +600,7 @@ def test_a_snapshot_our_log_already_holds_only_advances_the_commit_index() -> No
     entries = (*tuple(Entry(Term(1), Index(i)) for i in range(1, 6)), Entry(Term(2), Index(6), b"maybe"))
     n.step(AppendEntries(Term(2), N1, N2, Index(0), Term(0), entries, Index(0)))
     drain(n)
-    n.step(InstallSnapshot(Term(3), N3, N2, SnapshotMeta(Index(5), Term(1), (N1, N2, N3))))
+    n.step(InstallSnapshot(Term(3), N3, N2, SnapshotMeta(Index(5), Term(1), ConfState.of_voters((N1, N2, N3)))))
     rd = drain(n)
     assert rd.snapshot is None and n.log.committed == 5 and n.log.last_index() == 6
     assert rd.messages_after_sync[-1] == AppendEntriesResponse(Term(3), N2, N3, Index(5))

@@ -15,7 +15,7 @@ import pytest
 
 from raftkv.raft.errors import EntryUnavailable, InvariantViolation, LogCompacted
 from raftkv.raft.storage import LogStorage, MemoryStorage
-from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
 
 @dataclass
@@ -145,7 +145,7 @@ def test_cannot_overwrite_compacted_entries(backend: Backend, tmp_path: Path) ->
 def test_apply_snapshot_keeps_a_matching_suffix(backend: Backend, tmp_path: Path) -> None:
     s: LogStorage = backend.make(tmp_path)
     s.append(ents(1, [1, 1, 2, 2, 2]))
-    s.apply_snapshot(SnapshotMeta(Index(3), Term(2), (NodeId(1),)))
+    s.apply_snapshot(SnapshotMeta(Index(3), Term(2), ConfState.of_voters((NodeId(1),))))
     assert (s.first_index(), s.last_index()) == (4, 5)
     assert s.term(Index(3)) == 2
     assert s.entries(Index(4), Index(6)) == ents(1, [1, 1, 2, 2, 2])[3:]
@@ -155,7 +155,7 @@ def test_apply_snapshot_discards_a_conflicting_log_for_good(backend: Backend, tm
     """§7: a log that does not hold the snapshot's last entry is discarded entirely — also after a restart."""
     s: LogStorage = backend.make(tmp_path)
     s.append(ents(1, [1, 1, 1, 1, 1], "stale"))
-    s.apply_snapshot(SnapshotMeta(Index(3), Term(4), (NodeId(1),)))
+    s.apply_snapshot(SnapshotMeta(Index(3), Term(4), ConfState.of_voters((NodeId(1),))))
     assert (s.first_index(), s.last_index()) == (4, 3)
     assert s.term(Index(3)) == 4
     s = backend.reopen(s, tmp_path)

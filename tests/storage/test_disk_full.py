@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from storage_testlib import FaultyIO, run, segment_files
 
-from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.errors import DiskFullError, StorageIOError
 from raftkv.storage.snapshots import SnapshotStore
 from raftkv.storage.wal import WAL
@@ -134,10 +134,12 @@ def test_disk_full_while_starting_a_new_segment(tmp_path: Path) -> None:
 def test_disk_full_while_saving_a_snapshot_keeps_the_older_ones(tmp_path: Path) -> None:
     io = FaultyIO()
     store = SnapshotStore.open(tmp_path / "snap", io=io)
-    store.save(SnapshotMeta(Index(10), Term(1), (NodeId(1),)), b"old state" * 100)
+    store.save(SnapshotMeta(Index(10), Term(1), ConfState.of_voters((NodeId(1),))), b"old state" * 100)
     io.space = 4000
     with pytest.raises(DiskFullError):
-        store.save(SnapshotMeta(Index(20), Term(1), (NodeId(1),)), (b"x" * 1000 for _ in range(100)))
+        store.save(
+            SnapshotMeta(Index(20), Term(1), ConfState.of_voters((NodeId(1),))), (b"x" * 1000 for _ in range(100))
+        )
     assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == [
         "snapshot-00000000000000000010-00000000000000000001.snap"
     ]
@@ -197,7 +199,7 @@ def test_a_failed_sync_inside_compact_or_snapshot_install_leaves_a_consistent_lo
     segments = len(segment_files(tmp_path / "wal"))
     io.fsync_failures = 1
     with pytest.raises(StorageIOError):
-        w.apply_snapshot(SnapshotMeta(Index(500), Term(3), (NodeId(1),)))
+        w.apply_snapshot(SnapshotMeta(Index(500), Term(3), ConfState.of_voters((NodeId(1),))))
     # The boundary record was written, so the log shows it (like an append whose sync failed) ...
     assert (w.first_index(), w.last_index(), w.term(Index(500))) == (501, 500, 3)
     # ... but nothing was deleted before it was durable.

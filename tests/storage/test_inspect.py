@@ -9,7 +9,7 @@ from pathlib import Path
 
 from storage_testlib import run, segment_files
 
-from raftkv.raft.types import HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.__main__ import main
 from raftkv.storage.datadir import open_data_dir
 from raftkv.storage.snapshots import snapshot_name
@@ -30,7 +30,9 @@ def make_node(path: Path) -> None:
     node.wal.append(run(1, 120, term=2))
     node.wal.set_hard_state(HardState(Term(2), NodeId(3), Index(110)))
     node.wal.sync()
-    node.snapshots.save(SnapshotMeta(Index(50), Term(2), (NodeId(1), NodeId(2), NodeId(3))), b"state at 50")
+    node.snapshots.save(
+        SnapshotMeta(Index(50), Term(2), ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3)))), b"state at 50"
+    )
     node.wal.compact(Index(50), voters=[NodeId(1), NodeId(2), NodeId(3)])
     node.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from storage_testlib import run
 
-from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.datadir import open_data_dir
 from raftkv.storage.errors import CorruptSnapshotError
 from raftkv.storage.snapshots import SnapshotStore, snapshot_name
@@ -19,7 +19,7 @@ VOTERS = (NodeId(1), NodeId(2), NodeId(3))
 
 
 def meta(index: int, term: int = 1) -> SnapshotMeta:
-    return SnapshotMeta(Index(index), Term(term), VOTERS)
+    return SnapshotMeta(Index(index), Term(term), ConfState.of_voters(VOTERS))
 
 
 def flip(path: Path, offset_from_end: int) -> None:
@@ -161,7 +161,7 @@ def test_a_received_snapshot_the_log_never_installed_is_installed_on_open(tmp_pa
     node = open_data_dir(tmp_path / "node", segment_bytes=4096)
     node.wal.append(run(1, 5, term=1) if case == "past the log" else run(1, 30, term=1))
     node.wal.sync()
-    leader_snapshot = SnapshotMeta(Index(10), Term(2), (NodeId(1), NodeId(2), NodeId(3)))
+    leader_snapshot = SnapshotMeta(Index(10), Term(2), ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3))))
     node.snapshots.save(leader_snapshot, b"the leader's state at 10")
     node.close()
     node = open_data_dir(tmp_path / "node", segment_bytes=4096)

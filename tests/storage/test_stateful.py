@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from storage_testlib import NoSyncIO, segment_files
 
 from raftkv.raft.storage import limit_size
-from raftkv.raft.types import Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.wal import WAL
 
 SEG = 4096
@@ -152,7 +152,7 @@ class WALMachine(RuleBasedStateMachine):
         index = data.draw(st.integers(m.bi, m.last + 5), label="snapshot index")
         matching = index <= m.last and data.draw(st.booleans(), label="matching term")
         term = m.term(index) if matching else self._last_term() + 1
-        self.wal.apply_snapshot(SnapshotMeta(Index(index), Term(term), (NodeId(1),)))
+        self.wal.apply_snapshot(SnapshotMeta(Index(index), Term(term), ConfState.of_voters((NodeId(1),))))
         m.set_boundary(index, term, (NodeId(1),), keep=matching)
         self._durable_point()
 

@@ -9,7 +9,7 @@ import pytest
 from storage_testlib import FaultyIO, ents, run, segment_files
 
 from raftkv.raft.errors import EntryUnavailable, InvariantViolation, LogCompacted
-from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.errors import CorruptLogError, StorageClosedError, StorageInUseError
 from raftkv.storage.records import ENTRY_HEADER_SIZE
 from raftkv.storage.wal import WAL
@@ -108,7 +108,7 @@ def test_compaction_deletes_only_whole_segments_below_the_boundary(tmp_path: Pat
     w = reopen(w, segment_bytes=SEG, cache_entries=0)
     hs, snap = w.initial_state()
     assert hs == HardState(Term(1), NodeId(2), Index(5))  # ... but survives its segment's deletion
-    assert snap == SnapshotMeta(Index(250), Term(1), (NodeId(1), NodeId(2), NodeId(3)))
+    assert snap == SnapshotMeta(Index(250), Term(1), ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3))))
     assert (w.first_index(), w.last_index(), w.term(Index(250))) == (251, 301, 1)
     assert all_entries(w) == run(251, 51)
     # Compacting everything keeps only the active segment; the log continues after it.
@@ -138,16 +138,20 @@ def test_compaction_preconditions(tmp_path: Path) -> None:
 def test_apply_snapshot_keeps_a_matching_suffix_or_discards_the_log(tmp_path: Path) -> None:
     w = WAL.open(tmp_path / "wal", segment_bytes=SEG)
     w.append(run(1, 100, term=2))
-    w.apply_snapshot(SnapshotMeta(Index(60), Term(2), (NodeId(1),)))  # matches entry 60: keep 61..100
+    w.apply_snapshot(
+        SnapshotMeta(Index(60), Term(2), ConfState.of_voters((NodeId(1),)))
+    )  # matches entry 60: keep 61..100
     assert (w.first_index(), w.last_index()) == (61, 100)
-    w.apply_snapshot(SnapshotMeta(Index(80), Term(3), (NodeId(1),)))  # conflicts: the whole log goes
+    w.apply_snapshot(
+        SnapshotMeta(Index(80), Term(3), ConfState.of_voters((NodeId(1),)))
+    )  # conflicts: the whole log goes
     assert (w.first_index(), w.last_index(), w.term(Index(80))) == (81, 80, 3)
-    w.apply_snapshot(SnapshotMeta(Index(500), Term(4), (NodeId(1), NodeId(2))))  # beyond the log
+    w.apply_snapshot(SnapshotMeta(Index(500), Term(4), ConfState.of_voters((NodeId(1), NodeId(2)))))  # beyond the log
     w.append(run(501, 2, term=4))
     w.sync()
     w = reopen(w, segment_bytes=SEG)
     assert (w.first_index(), w.last_index(), w.term(Index(500))) == (501, 502, 4)
-    assert w.initial_state()[1] == SnapshotMeta(Index(500), Term(4), (NodeId(1), NodeId(2)))
+    assert w.initial_state()[1] == SnapshotMeta(Index(500), Term(4), ConfState.of_voters((NodeId(1), NodeId(2))))
     assert all_entries(w) == run(501, 2, term=4)
     assert len(segment_files(tmp_path / "wal")) == 1
     with pytest.raises(InvariantViolation):

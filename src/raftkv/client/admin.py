@@ -25,7 +25,7 @@ import crc32c
 from raftkv.client.connection import BROKEN, FAILED, explain
 from raftkv.client.router import Router
 from raftkv.errors import BackupError
-from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.streams import PLAIN, StreamLayer
@@ -156,7 +156,9 @@ class Admin:
         image = b"".join(parts)
         if len(image) != int(r.totalSize) or crc32c.crc32c(image) != int(r.crc32c):
             raise BackupError("the downloaded image does not match its checksum")
-        meta = SnapshotMeta(Index(int(r.lastIndex)), Term(int(r.lastTerm)), tuple(NodeId(int(v)) for v in r.voters))
+        meta = SnapshotMeta(
+            Index(int(r.lastIndex)), Term(int(r.lastTerm)), ConfState.of_voters(NodeId(int(v)) for v in r.voters)
+        )
         return meta, image
 
 

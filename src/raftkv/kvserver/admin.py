@@ -17,7 +17,7 @@ import crc32c
 
 from raftkv.errors import InvalidRequest
 from raftkv.kv.machine import KVStateMachine
-from raftkv.raft.types import Index, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Index, SnapshotMeta, Term
 from raftkv.runtime.node import NodeStatus, RaftNode
 
 
@@ -40,5 +40,5 @@ class Admin:
             raise InvalidRequest("this node does not run the key-value store: backups need it")
         index, data = await asyncio.to_thread(kv.snapshot_with_index) if self.kv_durable else kv.snapshot_with_index()
         term = self.node.term_at(Index(index))
-        meta = SnapshotMeta(Index(index), term if term is not None else Term(0), self.node.voters)
+        meta = SnapshotMeta(Index(index), term if term is not None else Term(0), ConfState.of_voters(self.node.voters))
         return meta, data, crc32c.crc32c(data)

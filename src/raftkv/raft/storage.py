@@ -150,7 +150,7 @@ class MemoryStorage:
         invariant(offset <= index <= self.last_index(), f"compact({index}) outside [{offset}, {self.last_index()}]")
         boundary = self._entries[index - offset]
         self._entries = [Entry(boundary.term, boundary.index), *self._entries[index - offset + 1 :]]
-        self._snapshot = SnapshotMeta(boundary.index, boundary.term, self._snapshot.voters)
+        self._snapshot = SnapshotMeta(boundary.index, boundary.term, self._snapshot.conf)
 
     def apply_snapshot(self, meta: SnapshotMeta) -> None:
         offset = self._entries[0].index

@@ -15,6 +15,7 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NewType
@@ -37,6 +38,9 @@ class EntryType(IntEnum):
     """An application command (``data`` is opaque to Raft)."""
     NOOP = 1
     """The empty entry a new leader appends to commit its predecessors' entries (§5.4.2, §8)."""
+    CONF_CHANGE = 2
+    """A new cluster configuration (``data`` is ``raftkv.raft.membership.encode_conf``); it takes effect as soon
+    as it is appended to a log (dissertation §4.1). Like a no-op it commits its predecessors (§5.4.2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +72,94 @@ class HardState:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """One server of the configuration: its id, how to reach it, and whether it votes."""
+
+    id: NodeId
+    peer_address: str = ""
+    """Where peers dial it ("host:port"); "" when unknown (a bootstrap member's, until the runtime fills it)."""
+    client_address: str = ""
+    """Where clients reach it; "" when unknown."""
+    learner: bool = False
+    """A learner receives the log but never votes or counts toward a quorum."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """A cluster configuration. Invariant: ``members`` sorted by id, ids unique and positive.
+
+    The joint consensus of dissertation §4.3 would add the outgoing voters of a joint configuration here; with
+    single-server changes there never is one (see ``raftkv.raft.membership``).
+    """
+
+    members: tuple[Member, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = [m.id for m in self.members]
+        if ids != sorted(set(ids)) or any(i <= 0 for i in ids):
+            raise ValueError(f"a configuration needs unique positive ids in order, got {ids}")
+
+    @property
+    def voters(self) -> tuple[NodeId, ...]:
+        return tuple(m.id for m in self.members if not m.learner)
+
+    @property
+    def learners(self) -> tuple[NodeId, ...]:
+        return tuple(m.id for m in self.members if m.learner)
+
+    @property
+    def ids(self) -> tuple[NodeId, ...]:
+        return tuple(m.id for m in self.members)
+
+    def member(self, node: NodeId) -> Member | None:
+        for m in self.members:
+            if m.id == node:
+                return m
+        return None
+
+    def is_empty(self) -> bool:
+        return not self.members
+
+    def describe(self) -> str:
+        """``voters 1,2,3 learners 4`` — for logs and events."""
+        text = "voters " + (",".join(map(str, self.voters)) or "none")
+        if self.learners:
+            text += " learners " + ",".join(map(str, self.learners))
+        return text
+
+    @classmethod
+    def of_voters(cls, voters: Iterable[NodeId], peer_addresses: Mapping[NodeId, str] | None = None) -> ConfState:
+        """A configuration of voters only (a bootstrap from the command line); addresses where known."""
+        addrs = peer_addresses or {}
+        return cls(tuple(Member(NodeId(v), addrs.get(NodeId(v), "")) for v in sorted(set(voters))))
+
+    def with_member(self, member: Member) -> ConfState:
+        """This configuration with ``member`` added, or replacing the member with its id."""
+        rest = [m for m in self.members if m.id != member.id]
+        return ConfState(tuple(sorted([*rest, member], key=lambda m: m.id)))
+
+    def without(self, node: NodeId) -> ConfState:
+        return ConfState(tuple(m for m in self.members if m.id != node))
+
+
+EMPTY_CONF = ConfState()
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     """What a snapshot covers: every entry up to and including ``index`` (whose term was ``term``).
 
-    ``voters`` is the cluster membership at that point. An empty snapshot (index 0) means "no snapshot".
+    ``conf`` is the cluster configuration at that point (the latest configuration entry at or below
+    ``index``). An empty snapshot (index 0) means "no snapshot".
     """
 
     index: Index = Index(0)
     term: Term = Term(0)
-    voters: tuple[NodeId, ...] = ()
+    conf: ConfState = EMPTY_CONF
+
+    @property
+    def voters(self) -> tuple[NodeId, ...]:
+        return self.conf.voters
 
 
 EMPTY_SNAPSHOT = SnapshotMeta()

@@ -50,7 +50,7 @@ from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped, i
 from raftkv.raft.messages import Message
 from raftkv.raft.node import RawNode, Status
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.runtime.config import NodeConfig
 from raftkv.runtime.metrics import NodeMetrics
 from raftkv.runtime.statemachine import KeepsAppliedIndex, StateMachine, StreamsSnapshots
@@ -566,7 +566,7 @@ class RaftNode:
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        voters = tuple(sorted(self.config.peers))
+        conf = ConfState.of_voters(self.config.peers)
         last_snapshot = self._last_snapshot
 
         def term_from_loop(index: int) -> Term | None:
@@ -585,14 +585,14 @@ class RaftNode:
                 term = term_from_loop(img.index)
                 if term is None or img.index <= last_snapshot:
                     return None
-                meta = SnapshotMeta(Index(img.index), term, voters)
+                meta = SnapshotMeta(Index(img.index), term, conf)
                 return meta, storage.snapshots.save(meta, img.chunks()).data_len
 
         def save(data: bytes) -> tuple[SnapshotMeta, int] | None:
             term = core.log.term_or_none(applied)
             if term is None or applied <= last_snapshot:
                 return None
-            meta = SnapshotMeta(applied, term, voters)
+            meta = SnapshotMeta(applied, term, conf)
             return meta, storage.snapshots.save(meta, data).data_len
 
         try:

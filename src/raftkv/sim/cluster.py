@@ -45,7 +45,7 @@ from raftkv.raft.messages import AppendEntriesResponse, Message
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
 from raftkv.sim.checker import Checker
 from raftkv.sim.network import LinkFaults, Network
 
@@ -499,7 +499,7 @@ class Cluster:
         term = core.log.term_or_none(index)
         if term is None:
             return
-        meta = SnapshotMeta(index, term, self.ids)
+        meta = SnapshotMeta(index, term, ConfState.of_voters(self.ids))
         state = tuple(node.applied)
         known = self.snapshot_states.setdefault((index, term), state)
         self.checker.check_snapshot(node.id, meta, state, known)

@@ -37,7 +37,7 @@ from typing import IO, Protocol
 
 from crc32c import crc32c
 
-from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.errors import CorruptSnapshotError, io_error
 from raftkv.storage.fileio import OS_IO, FileIO
 
@@ -145,7 +145,9 @@ def read_info(path: str) -> SnapshotInfo:
     m = SNAPSHOT_RE.match(os.path.basename(path))
     if m is None or (int(m.group(1)), int(m.group(2))) != (index, term):
         raise DamagedSnapshot(f"the header says index {index} term {term}, which does not match the file name")
-    return SnapshotInfo(SnapshotMeta(Index(index), Term(term), voters), path, data_offset, data_len, data_crc)
+    return SnapshotInfo(
+        SnapshotMeta(Index(index), Term(term), ConfState.of_voters(voters)), path, data_offset, data_len, data_crc
+    )
 
 
 def verify(info: SnapshotInfo) -> None:
@@ -263,7 +265,7 @@ class SnapshotStore:
                 io.unlink(tmp)
             raise io_error("save snapshot", final, exc) from exc
         self._prune()
-        return SnapshotInfo(SnapshotMeta(meta.index, meta.term, voters), final, data_offset, pos - data_offset, crc)
+        return SnapshotInfo(meta, final, data_offset, pos - data_offset, crc)
 
     def _prune(self) -> None:
         old = self.paths()[self._retain :]

@@ -68,7 +68,7 @@ from types import TracebackType
 from crc32c import crc32c
 
 from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
-from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage import records as rec
 from raftkv.storage.errors import (
     CorruptLogError,
@@ -586,7 +586,7 @@ class WAL:
 
     def initial_state(self) -> tuple[HardState, SnapshotMeta]:
         with self._lock:
-            return self._hs, SnapshotMeta(Index(self._bi), Term(self._bt), self._voters)
+            return self._hs, SnapshotMeta(Index(self._bi), Term(self._bt), ConfState.of_voters(self._voters))
 
     def first_index(self) -> Index:
         with self._lock:

@@ -47,7 +47,7 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
-from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
 from raftkv.transport.codec import DecodeError, decode, encode_into
@@ -532,7 +532,9 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
                 results.error.message = f"stale term {int(chunk.term)} (this node is at term {t.term()})"
                 return
             meta = SnapshotMeta(
-                Index(int(chunk.lastIndex)), Term(int(chunk.lastTerm)), tuple(NodeId(int(v)) for v in chunk.voters)
+                Index(int(chunk.lastIndex)),
+                Term(int(chunk.lastTerm)),
+                ConfState.of_voters(NodeId(int(v)) for v in chunk.voters),
             )
             code, message, next_offset, path = await t.inbox.receive(
                 src, meta, int(chunk.offset), bytes(chunk.data), bool(chunk.done), int(chunk.crc32c)
