@@ -218,7 +218,8 @@ def test_new_leader_appends_a_noop_and_may_send_before_its_write() -> None:
     n = node(pre_vote=False, storage=storage)
     elect(n)
     rd = n.ready()
-    assert [e.type for e in rd.entries] == [EntryType.NOOP]
+    # A fresh cluster's first leader writes its bootstrap configuration in place of the no-op (membership.py).
+    assert [e.type for e in rd.entries] == [EntryType.CONF_CHANGE]
     # The leader's appends go out at once (§10.2.1) ...
     assert {m.dst for m in rd.messages if isinstance(m, AppendEntries)} == {N2, N3}
     assert rd.messages_after_sync == ()

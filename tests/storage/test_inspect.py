@@ -9,7 +9,8 @@ from pathlib import Path
 
 from storage_testlib import run, segment_files
 
-from raftkv.raft.types import ConfState, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.membership import encode_conf
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.__main__ import main
 from raftkv.storage.datadir import open_data_dir
 from raftkv.storage.snapshots import snapshot_name
@@ -27,13 +28,16 @@ def inspect(path: Path) -> tuple[int, list[str]]:
 
 def make_node(path: Path) -> None:
     node = open_data_dir(path, segment_bytes=4096)
-    node.wal.append(run(1, 120, term=2))
+    conf = ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3)))
+    node.wal.append(run(1, 9, term=2))
+    node.wal.append([Entry(Term(2), Index(10), encode_conf(conf), EntryType.CONF_CHANGE)])
+    node.wal.append(run(11, 110, term=2))
     node.wal.set_hard_state(HardState(Term(2), NodeId(3), Index(110)))
     node.wal.sync()
     node.snapshots.save(
         SnapshotMeta(Index(50), Term(2), ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3)))), b"state at 50"
     )
-    node.wal.compact(Index(50), voters=[NodeId(1), NodeId(2), NodeId(3)])
+    node.wal.compact(Index(50))
     node.close()
 
 

@@ -9,7 +9,8 @@ import pytest
 from storage_testlib import FaultyIO, ents, run, segment_files
 
 from raftkv.raft.errors import EntryUnavailable, InvariantViolation, LogCompacted
-from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.membership import encode_conf
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage.errors import CorruptLogError, StorageClosedError, StorageInUseError
 from raftkv.storage.records import ENTRY_HEADER_SIZE
 from raftkv.storage.wal import WAL
@@ -93,12 +94,24 @@ def test_overwrite_across_segments_survives_reopen(tmp_path: Path) -> None:
 
 def test_compaction_deletes_only_whole_segments_below_the_boundary(tmp_path: Path) -> None:
     w = WAL.open(tmp_path / "wal", segment_bytes=SEG)
-    w.append(run(1, 300))
+    w.append(run(1, 9))
+    # A configuration entry below the boundary: the boundary then carries its configuration.
+    w.append(
+        [
+            Entry(
+                Term(1),
+                Index(10),
+                encode_conf(ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3)))),
+                EntryType.CONF_CHANGE,
+            )
+        ]
+    )
+    w.append(run(11, 290))
     w.set_hard_state(HardState(Term(1), NodeId(2), Index(5)))  # lives in an early segment...
     w.append(run(301, 1))
     w.sync()
     before = segment_files(tmp_path / "wal")
-    w.compact(Index(250), voters=[NodeId(1), NodeId(2), NodeId(3)])
+    w.compact(Index(250))
     after = segment_files(tmp_path / "wal")
     assert 1 < len(after) < len(before)
     assert after == before[len(before) - len(after) :]  # a suffix: the oldest went

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from raftkv.raft.errors import ConfigError
-from raftkv.raft.types import Index, NodeId
+from raftkv.raft.types import ConfState, Index, NodeId
 
 
 class RandomSource(Protocol):
@@ -26,6 +26,9 @@ class RaftConfig:
 
     id: NodeId
     voters: tuple[NodeId, ...]
+    """The bootstrap voters, used only while storage holds no configuration (a fresh node): once a
+    configuration is in the log or a snapshot, that is the membership. Empty: a node joining an existing
+    cluster, which learns the configuration from the leader and never campaigns before it does."""
     rng: RandomSource = field(repr=False)
     election_ticks: int = 15
     """Minimum election timeout, in ticks. The timeout is drawn from [election_ticks, election_ticks + jitter)."""
@@ -49,14 +52,19 @@ class RaftConfig:
     """Bound on in-flight AppendEntries per follower in replicate mode (flow control)."""
     applied: Index = Index(0)
     """Last index the state machine has already applied (it persists its own progress); never re-delivered."""
+    bootstrap: ConfState | None = None
+    """The bootstrap configuration with addresses (the runtime's, from ``--peers``); default: ``voters`` with
+    none. Must hold the same ids as ``voters``."""
 
     def validate(self) -> None:
         if self.id <= 0:
             raise ConfigError(f"node id must be a positive integer, got {self.id}")
         if len(set(self.voters)) != len(self.voters):
             raise ConfigError(f"voters contain duplicates: {sorted(self.voters)}")
-        if self.id not in self.voters:
+        if self.voters and self.id not in self.voters:
             raise ConfigError(f"node id {self.id} is not among the voters {sorted(self.voters)}")
+        if self.bootstrap is not None and tuple(sorted(self.bootstrap.voters)) != tuple(sorted(self.voters)):
+            raise ConfigError(f"the bootstrap configuration's voters differ from {sorted(self.voters)}")
         if any(v <= 0 for v in self.voters):
             raise ConfigError(f"voter ids must be positive integers, got {sorted(self.voters)}")
         if self.heartbeat_ticks < 1:

@@ -27,6 +27,11 @@ Safety rules and where they live
 * §5.4.2 commit only current-term entries by counting replicas: ``_maybe_commit``.
 * §10.2.1 the leader counts its own vote toward commit only once its write is durable: ``advance``.
 * Dissertation §9.6 pre-vote and §4.2.3/§6.2 check-quorum: ``_campaign``, ``_in_lease``, ``_tick_heartbeat``.
+* Dissertation §4.1 membership changes, one server at a time, effective when appended, each only after the
+  previous one committed and after the leader committed an entry of its term: ``propose_conf_change``,
+  ``_track_conf``; learners never vote or count (``_request_votes``, ``raftkv.raft.quorum`` over ``voters``);
+  §4.2.2 a leader that removed itself steps down once the change commits: ``_maybe_step_down_removed``.
+  The rules and the reasons are in ``raftkv.raft.membership``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader, ProposalDropped, invariant
 from raftkv.raft.log import RaftLog
+from raftkv.raft.membership import ConfChange, ConfChangeInProgress, apply_change, decode_conf, encode_conf
 from raftkv.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -52,15 +58,29 @@ from raftkv.raft.progress import Inflights, Progress, ProgressState
 from raftkv.raft.quorum import VoteResult, committed_index, vote_result
 from raftkv.raft.ready import ReadState, Ready, Role, SoftState
 from raftkv.raft.storage import LogStorage
-from raftkv.raft.types import NO_NODE, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 
-UNSAFE_HOOKS = frozenset({"commit_old_term_entries", "vote_before_persist", "forget_vote", "read_without_quorum"})
+UNSAFE_HOOKS = frozenset(
+    {
+        "commit_old_term_entries",
+        "vote_before_persist",
+        "forget_vote",
+        "read_without_quorum",
+        "concurrent_conf_changes",
+        "conf_change_before_term_commit",
+        "learners_vote",
+    }
+)
 """Test-only switches that break one safety rule each, so tests can prove the simulator's checkers bite.
 
 * ``commit_old_term_entries``: count replicas of an old-term entry to commit it (the Figure 8 bug, §5.4.2).
 * ``vote_before_persist``: send a granted vote before the vote is durable (§5.2).
 * ``forget_vote``: never persist ``votedFor`` (PySyncObj's behaviour): a restarted node may vote twice in a term.
 * ``read_without_quorum``: answer ReadIndex at once, without confirming leadership (a deposed leader's stale read).
+* ``concurrent_conf_changes``: accept a membership change while the previous one is not committed (§4.1).
+* ``conf_change_before_term_commit``: accept a membership change before the leader committed an entry of its
+  own term (the single-server-change bug published on raft-dev in 2015).
+* ``learners_vote``: ask learners for votes and count them as if they were voters.
 """
 
 
@@ -95,8 +115,12 @@ class Status:
     first_index: Index
     last_index: Index
     progress: dict[NodeId, PeerStatus]
-    """Per-peer replication progress; only a leader has any."""
+    """Per-peer replication progress (voters and learners); only a leader has any."""
     lead_transferee: NodeId
+    conf: ConfState
+    """The configuration in effect (the latest in the log, committed or not: dissertation §4.1)."""
+    conf_index: Index
+    """The log index of the entry ``conf`` comes from (0: the bootstrap configuration, not in the log yet)."""
 
 
 class RawNode:
@@ -110,15 +134,39 @@ class RawNode:
         self._unsafe_vote_early = "vote_before_persist" in unsafe
         self._unsafe_forget_vote = "forget_vote" in unsafe
         self._unsafe_read_early = "read_without_quorum" in unsafe
+        self._unsafe_concurrent_conf = "concurrent_conf_changes" in unsafe
+        self._unsafe_conf_before_commit = "conf_change_before_term_commit" in unsafe
+        self._unsafe_learners_vote = "learners_vote" in unsafe
         self.id = config.id
-        self.voters: tuple[NodeId, ...] = tuple(sorted(config.voters))
-        self.peers: tuple[NodeId, ...] = tuple(v for v in self.voters if v != self.id)
         self._jitter = config.election_jitter_ticks or config.election_ticks
 
         # Max bytes of committed entries handed out per Ready: restarts with long logs stay bounded in memory.
         self.log = RaftLog(storage, config.applied, max_apply_bytes=max(config.max_msg_bytes, 64 << 20))
         hard_state, boundary = storage.initial_state()
         self.latest_snapshot: SnapshotMeta = boundary
+
+        # The configuration (dissertation §4.1: the latest configuration entry in the log, committed or not).
+        # ``_conf_base`` holds at ``_conf_base_index`` (the snapshot boundary); ``_conf_log`` lists the
+        # configuration entries above it, ascending, so a truncation can go back to the one before.
+        self._conf_base_index = boundary.index
+        self._conf_base = boundary.conf
+        self._conf_log: list[tuple[Index, ConfState]] = []
+        for index in storage.conf_indexes():
+            if index > boundary.index:
+                (entry,) = storage.entries(index, Index(index + 1))
+                self._conf_log.append((index, decode_conf(entry.data)))
+        self._conf_base_is_bootstrap = boundary.conf.is_empty()
+        """``_conf_base`` is the bootstrap configuration (from ``config``), not one read from storage."""
+        if self._conf_base_is_bootstrap:
+            self._conf_base = config.bootstrap or ConfState.of_voters(config.voters)
+        self.voters: tuple[NodeId, ...] = ()
+        self.learners: tuple[NodeId, ...] = ()
+        self.peers: tuple[NodeId, ...] = ()
+        """Every member but this node (voters and learners): whom a leader replicates to."""
+        self._acting_conf: ConfState | None = None
+        """The configuration ``_use_conf`` last put in effect."""
+        self._ready_conf: ConfState | None = None
+        """The configuration the last ``Ready`` reported (``Ready.conf_state`` carries changes only)."""
         """The newest durable snapshot the driver holds (``set_snapshot``): what a lagging follower is sent."""
         self.term: Term = hard_state.term
         self.vote: NodeId = hard_state.vote
@@ -152,11 +200,12 @@ class RawNode:
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[bytes] = []
 
+        self._use_conf(self.conf)
         self._become_follower(self.term, NO_NODE)
         self._events.append(
             f"started at term {self.term} (vote {self.vote or 'none'}, commit {self.log.committed}, "
-            f"applied {self.log.applied}, last index {self.log.last_index()}) with voters "
-            f"{','.join(map(str, self.voters))}"
+            f"applied {self.log.applied}, last index {self.log.last_index()}) with {self.conf.describe()}"
+            + (" (bootstrap)" if self._conf_bootstrap else f" (from index {self.conf_index})")
         )
 
     # ======================================================================================================
@@ -198,13 +247,18 @@ class RawNode:
         self._need_bcast = True
         return first
 
-    def transfer_leadership(self, to: NodeId) -> None:
+    def transfer_leadership(self, to: NodeId = NO_NODE) -> NodeId:
         """Hand leadership to ``to`` (dissertation §3.10): catch it up, then tell it to campaign at once.
 
-        Proposals are refused while the transfer is under way; it is abandoned after an election timeout.
+        With ``NO_NODE``, to the most caught-up voter (:meth:`transfer_target`). Returns the target. Proposals
+        are refused while the transfer is under way; it is abandoned after an election timeout.
         """
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
+        if to == NO_NODE:
+            to = self.transfer_target()
+            if to == NO_NODE:
+                raise ValueError("cannot transfer leadership: there is no other voter")
         if to == self.id or to not in self.voters:
             raise ValueError(f"cannot transfer leadership to node {to}: not another voter")
         self.lead_transferee = to
@@ -215,6 +269,154 @@ class RawNode:
             self._send(TimeoutNow(self.term, self.id, to))
         else:
             self._maybe_send_append(to, send_if_empty=True)
+        return to
+
+    def transfer_target(self) -> NodeId:
+        """The voter a leader would hand over to: the most caught up, preferring ones heard from recently
+        (then the lowest id); ``NO_NODE`` if there is no other voter or this node does not lead."""
+        if self.role is not Role.LEADER:
+            return NO_NODE
+        best: tuple[bool, Index, int] | None = None
+        target = NO_NODE
+        for v in self.voters:
+            pr = self.progress.get(v)
+            if v == self.id or pr is None:
+                continue
+            rank = (pr.recent_active, pr.match, -v)
+            if best is None or rank > best:
+                best, target = rank, v
+        return target
+
+    # --- membership (dissertation §4.1; the rules are in raftkv.raft.membership) --------------------------
+
+    @property
+    def conf(self) -> ConfState:
+        """The configuration in effect: the latest configuration entry in the log, committed or not."""
+        return self._conf_log[-1][1] if self._conf_log else self._conf_base
+
+    @property
+    def conf_index(self) -> Index:
+        """The index of the entry the configuration comes from (the snapshot boundary, or 0: bootstrap)."""
+        return (
+            self._conf_log[-1][0] if self._conf_log else (Index(0) if self._conf_bootstrap else self._conf_base_index)
+        )
+
+    @property
+    def _conf_bootstrap(self) -> bool:
+        """The configuration in effect is the bootstrap one, not yet in the log: the first leader writes it as
+        its first entry, so that every later node (a new member, a wiped one) learns it from the log."""
+        return self._conf_base_is_bootstrap and not self._conf_log
+
+    def conf_at(self, index: Index) -> ConfState:
+        """The configuration as of log index ``index`` (for a snapshot taken there). ``index`` must not lie
+        below the snapshot boundary the node started from or installed last."""
+        invariant(index >= self._conf_base_index, f"conf_at({index}) below the boundary {self._conf_base_index}")
+        conf = self._conf_base
+        for i, c in self._conf_log:
+            if i > index:
+                break
+            conf = c
+        return conf
+
+    def propose_conf_change(self, cc: ConfChange) -> Index:
+        """Append a single-server membership change (dissertation §4.1); returns its index.
+
+        It takes effect at once on this leader (and on each follower as it appends it); it is committed, like
+        any entry, once a majority of the *new* voters hold it. Raises ``NotLeader``; ``ProposalDropped``
+        during a leadership transfer; :class:`~raftkv.raft.membership.ConfChangeInProgress` while the previous
+        change is not committed or this leader has not committed an entry of its term yet (both retryable);
+        :class:`~raftkv.raft.membership.InvalidConfChange` for a change that does not apply (nothing changes).
+        """
+        if self.role is Role.DEAD:
+            raise ProposalDropped("the node is stopped")
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee != NO_NODE:
+            raise ProposalDropped(f"leadership is being transferred to node {self.lead_transferee}")
+        log = self.log
+        if log.term_or_none(log.committed) != self.term and not self._unsafe_conf_before_commit:
+            raise ConfChangeInProgress(
+                f"node {self.id} has just become leader (term {self.term}) and has not committed an entry of its "
+                "term yet; retry in a moment"
+            )
+        pending = self.conf_index
+        if pending > log.committed and not self._unsafe_concurrent_conf:
+            raise ConfChangeInProgress(
+                f"the membership change at index {pending} is not committed yet; one change at a time"
+            )
+        new = apply_change(self.conf, cc)
+        index = Index(log.last_index() + 1)
+        log.append([Entry(self.term, index, encode_conf(new), EntryType.CONF_CHANGE)])
+        self._events.append(f"proposed membership change {cc.type.value} {cc.node} at index {index}")
+        self._conf_appended(index, new)
+        self._need_bcast = True
+        return index
+
+    def _conf_appended(self, index: Index, conf: ConfState) -> None:
+        self._conf_log.append((index, conf))
+        self._use_conf(conf)
+
+    def _track_conf(self, entries: Sequence[Entry], truncated_from: Index) -> None:
+        """Follower: the log now holds ``entries`` (a conflicting suffix from ``truncated_from`` was replaced).
+
+        Keeps the configuration equal to the latest configuration entry in the log (§4.1), going back to an
+        earlier one when the entry that set it was truncated away.
+        """
+        changed = False
+        if truncated_from and self._conf_log and self._conf_log[-1][0] >= truncated_from:
+            self._conf_log = [(i, c) for i, c in self._conf_log if i < truncated_from]
+            changed = True
+        for e in entries:
+            newest = self._conf_log[-1][0] if self._conf_log else self._conf_base_index
+            if e.type is EntryType.CONF_CHANGE and e.index > newest:
+                self._conf_log.append((e.index, decode_conf(e.data)))
+                changed = True
+        if changed:
+            self._use_conf(self.conf)
+
+    def _conf_restored(self, meta: SnapshotMeta) -> None:
+        """The log was replaced by a snapshot: its configuration is the one in effect."""
+        self._conf_base_index = meta.index
+        self._conf_base = meta.conf
+        self._conf_log = []
+        self._conf_base_is_bootstrap = False
+        self._use_conf(meta.conf)
+
+    def _use_conf(self, conf: ConfState) -> None:
+        """Make ``conf`` the configuration this node acts on (voters, learners, a leader's progress)."""
+        self.voters = conf.voters
+        self.learners = conf.learners
+        self.peers = tuple(i for i in conf.ids if i != self.id)
+        if self.role is Role.LEADER:
+            last = self.log.last_index()
+            cap = self._cfg.max_inflight_msgs
+            for peer in self.peers:
+                if peer not in self.progress:
+                    self.progress[peer] = Progress(match=Index(0), next=Index(last + 1), inflights=Inflights(cap))
+            for peer in [p for p in self.progress if p != self.id and p not in self.peers]:
+                del self.progress[peer]
+            if self.lead_transferee != NO_NODE and self.lead_transferee not in self.voters:
+                self._events.append(f"leadership transfer to {self.lead_transferee} abandoned: no longer a voter")
+                self.lead_transferee = NO_NODE
+        if self._acting_conf is not None and conf != self._acting_conf:
+            self._events.append(f"configuration now {conf.describe()} (index {self.conf_index})")
+        self._acting_conf = conf
+
+    def _maybe_step_down_removed(self) -> None:
+        """§4.2.2: a leader that is not in the configuration steps down once that configuration is committed.
+
+        It first hands over to the most caught-up voter (TimeoutNow), so the cluster does not wait out an
+        election timeout for its next leader.
+        """
+        if self.role is not Role.LEADER or self.conf.member(self.id) is not None:
+            return
+        if self.log.committed < self.conf_index:
+            return
+        target = self.transfer_target()
+        if target != NO_NODE and self.progress[target].match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, target))
+        self._events.append(f"stepping down at term {self.term}: removed from the configuration (committed)")
+        self._become_follower(self.term, NO_NODE)
 
     def set_snapshot(self, meta: SnapshotMeta) -> None:
         """The driver saved a snapshot covering ``meta.index`` durably; it may now compact the log up to it.
@@ -223,6 +425,13 @@ class RawNode:
         """
         if meta.index > self.latest_snapshot.index:
             self.latest_snapshot = meta
+        if meta.index >= self._conf_base_index and not self._conf_bootstrap:
+            # A snapshot carries the configuration as of its index (the driver takes it from ``conf_at``).
+            invariant(
+                meta.conf == self.conf_at(meta.index),
+                f"snapshot at {meta.index} carries {meta.conf.describe()}, the log says "
+                f"{self.conf_at(meta.index).describe()}",
+            )
 
     def report_snapshot(self, peer: NodeId, success: bool) -> None:
         """The transport finished (or gave up) streaming a snapshot to ``peer``.
@@ -323,6 +532,7 @@ class RawNode:
             or self.log.has_next_committed()
             or self._hard_state() != self._prev_hard_state
             or self._soft_state() != self._prev_soft_state
+            or self.conf != self._ready_conf
         )
 
     def ready(self) -> Ready:
@@ -335,6 +545,7 @@ class RawNode:
         entries = tuple(self.log.unstable)
         snapshot = self.log.pending_snapshot
         ss = self._soft_state()
+        conf = self.conf
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
@@ -347,7 +558,9 @@ class RawNode:
             read_states=tuple(self._read_states),
             dropped_reads=tuple(self._dropped_reads),
             snapshot=snapshot,
+            conf_state=conf if conf != self._ready_conf else None,
         )
+        self._ready_conf = conf
         self._msgs.clear()
         self._msgs_after_sync.clear()
         self._events.clear()
@@ -376,6 +589,7 @@ class RawNode:
                 self.progress[self.id].maybe_update(self.log.stable_last_index())
                 if self._maybe_commit():
                     self._commit_moved()
+                    self._maybe_step_down_removed()
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
 
@@ -404,6 +618,8 @@ class RawNode:
             last_index=self.log.last_index(),
             progress=progress,
             lead_transferee=self.lead_transferee,
+            conf=self.conf,
+            conf_index=self.conf_index,
         )
 
     # ======================================================================================================
@@ -464,15 +680,21 @@ class RawNode:
         self.leader = self.id
         last = self.log.last_index()
         cap = self._cfg.max_inflight_msgs
-        for v in self.voters:
+        for v in (self.id, *self.peers):
             self.progress[v] = Progress(match=Index(0), next=Index(last + 1), inflights=Inflights(cap))
         me = self.progress[self.id]
         me.state = ProgressState.REPLICATE
         me.match = self.log.stable_last_index()
         me.recent_active = True
         # §5.4.2/§8: a new leader commits entries of earlier terms only by committing one of its own; the no-op
-        # gives it one at once (and lets ReadIndex learn the commit index).
-        self.log.append([Entry(self.term, Index(last + 1), b"", EntryType.NOOP)])
+        # gives it one at once (and lets ReadIndex learn the commit index). A cluster's first leader writes its
+        # bootstrap configuration instead, so that the configuration is in the log from then on.
+        if self._conf_bootstrap:
+            conf = self.conf
+            self.log.append([Entry(self.term, Index(last + 1), encode_conf(conf), EntryType.CONF_CHANGE)])
+            self._conf_appended(Index(last + 1), conf)
+        else:
+            self.log.append([Entry(self.term, Index(last + 1), b"", EntryType.NOOP)])
         self._need_bcast = True
         self._events.append(f"became leader at term {self.term} with votes from {','.join(map(str, granted))}")
 
@@ -548,12 +770,17 @@ class RawNode:
             return
         last_index = self.log.last_index()
         last_term = self.log.last_term()
-        for peer in self.peers:
-            self._send(RequestVote(vote_term, self.id, peer, last_index, last_term, pre_vote, transfer))
+        for peer in self._electorate():
+            if peer != self.id:
+                self._send(RequestVote(vote_term, self.id, peer, last_index, last_term, pre_vote, transfer))
+
+    def _electorate(self) -> tuple[NodeId, ...]:
+        """Whose votes count: the voters (learners never vote, §4.2.1), unless the test-only hook says otherwise."""
+        return self.voters + self.learners if self._unsafe_learners_vote else self.voters
 
     def _tally_votes(self) -> bool:
         """Act on the vote count; True if the round is decided."""
-        result = vote_result(self.voters, self.votes)
+        result = vote_result(self._electorate(), self.votes)
         if result is VoteResult.WON:
             if self.role is Role.PRE_CANDIDATE:
                 # The election timer keeps running from the start of the pre-vote round: the pre-vote's round
@@ -678,6 +905,7 @@ class RawNode:
                 self._maybe_send_append(msg.src, send_if_empty=True)
         elif isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
             invariant(False, f"two leaders at term {self.term}: {self.id} and {msg.src}")
+        self._maybe_step_down_removed()
 
     # ======================================================================================================
     # Replication: follower side
@@ -691,6 +919,7 @@ class RawNode:
             return
         last_new, truncated_from = log.maybe_append(msg.prev_index, msg.prev_term, msg.commit, msg.entries)
         if last_new is not None:
+            self._track_conf(msg.entries, truncated_from)
             if truncated_from:
                 self._events.append(
                     f"truncated conflicting entries from index {truncated_from} (leader {msg.src}, term {self.term})"
@@ -721,6 +950,7 @@ class RawNode:
                 f"ended at {log.last_index()}"
             )
             log.restore(meta)
+            self._conf_restored(meta)
         self._send(AppendEntriesResponse(self.term, self.id, msg.src, meta.index))
 
     def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:

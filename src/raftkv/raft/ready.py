@@ -28,6 +28,10 @@ For each ``Ready`` returned by ``RawNode.ready()``, the driver must, in this ord
 ``read_states`` answer ``read_index`` requests: serve each read once the state machine has applied its
 ``index`` (dissertation §6.4). They promise nothing about this node's disk, so they need no persistence step.
 ``dropped_reads`` are the contexts of requests that can no longer be answered (leadership was lost): fail them.
+
+``conf_state``, when not None, is the configuration now in effect on this node (it changed: an entry was
+appended or truncated away, or a snapshot installed). It needs no persistence step of its own — it is in the
+log — but the driver acts on it: dial new members, drop links to removed ones.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from raftkv.raft.messages import Message
-from raftkv.raft.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
 
 class Role(Enum):
@@ -79,3 +83,4 @@ class Ready:
     read_states: tuple[ReadState, ...] = ()
     dropped_reads: tuple[bytes, ...] = ()
     snapshot: SnapshotMeta | None = None
+    conf_state: ConfState | None = None

@@ -34,7 +34,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
-from raftkv.raft.types import EMPTY_SNAPSHOT, ENTRY_OVERHEAD_BYTES, Entry, HardState, Index, SnapshotMeta, Term
+from raftkv.raft.membership import decode_conf
+from raftkv.raft.types import (
+    EMPTY_SNAPSHOT,
+    ENTRY_OVERHEAD_BYTES,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    SnapshotMeta,
+    Term,
+)
 
 
 class LogStorage(Protocol):
@@ -71,8 +81,15 @@ class LogStorage(Protocol):
         """Record the hard state. Not durable until :meth:`sync`."""
         ...
 
+    def conf_indexes(self) -> Sequence[Index]:
+        """The indexes of the ``CONF_CHANGE`` entries held (above the boundary), ascending: the core reads
+        the configuration back from them on restart (``initial_state`` gives the one at the boundary)."""
+        ...
+
     def compact(self, index: Index) -> None:
-        """Discard entries up to and including ``index``; ``term(index)`` remains answerable."""
+        """Discard entries up to and including ``index``; ``term(index)`` remains answerable, and the boundary
+        metadata then carries the configuration as of ``index`` (the latest configuration entry at or below it,
+        or the boundary's before)."""
         ...
 
     def apply_snapshot(self, meta: SnapshotMeta) -> None:
@@ -128,6 +145,9 @@ class MemoryStorage:
         selected = self._entries[lo - offset : hi - offset]
         return limit_size(selected, max_bytes)
 
+    def conf_indexes(self) -> list[Index]:
+        return [e.index for e in self._entries[1:] if e.type is EntryType.CONF_CHANGE]
+
     # --- writes ------------------------------------------------------------------------------------------
 
     def append(self, entries: Sequence[Entry]) -> None:
@@ -149,8 +169,12 @@ class MemoryStorage:
         offset = self._entries[0].index
         invariant(offset <= index <= self.last_index(), f"compact({index}) outside [{offset}, {self.last_index()}]")
         boundary = self._entries[index - offset]
+        conf = self._snapshot.conf
+        for e in self._entries[1 : index - offset + 1]:
+            if e.type is EntryType.CONF_CHANGE:
+                conf = decode_conf(e.data)
         self._entries = [Entry(boundary.term, boundary.index), *self._entries[index - offset + 1 :]]
-        self._snapshot = SnapshotMeta(boundary.index, boundary.term, self._snapshot.conf)
+        self._snapshot = SnapshotMeta(boundary.index, boundary.term, conf)
 
     def apply_snapshot(self, meta: SnapshotMeta) -> None:
         offset = self._entries[0].index

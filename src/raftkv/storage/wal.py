@@ -61,14 +61,15 @@ import threading
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from crc32c import crc32c
 
 from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
-from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.membership import decode_conf
+from raftkv.raft.types import EMPTY_CONF, ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage import records as rec
 from raftkv.storage.errors import (
     CorruptLogError,
@@ -394,7 +395,7 @@ class WAL:
     """A durable, crash-safe ``LogStorage``. Create with :meth:`open`; see the module docstring.
 
     Beyond the protocol: :meth:`close`, :meth:`apply_snapshot` (install a snapshot: reset the log), and an
-    optional ``voters`` argument to :meth:`compact` (reported back by :meth:`initial_state`).
+    the configuration as of the boundary, reported by :meth:`initial_state`.
     """
 
     def __init__(
@@ -429,7 +430,7 @@ class WAL:
         self._hs_written = HardState()
         self._bi = 0
         self._bt = 0
-        self._voters: tuple[NodeId, ...] = ()
+        self._conf = EMPTY_CONF
         self._last = 0
         self._terms: array[int] = array("Q")
         self._offsets: array[int] = array("Q")
@@ -500,7 +501,7 @@ class WAL:
                     raise io_error("remove torn segment", t.path, exc) from exc
                 segments.pop()
         self._hs = self._hs_written = r.hard_state
-        self._bi, self._bt, self._voters = r.boundary_index, r.boundary_term, r.voters
+        self._bi, self._bt, self._conf = r.boundary_index, r.boundary_term, ConfState.of_voters(r.voters)
         self._last = r.last
         self._terms, self._offsets, self._sizes = r.terms, r.offsets, r.sizes
         self._run_starts, self._run_seqs = r.run_starts, r.run_seqs
@@ -586,7 +587,7 @@ class WAL:
 
     def initial_state(self) -> tuple[HardState, SnapshotMeta]:
         with self._lock:
-            return self._hs, SnapshotMeta(Index(self._bi), Term(self._bt), ConfState.of_voters(self._voters))
+            return self._hs, SnapshotMeta(Index(self._bi), Term(self._bt), self._conf)
 
     def first_index(self) -> Index:
         with self._lock:
@@ -627,6 +628,28 @@ class WAL:
             if stop < hi:
                 out.extend(self._cache[: hi - cache_lo])
             return out
+
+    def conf_indexes(self) -> list[Index]:
+        """The indexes of the CONF_CHANGE entries held (interim: a scan of the log)."""
+        return [
+            e.index
+            for e in self._scan_entries(Index(self._bi + 1), Index(self._last))
+            if e.type is EntryType.CONF_CHANGE
+        ]
+
+    def _scan_entries(self, lo: Index, hi: Index) -> Iterator[Entry]:
+        """Entries ``lo..hi`` (inclusive), read in batches."""
+        while lo <= hi:
+            batch = self.entries(lo, Index(min(hi, lo + 4095) + 1))
+            yield from batch
+            lo = Index(lo + len(batch))
+
+    def _conf_at(self, index: int) -> ConfState:
+        conf = self._conf
+        for e in self._scan_entries(Index(self._bi + 1), Index(index)):
+            if e.type is EntryType.CONF_CHANGE:
+                conf = decode_conf(e.data)
+        return conf
 
     def entry_bytes(self, lo: Index, hi: Index) -> int:
         """Total size (``Entry.size_bytes()``) of the held entries ``lo <= i < hi``; indexes outside the log
@@ -951,20 +974,20 @@ class WAL:
 
     # --- compaction and snapshots -----------------------------------------------------------------------
 
-    def compact(self, index: Index, voters: Sequence[NodeId] | None = None) -> None:
+    def compact(self, index: Index) -> None:
         """Discard entries up to and including ``index``; ``term(index)`` stays answerable, also after reopen.
 
         Call only once a snapshot covering ``index`` is durable. Syncs, then deletes whole segments that hold
-        no entry above ``index``. ``voters`` (default: unchanged) is reported by :meth:`initial_state`. If the
+        no entry above ``index``. The configuration as of ``index`` is reported by :meth:`initial_state`. If the
         sync fails, the compaction stands (as an append whose sync failed does) and the error is raised.
         """
         self._check_open()
         with self._sync_lock, self._write_lock:
             invariant(self._bi <= index <= self._last, f"compact({index}) outside [{self._bi}, {self._last}]")
-            if index == self._bi and voters is None:
+            if index == self._bi:
                 return
             term = self._bt if index == self._bi else self._terms[index - self._bi - 1]
-            self._set_boundary(index, term, self._voters if voters is None else tuple(voters), reset=False)
+            self._set_boundary(index, term, self._conf_at(index), reset=False)
 
     def apply_snapshot(self, meta: SnapshotMeta) -> None:
         """Install a snapshot: the log now starts after ``meta.index`` (Raft §7).
@@ -978,16 +1001,16 @@ class WAL:
             keep = meta.index <= self._last and (
                 (self._bt if meta.index == self._bi else self._terms[meta.index - self._bi - 1]) == meta.term
             )
-            self._set_boundary(meta.index, meta.term, tuple(meta.voters), reset=not keep)
+            self._set_boundary(meta.index, meta.term, meta.conf, reset=not keep)
 
-    def _set_boundary(self, index: int, term: int, voters: tuple[NodeId, ...], *, reset: bool) -> None:
+    def _set_boundary(self, index: int, term: int, conf: ConfState, *, reset: bool) -> None:
         """Write a BOUNDARY record (plus the hard state), apply it, sync, then delete obsolete segments.
 
         Like an append, the record takes effect in memory once written: the in-memory log must always equal
         the replay of the records in the file, which a repair after a failed sync rewrites. Segments are
         deleted only once the boundary is durable; if the sync fails, a later compaction deletes them.
         """
-        record = rec.encode_boundary(index, term, voters, reset) + rec.encode_hard_state(self._hs)
+        record = rec.encode_boundary(index, term, conf.voters, reset) + rec.encode_hard_state(self._hs)
         if self._needs_repair:
             self._repair()
         if self._active_size + len(record) > self._segment_bytes and self._active_size > rec.SEGMENT_RECORD_SIZE:
@@ -1013,7 +1036,7 @@ class WAL:
                     self._cache_data_bytes -= sum(len(e.data) for e in self._cache[:gone])
                     del self._cache[:gone]
                     self._cache_lo = index + 1
-            self._bi, self._bt, self._voters = index, term, voters
+            self._bi, self._bt, self._conf = index, term, conf
             # Every segment before the one holding the first remaining entry is obsolete.
             keep_from = self._run_seqs[0] if self._run_seqs else self._active_seq
         # The boundary must be durable before any segment holding entries it replaces is deleted.
