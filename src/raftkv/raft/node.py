@@ -388,11 +388,13 @@ class RawNode:
         self.learners = conf.learners
         self.peers = tuple(i for i in conf.ids if i != self.id)
         if self.role is Role.LEADER:
+            # A new member's first append carries the newest entry (the change that added it): its
+            # configuration reaches it at once, and the probe walks back from there (§5.3).
             last = self.log.last_index()
             cap = self._cfg.max_inflight_msgs
             for peer in self.peers:
                 if peer not in self.progress:
-                    self.progress[peer] = Progress(match=Index(0), next=Index(last + 1), inflights=Inflights(cap))
+                    self.progress[peer] = Progress(match=Index(0), next=Index(max(last, 1)), inflights=Inflights(cap))
             for peer in [p for p in self.progress if p != self.id and p not in self.peers]:
                 del self.progress[peer]
             if self.lead_transferee != NO_NODE and self.lead_transferee not in self.voters:
