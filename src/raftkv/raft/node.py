@@ -400,6 +400,12 @@ class RawNode:
             if self.lead_transferee != NO_NODE and self.lead_transferee not in self.voters:
                 self._events.append(f"leadership transfer to {self.lead_transferee} abandoned: no longer a voter")
                 self.lead_transferee = NO_NODE
+            # Fewer voters may already hold a quorum: of an entry, of a read round's acknowledgements. Nothing
+            # else would look again (no reply may ever come: sim seed 305, a round left waiting on a removed
+            # voter).
+            if self._maybe_commit():
+                self._commit_moved()
+            self._maybe_finish_read_round()
         if self._acting_conf is not None and conf != self._acting_conf:
             self._events.append(f"configuration now {conf.describe()} (index {self.conf_index})")
         self._acting_conf = conf
@@ -477,6 +483,18 @@ class RawNode:
     def step(self, msg: Message) -> None:
         """Process one message from a peer."""
         if self.role is Role.DEAD:
+            return
+        if (
+            isinstance(msg, RequestVote)
+            and self.conf.member(msg.src) is None
+            and not self.conf.is_empty()
+            and not self.log.is_up_to_date(msg.last_index, msg.last_term)
+        ):
+            # Dissertation §4.2.3, disruptive removed servers: a candidate outside our configuration whose log
+            # is behind ours could never get our vote (§5.4.1); all it could do is raise our term and depose
+            # our leader, over and over (a removed node that missed its removal). Ignore it. One *ahead* of us
+            # is heard: it may be a member added by entries we lack, and with no leader to bring us up to date
+            # only our vote can end the election (sim seed 19 of the membership mix).
             return
         if msg.term > self.term:
             if isinstance(msg, RequestVote):
@@ -708,7 +726,14 @@ class RawNode:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
-            self._campaign(transfer=False)
+            if self._may_campaign():
+                self._campaign(transfer=False)
+            elif self.leader != NO_NODE:
+                # A node that may not campaign (a learner, a removed node) must still let its lease lapse:
+                # else, with its timer restarting, it would keep ignoring vote requests as if it had just heard
+                # from the leader, and a candidate that needs its vote could never get it (sim seed 941).
+                self._events.append(f"no word from leader {self.leader} within an election timeout")
+                self.leader = NO_NODE
 
     def _tick_heartbeat(self) -> None:
         if self._commit_dirty:
@@ -753,8 +778,23 @@ class RawNode:
     # Elections
     # ======================================================================================================
 
+    def _may_campaign(self) -> bool:
+        """A voter of its configuration campaigns; so does a node that an uncommitted change removed, if it
+        voted in the configuration before (hashicorp/raft's rule: only a *committed* configuration without
+        it keeps it out). Without that, a leader that appended its own removal and lost its quorum may be the
+        only holder of the newest entries, which the other voters then never elect anyone over: the cluster
+        would be stuck (found by simulator seed 143). It counts votes by its latest configuration, which
+        does not include itself; the election-safety argument of single-server changes does not depend on
+        who the candidate is. Learners never campaign."""
+        if self.id in self.voters:
+            return True
+        if self.conf_index <= self.log.committed or not self._conf_log:
+            return False
+        before = self._conf_log[-2][1] if len(self._conf_log) > 1 else self._conf_base
+        return self.id in before.voters
+
     def _campaign(self, transfer: bool) -> None:
-        if self.id not in self.voters:
+        if not self._may_campaign():
             return
         if self._cfg.pre_vote and not transfer:
             self._become_pre_candidate()
@@ -837,14 +877,17 @@ class RawNode:
     def _answer_stale(self, msg: Message) -> None:
         """A message from an older term (§5.1): never act on it; answer only where that helps liveness."""
         if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
-            # With pre-vote/check-quorum a node may sit at a higher term than a live leader (it won a pre-vote
-            # but lost the election). Telling the leader our term makes it step down, so the cluster converges
-            # on one term instead of this node ignoring the leader forever.
-            if self._cfg.check_quorum or self._cfg.pre_vote:
-                self._send(AppendEntriesResponse(self.term, self.id, msg.src, Index(0), reject=True))
-        elif isinstance(msg, RequestVote) and msg.pre_vote:
-            # Rejecting with our term lets a pre-candidate that lags behind catch up on the term.
-            self._send(RequestVoteResponse(self.term, self.id, msg.src, False, True))
+            # A node may sit at a higher term than a live leader without ever campaigning to depose it: it won
+            # a pre-vote but lost the election, or it is a learner or a removed node whose term a stale
+            # candidate raised. Telling the leader our term makes it step down, so the cluster converges on
+            # one term instead of this node ignoring the leader forever (Figure 2 always answers; a learner
+            # stuck at a higher term was found by the simulator's membership runs).
+            self._send(AppendEntriesResponse(self.term, self.id, msg.src, Index(0), reject=True))
+        elif isinstance(msg, RequestVote):
+            # Rejecting with our term lets a (pre-)candidate that lags behind catch up on the term (Figure 2).
+            # Without it, a candidate whose one missing vote belongs to a node that keeps campaigning a term
+            # ahead never learns that term, and asks at a stale one forever (sim seed 14 of the membership mix).
+            self._send(RequestVoteResponse(self.term, self.id, msg.src, False, msg.pre_vote))
 
     # ======================================================================================================
     # Per-role step functions

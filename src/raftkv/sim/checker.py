@@ -13,13 +13,21 @@ property is checked where it can first break, in O(1) or O(entries) per event:
   the same payload and the same predecessor term as everywhere else. By induction on the index this is the
   full property (same index and term ⇒ identical prefixes).
 * **Leader completeness**: every entry committed in term T is in the log of every leader of a term > T. The
-  checker learns the term an entry was committed in exactly: only a leader commits by counting, and the
-  checker looks at a leader after every event that touches it. When a node becomes leader of term L, it must
+  checker learns the term an entry was committed in: only a leader commits by counting, and the checker
+  looks at every node after every event that touches it, so the committing leader is seen first, or a
+  follower that heard of the commit at that leader's term (a leader that commits its own removal steps down
+  in the same event; a term learnt later only weakens the check, never fails it wrongly). When a node
+  becomes leader of term L, it must
   hold every entry committed in a term < L. (A leader of an *older* term may appear late — a candidate paused
   mid-election and resumed — and need not hold entries committed after its term.)
 * **State machine safety**: no two nodes apply different entries at one index (a global applied map).
 * **Applied = committed prefix**: each node applies indexes 1, 2, 3, ... in order, each at most its commit.
 * **Commit monotonic**: within one incarnation of a node, its commit index never decreases.
+* **Configuration = the log's** (dissertation §4.1, "a server always uses the latest configuration in its
+  log"): after every event, the entry a node's configuration comes from is in its log, is a configuration
+  entry and holds exactly that configuration (so a truncated-away change was undone); and no configuration
+  entry a Ready hands out is newer than it (so an appended change took effect). Election safety, log matching
+  and leader completeness above hold across configurations unchanged: they are global properties.
 * **Linearizable read points** (ReadIndex, dissertation §6.4): a read's index covers every entry committed
   anywhere before the read was requested, and the answering leader has committed that index.
 
@@ -30,9 +38,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from raftkv.raft.membership import decode_conf
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import Entry, EntryType, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
 
 
 class SafetyViolation(AssertionError):
@@ -62,6 +71,8 @@ class Checker:
     reads: dict[bytes, tuple[NodeId, int]] = field(default_factory=dict)
     """Read requests in flight: context -> (node asked, commit watermark when it was asked)."""
     reads_served: int = 0
+    confs: dict[tuple[Index, Term], ConfState] = field(default_factory=dict)
+    """Decoded configuration entries, by (index, term)."""
 
     def fail(self, prop: str, detail: str) -> None:
         raise SafetyViolation(f"{prop} violated: {detail}")
@@ -101,20 +112,28 @@ class Checker:
         if commit < prev_commit:
             self.fail("commit monotonic", f"node {node} commit went from {prev_commit} to {commit}")
         view.commit = commit
-        if core.role is not Role.LEADER:
+        conf_index = core.conf_index
+        if conf_index >= log.first_index():
+            self._check_conf_entry(node, core, conf_index)
+        # Learn the term each index was committed in. Any node's commit index will do, with its current term:
+        # a follower's moves only on a message of its leader's term, and a leader that committed its own
+        # removal has stepped down by the time we look (so leaders alone would miss those commits).
+        committed = self.committed
+        leading = core.role is Role.LEADER
+        for i in range(len(committed) + 1, commit + 1):
+            t = log.term_or_none(Index(i))
+            if t is None:
+                if leading:
+                    self.fail("leader completeness", f"leader {node} committed index {i} it does not hold")
+                break  # a follower that installed a snapshot: the leader records these
+            committed.append((t, core.term))
+        if not leading:
             view.leader_term = Term(0)
             return
         term = core.term
         other = self.leaders.setdefault(term, node)
         if other != node:
             self.fail("election safety", f"nodes {other} and {node} both became leader at term {term}")
-        committed = self.committed
-        for i in range(len(committed) + 1, commit + 1):
-            t = log.term_or_none(Index(i))
-            if t is None:
-                self.fail("leader completeness", f"leader {node} committed index {i} it does not hold")
-            assert t is not None
-            committed.append((t, term))
         last = log.last_index()
         if view.leader_term != term:
             view.leader_term = term
@@ -130,6 +149,24 @@ class Checker:
         if last != view.leader_last:
             view.leader_last = last
             view.leader_last_term = log.term_or_none(last)
+
+    def _check_conf_entry(self, node: NodeId, core: RawNode, index: Index) -> None:
+        log = core.log
+        term = log.term_or_none(index)
+        if term is None:
+            self.fail("configuration", f"node {node} uses the configuration of index {index}, which its log lacks")
+        assert term is not None
+        conf = self.confs.get((index, term))
+        if conf is None:
+            (entry,) = log.entries(index, Index(index + 1))
+            if entry.type is not EntryType.CONF_CHANGE:
+                self.fail("configuration", f"node {node} uses index {index} as its configuration, a {entry.type.name}")
+            conf = self.confs[(index, term)] = decode_conf(entry.data)
+        if conf != core.conf:
+            self.fail(
+                "configuration",
+                f"node {node} acts on {core.conf.describe()}, but its entry {index} says {conf.describe()}",
+            )
 
     def _check_leader_completeness(self, node: NodeId, core: RawNode) -> None:
         log = core.log
@@ -173,6 +210,12 @@ class Checker:
             self.reads.pop(ctx, None)
         if not rd.entries:
             return
+        newest = max((e.index for e in rd.entries if e.type is EntryType.CONF_CHANGE), default=Index(0))
+        if newest > core.conf_index:
+            self.fail(
+                "configuration",
+                f"node {node} appended a configuration at index {newest} but acts on the one of {core.conf_index}",
+            )
         prev_term = core.log.term_or_none(Index(rd.entries[0].index - 1))
         table = self.entries
         for e in rd.entries:

@@ -15,6 +15,11 @@ as the node runtime (``raftkv.raft.driver.ReadyPlanner``: apply early, defer a c
 4. only when that write completes do ``messages_after_sync`` leave, the other committed entries get applied,
    and the core is told ``advance()``.
 
+Membership: ``spare`` nodes beyond the ``n`` bootstrap members run from the start with no configuration (as
+``raftkv serve --join`` does) until a change adds them; :meth:`Cluster.change` proposes a change on the leader.
+Removed nodes keep running (and may come back). In such a run a wiped node restarts empty *joining*, never
+bootstrapping a cluster of its own.
+
 A crash discards the core (all volatile state) and any write in flight; optionally a *prefix* of that write
 survives (a torn write cut at a record boundary, which is what the write-ahead log's recovery leaves). A
 restart builds a new core from what the disk holds. A pause (SIGSTOP) freezes a node: its ticks stop and
@@ -41,11 +46,12 @@ from raftkv.kv.machine import KVStateMachine
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.driver import ReadyPlan, ReadyPlanner
 from raftkv.raft.errors import NotLeader, ProposalDropped
+from raftkv.raft.membership import ConfChange, ConfChangeInProgress, InvalidConfChange
 from raftkv.raft.messages import AppendEntriesResponse, Message
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NO_NODE, ConfState, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
 from raftkv.sim.checker import Checker
 from raftkv.sim.network import LinkFaults, Network
 
@@ -121,6 +127,9 @@ class SimNode:
     """With ``NodeSettings.kv``: the key-value store, fed the same commands as ``applied``."""
     reads: list[tuple[Index, bytes]] = field(default_factory=list)
     """Confirmed read points waiting for the state machine to reach their index."""
+    bootstrap: bool = True
+    """Starts as a bootstrap member (the cluster's initial voters) when its disk holds no configuration; False
+    for a spare node, and for any node wiped in a membership run: it then joins, learning from the leader."""
     tick_token: int = 0
     """Identifies the live tick chain; a tick event carrying an older token is ignored (pause/resume)."""
     write_token: int = 0
@@ -147,6 +156,8 @@ class Cluster:
         faults: LinkFaults | None = None,
         unsafe: frozenset[str] = frozenset(),
         trace: bool = False,
+        spare: int = 0,
+        membership: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -157,8 +168,14 @@ class Cluster:
         self._seq = 0
         self.net = Network(random.Random(self.rng.getrandbits(64)), faults or LinkFaults())
         self.checker = Checker()
-        self.ids: tuple[NodeId, ...] = tuple(NodeId(i) for i in range(1, n + 1))
-        self.nodes: dict[NodeId, SimNode] = {i: SimNode(i) for i in self.ids}
+        self.membership = membership or spare > 0
+        self.initial: tuple[NodeId, ...] = tuple(NodeId(i) for i in range(1, n + 1))
+        """The bootstrap voters."""
+        self.ids: tuple[NodeId, ...] = tuple(NodeId(i) for i in range(1, n + spare + 1))
+        """Every node of the run, member or not."""
+        self.nodes: dict[NodeId, SimNode] = {i: SimNode(i, bootstrap=i <= n) for i in self.ids}
+        self.conf_changes = 0
+        """Membership changes appended by a leader."""
         self.proposals: list[Proposal] = []
         self._pending: dict[tuple[NodeId, Index], Proposal] = {}
         self.trace: list[str] | None = [] if trace else None
@@ -244,7 +261,7 @@ class Cluster:
         s = self.settings
         cfg = RaftConfig(
             id=node.id,
-            voters=self.ids,
+            voters=self.initial if node.bootstrap else (),
             rng=random.Random(self.rng.getrandbits(64)),
             election_ticks=s.election_ticks,
             election_jitter_ticks=s.election_jitter_ticks,
@@ -312,6 +329,8 @@ class Cluster:
         self.crash(node_id)
         node.disk = MemoryStorage()
         node.snapshot = None
+        if self.membership:
+            node.bootstrap = False
         self._record(f"wipe {node_id}")
         self._start(node)
 
@@ -499,7 +518,7 @@ class Cluster:
         term = core.log.term_or_none(index)
         if term is None:
             return
-        meta = SnapshotMeta(index, term, ConfState.of_voters(self.ids))
+        meta = SnapshotMeta(index, term, core.conf_at(index))
         state = tuple(node.applied)
         known = self.snapshot_states.setdefault((index, term), state)
         self.checker.check_snapshot(node.id, meta, state, known)
@@ -570,6 +589,32 @@ class Cluster:
         self._record(f"propose {data!r} via {target} at {index}")
         self._pump(node)
         return p
+
+    def change(self, cc: ConfChange, via: NodeId | None = None) -> Index | NodeId | str:
+        """Propose a membership change on ``via`` (default: the leader): its index, the leader hint if ``via``
+        does not lead (``NO_NODE`` if none), or the refusal's message."""
+        target = via if via is not None else self.leader()
+        if target is None:
+            return NO_NODE
+        node = self.nodes[target]
+        core = node.core
+        if core is None or node.paused:
+            return NO_NODE
+        try:
+            index = core.propose_conf_change(cc)
+        except NotLeader as e:
+            return e.leader_hint
+        except (ProposalDropped, ConfChangeInProgress, InvalidConfChange) as e:
+            return str(e)
+        self.conf_changes += 1
+        self._record(f"conf change {cc.type.value} {cc.node} via {target} at {index}")
+        self._pump(node)
+        return index
+
+    def members(self) -> tuple[NodeId, ...]:
+        """The configuration's members as the current leader sees it (else the bootstrap voters)."""
+        leader = self.leader()
+        return self.core(leader).conf.ids if leader is not None else self.initial
 
     def read(self, via: NodeId) -> bytes | NodeId:
         """Ask ``via`` for a linearizable read point; returns the request's context, or the leader hint."""

@@ -10,11 +10,12 @@ seeds hammer one fault hard while others combine them gently. The options are pr
 A run has two phases:
 
 1. **Chaos** (``duration_ms``): clients propose unique commands; the nemesis partitions (any shape), crashes
-   and restarts, and pauses nodes, with a bias towards the leader. The checker verifies every safety property
-   after every event.
+   and restarts, and pauses nodes, with a bias towards the leader, and (in a membership run) changes the
+   membership: adds spare or removed nodes as learners or voters, promotes, removes (the leader too). The
+   checker verifies every safety property after every event.
 2. **Liveness** (at most ``liveness_ms``): faults stop, the network heals, every node is up. Within the bound
-   there must be exactly one leader that all nodes follow, its whole log committed, and every node must have
-   applied all of it, which includes every proposal ever acknowledged to a client.
+   there must be exactly one leader that all members follow, its whole log committed, and every member must
+   have applied all of it, which includes every proposal ever acknowledged to a client.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from raftkv.check import get as check_get
 from raftkv.check import put as check_put
 from raftkv.kv.commands import Compare, DeleteRange, Put, Txn, TxnResult, encode_command
 from raftkv.raft.errors import RaftError
+from raftkv.raft.membership import ChangeType, ConfChange
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import Index, NodeId
 from raftkv.sim.checker import SafetyViolation
@@ -85,6 +87,10 @@ class SimOptions:
     check_quorum: bool = True
     lazy_commit: bool = True
     unsafe: tuple[str, ...] = ()
+    membership_every_ms: int = 0
+    """Mean time between membership changes the nemesis proposes (0: none)."""
+    spare_nodes: int = 0
+    """Nodes beyond ``nodes`` that start with no configuration, for membership changes to add."""
 
     @classmethod
     def draw(cls, seed: int, **fixed: Any) -> SimOptions:
@@ -129,6 +135,9 @@ class SimOptions:
             o.disk_max_ms = min(o.disk_max_ms, limit_ms)
         # Drawn last, so that every other option of a seed stays what it was before this option existed.
         o.lazy_commit = r.random() >= 0.3
+        # Membership changes (issue 15), drawn after everything else for the same reason.
+        o.membership_every_ms = r.choice((0, 0, 150, 400, 1200))
+        o.spare_nodes = r.choice((1, 2, 3)) if o.membership_every_ms else 0
         for name, value in fixed.items():
             if value is not None:
                 setattr(o, name, value)
@@ -192,6 +201,8 @@ class _Driver:
             self.c.schedule(self._next(o.pause_every_ms), self.pause)
         if o.crash_in_write_rate or o.crash_after_vote_rate:
             self.c.after_ready = self.crash_in_write
+        if o.membership_every_ms:
+            self.c.schedule(self._next(o.membership_every_ms), self.change_membership)
         for client in range(o.clients):
             self.outstanding[client] = []
             op = self.kv_op if o.kv_workload else self.propose
@@ -253,6 +264,35 @@ class _Driver:
         self.c.pause(victim)
         self.c.schedule(self.rng.randint(1, self.o.pause_ms), lambda: self.c.resume(victim))
         self.c.schedule(self._next(self.o.pause_every_ms), self.pause)
+
+    def change_membership(self) -> None:
+        """Propose one membership change on the leader (sometimes on a random node: it must refuse)."""
+        if not self.chaos:
+            return
+        self.c.schedule(self._next(self.o.membership_every_ms), self.change_membership)
+        leader = self.c.leader()
+        if leader is None:
+            return
+        conf = self.c.core(leader).conf
+        voters, learners = conf.voters, conf.learners
+        outside = [i for i in self.c.ids if conf.member(i) is None]
+        choices: list[ConfChange] = []
+        for i in outside:  # a spare, or a removed node coming back
+            kind = ChangeType.ADD_LEARNER if self.rng.random() < 0.7 else ChangeType.ADD_VOTER
+            choices.append(ConfChange(kind, i, f"sim:{i}", f"sim-client:{i}"))
+        choices += [ConfChange(ChangeType.PROMOTE, i) for i in learners]
+        choices += [ConfChange(ChangeType.REMOVE, i) for i in learners]
+        if len(voters) > 1:
+            # Bias towards the bootstrap size: removals are likelier when above it, and the leader is a
+            # favourite victim (it must step down and hand over).
+            weight = 3 if len(voters) > self.o.nodes else 1
+            choices += [ConfChange(ChangeType.REMOVE, i) for i in voters for _ in range(weight)]
+            choices += [ConfChange(ChangeType.REMOVE, leader)] * weight
+        if not choices:
+            return
+        cc = self.rng.choice(choices)
+        via = leader if self.rng.random() < 0.9 else self.rng.choice(self.c.ids)
+        self.c.change(cc, via=via)
 
     def propose(self, client: int) -> None:
         if not self.chaos:
@@ -401,7 +441,7 @@ def converged(c: Cluster) -> bool:
     last = lead.log.last_index()
     if lead.log.committed != last or lead.log.term_or_none(last) != lead.term:
         return False
-    for i in c.ids:
+    for i in lead.conf.ids:  # nodes outside the configuration are not followers: nothing is sent to them
         node = c.nodes[i]
         core = node.core
         if core is None or node.paused:
@@ -412,11 +452,12 @@ def converged(c: Cluster) -> bool:
 
 
 def check_acknowledged(c: Cluster) -> None:
-    """Every proposal acknowledged to a client is applied, with its data at its index, on every node."""
+    """Every proposal acknowledged to a client is applied, with its data at its index, on every member."""
+    members = c.members()
     for p in c.proposals:
         if p.state is not ProposalState.ACKED:
             continue
-        for i in c.ids:
+        for i in members:
             node = c.nodes[i]
             if node.applied_index < p.index:
                 raise SafetyViolation(f"acknowledged {p.data!r} at index {p.index} not applied on node {i}")
@@ -440,7 +481,16 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
         kv=opts.kv_workload,
     )
     faults = LinkFaults(opts.drop_rate, opts.dup_rate, opts.min_delay_ms, opts.max_delay_ms)
-    return Cluster(opts.nodes, seed, settings=settings, faults=faults, unsafe=frozenset(opts.unsafe), trace=trace)
+    return Cluster(
+        opts.nodes,
+        seed,
+        settings=settings,
+        faults=faults,
+        unsafe=frozenset(opts.unsafe),
+        trace=trace,
+        spare=opts.spare_nodes,
+        membership=opts.membership_every_ms > 0,
+    )
 
 
 def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
@@ -486,6 +536,8 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
         "crashes": c.crashes,
         "partitions": driver.partitions,
         "pauses": driver.pauses,
+        "conf_changes": c.conf_changes,
+        "members": len(c.members()),
     }
     return result
 
