@@ -64,6 +64,10 @@ class NodeConfig:
     growth x the snapshot's size (the rule Redis uses to rewrite its append-only file)."""
     wal_segment_bytes: int = 64 << 20
     """Size at which the write-ahead log starts a new segment file (compaction deletes whole segments)."""
+    join: tuple[Address, ...] = ()
+    """``--join``: client addresses of members of an existing cluster. A node with an empty data dir then
+    joins it (it must have been added with ``raftkv member add`` first) instead of bootstrapping a new
+    cluster from ``peers``; the configuration comes from the cluster. Ignored once the data dir holds one."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, check_ports: bool = True) -> None:
@@ -187,9 +191,16 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         values.update(from_file)
     values.update({k: v for k, v in options.items() if v is not None})
 
+    join_value = values.get("join") or ()
+    join_items = join_value.split(",") if isinstance(join_value, str) else [str(v) for v in join_value]
+    join = tuple(_address(item.strip(), "--join") for item in join_items if item.strip())
+    if join and not values.get("peers") and values.get("id") not in (None, "") and values.get("listen_peer"):
+        # A joining node learns the other members from the cluster: only its own entry is needed.
+        values["peers"] = f"{values['id']}={values['listen_peer']}"
     for required in ("id", "data_dir", "listen_peer", "peers"):
         if values.get(required) in (None, ""):
-            raise ConfigError(f"--{required.replace('_', '-')} is required (on the command line or in --config)")
+            hint = " (or --join to join an existing cluster)" if required == "peers" else ""
+            raise ConfigError(f"--{required.replace('_', '-')} is required (on the command line or in --config){hint}")
     peers_value = values["peers"]
     if isinstance(peers_value, str):
         peers = parse_peers(peers_value)
@@ -205,6 +216,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         cluster_id=str(values.get("cluster_id", "raftkv")),
         listen_client=_address(values["listen_client"], "--listen-client") if values.get("listen_client") else None,
         listen_metrics=_address(values["listen_metrics"], "--listen-metrics") if values.get("listen_metrics") else None,
+        join=join,
     )
     for name in (
         "tick_ms",

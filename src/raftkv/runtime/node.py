@@ -47,15 +47,28 @@ from raftkv.errors import NodeFailed, Timeout
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.driver import ReadyPlanner
 from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped, invariant
+from raftkv.raft.membership import ChangeType, ConfChange, InvalidConfChange
 from raftkv.raft.messages import Message
 from raftkv.raft.node import RawNode, Status
 from raftkv.raft.ready import Ready, Role
-from raftkv.raft.types import NO_NODE, ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import (
+    NO_NODE,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    Member,
+    NodeId,
+    SnapshotMeta,
+    Term,
+)
 from raftkv.runtime.config import NodeConfig
 from raftkv.runtime.metrics import NodeMetrics
 from raftkv.runtime.statemachine import KeepsAppliedIndex, StateMachine, StreamsSnapshots
 from raftkv.storage import DataDir, NodeStorage, StorageError
 from raftkv.storage.snapshots import Snapshot
+from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport, TransportSettings
 
@@ -146,6 +159,8 @@ class RaftNode:
         self._snapshotting = False
         self._deadline_bucket: _DeadlineBucket | None = None
         """The newest proposals' shared deadline timer (see ``_arm_deadline``)."""
+        self._conf_pending = Index(0)
+        """The index of a configuration change not yet committed, whose removed members are still linked."""
 
     # ======================================================================================================
     # Lifecycle
@@ -176,10 +191,20 @@ class RaftNode:
             await self._restore_state_machine(snapshot)
         self._last_snapshot = snapshot.meta.index if snapshot is not None else 0
         self._last_snapshot_bytes = snapshot.info.data_len if snapshot is not None else 0
+        # The bootstrap configuration (--peers) matters only to a node whose storage holds none; after the first
+        # start, the log (or the snapshot) is the address book. A joining node has none: it learns it from
+        # the leader and never campaigns before it does.
+        own_client = str(cfg.listen_client) if cfg.listen_client else ""
+        bootstrap = ConfState(
+            tuple(
+                Member(nid, str(addr), own_client if nid == cfg.id else "") for nid, addr in sorted(cfg.peers.items())
+            )
+        )
         self.core = RawNode(
             RaftConfig(
                 id=cfg.id,
-                voters=tuple(sorted(cfg.peers)),
+                voters=() if cfg.join else tuple(sorted(cfg.peers)),
+                bootstrap=None if cfg.join else bootstrap,
                 rng=random.Random(),
                 election_ticks=cfg.election_ticks,
                 heartbeat_ticks=cfg.heartbeat_ticks,
@@ -199,10 +224,19 @@ class RaftNode:
         self._bytes_since_snapshot = self._storage.wal.entry_bytes(
             Index(self._last_snapshot + 1), Index(self.core.log.applied + 1)
         )
+        conf = self.core.conf
+        if not cfg.join and conf.ids and set(conf.ids) != set(cfg.peers):
+            log.warning(
+                "node %s: --peers lists %s, but the log's configuration is %s: the log wins (membership changes "
+                "go through `raftkv member`)",
+                cfg.id,
+                ",".join(map(str, sorted(cfg.peers))),
+                conf.describe(),
+            )
         self.transport = Transport(
             cfg.id,
             cfg.cluster_id,
-            cfg.peers,
+            self._peer_addresses(conf),
             self._on_messages,
             lambda: int(self.core.term) if self.core else 0,
             TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000),
@@ -277,7 +311,7 @@ class RaftNode:
         self._ticking.set()
 
     async def _handover(self, timeout_s: float) -> None:
-        """If leader, transfer leadership to the most caught-up connected follower and wait briefly for it."""
+        """If leader, transfer leadership to the most caught-up connected voter and wait briefly for it."""
         core = self.core
         if core is None or core.role is not Role.LEADER or self.transport is None:
             return
@@ -285,7 +319,7 @@ class RaftNode:
         candidates = [
             (p.match, peer)
             for peer, p in status.progress.items()
-            if peer != self.id and p.recent_active and self.transport.connected(peer)
+            if peer != self.id and peer in core.voters and p.recent_active and self.transport.connected(peer)
         ]
         if not candidates:
             return
@@ -470,7 +504,16 @@ class RaftNode:
 
     @property
     def voters(self) -> tuple[NodeId, ...]:
-        return tuple(sorted(self.config.peers))
+        return self.core.voters if self.core is not None else tuple(sorted(self.config.peers))
+
+    @property
+    def conf(self) -> ConfState:
+        """The configuration in effect on this node (the latest in its log, committed or not)."""
+        return _started(self.core).conf
+
+    def conf_at(self, index: Index) -> ConfState:
+        """The configuration as of log index ``index`` (what a snapshot or backup taken there records)."""
+        return _started(self.core).conf_at(index)
 
     @property
     def applied_index(self) -> Index:
@@ -506,6 +549,154 @@ class RaftNode:
                 if core is not None and core.leader != NO_NODE:
                     return core.leader
                 await asyncio.sleep(self.config.tick_ms / 1000)
+
+    # --- membership (the rules: raftkv.raft.membership) -----------------------------------------------------
+
+    def _peer_addresses(self, conf: ConfState) -> dict[NodeId, Address]:
+        """Where to reach each member: the configuration's addresses; before a joining node has one, the
+        members the cluster told it of (``config.peers``)."""
+        if conf.is_empty():
+            return dict(self.config.peers)
+        out: dict[NodeId, Address] = {}
+        for m in conf.members:
+            if m.id == self.id:
+                out[m.id] = self.config.peers.get(m.id, self.config.listen_peer)
+            elif m.peer_address:
+                out[m.id] = Address.parse(m.peer_address, f"the peer address of member {m.id}")
+            elif m.id in self.config.peers:  # a bootstrap member with no address in the log yet
+                out[m.id] = self.config.peers[m.id]
+        return out
+
+    def _on_conf(self, conf: ConfState) -> None:
+        """The configuration changed: links to new members start, removed members' stop (and are refused).
+
+        A member that an uncommitted change removes stays linked until the change commits: the leader that
+        appended its own removal must still hear the acknowledgements that commit it, and a removal that is
+        truncated away must not have cut anyone off.
+        """
+        transport = self.transport
+        core = self.core
+        if transport is None or core is None or conf.is_empty():
+            return
+        wanted = self._peer_addresses(conf)
+        if core.conf_index > core.log.committed:
+            self._conf_pending = core.conf_index
+            for peer, addr in self._peer_addresses(core.conf_at(core.log.committed)).items():
+                wanted.setdefault(peer, addr)
+        else:
+            self._conf_pending = Index(0)
+        for peer, addr in wanted.items():
+            if peer == self.id:
+                continue
+            if peer not in transport.peers:
+                transport.add_peer(peer, addr)
+            elif transport.peers[peer] != addr:
+                transport.update_peer(peer, addr)
+        for peer in [p for p in transport.peers if p not in wanted and p != self.id]:
+            transport.remove_peer(peer)
+        if conf.member(self.id) is None:
+            log.warning(
+                "node %s: this node is not in the configuration (%s): it was removed, or is not added yet; "
+                "it takes no part in elections or commits",
+                self.id,
+                conf.describe(),
+            )
+
+    async def change_membership(self, cc: ConfChange, timeout: float = 10.0) -> ConfState:
+        """Propose a single-server change on this leader and return the configuration once it is committed
+        and applied here. Raises ``NotLeader`` (with the leader's address), ``ConfChangeInProgress`` (retry),
+        ``InvalidConfChange`` (nothing changed), ``ProposalDropped`` or ``Timeout``."""
+        core = _started(self.core)
+        if not self.serving:
+            raise ProposalDropped("the node is stopping")
+        try:
+            index = core.propose_conf_change(cc)
+        except NotLeader:
+            raise self.not_leader() from None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (core.term, fut)
+        self._wake.set()
+        log.info("node %s: membership change %s %s proposed at index %s", self.id, cc.type.value, cc.node, index)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            raise Timeout(f"the membership change at index {index} did not commit within {timeout} s") from None
+        finally:
+            if self._waiters.get(index, (None, None))[1] is fut:
+                del self._waiters[index]
+        return core.conf_at(index)
+
+    async def add_voter(self, node: NodeId, peer_address: str, client_address: str = "") -> ConfState:
+        return await self.change_membership(ConfChange(ChangeType.ADD_VOTER, node, peer_address, client_address))
+
+    async def add_learner(self, node: NodeId, peer_address: str, client_address: str = "") -> ConfState:
+        return await self.change_membership(ConfChange(ChangeType.ADD_LEARNER, node, peer_address, client_address))
+
+    async def promote(self, node: NodeId, max_lag: int = 1000) -> ConfState:
+        """Make learner ``node`` a voter; refused (``InvalidConfChange``, naming the lag) while it is more than
+        ``max_lag`` entries behind this leader: a voter that cannot keep up makes every commit wait for it."""
+        core = _started(self.core)
+        pr = core.progress.get(node) if core.role is Role.LEADER else None
+        member = core.conf.member(node)
+        if pr is not None and member is not None and member.learner:
+            lag = core.log.last_index() - pr.match
+            if lag > max_lag:
+                raise InvalidConfChange(
+                    f"node {node} is {lag:,} entries behind the leader (it holds {pr.match:,} of "
+                    f"{core.log.last_index():,}); promote it once it has caught up (`raftkv member list` shows the lag)"
+                )
+        return await self.change_membership(ConfChange(ChangeType.PROMOTE, node))
+
+    async def remove(self, node: NodeId) -> ConfState:
+        """Remove ``node`` (a leader removing itself hands over once the removal commits)."""
+        return await self.change_membership(ConfChange(ChangeType.REMOVE, node))
+
+    async def transfer_leadership(self, to: NodeId | None = None, timeout: float = 5.0) -> NodeId:
+        """Hand leadership to ``to`` (default: the most caught-up voter) and wait until it leads; its id."""
+        core = _started(self.core)
+        try:
+            target = core.transfer_leadership(to or NO_NODE)
+        except NotLeader:
+            raise self.not_leader() from None
+        except ValueError as e:
+            raise InvalidConfChange(str(e)) from None
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                while not (core.leader == target and core.role is not Role.LEADER):
+                    await asyncio.sleep(self.config.tick_ms / 1000)
+        except TimeoutError:
+            raise Timeout(f"node {target} did not take over the leadership within {timeout} s") from None
+        return target
+
+    def members(self) -> list[dict[str, Any]]:
+        """The configuration with each member's replication state, as this node knows it (a leader knows the
+        lag of each; others report what they can)."""
+        core = _started(self.core)
+        s = core.status()
+        last = s.last_index
+        out: list[dict[str, Any]] = []
+        for m in s.conf.members:
+            info: dict[str, Any] = {
+                "id": int(m.id),
+                "peer_address": m.peer_address or str(self.config.peers.get(m.id, "")),
+                "client_address": m.client_address
+                or (
+                    str(self.config.listen_client or "")
+                    if m.id == self.id
+                    else (self.transport.client_address_of(m.id) if self.transport else "")
+                ),
+                "learner": m.learner,
+                "leader": m.id == s.leader,
+                "reachable": m.id == self.id or (self.transport.connected(m.id) if self.transport else False),
+            }
+            p = s.progress.get(m.id)
+            if p is not None:
+                info["match"] = int(p.match)
+                info["lag"] = int(last - p.match)
+            out.append(info)
+        return out
 
     # ======================================================================================================
     # The ticker and the ready loop
@@ -566,14 +757,17 @@ class RaftNode:
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        conf = ConfState.of_voters(self.config.peers)
         last_snapshot = self._last_snapshot
 
-        def term_from_loop(index: int) -> Term | None:
-            # The core lives on the event loop; ask it there (this runs in a worker thread). A loop that is
-            # shutting down may never answer: give up rather than hold the thread.
-            answer: concurrent.futures.Future[Term | None] = concurrent.futures.Future()
-            loop.call_soon_threadsafe(lambda: answer.set_result(core.log.term_or_none(Index(index))))
+        def at(index: Index) -> tuple[Term | None, ConfState]:
+            """The term and the configuration of ``index`` (on the loop: the core lives there)."""
+            return core.log.term_or_none(index), core.conf_at(index)
+
+        def term_from_loop(index: int) -> tuple[Term | None, ConfState]:
+            # This runs in a worker thread. A loop that is shutting down may never answer: give up rather
+            # than hold the thread.
+            answer: concurrent.futures.Future[tuple[Term | None, ConfState]] = concurrent.futures.Future()
+            loop.call_soon_threadsafe(lambda: answer.set_result(at(Index(index))))
             return answer.result(timeout=10)
 
         def stream() -> tuple[SnapshotMeta, int] | None:
@@ -582,14 +776,13 @@ class RaftNode:
             sm = self.state_machine
             invariant(isinstance(sm, StreamsSnapshots), "only a streaming state machine is snapshotted here")
             with cast(StreamsSnapshots, sm).open_snapshot() as img:
-                term = term_from_loop(img.index)
+                term, conf = term_from_loop(img.index)
                 if term is None or img.index <= last_snapshot:
                     return None
                 meta = SnapshotMeta(Index(img.index), term, conf)
                 return meta, storage.snapshots.save(meta, img.chunks()).data_len
 
-        def save(data: bytes) -> tuple[SnapshotMeta, int] | None:
-            term = core.log.term_or_none(applied)
+        def save(data: bytes, term: Term | None, conf: ConfState) -> tuple[SnapshotMeta, int] | None:
             if term is None or applied <= last_snapshot:
                 return None
             meta = SnapshotMeta(applied, term, conf)
@@ -599,9 +792,9 @@ class RaftNode:
             if image is None:
                 saved = await asyncio.to_thread(stream)
             else:
-                # The term is read here, on the loop; only the write goes to a thread.
-                term = core.log.term_or_none(applied)
-                saved = await asyncio.to_thread(save, image) if term is not None else None
+                # The term and configuration are read here, on the loop; only the write goes to a thread.
+                term, conf = at(applied)
+                saved = await asyncio.to_thread(save, image, term, conf) if term is not None else None
             if saved is None:
                 self._snapshotting = False
                 return
@@ -746,6 +939,8 @@ class RaftNode:
                     if rd.committed_entries and not plan.apply_early:
                         self._apply(rd.committed_entries)
                     core.advance()
+                    if self._conf_pending and core.log.committed >= self._conf_pending:
+                        self._on_conf(core.conf)  # the change committed: drop the links it removed
                     if rd.read_states or rd.dropped_reads:
                         self._answer_reads(rd)
                     if self._apply_waiters:
@@ -820,6 +1015,8 @@ class RaftNode:
         core = _started(self.core)
         for event in rd.events:
             log.info("node %s term %s: %s", self.id, core.term, event)
+        if rd.conf_state is not None:
+            self._on_conf(rd.conf_state)
         if rd.soft_state is not None:
             self.metrics.term.set(int(rd.soft_state.term))
             self.metrics.is_leader.set(1 if rd.soft_state.role is Role.LEADER else 0)
