@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-check bench-snapshot bench-compare torture clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-check bench-snapshot bench-compare torture clean
 
 setup: $(STAMP)
 
@@ -58,7 +58,7 @@ torture: setup
 	$(PY) -m tests.e2e.torture --seeds $(TORTURE_SEEDS) --nodes 3,5 --duration $(TORTURE_DURATION) --faults $(TORTURE_FAULTS)
 
 ## Benchmarks: each prints its figures (recorded in docs/benchmarks.md).
-bench: bench-core bench-wal bench-cluster bench-check
+bench: bench-core bench-wal bench-cluster bench-membership bench-check
 
 bench-core: setup
 	$(PY) bench/core_throughput.py
@@ -68,6 +68,10 @@ bench-wal: setup
 
 bench-cluster: setup
 	PYTHONPATH=. $(PY) bench/cluster.py
+
+## Write stalls during membership changes, and leadership transfer times (bench/membership.py).
+bench-membership: setup
+	PYTHONPATH=. $(PY) bench/membership.py
 
 bench-check: setup
 	$(PY) bench/check.py
