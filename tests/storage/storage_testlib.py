@@ -117,3 +117,12 @@ def write_v1_log(wal_dir: Path) -> Path:
     seg = wal_dir / segment_name(1)
     seg.write_bytes(out)
     return seg
+
+
+def write_v1_snapshot(snap_dir: Path, index: int, term: int, voters: tuple[int, ...], data: bytes) -> Path:
+    """A snapshot file as format 1 wrote it: magic RKSNAP\\0\\1, metadata with voter ids only, then the data."""
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    meta = struct.pack(f"<QQQII{len(voters)}Q", index, term, len(data), crc32c(data), len(voters), *voters)
+    path = snap_dir / f"snapshot-{index:020d}-{term:020d}.snap"
+    path.write_bytes(struct.pack("<8sII", b"RKSNAP\x00\x01", len(meta), crc32c(meta)) + meta + data)
+    return path
