@@ -2,16 +2,22 @@
 
 A backup file is one JSON header line, then the state machine's image::
 
-    {"format": "raftkv-backup/1", "cluster_id": ..., "index": ..., "term": ..., "voters": [...],
+    {"format": "raftkv-backup/2", "cluster_id": ..., "index": ..., "term": ...,
+     "conf": {"members": [{"id": 1, "peer": "host:port", "client": "host:port", "learner": false}, ...]},
      "size": ..., "crc32c": ...}\\n<image bytes>
+
+``conf`` is the cluster configuration as of ``index``: every member, voter or learner, with its addresses.
+Format ``raftkv-backup/1`` recorded only the voter ids; reading one is refused with a one-line
+:class:`~raftkv.errors.BackupError` rather than guessing the rest.
 
 ``save`` gets a consistent image of the store from the client (``raftkv.client.download_backup``: the leader's
 when one is known, one read transaction taken while the cluster keeps serving, downloaded in chunks and checked
 against its CRC32C) and :func:`write_backup` writes the file atomically (temporary file, fsync, rename).
 ``restore`` verifies the file (format, size, CRC32C) before touching anything, refuses a data dir that is not
 empty, then seeds it: the identity file, the snapshot in the snapshot store, and a log that starts right after
-the snapshot (at its term). Start ``raftkv serve`` on each restored data dir (one per node, same backup) to
-bring up a new cluster holding the backed-up data. This module does no network I/O.
+the snapshot (at its term); both carry the backed-up configuration. Start ``raftkv serve`` on each restored
+data dir (one per node, same backup) to bring up a new cluster holding the backed-up data. This module does no
+network I/O.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import crc32c
 
 from raftkv.errors import BackupError
-from raftkv.raft.types import NO_NODE, ConfState, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import NO_NODE, ConfState, HardState, Index, Member, NodeId, SnapshotMeta, Term
 from raftkv.storage import claim_data_dir, open_data_dir
 
-FORMAT = "raftkv-backup/1"
+FORMAT = "raftkv-backup/2"
+OLDER_FORMATS = frozenset({"raftkv-backup/1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +47,33 @@ class Backup:
     image: bytes
 
 
+def _conf_json(conf: ConfState) -> dict[str, Any]:
+    members = [
+        {"id": int(m.id), "peer": m.peer_address, "client": m.client_address, "learner": m.learner}
+        for m in conf.members
+    ]
+    return {"members": members}
+
+
+def _conf_of_json(doc: Any) -> ConfState:
+    """The configuration in a header's ``conf`` field; ``ValueError``/``KeyError``/``TypeError`` if malformed."""
+    if not isinstance(doc, dict) or not isinstance(doc["members"], list):
+        raise ValueError("conf is not an object with a members list")
+    members = []
+    for m in doc["members"]:
+        if not isinstance(m["peer"], str) or not isinstance(m["client"], str) or not isinstance(m["learner"], bool):
+            raise ValueError(f"malformed member {m!r} in conf")
+        members.append(Member(NodeId(int(m["id"])), m["peer"], m["client"], m["learner"]))
+    return ConfState(tuple(members))  # checks the ids: unique, positive, in order
+
+
 def write_backup(path: Path, backup: Backup) -> None:
     header = {
         "format": FORMAT,
         "cluster_id": backup.cluster_id,
         "index": int(backup.meta.index),
         "term": int(backup.meta.term),
-        "voters": [int(v) for v in backup.meta.voters],
+        "conf": _conf_json(backup.meta.conf),
         "size": len(backup.image),
         "crc32c": crc32c.crc32c(backup.image),
     }
@@ -66,14 +94,19 @@ def read_backup(path: Path) -> Backup:
     line, sep, image = raw.partition(b"\n")
     try:
         header = json.loads(line)
-        if header.get("format") != FORMAT:
-            raise ValueError(f"format {header.get('format')!r}")
-        size, crc = int(header["size"]), int(header["crc32c"])
-        meta = SnapshotMeta(
-            Index(int(header["index"])),
-            Term(int(header["term"])),
-            ConfState.of_voters(NodeId(int(v)) for v in header["voters"]),
+        found = header.get("format")
+    except (ValueError, AttributeError) as e:
+        raise BackupError(f"{path} is not a raftkv backup ({e})") from None
+    if found in OLDER_FORMATS:
+        raise BackupError(
+            f"{path} is an older backup format ({found}, this raftkv reads {FORMAT}, which also records learners "
+            "and member addresses): restore it with the raftkv release that wrote it"
         )
+    try:
+        if found != FORMAT:
+            raise ValueError(f"format {found!r}")
+        size, crc = int(header["size"]), int(header["crc32c"])
+        meta = SnapshotMeta(Index(int(header["index"])), Term(int(header["term"])), _conf_of_json(header["conf"]))
     except (ValueError, KeyError, TypeError) as e:
         raise BackupError(f"{path} is not a raftkv backup ({e})") from None
     if not sep or len(image) != size:

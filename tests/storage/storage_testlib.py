@@ -1,15 +1,19 @@
-"""Helpers shared by the storage tests: entry builders, a fault-injecting file layer, file surgery."""
+"""Helpers shared by the storage tests: entry builders, a fault-injecting file layer, file surgery, old formats."""
 
 from __future__ import annotations
 
 import errno
 import os
+import struct
 import threading
 from pathlib import Path
 
+from crc32c import crc32c
+
 from raftkv.raft.types import Entry, Index, Term
+from raftkv.storage import records as rec
 from raftkv.storage.fileio import FileIO
-from raftkv.storage.wal import list_segments
+from raftkv.storage.wal import list_segments, segment_name
 
 
 def ents(first: int, terms: list[int], payload: str = "") -> list[Entry]:
@@ -94,3 +98,31 @@ class NoSyncIO(FileIO):
 
     def fsync_dir(self, path: str) -> None:
         pass
+
+
+def _v1_record(kind: int, flags: int, payload: bytes) -> bytes:
+    body = struct.pack("<HBBI", rec.MAGIC, kind, flags, len(payload)) + payload
+    return struct.pack("<I", crc32c(body)) + body
+
+
+def write_v1_log(wal_dir: Path) -> Path:
+    """A log as format 1 wrote it: entries 1..20, a hard state, then a BOUNDARY at 10 with voter ids only."""
+    wal_dir.mkdir(parents=True)
+    out = _v1_record(rec.KIND_SEGMENT, 0, struct.pack("<IIQ", 1, 0, 1))
+    for e in run(1, 20):
+        out += _v1_record(rec.KIND_ENTRY, int(e.type), struct.pack("<QQ", e.term, e.index) + e.data)
+    out += _v1_record(rec.KIND_HARD_STATE, 0, struct.pack("<QQQ", 1, 1, 20))
+    voters = (1, 2, 3)
+    out += _v1_record(rec.KIND_BOUNDARY, 0, struct.pack(f"<QQII{len(voters)}Q", 10, 1, len(voters), 0, *voters))
+    seg = wal_dir / segment_name(1)
+    seg.write_bytes(out)
+    return seg
+
+
+def write_v1_snapshot(snap_dir: Path, index: int, term: int, voters: tuple[int, ...], data: bytes) -> Path:
+    """A snapshot file as format 1 wrote it: magic RKSNAP\\0\\1, metadata with voter ids only, then the data."""
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    meta = struct.pack(f"<QQQII{len(voters)}Q", index, term, len(data), crc32c(data), len(voters), *voters)
+    path = snap_dir / f"snapshot-{index:020d}-{term:020d}.snap"
+    path.write_bytes(struct.pack("<8sII", b"RKSNAP\x00\x01", len(meta), crc32c(meta)) + meta + data)
+    return path

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from storage_testlib import run, segment_files
+from storage_testlib import run, segment_files, write_v1_log, write_v1_snapshot
 
 from raftkv.raft.membership import encode_conf
-from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, Member, NodeId, SnapshotMeta, Term
 from raftkv.storage.__main__ import main
 from raftkv.storage.datadir import open_data_dir
 from raftkv.storage.snapshots import snapshot_name
@@ -26,17 +26,31 @@ def inspect(path: Path) -> tuple[int, list[str]]:
     return code, out.getvalue().splitlines()
 
 
+CONF = ConfState(
+    (
+        Member(NodeId(1), "10.0.0.1:7001", "10.0.0.1:8001"),
+        Member(NodeId(2), "10.0.0.2:7001", "10.0.0.2:8001"),
+        Member(NodeId(3), "10.0.0.3:7001", "", learner=True),
+    )
+)
+MEMBER_LINES = [
+    "    member 1: voter, peer 10.0.0.1:7001, client 10.0.0.1:8001",
+    "    member 2: voter, peer 10.0.0.2:7001, client 10.0.0.2:8001",
+    "    member 3: learner, peer 10.0.0.3:7001, client -",
+]
+
+
 def make_node(path: Path) -> None:
     node = open_data_dir(path, segment_bytes=4096)
-    conf = ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3)))
     node.wal.append(run(1, 9, term=2))
-    node.wal.append([Entry(Term(2), Index(10), encode_conf(conf), EntryType.CONF_CHANGE)])
-    node.wal.append(run(11, 110, term=2))
+    node.wal.append([Entry(Term(2), Index(10), encode_conf(CONF), EntryType.CONF_CHANGE)])
+    node.wal.append(run(11, 69, term=2))
+    promoted = CONF.with_member(Member(NodeId(3), "10.0.0.3:7001", "10.0.0.3:8001"))
+    node.wal.append([Entry(Term(2), Index(80), encode_conf(promoted), EntryType.CONF_CHANGE)])
+    node.wal.append(run(81, 40, term=2))
     node.wal.set_hard_state(HardState(Term(2), NodeId(3), Index(110)))
     node.wal.sync()
-    node.snapshots.save(
-        SnapshotMeta(Index(50), Term(2), ConfState.of_voters((NodeId(1), NodeId(2), NodeId(3)))), b"state at 50"
-    )
+    node.snapshots.save(SnapshotMeta(Index(50), Term(2), CONF), b"state at 50")
     node.wal.compact(Index(50))
     node.close()
 
@@ -46,10 +60,14 @@ def test_a_healthy_data_dir(tmp_path: Path) -> None:
     code, lines = inspect(tmp_path / "node")
     text = "\n".join(lines)
     assert code == 0, text
-    assert "index range: first 51, last 120 (70 entries); compacted through index 50 (term 2, voters 1,2,3)" in text
+    boundary = lines.index(
+        "  index range: first 51, last 120 (70 entries); compacted through index 50 (term 2, voters 1,2 learners 3)"
+    )
+    assert lines[boundary + 1 : boundary + 5] == [*MEMBER_LINES, "  configuration entries above the boundary: 80"]
     assert "hard state: term 2, vote 3, commit 110" in text
     assert "segment-0000000001.wal" not in text and "segment-0000000002.wal" in text  # compacted away
-    assert f"{snapshot_name(50, 2)}  index 50 term 2 voters 1,2,3  11 data bytes  ok" in text
+    snap = lines.index(f"  {snapshot_name(50, 2)}  index 50 term 2 voters 1,2 learners 3  11 data bytes  ok")
+    assert lines[snap + 1 : snap + 4] == MEMBER_LINES
     assert "records verify" in text
     assert lines[-1] == "status: healthy"
 
@@ -75,6 +93,23 @@ def test_a_corrupt_record_fails_with_one_line_naming_file_offset_and_remedy(tmp_
     assert code == 1
     assert lines[-1].startswith(f"error: corrupt write-ahead log: {seg} at offset ")
     assert "wipe it and let the node rejoin" in lines[-1]
+
+
+def test_a_log_in_the_older_format_fails_with_one_line(tmp_path: Path) -> None:
+    seg = write_v1_log(tmp_path / "node" / "wal")
+    before = seg.read_bytes()
+    code, lines = inspect(tmp_path / "node")
+    assert code == 1
+    assert lines[-1].startswith(f"error: {seg} was written by an older raftkv (write-ahead log format 1, this one")
+    assert seg.read_bytes() == before
+
+
+def test_a_snapshot_in_the_older_format_fails_with_one_line(tmp_path: Path) -> None:
+    make_node(tmp_path / "node")
+    old = write_v1_snapshot(tmp_path / "node" / "snap", 60, 2, (1, 2, 3), b"state at 60")
+    code, lines = inspect(tmp_path / "node")
+    assert code == 1
+    assert lines[-1].startswith(f"error: {old} was written by an older raftkv (snapshot format 1, this one reads 2)")
 
 
 def test_a_damaged_snapshot_is_a_problem_even_with_a_fallback(tmp_path: Path) -> None:

@@ -8,18 +8,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from storage_testlib import run
+from crc32c import crc32c
+from storage_testlib import run, write_v1_snapshot
 
-from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Index, Member, NodeId, SnapshotMeta, Term
 from raftkv.storage.datadir import open_data_dir
-from raftkv.storage.errors import CorruptSnapshotError
-from raftkv.storage.snapshots import SnapshotStore, snapshot_name
+from raftkv.storage.errors import CorruptSnapshotError, UnsupportedFormatError
+from raftkv.storage.snapshots import META_FIXED, PREFIX, DamagedSnapshot, SnapshotStore, snapshot_name
+from raftkv.storage.wal import WAL
 
 VOTERS = (NodeId(1), NodeId(2), NodeId(3))
 
 
 def meta(index: int, term: int = 1) -> SnapshotMeta:
     return SnapshotMeta(Index(index), Term(term), ConfState.of_voters(VOTERS))
+
+
+CONF = ConfState(
+    (
+        Member(NodeId(1), "10.0.0.1:7001", "10.0.0.1:8001"),
+        Member(NodeId(2), "10.0.0.2:7001", ""),
+        Member(NodeId(5), "10.0.0.5:7001", "10.0.0.5:8001", learner=True),
+    )
+)
 
 
 def flip(path: Path, offset_from_end: int) -> None:
@@ -184,3 +195,60 @@ def test_a_snapshot_the_log_agrees_with_leaves_the_log_alone(tmp_path: Path) -> 
     node = open_data_dir(tmp_path / "node", segment_bytes=4096)
     assert node.wal.first_index() == 1 and node.wal.last_index() == 30, "the trailing entries stay"
     node.close()
+
+
+# --- the configuration in the metadata (format 2) ------------------------------------------------------------
+
+
+def test_the_configuration_round_trips_with_learners_and_addresses(tmp_path: Path) -> None:
+    store = SnapshotStore.open(tmp_path / "snap")
+    saved = store.save(SnapshotMeta(Index(40), Term(3), CONF), b"state at 40")
+    assert saved.meta.conf == CONF
+    snap = SnapshotStore.open(tmp_path / "snap").load(Index(41))
+    assert snap is not None
+    assert snap.meta == SnapshotMeta(Index(40), Term(3), CONF)
+    assert snap.meta.voters == (1, 2) and snap.meta.conf.learners == (5,)
+    assert snap.read() == b"state at 40"
+
+
+def test_a_received_snapshot_installed_on_open_gives_the_log_its_configuration(tmp_path: Path) -> None:
+    node = open_data_dir(tmp_path / "node", segment_bytes=4096)
+    node.wal.append(run(1, 5))
+    node.wal.sync()
+    node.snapshots.save(SnapshotMeta(Index(10), Term(2), CONF), b"the leader's state at 10")
+    node.close()
+    open_data_dir(tmp_path / "node", segment_bytes=4096).close()  # completes the install in the log
+    with WAL.open(tmp_path / "node" / "wal") as wal:
+        assert wal.initial_state()[1] == SnapshotMeta(Index(10), Term(2), CONF)
+
+
+def test_a_configuration_that_does_not_parse_is_damage(tmp_path: Path) -> None:
+    store = SnapshotStore.open(tmp_path / "snap")
+    store.save(meta(10), b"ten")
+    (path,) = (Path(p) for p in store.paths())
+    data = bytearray(path.read_bytes())
+    _, meta_len, _ = PREFIX.unpack_from(data, 0)
+    conf_at = PREFIX.size + META_FIXED.size
+    data[conf_at] = ord("[")  # the JSON no longer parses; a matching CRC: as if a bug had written it
+    PREFIX.pack_into(data, 0, b"RKSNAP\x00\x02", meta_len, crc32c(bytes(data[PREFIX.size : PREFIX.size + meta_len])))
+    path.write_bytes(bytes(data))
+    ((_, result),) = store.check_all()
+    assert isinstance(result, DamagedSnapshot)
+    assert "malformed configuration" in str(result)
+
+
+def test_a_version_1_snapshot_is_refused_with_one_line_not_passed_over(tmp_path: Path) -> None:
+    store = SnapshotStore.open(tmp_path / "snap")
+    store.save(meta(5), b"a version 2 snapshot")  # an older usable snapshot must not hide the problem
+    old = write_v1_snapshot(tmp_path / "snap", 10, 1, (1, 2, 3), b"state at 10")
+    before = old.read_bytes()
+    for call in (lambda: store.load(Index(6)), store.check_all):
+        with pytest.raises(UnsupportedFormatError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"{old} was written by an older raftkv (snapshot format 1, this one reads 2); ")
+        assert "\n" not in message and "restore it from a backup" in message
+    assert old.read_bytes() == before
+    for _ in range(2):  # a failed open releases the log's lock: the same error again, not StorageInUseError
+        with pytest.raises(UnsupportedFormatError):
+            open_data_dir(tmp_path)  # (wal/ is created empty; snap/ is the store above)

@@ -25,9 +25,10 @@ import crc32c
 from raftkv.client.connection import BROKEN, FAILED, explain
 from raftkv.client.router import Router
 from raftkv.errors import BackupError
-from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import Index, SnapshotMeta, Term
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
+from raftkv.transport.snapshot_stream import conf_from_wire
 from raftkv.transport.streams import PLAIN, StreamLayer
 
 BACKUP_CHUNK_TIMEOUT_S = 30.0
@@ -156,10 +157,11 @@ class Admin:
         image = b"".join(parts)
         if len(image) != int(r.totalSize) or crc32c.crc32c(image) != int(r.crc32c):
             raise BackupError("the downloaded image does not match its checksum")
-        meta = SnapshotMeta(
-            Index(int(r.lastIndex)), Term(int(r.lastTerm)), ConfState.of_voters(NodeId(int(v)) for v in r.voters)
-        )
-        return meta, image
+        try:
+            conf = conf_from_wire(r.conf)
+        except ValueError as e:
+            raise BackupError(f"the node sent a malformed configuration with the backup: {e}") from None
+        return SnapshotMeta(Index(int(r.lastIndex)), Term(int(r.lastTerm)), conf), image
 
 
 async def download_backup(

@@ -5,7 +5,7 @@ Theory of operation
 What an operator asks a node, answered from the runtime's public methods only, so that every front end (Cap'n
 Proto today; the etcd gateway and the HTTP dashboard later) gives the same answers. A backup is one consistent
 image of the key-value store (one read transaction, taken in a worker thread while the node keeps applying
-when the store is durable) with the log index and term it reflects and the voters, and the CRC32C of the
+when the store is durable) with the log index and term it reflects and the configuration, and the CRC32C of the
 image; ``raftkv snapshot save`` downloads it in chunks.
 """
 
@@ -40,5 +40,8 @@ class Admin:
             raise InvalidRequest("this node does not run the key-value store: backups need it")
         index, data = await asyncio.to_thread(kv.snapshot_with_index) if self.kv_durable else kv.snapshot_with_index()
         term = self.node.term_at(Index(index))
-        meta = SnapshotMeta(Index(index), term if term is not None else Term(0), ConfState.of_voters(self.node.voters))
+        # TODO(membership): node.conf_at(Index(index)), the configuration at the image's index (with learners and
+        # addresses), once the runtime has it; until then the voters of now, without addresses.
+        conf = ConfState.of_voters(self.node.voters)
+        meta = SnapshotMeta(Index(index), term if term is not None else Term(0), conf)
         return meta, data, crc32c.crc32c(data)

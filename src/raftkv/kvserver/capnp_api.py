@@ -28,6 +28,7 @@ from raftkv.kvserver.watches import WatchRegistry
 from raftkv.raft.types import SnapshotMeta
 from raftkv.runtime.node import RaftNode
 from raftkv.transport.address import Address
+from raftkv.transport.snapshot_stream import conf_to_wire
 from raftkv.transport.streams import Listener, StreamLayer
 from raftkv.transport.wire import schema
 
@@ -143,7 +144,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             return
         r.lastIndex = meta.index
         r.lastTerm = meta.term
-        r.voters = [int(v) for v in meta.voters]
+        r.conf = conf_to_wire(meta.conf)
         r.totalSize = len(image)
         r.crc32c = crc
         r.data = image[offset : offset + BACKUP_CHUNK_BYTES]

@@ -13,6 +13,7 @@ from raftkv.storage.errors import (
     StorageError,
     StorageInUseError,
     StorageIOError,
+    UnsupportedFormatError,
 )
 from raftkv.storage.snapshots import Snapshot, SnapshotInfo, SnapshotStore
 from raftkv.storage.wal import WAL
@@ -31,6 +32,7 @@ __all__ = [
     "StorageError",
     "StorageIOError",
     "StorageInUseError",
+    "UnsupportedFormatError",
     "claim_data_dir",
     "open_data_dir",
 ]

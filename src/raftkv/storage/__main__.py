@@ -5,8 +5,10 @@ Theory of operation
 ``DIR`` is a node data directory (``wal/`` and ``snap/``), or a WAL directory, or a snapshot directory. The
 command runs the same scan as opening the log (every CRC verified) and checks every snapshot's checksums, but
 repairs nothing: a torn tail is reported as what the next open will cut off. It prints the segments, the index
-range, the hard state and the snapshots, then a last line: ``status: healthy`` (exit 0) or ``error: ...``
-naming what is wrong and what to do (exit 1). A torn tail alone is healthy: it is the normal trace of a crash.
+range, the configuration at the boundary (voters, learners and their addresses) and where configuration entries
+sit above it, the hard state and the snapshots (each with its configuration), then a last line:
+``status: healthy`` (exit 0) or ``error: ...`` naming what is wrong and what to do (exit 1). A torn tail alone
+is healthy: it is the normal trace of a crash. A file of another format version is an error like corruption.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import os
 import sys
 from typing import TextIO
 
+from raftkv.raft.types import ConfState
 from raftkv.storage.datadir import SNAP_DIR, WAL_DIR
-from raftkv.storage.errors import CorruptLogError, CorruptSnapshotError
+from raftkv.storage.errors import CorruptLogError, CorruptSnapshotError, UnsupportedFormatError
 from raftkv.storage.fileio import OS_IO
 from raftkv.storage.snapshots import DEFAULT_RETAIN, SNAPSHOT_RE, TMP_SUFFIX, DamagedSnapshot, SnapshotStore, select
 from raftkv.storage.wal import SEGMENT_RE, scan
@@ -33,6 +36,15 @@ def _locate(path: str) -> tuple[str | None, str | None]:
     if snap is None and any(SNAPSHOT_RE.match(n) for n in names):
         snap = path
     return wal, snap
+
+
+def _members(conf: ConfState, indent: str) -> list[str]:
+    """One line per member: id, suffrage and addresses ("-" where unknown)."""
+    return [
+        f"{indent}member {m.id}: {'learner' if m.learner else 'voter'}, peer {m.peer_address or '-'}, "
+        f"client {m.client_address or '-'}"
+        for m in conf.members
+    ]
 
 
 def inspect(path: str, out: TextIO) -> int:
@@ -53,7 +65,7 @@ def inspect(path: str, out: TextIO) -> int:
         print(f"write-ahead log: {wal_dir}", file=out)
         try:
             r = scan(wal_dir, OS_IO)
-        except CorruptLogError as exc:
+        except (CorruptLogError, UnsupportedFormatError) as exc:
             return fail(str(exc))
         except OSError as exc:
             return fail(f"cannot read {exc.filename or wal_dir}: {exc.strerror}; check permissions and the disk")
@@ -76,12 +88,15 @@ def inspect(path: str, out: TextIO) -> int:
                 file=out,
             )
         held = r.last - r.boundary_index
-        voters = ",".join(str(v) for v in r.voters) or "-"
         print(
             f"  index range: first {r.boundary_index + 1}, last {r.last} ({held} entries); compacted through "
-            f"index {r.boundary_index} (term {r.boundary_term}, voters {voters})",
+            f"index {r.boundary_index} (term {r.boundary_term}, {r.conf.describe()})",
             file=out,
         )
+        for line in _members(r.conf, "    "):
+            print(line, file=out)
+        confs = ", ".join(map(str, r.conf_indexes)) or "none"
+        print(f"  configuration entries above the boundary: {confs}", file=out)
         hs = r.hard_state
         print(f"  hard state: term {hs.term}, vote {hs.vote}, commit {hs.commit}", file=out)
         print(f"  checksums: all {records} records verify", file=out)
@@ -90,18 +105,22 @@ def inspect(path: str, out: TextIO) -> int:
     if snap_dir is not None:
         print(f"snapshots: {snap_dir}", file=out)
         store = SnapshotStore(snap_dir, OS_IO, DEFAULT_RETAIN)  # no open(): inspect must not clean anything up
-        checked = store.check_all()
+        try:
+            checked = store.check_all()
+        except UnsupportedFormatError as exc:
+            return fail(str(exc))
         for p, result in checked:
             name = os.path.basename(p)
             if isinstance(result, DamagedSnapshot):
                 print(f"  {name}  DAMAGED: {result}", file=out)
             else:
                 m = result.meta
-                voters = ",".join(str(v) for v in m.voters) or "-"
                 print(
-                    f"  {name}  index {m.index} term {m.term} voters {voters}  {result.data_len} data bytes  ok",
+                    f"  {name}  index {m.index} term {m.term} {m.conf.describe()}  {result.data_len} data bytes  ok",
                     file=out,
                 )
+                for line in _members(m.conf, "    "):
+                    print(line, file=out)
         if not checked:
             print("  (no snapshots)", file=out)
         for n in sorted(os.listdir(snap_dir)):

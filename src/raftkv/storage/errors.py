@@ -13,6 +13,8 @@ says what is wrong, where (file and offset when there is one) and what the opera
   everything written before it is intact, and the same call can be retried once the cause is gone.
 * **Misuse** (:class:`StorageInUseError`, :class:`StorageClosedError`): another process holds the directory,
   or the object was closed.
+* **Format** (:class:`UnsupportedFormatError`): a file written by another raftkv release, in a format this one
+  does not read. Nothing is read past the version check and nothing is changed or dropped.
 
 Precondition violations by the caller (appending out of range, compacting past the end) are bugs, not storage
 errors: they raise :class:`raftkv.raft.errors.InvariantViolation` like the in-memory storage does.
@@ -83,6 +85,36 @@ class DiskFullError(StorageIOError):
 
     def _advice(self) -> str:
         return "nothing written before this call was lost; free disk space and retry"
+
+
+_WHAT_TO_DO_FORMAT = (
+    "this release does not convert it in place: keep running the release that wrote it, or wipe this node's "
+    "data directory and restore it from a backup (`raftkv snapshot restore`) or let the node rejoin the cluster"
+)
+
+
+class UnsupportedFormatError(StorageError):
+    """A file in an on-disk format this release does not read (written by an older or a newer raftkv).
+
+    ``path`` names the file, ``found`` and ``expected`` the format versions. Opening refuses rather than
+    guessing: nothing was read past the version and nothing was changed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        what: str,
+        found: int,
+        expected: int,
+        what_to_do: str = _WHAT_TO_DO_FORMAT,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.found = found
+        self.expected = expected
+        age = "an older" if found < expected else "a newer"
+        super().__init__(
+            f"{self.path} was written by {age} raftkv ({what} format {found}, this one reads {expected}); {what_to_do}"
+        )
 
 
 class StorageInUseError(StorageError):

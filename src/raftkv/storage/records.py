@@ -16,11 +16,17 @@ Payloads::
     SEGMENT     version u32, reserved u32, seq u64       first record of every segment; seq matches the file name
     ENTRY       term u64, index u64, data                 one log entry; length == Entry.size_bytes()
     HARD_STATE  term u64, vote u64, commit u64
-    BOUNDARY    index u64, term u64, n u32, reserved u32, n voters u64
-                the log now starts after (index, term); RESET: every entry was discarded (snapshot install)
+    BOUNDARY    index u64, term u64, conf_len u32, reserved u32, conf (conf_len bytes)
+                the log now starts after (index, term); conf is the configuration as of index, encoded like a
+                CONF_CHANGE entry (``raftkv.raft.membership.encode_conf``, JSON); RESET: every entry was
+                discarded (snapshot install)
 
 An ENTRY record for index ``i`` also means "discard every entry ``>= i`` first" (the append rule of
 ``LogStorage``), so overwriting a conflicting suffix needs no separate truncation record and no rewrite.
+
+The segment header's version is :data:`FORMAT_VERSION`; a reader refuses a segment of any other version
+(:class:`~raftkv.storage.errors.UnsupportedFormatError`) instead of guessing. Version 1 stored only the voter
+ids in a BOUNDARY; version 2 stores the whole configuration (learners and addresses too).
 
 A record is *valid* when its magic, kind and length are sane, it lies wholly inside the file, and its CRC
 matches. Because the CRC covers the length, a corrupted length is caught like any other flipped bit.
@@ -35,11 +41,13 @@ from collections.abc import Sequence
 from crc32c import crc32c
 
 from raftkv.raft.errors import invariant
-from raftkv.raft.types import Entry, EntryType, HardState, Index, NodeId, Term
+from raftkv.raft.membership import decode_conf, encode_conf
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, Term
 
 MAGIC = 0x9AC7
 MAGIC_BYTES = struct.pack("<H", MAGIC)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: BOUNDARY records carry the whole configuration (1: voter ids only)."""
 
 KIND_SEGMENT = 1
 KIND_ENTRY = 2
@@ -61,13 +69,16 @@ HARD_STATE_PAYLOAD = struct.Struct("<QQQ")
 SEGMENT_RECORD = struct.Struct("<IHBBIIIQ")
 SEGMENT_PAYLOAD = struct.Struct("<IIQ")
 SEGMENT_RECORD_SIZE = SEGMENT_RECORD.size  # 28
-BOUNDARY_FIXED = struct.Struct("<QQII")
+BOUNDARY_FIXED = struct.Struct("<QQII")  # index, term, conf_len, reserved
 
 MAX_PAYLOAD = 1 << 31
 """Payload lengths at or above this are treated as garbage by a scan (no entry is anywhere near it)."""
 
 ENTRY_TYPES: tuple[EntryType, ...] = tuple(EntryType)
 """EntryType by value; indexing a tuple is much cheaper than calling the enum on a hot path."""
+CONF_CHANGE_FLAGS = int(EntryType.CONF_CHANGE)
+"""An ENTRY record's flags byte for a configuration entry: the log tracks these indexes without reading them."""
+_CONF_CHANGE = EntryType.CONF_CHANGE  # a module global: looking a member up on the enum class costs more
 
 
 def _seal(buf: bytearray, start: int, end: int) -> None:
@@ -91,21 +102,30 @@ def encode_hard_state(hs: HardState) -> bytes:
     return bytes(buf)
 
 
-def encode_boundary(index: int, term: int, voters: Sequence[int], reset: bool) -> bytes:
-    payload_len = BOUNDARY_FIXED.size + 8 * len(voters)
+def encode_boundary(index: int, term: int, conf: ConfState, reset: bool) -> bytes:
+    conf_bytes = encode_conf(conf)
+    payload_len = BOUNDARY_FIXED.size + len(conf_bytes)
     buf = bytearray(HEADER_SIZE + payload_len)
     HEADER.pack_into(buf, 0, 0, MAGIC, KIND_BOUNDARY, FLAG_RESET if reset else 0, payload_len)
-    BOUNDARY_FIXED.pack_into(buf, HEADER_SIZE, index, term, len(voters), 0)
-    struct.pack_into(f"<{len(voters)}Q", buf, HEADER_SIZE + BOUNDARY_FIXED.size, *voters)
+    BOUNDARY_FIXED.pack_into(buf, HEADER_SIZE, index, term, len(conf_bytes), 0)
+    buf[HEADER_SIZE + BOUNDARY_FIXED.size :] = conf_bytes
     _seal(buf, 0, len(buf))
     return bytes(buf)
 
 
-def decode_boundary(payload: bytes | memoryview) -> tuple[int, int, tuple[NodeId, ...]]:
-    """(index, term, voters) of a BOUNDARY payload whose CRC already verified."""
-    index, term, n, _ = BOUNDARY_FIXED.unpack_from(payload, 0)
-    voters = struct.unpack_from(f"<{n}Q", payload, BOUNDARY_FIXED.size)
-    return index, term, tuple(NodeId(v) for v in voters)
+def decode_boundary(payload: bytes | memoryview) -> tuple[int, int, ConfState]:
+    """(index, term, configuration) of a BOUNDARY payload whose CRC already verified.
+
+    Raises ``ValueError`` (one line) if the payload is malformed: a record that verifies but does not parse was
+    written by a bug or another format, which the caller reports as corruption.
+    """
+    if len(payload) < BOUNDARY_FIXED.size:
+        raise ValueError(f"a boundary record of {len(payload)} bytes is shorter than its fixed part")
+    index, term, conf_len, _ = BOUNDARY_FIXED.unpack_from(payload, 0)
+    if BOUNDARY_FIXED.size + conf_len != len(payload):
+        have = len(payload) - BOUNDARY_FIXED.size
+        raise ValueError(f"a boundary record says its configuration has {conf_len} bytes, it holds {have}")
+    return index, term, decode_conf(payload[BOUNDARY_FIXED.size :])
 
 
 class EncodedBatch:
@@ -113,13 +133,20 @@ class EncodedBatch:
 
     Invariant: record ``k`` occupies ``buf[starts[k] : starts[k] + HEADER_SIZE + sizes[k]]`` and holds the
     entry at index ``first + k`` with term ``terms[k]``; ``sizes[k]`` is its payload length, which equals
-    ``Entry.size_bytes()``.
+    ``Entry.size_bytes()``. ``confs``: the indexes of the batch's CONF_CHANGE entries, ascending (usually none).
     """
 
-    __slots__ = ("buf", "data_bytes", "first", "sizes", "starts", "terms")
+    __slots__ = ("buf", "confs", "data_bytes", "first", "sizes", "starts", "terms")
 
     def __init__(
-        self, buf: bytearray, first: int, starts: array[int], terms: array[int], sizes: array[int], data_bytes: int
+        self,
+        buf: bytearray,
+        first: int,
+        starts: array[int],
+        terms: array[int],
+        sizes: array[int],
+        data_bytes: int,
+        confs: Sequence[Index],
     ) -> None:
         self.buf = buf
         self.first = first
@@ -127,6 +154,7 @@ class EncodedBatch:
         self.terms = terms
         self.sizes = sizes
         self.data_bytes = data_bytes
+        self.confs = confs
 
     def record_end(self, k: int) -> int:
         return self.starts[k] + HEADER_SIZE + self.sizes[k]
@@ -136,7 +164,9 @@ def encode_entries(entries: Sequence[Entry]) -> EncodedBatch:
     """Frame ``entries`` (which must have consecutive indexes) into one buffer for a single write.
 
     This is the hot path of the write-ahead log: one bytearray sized up front, one ``pack_into`` and one CRC
-    per entry, no per-entry bytes objects.
+    per entry, no per-entry bytes objects. Noting configuration entries costs one identity test per entry
+    (``Entry.type`` is always an ``EntryType`` member, as ``MemoryStorage`` assumes too) and no allocation
+    unless there is one.
     """
     data_bytes = 0
     for e in entries:
@@ -149,6 +179,8 @@ def encode_entries(entries: Sequence[Entry]) -> EncodedBatch:
     sizes = array("I", bytes(4 * n))
     pack = ENTRY_HEADER.pack_into
     seal = CRC.pack_into
+    confs: list[Index] | None = None  # allocated on the first configuration entry: most batches have none
+    conf_type = _CONF_CHANGE
     first: int = entries[0].index
     expected = first
     off = 0
@@ -157,7 +189,12 @@ def encode_entries(entries: Sequence[Entry]) -> EncodedBatch:
             invariant(False, f"append: entries are not contiguous (index {e.index} where {expected} was due)")
         data = e.data
         size = len(data) + ENTRY_FIXED_PAYLOAD
-        pack(buf, off, 0, MAGIC, KIND_ENTRY, e.type, size, e.term, expected)
+        typ = e.type
+        pack(buf, off, 0, MAGIC, KIND_ENTRY, typ, size, e.term, expected)
+        if typ is conf_type:
+            if confs is None:
+                confs = []
+            confs.append(Index(expected))
         body = off + ENTRY_HEADER_SIZE
         end = body + size - ENTRY_FIXED_PAYLOAD
         buf[body:end] = data
@@ -168,7 +205,7 @@ def encode_entries(entries: Sequence[Entry]) -> EncodedBatch:
         off = end
         expected += 1
     view.release()
-    return EncodedBatch(buf, first, starts, terms, sizes, data_bytes)
+    return EncodedBatch(buf, first, starts, terms, sizes, data_bytes, confs or ())
 
 
 def parse_valid(buf: bytes | bytearray | memoryview, off: int, end: int) -> tuple[int, int, int] | None:

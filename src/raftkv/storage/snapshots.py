@@ -5,11 +5,16 @@ Theory of operation
 One file per snapshot, ``snapshot-<index:020d>-<term:020d>.snap``, in the store's directory::
 
     offset  size  field
-         0     8  magic      b"RKSNAP\\x00\\x01" (format version 1)
+         0     8  magic      b"RKSNAP\\x00\\x02": b"RKSNAP\\x00" then the format version (2)
          8     4  meta_len   length of the metadata block
         12     4  meta_crc   CRC32C of the metadata block
-        16     …  metadata   index u64, term u64, data_len u64, data_crc u32, n u32, n voters u64
+        16     …  metadata   index u64, term u64, data_len u64, data_crc u32, conf_len u32, conf (conf_len bytes)
          …     …  data       the state machine's opaque bytes (data_len of them, CRC32C data_crc)
+
+``conf`` is the cluster configuration as of ``index`` (voters, learners and their addresses), encoded like a
+configuration entry (``raftkv.raft.membership.encode_conf``, JSON). Version 1 stored only the voter ids; a
+file of any other version is refused with :class:`~raftkv.storage.errors.UnsupportedFormatError` (not treated
+as damage, which would let an older snapshot or the log stand in for it).
 
 **Saving** streams the data (bytes, an iterable of chunks, or a binary file object; never required to fit in
 memory) into ``<name>.tmp`` after a zeroed header, computing length and CRC as it goes; then writes the real
@@ -37,15 +42,19 @@ from typing import IO, Protocol
 
 from crc32c import crc32c
 
-from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
-from raftkv.storage.errors import CorruptSnapshotError, io_error
+from raftkv.raft.membership import decode_conf, encode_conf
+from raftkv.raft.types import Index, SnapshotMeta, Term
+from raftkv.storage.errors import CorruptSnapshotError, UnsupportedFormatError, io_error
 from raftkv.storage.fileio import OS_IO, FileIO
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"RKSNAP\x00\x01"
+FORMAT_VERSION = 2
+"""2: the metadata carries the whole configuration (1: voter ids only)."""
+MAGIC_STEM = b"RKSNAP\x00"
+MAGIC = MAGIC_STEM + bytes([FORMAT_VERSION])
 PREFIX = struct.Struct("<8sII")
-META_FIXED = struct.Struct("<QQQII")
+META_FIXED = struct.Struct("<QQQII")  # index, term, data_len, data_crc, conf_len
 CHUNK_BYTES = 1 << 20
 DEFAULT_RETAIN = 3
 SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
@@ -120,7 +129,11 @@ class Snapshot:
 
 
 def read_info(path: str) -> SnapshotInfo:
-    """Parse and verify a snapshot file's header (not its data). Raises :class:`DamagedSnapshot`."""
+    """Parse and verify a snapshot file's header (not its data).
+
+    Raises :class:`DamagedSnapshot`, or :class:`UnsupportedFormatError` for a raftkv snapshot of another format
+    version (an operator's problem, not damage: it must stop the node rather than be passed over).
+    """
     try:
         with open(path, "rb") as f:
             prefix = f.read(PREFIX.size)
@@ -128,26 +141,29 @@ def read_info(path: str) -> SnapshotInfo:
                 raise DamagedSnapshot("the file is shorter than a header")
             magic, meta_len, meta_crc = PREFIX.unpack(prefix)
             if magic != MAGIC:
-                raise DamagedSnapshot("bad magic (not a raftkv snapshot, or an unsupported version)")
+                if magic[: len(MAGIC_STEM)] == MAGIC_STEM:
+                    raise UnsupportedFormatError(path, "snapshot", magic[-1], FORMAT_VERSION)
+                raise DamagedSnapshot("bad magic (not a raftkv snapshot)")
             meta = f.read(meta_len)
             size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise DamagedSnapshot(f"cannot read it: {exc.strerror}") from exc
     if len(meta) != meta_len or meta_len < META_FIXED.size or crc32c(meta) != meta_crc:
         raise DamagedSnapshot("the metadata checksum does not match")
-    index, term, data_len, data_crc, n = META_FIXED.unpack_from(meta, 0)
-    if meta_len != META_FIXED.size + 8 * n:
+    index, term, data_len, data_crc, conf_len = META_FIXED.unpack_from(meta, 0)
+    if meta_len != META_FIXED.size + conf_len:
         raise DamagedSnapshot("malformed metadata")
-    voters = tuple(NodeId(v) for v in struct.unpack_from(f"<{n}Q", meta, META_FIXED.size))
+    try:
+        conf = decode_conf(meta[META_FIXED.size :])
+    except ValueError as exc:  # the checksum matched: written by a bug, not by a flipped bit
+        raise DamagedSnapshot(f"malformed configuration in the metadata: {exc}") from exc
     data_offset = PREFIX.size + meta_len
     if size != data_offset + data_len:
         raise DamagedSnapshot(f"the file holds {size - data_offset} data bytes, the header says {data_len}")
     m = SNAPSHOT_RE.match(os.path.basename(path))
     if m is None or (int(m.group(1)), int(m.group(2))) != (index, term):
         raise DamagedSnapshot(f"the header says index {index} term {term}, which does not match the file name")
-    return SnapshotInfo(
-        SnapshotMeta(Index(index), Term(term), ConfState.of_voters(voters)), path, data_offset, data_len, data_crc
-    )
+    return SnapshotInfo(SnapshotMeta(Index(index), Term(term), conf), path, data_offset, data_len, data_crc)
 
 
 def verify(info: SnapshotInfo) -> None:
@@ -236,8 +252,8 @@ class SnapshotStore:
         io = self._io
         final = os.path.join(self._path, snapshot_name(meta.index, meta.term))
         tmp = final + TMP_SUFFIX
-        voters = tuple(meta.voters)
-        meta_len = META_FIXED.size + 8 * len(voters)
+        conf = encode_conf(meta.conf)
+        meta_len = META_FIXED.size + len(conf)
         data_offset = PREFIX.size + meta_len
         try:
             fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -252,8 +268,7 @@ class SnapshotStore:
                     io.pwrite_all(fd, chunk, pos)
                     crc = crc32c(chunk, crc)
                     pos += len(chunk)
-                meta_block = META_FIXED.pack(meta.index, meta.term, pos - data_offset, crc, len(voters))
-                meta_block += struct.pack(f"<{len(voters)}Q", *voters)
+                meta_block = META_FIXED.pack(meta.index, meta.term, pos - data_offset, crc, len(conf)) + conf
                 io.pwrite_all(fd, PREFIX.pack(MAGIC, meta_len, crc32c(meta_block)) + meta_block, 0)
                 io.fdatasync(fd)
             finally:
@@ -278,7 +293,10 @@ class SnapshotStore:
             log.warning("snapshot store %s: could not delete an old snapshot: %s", self._path, exc)
 
     def check_all(self) -> list[tuple[str, SnapshotInfo | DamagedSnapshot]]:
-        """Every snapshot file, newest first, with its verified info or what is wrong with it."""
+        """Every snapshot file, newest first, with its verified info or what is wrong with it.
+
+        Raises :class:`UnsupportedFormatError` at the first file of another format version.
+        """
         out: list[tuple[str, SnapshotInfo | DamagedSnapshot]] = []
         for path in self.paths():
             try:
@@ -291,7 +309,8 @@ class SnapshotStore:
         """The newest usable snapshot for a log whose first held entry is ``log_first_index``.
 
         None when there is no snapshot and none is needed (the log starts at index 1). Raises
-        :class:`CorruptSnapshotError` when no verified snapshot reaches ``log_first_index - 1``.
+        :class:`CorruptSnapshotError` when no verified snapshot reaches ``log_first_index - 1``, and
+        :class:`UnsupportedFormatError` when a snapshot file is of another format version.
         """
         checked = self.check_all()
         for path, result in checked:

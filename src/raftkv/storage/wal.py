@@ -22,8 +22,9 @@ everything already synced returns without an fsync. fdatasync suffices: the file
 preallocation), and fdatasync persists the size change with the data.
 
 **Recovery** (:func:`scan`) reads every segment in order, verifies every CRC and rebuilds the in-memory index:
-per entry its term, its file offset and its size (three flat arrays, ~20 bytes per entry; no payloads). A bad
-record is classified:
+per entry its term, its file offset and its size (three flat arrays, ~20 bytes per entry; no payloads). A
+segment of another format version is refused (:class:`~raftkv.storage.errors.UnsupportedFormatError`) before
+anything is changed. A bad record is classified:
 
 * in the last segment with no valid record after it: a *torn tail* from a crash mid-write. It is cut off (one
   warning) and the file is fdatasynced before anything new is written after it.
@@ -45,6 +46,13 @@ read. Locks, always taken in this order: ``_sync_lock`` (fsync of the active seg
 compaction) → ``_write_lock`` (writes to the active segment) → ``_lock`` (the in-memory index, the cache, the
 file-descriptor table; held only for short updates and reads, never across an fsync).
 
+**Configuration.** The BOUNDARY record carries the configuration as of the boundary. Above it, the log keeps
+the indexes of its CONF_CHANGE entries (the entry type is in each record's header, so replay and append note
+them without decoding anything; they are as rare as membership changes) and keeps that list in step with every
+overwrite, compaction and snapshot install. So :meth:`WAL.conf_indexes` costs one list copy, and
+:meth:`WAL.compact` finds the configuration at its new boundary by reading at most one entry: the latest
+configuration entry at or below it.
+
 **Reads** come from a bounded cache of the most recent ``Entry`` objects when possible, else from the segment
 files with ``pread`` (one read per run of entries in a segment), re-verifying each record's CRC.
 """
@@ -61,7 +69,7 @@ import threading
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -69,12 +77,13 @@ from crc32c import crc32c
 
 from raftkv.raft.errors import EntryUnavailable, LogCompacted, invariant
 from raftkv.raft.membership import decode_conf
-from raftkv.raft.types import EMPTY_CONF, ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import EMPTY_CONF, ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
 from raftkv.storage import records as rec
 from raftkv.storage.errors import (
     CorruptLogError,
     StorageClosedError,
     StorageInUseError,
+    UnsupportedFormatError,
     io_error,
 )
 from raftkv.storage.fileio import OS_IO, FileIO
@@ -152,7 +161,8 @@ class Recovered:
     hard_state: HardState = field(default_factory=HardState)
     boundary_index: int = 0
     boundary_term: int = 0
-    voters: tuple[NodeId, ...] = ()
+    conf: ConfState = EMPTY_CONF
+    """The configuration as of the boundary (from the last BOUNDARY record)."""
     last: int = 0
     terms: array[int] = field(default_factory=lambda: array("Q"))
     offsets: array[int] = field(default_factory=lambda: array("Q"))
@@ -160,6 +170,8 @@ class Recovered:
     run_starts: list[int] = field(default_factory=list)
     """Runs of consecutive indexes stored in one segment: index ``run_starts[r]`` onwards is in ``run_seqs[r]``."""
     run_seqs: list[int] = field(default_factory=list)
+    conf_indexes: list[Index] = field(default_factory=list)
+    """Indexes of the CONF_CHANGE entries held (above the boundary), ascending."""
 
 
 class _Replay:
@@ -180,6 +192,7 @@ class _Replay:
         del out.terms[:], out.offsets[:], out.sizes[:]
         out.run_starts.clear()
         out.run_seqs.clear()
+        out.conf_indexes.clear()
         self.base = out.last = new_last
 
     def _truncate(self, index: int) -> None:
@@ -190,6 +203,9 @@ class _Replay:
         while out.run_starts and out.run_starts[-1] >= index:
             out.run_starts.pop()
             out.run_seqs.pop()
+        confs = out.conf_indexes
+        while confs and confs[-1] >= index:
+            confs.pop()
         out.last = index - 1
 
     def entry_slow(self, index: int, term: int, offset: int, size: int, seq: int, path: str) -> None:
@@ -216,9 +232,11 @@ class _Replay:
         out.sizes.append(size)
         out.last = index
 
-    def boundary(self, index: int, term: int, voters: tuple[NodeId, ...], reset: bool) -> None:
+    def boundary(self, index: int, term: int, conf: ConfState, reset: bool) -> None:
         out = self.out
-        out.boundary_index, out.boundary_term, out.voters = index, term, voters
+        out.boundary_index, out.boundary_term, out.conf = index, term, conf
+        # Configuration entries at or below the boundary are now part of its configuration.
+        del out.conf_indexes[: bisect_right(out.conf_indexes, index)]
         if reset or index >= out.last:
             self._clear(index)
         elif index >= self.base:
@@ -283,6 +301,8 @@ def _scan_segment(replay: _Replay, seq: int, path: str, *, is_last: bool, io: Fi
         max_payload = rec.MAX_PAYLOAD
         n_types = len(rec.ENTRY_TYPES)
         kind_entry = rec.KIND_ENTRY
+        conf_flags = rec.CONF_CHANGE_FLAGS
+        conf_indexes = out.conf_indexes  # the list object stays the same: _Replay only edits it in place
         win = 0
         buf = io.pread(fd, min(READ_WINDOW_BYTES, size), 0)
         blen = len(buf)
@@ -338,6 +358,8 @@ def _scan_segment(replay: _Replay, seq: int, path: str, *, is_last: bool, io: Fi
                     replay.entry_slow(index, term, win + off, length, seq, path)
                     last = out.last
                     run_ok = True
+                if flags == conf_flags:  # after entry_slow: an overwrite has dropped later conf indexes
+                    conf_indexes.append(Index(index))
                 entries += 1
                 if first_entry is None:
                     first_entry = index
@@ -346,7 +368,7 @@ def _scan_segment(replay: _Replay, seq: int, path: str, *, is_last: bool, io: Fi
                     raise CorruptLogError(path, win + off, "the first record is not a segment header")
                 version, _, header_seq = rec.SEGMENT_PAYLOAD.unpack_from(buf, off + header_size)
                 if version != rec.FORMAT_VERSION:
-                    raise CorruptLogError(path, win + off, f"unsupported format version {version}")
+                    raise UnsupportedFormatError(path, "write-ahead log", version, rec.FORMAT_VERSION)
                 if header_seq != seq:
                     raise CorruptLogError(
                         path, win + off, f"the header says this is segment {header_seq} (misplaced file?)"
@@ -356,9 +378,14 @@ def _scan_segment(replay: _Replay, seq: int, path: str, *, is_last: bool, io: Fi
                 t, v, c = rec.HARD_STATE_PAYLOAD.unpack_from(buf, off + header_size)
                 out.hard_state = HardState(Term(t), NodeId(v), Index(c))
             elif kind == rec.KIND_BOUNDARY:
-                b_index, b_term, voters = rec.decode_boundary(view[off + header_size : end])
+                try:
+                    b_index, b_term, conf = rec.decode_boundary(view[off + header_size : end])
+                except ValueError as exc:
+                    raise CorruptLogError(
+                        path, win + off, f"malformed boundary record (its CRC verifies): {exc}"
+                    ) from exc
                 out.last = last
-                replay.boundary(b_index, b_term, voters, reset=bool(flags & rec.FLAG_RESET))
+                replay.boundary(b_index, b_term, conf, reset=bool(flags & rec.FLAG_RESET))
                 last = out.last
                 run_ok = bool(out.run_seqs) and out.run_seqs[-1] == seq
             else:
@@ -394,8 +421,8 @@ def _scan_segment(replay: _Replay, seq: int, path: str, *, is_last: bool, io: Fi
 class WAL:
     """A durable, crash-safe ``LogStorage``. Create with :meth:`open`; see the module docstring.
 
-    Beyond the protocol: :meth:`close`, :meth:`apply_snapshot` (install a snapshot: reset the log), and an
-    the configuration as of the boundary, reported by :meth:`initial_state`.
+    Beyond the protocol: :meth:`close`, :meth:`entry_bytes` and :meth:`path`. The configuration as of the
+    boundary is reported by :meth:`initial_state`, the configuration entries above it by :meth:`conf_indexes`.
     """
 
     def __init__(
@@ -437,6 +464,8 @@ class WAL:
         self._sizes: array[int] = array("I")
         self._run_starts: list[int] = []
         self._run_seqs: list[int] = []
+        self._conf_idx: list[Index] = []
+        """Indexes of the CONF_CHANGE entries held (bi < i <= last), ascending; kept in step with the arrays."""
         # Cache of the newest entries. Invariant: _cache_lo + len(_cache) == _last + 1.
         self._cache: list[Entry] = []
         self._cache_lo = 1
@@ -501,7 +530,8 @@ class WAL:
                     raise io_error("remove torn segment", t.path, exc) from exc
                 segments.pop()
         self._hs = self._hs_written = r.hard_state
-        self._bi, self._bt, self._conf = r.boundary_index, r.boundary_term, ConfState.of_voters(r.voters)
+        self._bi, self._bt, self._conf = r.boundary_index, r.boundary_term, r.conf
+        self._conf_idx = r.conf_indexes
         self._last = r.last
         self._terms, self._offsets, self._sizes = r.terms, r.offsets, r.sizes
         self._run_starts, self._run_seqs = r.run_starts, r.run_seqs
@@ -630,26 +660,22 @@ class WAL:
             return out
 
     def conf_indexes(self) -> list[Index]:
-        """The indexes of the CONF_CHANGE entries held (interim: a scan of the log)."""
-        return [
-            e.index
-            for e in self._scan_entries(Index(self._bi + 1), Index(self._last))
-            if e.type is EntryType.CONF_CHANGE
-        ]
-
-    def _scan_entries(self, lo: Index, hi: Index) -> Iterator[Entry]:
-        """Entries ``lo..hi`` (inclusive), read in batches."""
-        while lo <= hi:
-            batch = self.entries(lo, Index(min(hi, lo + 4095) + 1))
-            yield from batch
-            lo = Index(lo + len(batch))
+        """The indexes of the CONF_CHANGE entries held (above the boundary), ascending. No log read."""
+        with self._lock:
+            return list(self._conf_idx)
 
     def _conf_at(self, index: int) -> ConfState:
-        conf = self._conf
-        for e in self._scan_entries(Index(self._bi + 1), Index(index)):
-            if e.type is EntryType.CONF_CHANGE:
-                conf = decode_conf(e.data)
-        return conf
+        """The configuration as of ``index`` (``bi <= index <= last``): the latest configuration entry at or below
+        it, read from the log (one entry), else the boundary's. Caller holds ``_write_lock``, so the log cannot
+        change underneath."""
+        with self._lock:
+            confs = self._conf_idx
+            k = bisect_right(confs, index)
+            if k == 0:
+                return self._conf
+            at = confs[k - 1]
+            entry = self._cache[at - self._cache_lo] if at >= self._cache_lo else self._read_disk(at, at + 1)[0]
+        return decode_conf(entry.data)
 
     def entry_bytes(self, lo: Index, hi: Index) -> int:
         """Total size (``Entry.size_bytes()``) of the held entries ``lo <= i < hi``; indexes outside the log
@@ -788,6 +814,12 @@ class WAL:
         with self._lock:
             if first <= self._last:
                 self._truncate_locked(first)
+            if batch.confs:
+                if whole:
+                    self._conf_idx.extend(batch.confs)
+                else:
+                    stop = first + (j - k)
+                    self._conf_idx.extend(c for c in batch.confs if first <= c < stop)
             if not self._run_seqs or self._run_seqs[-1] != self._active_seq:
                 self._run_starts.append(first)
                 self._run_seqs.append(self._active_seq)
@@ -818,6 +850,9 @@ class WAL:
         while self._run_starts and self._run_starts[-1] >= index:
             self._run_starts.pop()
             self._run_seqs.pop()
+        confs = self._conf_idx
+        while confs and confs[-1] >= index:
+            confs.pop()
         if index <= self._cache_lo:
             self._cache.clear()
             self._cache_data_bytes = 0
@@ -978,8 +1013,10 @@ class WAL:
         """Discard entries up to and including ``index``; ``term(index)`` stays answerable, also after reopen.
 
         Call only once a snapshot covering ``index`` is durable. Syncs, then deletes whole segments that hold
-        no entry above ``index``. The configuration as of ``index`` is reported by :meth:`initial_state`. If the
-        sync fails, the compaction stands (as an append whose sync failed does) and the error is raised.
+        no entry above ``index``. The configuration as of ``index`` (found by reading at most one entry, the
+        latest configuration entry at or below it) goes into the BOUNDARY record and is reported by
+        :meth:`initial_state`. If the sync fails, the compaction stands (as an append whose sync failed does) and
+        the error is raised.
         """
         self._check_open()
         with self._sync_lock, self._write_lock:
@@ -1010,7 +1047,7 @@ class WAL:
         the replay of the records in the file, which a repair after a failed sync rewrites. Segments are
         deleted only once the boundary is durable; if the sync fails, a later compaction deletes them.
         """
-        record = rec.encode_boundary(index, term, conf.voters, reset) + rec.encode_hard_state(self._hs)
+        record = rec.encode_boundary(index, term, conf, reset) + rec.encode_hard_state(self._hs)
         if self._needs_repair:
             self._repair()
         if self._active_size + len(record) > self._segment_bytes and self._active_size > rec.SEGMENT_RECORD_SIZE:
@@ -1022,6 +1059,7 @@ class WAL:
                 self._terms, self._offsets, self._sizes = array("Q"), array("Q"), array("I")
                 self._run_starts.clear()
                 self._run_seqs.clear()
+                self._conf_idx.clear()
                 self._cache.clear()
                 self._cache_data_bytes = 0
                 self._last = index
@@ -1031,6 +1069,7 @@ class WAL:
                 del self._terms[:drop], self._offsets[:drop], self._sizes[:drop]
                 while len(self._run_starts) > 1 and self._run_starts[1] <= index + 1:
                     del self._run_starts[0], self._run_seqs[0]
+                del self._conf_idx[: bisect_right(self._conf_idx, index)]
                 if self._cache_lo <= index:
                     gone = index + 1 - self._cache_lo
                     self._cache_data_bytes -= sum(len(e.data) for e in self._cache[:gone])

@@ -47,12 +47,12 @@ from typing import Any
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
-from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
 from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
 from raftkv.transport.codec import DecodeError, decode, encode_into
 from raftkv.transport.frames import FRAME_MAGIC, FrameReceiver, FrameSender, frame
-from raftkv.transport.snapshot_stream import SnapshotInbox, SnapshotSource, send_snapshot
+from raftkv.transport.snapshot_stream import SnapshotInbox, SnapshotSource, conf_from_wire, send_snapshot
 from raftkv.transport.streams import PLAIN, Listener, StreamLayer, describe
 from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS, schema
 
@@ -531,11 +531,13 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
                 results.error.code = "wrongNode"
                 results.error.message = f"stale term {int(chunk.term)} (this node is at term {t.term()})"
                 return
-            meta = SnapshotMeta(
-                Index(int(chunk.lastIndex)),
-                Term(int(chunk.lastTerm)),
-                ConfState.of_voters(NodeId(int(v)) for v in chunk.voters),
-            )
+            try:
+                conf = conf_from_wire(chunk.conf)
+            except ValueError as e:  # the sender's bug, not ours: refuse the chunk, like any malformed input
+                results.error.code = "malformed"
+                results.error.message = f"snapshot chunk: {e}"[:200]
+                return
+            meta = SnapshotMeta(Index(int(chunk.lastIndex)), Term(int(chunk.lastTerm)), conf)
             code, message, next_offset, path = await t.inbox.receive(
                 src, meta, int(chunk.offset), bytes(chunk.data), bool(chunk.done), int(chunk.crc32c)
             )

@@ -97,14 +97,25 @@ struct Message {
   }
 }
 
+struct Member {
+  # One server of a cluster configuration (raftkv.raft.types.Member): how to reach it, and whether it votes.
+  id @0 :UInt64;
+  peerAddress @1 :Text;     # "" when unknown
+  clientAddress @2 :Text;   # "" when unknown
+  learner @3 :Bool;         # receives the log, never votes nor counts toward a quorum
+}
+
 struct SnapshotChunk {
   # One piece of a snapshot streamed by the leader: `offset` and `data` are
   # the bytes of the snapshot file from that offset; `done` marks the last chunk, which carries the metadata
   # and the CRC32C of the whole file, so the follower installs it atomically only once it is complete and intact.
+  # `conf` is the configuration as of lastIndex, members in id order. It replaced `voters @3 :List(UInt64)` with
+  # the field number kept, but peers of different raftkv versions are not supported across that change (the
+  # on-disk formats changed with it): every node of a cluster runs the same version.
   term @0 :UInt64;
   lastIndex @1 :UInt64;
   lastTerm @2 :UInt64;
-  voters @3 :List(UInt64);
+  conf @3 :List(Member);
   offset @4 :UInt64;
   data @5 :Data;
   done @6 :Bool;
@@ -176,9 +187,11 @@ interface Admin {
   status @1 (header :Header) -> (status :NodeStatus, error :Error);
 
   # A consistent backup of the whole store (`raftkv snapshot save`): offset 0 makes the node dump its state (one
-  # read transaction) and returns the first chunk; later offsets return the rest of that same image.
+  # read transaction) and returns the first chunk; later offsets return the rest of that same image. `conf` is
+  # the configuration as of lastIndex; it replaced `voters :List(UInt64)` in the same position, and a client of
+  # another raftkv version is not supported across that change (the backup file format changed with it).
   backupChunk @2 (header :Header, offset :UInt64)
-      -> (lastIndex :UInt64, lastTerm :UInt64, voters :List(UInt64), totalSize :UInt64, crc32c :UInt32,
+      -> (lastIndex :UInt64, lastTerm :UInt64, conf :List(Member), totalSize :UInt64, crc32c :UInt32,
           data :Data, error :Error);
 }
 

@@ -19,17 +19,33 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import crc32c
 
-from raftkv.raft.types import NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Member, NodeId, SnapshotMeta, Term
 
 log = logging.getLogger("raftkv.transport")
 
 SnapshotSource = Callable[[], tuple[SnapshotMeta, Iterator[bytes]] | None]
 """Leader side: the newest snapshot (metadata and a chunk iterator), or None; called in a worker thread."""
+
+
+def conf_to_wire(conf: ConfState) -> list[dict[str, Any]]:
+    """``conf`` as the value of a capnp ``List(Member)`` field (a ``SnapshotChunk``'s, a ``backupChunk``'s)."""
+    return [
+        {"id": int(m.id), "peerAddress": m.peer_address, "clientAddress": m.client_address, "learner": m.learner}
+        for m in conf.members
+    ]
+
+
+def conf_from_wire(members: Iterable[Any]) -> ConfState:
+    """The configuration in a capnp ``List(Member)``; ``ValueError`` if its ids are not unique, positive and in
+    order (the sender always sends a ``ConfState``'s members, which are)."""
+    return ConfState(
+        tuple(Member(NodeId(int(m.id)), str(m.peerAddress), str(m.clientAddress), bool(m.learner)) for m in members)
+    )
 
 
 async def send_snapshot(
@@ -52,7 +68,7 @@ async def send_snapshot(
             "term": int(term),
             "lastIndex": int(meta.index),
             "lastTerm": int(meta.term),
-            "voters": [int(v) for v in meta.voters],
+            "conf": conf_to_wire(meta.conf),
             "offset": offset,
             "data": data,
             "done": done,
