@@ -28,6 +28,7 @@ from raftkv.raft.errors import (
     ProposalDropped,
     RaftError,
 )
+from raftkv.raft.membership import ConfChangeInProgress, InvalidConfChange
 from raftkv.storage.errors import (
     CorruptLogError,
     CorruptSnapshotError,
@@ -35,6 +36,7 @@ from raftkv.storage.errors import (
     StorageError,
     StorageInUseError,
     StorageIOError,
+    UnsupportedFormatError,
 )
 
 if TYPE_CHECKING:
@@ -102,12 +104,14 @@ __all__ = [
     "BackupError",
     "CommandError",
     "Compacted",
+    "ConfChangeInProgress",
     "ConfigError",
     "CorruptLogError",
     "CorruptSnapshotError",
     "DiskFullError",
     "EntryUnavailable",
     "InternalError",
+    "InvalidConfChange",
     "InvalidRequest",
     "InvariantViolation",
     "KVError",
@@ -123,6 +127,7 @@ __all__ = [
     "Timeout",
     "TxnFailed",
     "Unavailable",
+    "UnsupportedFormatError",
     "WatchCancelled",
     "WrongCluster",
 ]

@@ -92,6 +92,27 @@ class LocalCluster:
         )  # fmt: skip
         log.close()
 
+    def start_joining(self, i: int, via: list[int] | None = None) -> None:
+        """Start node ``i`` (not yet in ``ids``) empty, joining through the client ports of ``via``
+        (default: every current node); add it with ``raftkv member add`` first."""
+        if i not in self.peer:
+            self.peer[i], self.client[i] = free_ports(2)
+        join = ",".join(f"127.0.0.1:{self.client[j]}" for j in (via or self.ids))
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 - the child process owns it
+        self.procs[i] = subprocess.Popen(
+            [
+                sys.executable, "-m", "raftkv.cli", "serve", "--id", str(i), "--cluster-id", self.cluster_id,
+                "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
+                "--listen-client", f"127.0.0.1:{self.client[i]}", "--join", join, *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        if i not in self.ids:
+            self.ids.append(i)
+
     def start_all(self) -> None:
         for i in self.ids:
             self.start(i)

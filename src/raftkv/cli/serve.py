@@ -23,6 +23,13 @@ from raftkv.cli.common import fail
 @click.option("--listen-client", metavar="HOST:PORT", help="Address for clients (status, ping, propose).")
 @click.option("--peers", metavar="ID=HOST:PORT,...", help="Every member and where THIS node reaches its peer port.")
 @click.option("--cluster-id", metavar="NAME", help="Name of the cluster (default 'raftkv'); nodes refuse others.")
+@click.option(
+    "--join",
+    metavar="HOST:PORT,...",
+    help="Join an existing cluster through these members' client addresses (add this node first with "
+    "`raftkv member add`); with an empty data dir the node learns the membership from the cluster instead of "
+    "bootstrapping one. --peers is then not needed.",
+)
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
@@ -68,7 +75,7 @@ def serve(config_file: Path | None, id_: int | None, state_machine: str, **optio
 
 
 async def _serve(cfg: Any, kind: Any) -> int:
-    from raftkv.errors import ConfigError, StorageError
+    from raftkv.errors import ConfigError, RaftError, StorageError
     from raftkv.kvserver import KVServer
 
     server = KVServer(cfg, state_machine=kind, check_ports=False)
@@ -78,4 +85,6 @@ async def _serve(cfg: Any, kind: Any) -> int:
         fail(str(e))
     except StorageError as e:
         fail(f"cannot open the data dir: {e}", code=1)
+    except RaftError as e:  # joining: the cluster did not answer, or does not list this node
+        fail(str(e), code=1)
     return await server.serve_until_signal()

@@ -39,7 +39,7 @@ its watches and its connections.
 
 from __future__ import annotations
 
-from raftkv.client.admin import Admin, StatusReport, download_backup
+from raftkv.client.admin import Admin, MemberReport, StatusReport, download_backup
 from raftkv.client.connection import Connection, explain
 from raftkv.client.kv import Client, connect
 from raftkv.client.sync import SyncClient, connect_sync
@@ -67,6 +67,7 @@ __all__ = [
     "Connection",
     "InternalError",
     "InvalidRequest",
+    "MemberReport",
     "NodeFailed",
     "NotLeader",
     "ProposalDropped",

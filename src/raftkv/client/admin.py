@@ -1,4 +1,5 @@
-"""``Admin``: the operator's calls on a cluster — status of every endpoint, ping, the generic propose, backups.
+"""``Admin``: the operator's calls on a cluster — status of every endpoint, ping, the generic propose, backups,
+membership changes and leadership transfer.
 
 Theory of operation
 -------------------
@@ -10,6 +11,11 @@ state machine the cluster runs, following the leader like a KV write does.
 ``download_backup`` asks every endpoint for its status, then downloads a consistent image of the store from the
 leader (or, failing that, from any node that answers) in chunks, checking its size and CRC32C. It returns the
 image and its metadata; writing the backup file is :mod:`raftkv.backup`'s job.
+
+Membership calls (``members``, ``add_member``, ``promote_member``, ``remove_member``, ``transfer_leader``) go to
+the leader through the same retry loop as a write, and return once the change is committed; a refused change
+raises :class:`~raftkv.errors.InvalidConfChange` or :class:`~raftkv.errors.ConfChangeInProgress` with the
+node's one-line reason, and changes nothing. ``members`` asks the leader too (only it knows each member's lag).
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from typing import Any
 
 import crc32c
 
-from raftkv.client.connection import BROKEN, FAILED, explain
+from raftkv.client.connection import BROKEN, FAILED, Connection, explain
 from raftkv.client.router import Router
-from raftkv.errors import BackupError
-from raftkv.raft.types import Index, SnapshotMeta, Term
+from raftkv.errors import BackupError, NotLeader
+from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.snapshot_stream import conf_from_wire
@@ -86,6 +92,53 @@ def _report(endpoint: Address, s: Any) -> StatusReport:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MemberReport:
+    """One member of the configuration, as the answering node (the leader, normally) sees it."""
+
+    id: int
+    peer_address: str
+    client_address: str
+    learner: bool
+    is_leader: bool
+    reachable: bool
+    """The answering node's link to this member is up (the answering node itself: True)."""
+    match: int | None = None
+    """The last log index the member is known to hold (known to the leader only)."""
+    lag: int | None = None
+    """How many entries it is behind the leader's last index (known to the leader only)."""
+
+    @property
+    def role(self) -> str:
+        return "learner" if self.learner else "voter"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "leader": self.is_leader,
+            "peer_address": self.peer_address,
+            "client_address": self.client_address,
+            "reachable": self.reachable,
+            "match": self.match,
+            "lag": self.lag,
+        }
+
+
+def _member_report(m: Any) -> MemberReport:
+    w = m.member
+    return MemberReport(
+        id=int(w.id),
+        peer_address=str(w.peerAddress),
+        client_address=str(w.clientAddress),
+        learner=bool(w.learner),
+        is_leader=bool(m.isLeader),
+        reachable=bool(m.reachable),
+        match=int(m.match) if m.hasProgress else None,
+        lag=int(m.lag) if m.hasProgress else None,
+    )
+
+
 class Admin:
     """Operator calls on the endpoints of one client (``client.admin``)."""
 
@@ -120,6 +173,57 @@ class Admin:
         """Replicate ``data`` through the leader: (index, term, the state machine's result)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         return await self._router.run(lambda conn, left: conn.propose(data, left), deadline)
+
+    # --- membership -------------------------------------------------------------------------------------------
+
+    async def members(self, timeout: float | None = None) -> list[MemberReport]:
+        """The configuration, as the leader sees it (each member's lag included)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+
+        async def op(conn: Connection, left: float) -> list[MemberReport]:
+            r = await conn.members(left)
+            leader = int(r.leader)
+            if leader and leader != int(r.nodeId):
+                # A follower's view: follow the redirection, so that each member's lag is known. (With no
+                # leader known, the follower's view is the best there is.)
+                address = next((str(m.member.clientAddress) for m in r.members if int(m.member.id) == leader), "")
+                raise NotLeader(NodeId(leader), address)
+            return [_member_report(m) for m in r.members]
+
+        return await self._router.run(op, deadline)
+
+    async def add_member(
+        self,
+        node: int,
+        peer_address: str,
+        client_address: str = "",
+        *,
+        learner: bool = False,
+        timeout: float | None = None,
+    ) -> ConfState:
+        """Add ``node`` (as a learner, or a voter at once); the configuration once the change is committed."""
+        kind = "addLearner" if learner else "addVoter"
+        return await self._change(kind, node, peer_address, client_address, timeout)
+
+    async def promote_member(self, node: int, timeout: float | None = None) -> ConfState:
+        """Make learner ``node`` a voter (refused, naming its lag, while it is behind)."""
+        return await self._change("promote", node, "", "", timeout)
+
+    async def remove_member(self, node: int, timeout: float | None = None) -> ConfState:
+        """Remove ``node`` (the leader too: it hands over once its removal commits)."""
+        return await self._change("remove", node, "", "", timeout)
+
+    async def transfer_leader(self, to: int | None = None, timeout: float | None = None) -> int:
+        """Move the leadership to ``to`` (default: the most caught-up voter); the new leader's id."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        return await self._router.run(lambda conn, left: conn.leader_transfer(to or 0, left), deadline)
+
+    async def _change(self, kind: str, node: int, peer: str, client: str, timeout: float | None) -> ConfState:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        members = await self._router.run(
+            lambda conn, left: conn.member_change(kind, node, peer, client, left), deadline
+        )
+        return conf_from_wire(members)
 
     async def download_backup(self, timeout: float) -> tuple[SnapshotMeta, str, bytes]:
         """A consistent image of the store: (its metadata, the cluster id, the image), checksum verified."""

@@ -114,6 +114,27 @@ class Connection:
         check(r.error)
         return r
 
+    async def members(self, timeout: float) -> Any:
+        """The node's view of the configuration (``members``, ``leader``, ``confIndex``)."""
+        async with asyncio.timeout(timeout):
+            r = await self.cap.members(header=self.header)
+        check(r.error)
+        return r
+
+    async def member_change(self, kind: str, node: int, peer: str, client: str, timeout: float) -> Any:
+        """One membership change on the leader; the configuration (a ``List(Member)``) once committed."""
+        change = {"kind": kind, "id": node, "peerAddress": peer, "clientAddress": client}
+        async with asyncio.timeout(timeout):
+            r = await self.cap.memberChange(header=self.header, change=change)
+        check(r.error)
+        return r.members
+
+    async def leader_transfer(self, to: int, timeout: float) -> int:
+        async with asyncio.timeout(timeout):
+            r = await self.cap.leaderTransfer(header=self.header, to=to)
+        check(r.error)
+        return int(r.leader)
+
     # --- Replicated -------------------------------------------------------------------------------------------
 
     async def propose(self, data: bytes, timeout: float) -> tuple[int, int, bytes]:

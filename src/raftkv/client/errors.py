@@ -21,7 +21,9 @@ from typing import Any, Final
 
 from raftkv.errors import (
     Compacted,
+    ConfChangeInProgress,
     InternalError,
+    InvalidConfChange,
     InvalidRequest,
     InvariantViolation,
     NodeFailed,
@@ -46,6 +48,8 @@ ERRORS: Final[Mapping[str, type[RaftError]]] = MappingProxyType(
         "proposalDropped": ProposalDropped,
         "compacted": Compacted,
         "invalid": InvalidRequest,
+        "invalidConfChange": InvalidConfChange,
+        "confChangeInProgress": ConfChangeInProgress,
     }
 )
 """Every wire ``ErrorCode`` but ``none``, and the ``raftkv.errors`` class a caller gets for it."""

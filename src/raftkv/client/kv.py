@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from raftkv.client.admin import Admin
+from raftkv.client.admin import Admin, MemberReport
 from raftkv.client.router import Router
 from raftkv.client.watch import MAX_QUEUED_EVENTS, Watch
 from raftkv.errors import InvariantViolation, RaftError, SessionExpired, TxnFailed
@@ -51,6 +51,7 @@ from raftkv.kv.commands import (
 )
 from raftkv.kv.errors import ErrorCode
 from raftkv.kv.keys import prefix_end
+from raftkv.raft.types import ConfState
 from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
@@ -94,7 +95,7 @@ class Client:
     router: Router = field(init=False)
     """The endpoints, their connections and the retry loop, shared with :attr:`admin` and every watch."""
     admin: Admin = field(init=False)
-    """Status, ping, the generic propose, backups: on the same connections."""
+    """Status, ping, the generic propose, backups, membership: on the same connections."""
     _pending: list[_Call] = field(default_factory=list, init=False)
     _flush_scheduled: bool = field(default=False, init=False)
     _tasks: TaskSet = field(init=False)
@@ -193,6 +194,33 @@ class Client:
         w = Watch(self.router, self.timeout, k, _end(k, range_end, prefix), start_revision, max_queued)
         self._watches.add(w)
         return w
+
+    # --- membership (docs/membership.md): shortcuts to ``admin`` ------------------------------------------
+
+    async def members(self, timeout: float | None = None) -> list[MemberReport]:
+        """The configuration as the leader sees it: each member's role, addresses, lag and reachability."""
+        return await self.admin.members(timeout)
+
+    async def add_member(
+        self,
+        node: int,
+        peer_address: str,
+        client_address: str = "",
+        *,
+        learner: bool = True,
+        timeout: float | None = None,
+    ) -> ConfState:
+        """Add ``node``, as a learner by default (promote it once it has caught up)."""
+        return await self.admin.add_member(node, peer_address, client_address, learner=learner, timeout=timeout)
+
+    async def promote_member(self, node: int, timeout: float | None = None) -> ConfState:
+        return await self.admin.promote_member(node, timeout)
+
+    async def remove_member(self, node: int, timeout: float | None = None) -> ConfState:
+        return await self.admin.remove_member(node, timeout)
+
+    async def transfer_leader(self, to: int | None = None, timeout: float | None = None) -> int:
+        return await self.admin.transfer_leader(to, timeout)
 
     def forget_leader(self) -> None:
         """Ask the endpoints in order again on the next call, instead of the leader last redirected to."""

@@ -1,4 +1,4 @@
-"""Administration of a node, wire-neutral: status, leadership transfer, consistent backups of the KV store.
+"""Administration of a node, wire-neutral: status, membership, leadership transfer, backups of the KV store.
 
 Theory of operation
 -------------------
@@ -12,12 +12,14 @@ image; ``raftkv snapshot save`` downloads it in chunks.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import crc32c
 
 from raftkv.errors import InvalidRequest
 from raftkv.kv.machine import KVStateMachine
-from raftkv.raft.types import ConfState, Index, SnapshotMeta, Term
+from raftkv.raft.membership import ChangeType, ConfChange
+from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.runtime.node import NodeStatus, RaftNode
 
 
@@ -40,8 +42,20 @@ class Admin:
             raise InvalidRequest("this node does not run the key-value store: backups need it")
         index, data = await asyncio.to_thread(kv.snapshot_with_index) if self.kv_durable else kv.snapshot_with_index()
         term = self.node.term_at(Index(index))
-        # TODO(membership): node.conf_at(Index(index)), the configuration at the image's index (with learners and
-        # addresses), once the runtime has it; until then the voters of now, without addresses.
-        conf = ConfState.of_voters(self.node.voters)
-        meta = SnapshotMeta(Index(index), term if term is not None else Term(0), conf)
+        meta = SnapshotMeta(Index(index), term if term is not None else Term(0), self.node.conf_at(Index(index)))
         return meta, data, crc32c.crc32c(data)
+
+    # --- membership (docs/membership.md) -------------------------------------------------------------------
+
+    def members(self) -> list[dict[str, Any]]:
+        """This node's view of the configuration, with each member's lag when this node leads."""
+        return self.node.members()
+
+    async def change_members(self, kind: ChangeType, node: NodeId, peer: str, client: str) -> ConfState:
+        """One membership change on the leader, returned once committed (errors: see ``RaftNode``)."""
+        if kind is ChangeType.PROMOTE:
+            return await self.node.promote(node)
+        return await self.node.change_membership(ConfChange(kind, node, peer, client))
+
+    async def transfer_leadership(self, to: NodeId | None) -> NodeId:
+        return await self.node.transfer_leadership(to)

@@ -24,24 +24,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import IO, Any, Literal
 
+from raftkv.client import connect
+from raftkv.errors import ConfigError, RaftError, Unavailable
 from raftkv.kv.backend import Backend
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.capnp_api import serve_capnp
 from raftkv.kvserver.service import KVService
 from raftkv.kvserver.watches import WatchRegistry
-from raftkv.raft.types import Entry
+from raftkv.raft.types import Entry, NodeId
 from raftkv.runtime.config import NodeConfig
 from raftkv.runtime.node import RaftNode
 from raftkv.runtime.statemachine import CommandLog, ReplicatedDict, SnapshotStream, StateMachine
 from raftkv.storage import DataDir
 from raftkv.storage.kv_lmdb import LMDBBackend
+from raftkv.transport.address import Address
 from raftkv.transport.streams import PLAIN, Listener, StreamLayer
 
 log = logging.getLogger("raftkv.server")
@@ -125,6 +129,8 @@ class KVServer:
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.join and not DataDir(cfg.data_dir).holds_log():
+            cfg = self.config = await self._join(cfg)
         try:
             # On the loop thread, although it blocks for a few milliseconds: opening the store in a worker thread
             # made every sequential put ~8% dearer in CPU and ~6% slower at p50 afterwards (bench/ab.py, six
@@ -146,6 +152,34 @@ class KVServer:
             raise
         self._started = True
         log.info("node %s: clients on %s (%s)", cfg.id, cfg.listen_client or "-", self.kind)
+
+    async def _join(self, cfg: NodeConfig) -> NodeConfig:
+        """A fresh node joining: ask the cluster for its members, check this node was added (with this peer
+        address), and learn where every member listens. The node then bootstraps nothing: the configuration
+        reaches it in the log or a snapshot from the leader."""
+        where = ",".join(map(str, cfg.join))
+        try:
+            async with connect(list(cfg.join), cluster_id=cfg.cluster_id, timeout=5.0) as client:
+                members = await client.members(timeout=5.0)
+        except RaftError as e:
+            raise Unavailable(f"cannot join cluster {cfg.cluster_id!r} through {where}: {e}") from None
+        me = next((m for m in members if m.id == cfg.id), None)
+        listed = ",".join(str(m.id) for m in members) or "none"
+        if me is None:
+            raise ConfigError(
+                f"node {cfg.id} is not a member of cluster {cfg.cluster_id!r} (members: {listed}): add it first, "
+                f"with `raftkv member add {cfg.id} --peer-addr {cfg.listen_peer} --client-addr "
+                f"{cfg.listen_client or 'HOST:PORT'} --learner --endpoints {where}`"
+            )
+        if me.peer_address and me.peer_address != str(cfg.listen_peer):
+            raise ConfigError(
+                f"node {cfg.id} was added with peer address {me.peer_address}, but --listen-peer is "
+                f"{cfg.listen_peer}: start it on that address, or remove and add it again"
+            )
+        peers = {NodeId(m.id): Address.parse(m.peer_address, f"member {m.id}") for m in members if m.peer_address}
+        peers[cfg.id] = cfg.listen_peer
+        log.info("node %s: joining cluster %r through %s (members %s)", cfg.id, cfg.cluster_id, where, listed)
+        return dataclasses.replace(cfg, peers=peers)
 
     def _open_machine(self) -> StateMachine:
         """Claim the data directory, then open the state machine (blocking, briefly: see ``start``)."""

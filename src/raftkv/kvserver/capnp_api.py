@@ -18,14 +18,24 @@ from typing import Any
 
 import msgspec
 
-from raftkv.errors import Compacted, InvalidRequest, NodeFailed, NotLeader, ProposalDropped, Timeout
+from raftkv.errors import (
+    Compacted,
+    ConfChangeInProgress,
+    InvalidConfChange,
+    InvalidRequest,
+    NodeFailed,
+    NotLeader,
+    ProposalDropped,
+    Timeout,
+)
 from raftkv.kv.commands import decode_command, encode_result
 from raftkv.kv.errors import CommandError
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.service import KVService
 from raftkv.kvserver.watches import WatchRegistry
-from raftkv.raft.types import SnapshotMeta
+from raftkv.raft.membership import ChangeType
+from raftkv.raft.types import NodeId, SnapshotMeta
 from raftkv.runtime.node import RaftNode
 from raftkv.transport.address import Address
 from raftkv.transport.snapshot_stream import conf_to_wire
@@ -36,6 +46,12 @@ log = logging.getLogger("raftkv.client")
 BACKUP_CHUNK_BYTES = 1 << 20
 _EVENT_ENCODER = msgspec.msgpack.Encoder()
 _NOT_KV = "this node does not run the key-value store"
+_CHANGE_KINDS = {
+    "addVoter": ChangeType.ADD_VOTER,
+    "addLearner": ChangeType.ADD_LEARNER,
+    "promote": ChangeType.PROMOTE,
+    "remove": ChangeType.REMOVE,
+}
 
 
 class _CapnpSink:
@@ -90,6 +106,10 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             err.code = "invalid"
         elif isinstance(e, Compacted):
             err.code = "compacted"
+        elif isinstance(e, InvalidConfChange):
+            err.code = "invalidConfChange"
+        elif isinstance(e, ConfChangeInProgress):
+            err.code = "confChangeInProgress"
         else:
             log.error("node %s: %s failed: %s: %s", self.node.id, what, type(e).__name__, e, exc_info=e)
             err.code = "internal"
@@ -148,6 +168,60 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         r.totalSize = len(image)
         r.crc32c = crc
         r.data = image[offset : offset + BACKUP_CHUNK_BYTES]
+
+    async def members(self, header: Any, _context: Any, **_kw: Any) -> None:
+        r = _context.results
+        if not self._check(header, r):
+            return
+        try:
+            members = self.admin.members()
+        except Exception as e:
+            self._fail(r, e, "members")
+            return
+        out = r.init("members", len(members))
+        for k, m in enumerate(members):
+            o = out[k]
+            w = o.init("member")
+            w.id = m["id"]
+            w.peerAddress = m["peer_address"]
+            w.clientAddress = m["client_address"]
+            w.learner = m["learner"]
+            o.isLeader = m["leader"]
+            o.reachable = m["reachable"]
+            o.hasProgress = "match" in m
+            o.match = m.get("match", 0)
+            o.lag = m.get("lag", 0)
+        r.leader = int(self.node.leader_id)
+        r.confIndex = int(self.node.conf_index)
+        r.nodeId = int(self.node.id)
+
+    async def memberChange(self, header: Any, change: Any, _context: Any, **_kw: Any) -> None:  # noqa: N802
+        r = _context.results
+        if not self._check(header, r):
+            return
+        try:
+            kind = _CHANGE_KINDS[str(change.kind)]
+            conf = await self.admin.change_members(
+                kind, NodeId(int(change.id)), str(change.peerAddress), str(change.clientAddress)
+            )
+        except NotLeader:
+            self._fail(r, self.node.not_leader(), "member change")
+            return
+        except Exception as e:
+            self._fail(r, e, "member change")
+            return
+        r.members = conf_to_wire(conf)
+
+    async def leaderTransfer(self, header: Any, to: int, _context: Any, **_kw: Any) -> None:  # noqa: N802
+        r = _context.results
+        if not self._check(header, r):
+            return
+        try:
+            r.leader = int(await self.admin.transfer_leadership(NodeId(int(to)) if to else None))
+        except NotLeader:
+            self._fail(r, self.node.not_leader(), "leader transfer")
+        except Exception as e:
+            self._fail(r, e, "leader transfer")
 
     # --- Replicated --------------------------------------------------------------------------------------------
 

@@ -511,6 +511,11 @@ class RaftNode:
         """The configuration in effect on this node (the latest in its log, committed or not)."""
         return _started(self.core).conf
 
+    @property
+    def conf_index(self) -> Index:
+        """The log index of the entry the configuration in effect comes from (0: bootstrap, not in the log)."""
+        return self.core.conf_index if self.core is not None else Index(0)
+
     def conf_at(self, index: Index) -> ConfState:
         """The configuration as of log index ``index`` (what a snapshot or backup taken there records)."""
         return _started(self.core).conf_at(index)

@@ -34,7 +34,7 @@ from raftkv.raft.errors import ConfigError
 from raftkv.raft.types import NodeId
 from raftkv.storage.fileio import FileIO
 from raftkv.storage.snapshots import Snapshot, SnapshotStore
-from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL
+from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, list_segments
 
 log = logging.getLogger("raftkv.storage")
 
@@ -71,6 +71,10 @@ class DataDir:
     def incoming(self) -> Path:
         """Where snapshots being received from a leader are written (``incoming-from-N.tmp``)."""
         return self.root
+
+    def holds_log(self) -> bool:
+        """Whether the write-ahead log exists with at least one segment (False: a fresh node)."""
+        return self.wal.is_dir() and bool(list_segments(str(self.wal)))
 
     def claim(self, cluster_id: str, node_id: NodeId) -> None:
         """Create the directory if needed and make sure it belongs to (cluster_id, node_id)."""

@@ -23,6 +23,8 @@ enum ErrorCode {
   proposalDropped @9;   # refused before being appended (e.g. a leadership transfer); safe to retry
   compacted @10;        # a watch asked for history older than what is retained
   invalid @11;          # a request that cannot be executed (e.g. a command that does not decode)
+  invalidConfChange @12;    # a membership change that does not apply (an id already a member...): nothing changed
+  confChangeInProgress @13; # the previous membership change is not committed yet (or the leader is brand new)
 }
 
 struct Error {
@@ -193,6 +195,36 @@ interface Admin {
   backupChunk @2 (header :Header, offset :UInt64)
       -> (lastIndex :UInt64, lastTerm :UInt64, conf :List(Member), totalSize :UInt64, crc32c :UInt32,
           data :Data, error :Error);
+
+  # Membership (docs/membership.md). `members` answers from this node's view (the leader's has each member's
+  # lag); `memberChange` and `leaderTransfer` need the leader (notLeader otherwise) and answer once the change
+  # is committed, with the configuration then.
+  members @3 (header :Header)
+      -> (members :List(MemberStatus), leader :UInt64, confIndex :UInt64, nodeId :UInt64, error :Error);
+  memberChange @4 (header :Header, change :MemberChange) -> (members :List(Member), error :Error);
+  leaderTransfer @5 (header :Header, to :UInt64) -> (leader :UInt64, error :Error);
+}
+
+struct MemberStatus {
+  member @0 :Member;
+  isLeader @1 :Bool;
+  reachable @2 :Bool;     # from the answering node: its link to that member is up (itself: true)
+  hasProgress @3 :Bool;   # the answering node leads and tracks this member's replication
+  match @4 :UInt64;       # hasProgress: the last index the member is known to hold
+  lag @5 :UInt64;         # hasProgress: entries it is behind the leader's last index
+}
+
+struct MemberChange {
+  kind @0 :Kind;
+  id @1 :UInt64;
+  peerAddress @2 :Text;
+  clientAddress @3 :Text;
+  enum Kind {
+    addVoter @0;
+    addLearner @1;
+    promote @2;
+    remove @3;
+  }
 }
 
 interface Replicated {
