@@ -6,7 +6,6 @@ from pathlib import Path
 
 from raftkv.backup import Backup, read_backup, write_backup
 from raftkv.client import connect
-from raftkv.raft.types import ConfState
 from tests.runtime.cluster import kv_servers
 
 
@@ -17,9 +16,11 @@ async def test_a_downloaded_backup_carries_the_configuration(tmp_path: Path) -> 
             await c.put("k", "v")
             meta, cluster_id, image = await c.admin.download_backup(5.0)
         assert cluster_id == "test" and meta.index > 0 and image
-        # The node reports the voters of now, without addresses, until the runtime knows the configuration at
-        # an index (kvserver.admin's TODO); the wire carries whatever it reports, member by member.
-        assert meta.conf == ConfState.of_voters(s.running.id for s in servers)
+        # The configuration as of the image's index, with every member's peer address (the first leader wrote
+        # the bootstrap configuration, addresses included, into the log).
+        assert meta.conf.voters == tuple(s.running.id for s in servers)
+        assert [m.peer_address for m in meta.conf.members] == [str(s.config.listen_peer) for s in servers]
+        assert meta.conf == servers[0].running.conf_at(meta.index)
         write_backup(tmp_path / "b.raftkv", Backup(meta, cluster_id, image))
         assert read_backup(tmp_path / "b.raftkv").meta == meta
     finally:

@@ -558,18 +558,25 @@ class RaftNode:
     # --- membership (the rules: raftkv.raft.membership) -----------------------------------------------------
 
     def _peer_addresses(self, conf: ConfState) -> dict[NodeId, Address]:
-        """Where to reach each member: the configuration's addresses; before a joining node has one, the
-        members the cluster told it of (``config.peers``)."""
+        """Where this node dials each member of ``conf`` (before a joining node has a configuration: the
+        members the cluster told it of).
+
+        The configuration says *who* the members are and where each listens; this node's own ``--peers`` entry
+        for a member, where it has one, says where *it* reaches that member, and wins: a proxy may sit between
+        two nodes (the fault-injection harness does that), and a restored backup's addresses are the old
+        cluster's. A member ``--peers`` does not list (one added later) is dialled at its configured address.
+        """
         if conf.is_empty():
             return dict(self.config.peers)
         out: dict[NodeId, Address] = {}
         for m in conf.members:
+            local = self.config.peers.get(m.id)
             if m.id == self.id:
-                out[m.id] = self.config.peers.get(m.id, self.config.listen_peer)
+                out[m.id] = local or self.config.listen_peer
+            elif local is not None:
+                out[m.id] = local
             elif m.peer_address:
                 out[m.id] = Address.parse(m.peer_address, f"the peer address of member {m.id}")
-            elif m.id in self.config.peers:  # a bootstrap member with no address in the log yet
-                out[m.id] = self.config.peers[m.id]
         return out
 
     def _on_conf(self, conf: ConfState) -> None:
