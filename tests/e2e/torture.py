@@ -58,11 +58,11 @@ import capnp  # type: ignore[import-untyped]
 
 from raftkv.check import CasResult, CheckResult, Kind, Operation, Read, Written, check, dump_jsonl, write_html
 from raftkv.client import Client, connect
-from raftkv.errors import RaftError
+from raftkv.errors import InvalidConfChange, RaftError
 from raftkv.transport.kjloop import kj_loop
 from tests.e2e.harness import ProcCluster, wait_for
 
-FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "partition", "delay", "loss", "restart")
+FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "partition", "delay", "loss", "restart", "member")
 PROCESS_FAULTS = frozenset({"kill", "pause", "restart"})
 NETWORK_FAULTS = frozenset({"partition", "delay", "loss"})
 
@@ -81,7 +81,12 @@ VARIANTS: dict[str, tuple[tuple[str, float], ...]] = {
     "delay": (("all", 0.35), ("leader", 0.25), ("slow-node", 0.2), ("random-links", 0.2)),
     "loss": (("all", 0.35), ("leader", 0.35), ("random-links", 0.3)),
     "restart": (("graceful-leader", 0.3), ("graceful-random", 0.2), ("crash-leader", 0.3), ("crash-random", 0.2)),
+    # A membership change held for the fault's duration: the node is removed (the leader: it hands over), keeps
+    # running, then is added back as a learner, caught up and promoted (docs/membership.md).
+    "member": (("remove-leader", 0.4), ("remove-follower", 0.6)),
 }
+MEMBER_CALL_S = 10.0
+"""Deadline of one membership call of the nemesis (retried while the cluster is busy or leaderless)."""
 
 KEY_PREFIX = "t/"
 TABLE_HEADER = (
@@ -402,6 +407,8 @@ class Nemesis:
         self.warnings: list[str] = []
         self.spawns: Counter[int] = Counter(range(1, self.n + 1))
         """Processes started per node (the cluster started one each)."""
+        self.removed: set[int] = set()
+        """Nodes the nemesis removed from the configuration and has not made voters again."""
 
     # --- observation ---------------------------------------------------------------------------------------
 
@@ -460,7 +467,8 @@ class Nemesis:
             await asyncio.sleep(delay)
 
     async def heal_all(self) -> None:
-        """Network healed, paused nodes continued, killed nodes restarted (crashed ones too, once)."""
+        """Network healed, paused nodes continued, killed nodes restarted (crashed ones too, once), and every
+        node a voter again."""
         self.c.heal()
         for i in sorted(self.paused):
             self._signal_resume(i)
@@ -469,6 +477,92 @@ class Nemesis:
             if not self.c.running(i):
                 self._spawn(i)
         self.down.clear()
+        for i in sorted(self.removed):
+            await self._add_back(i, None)
+
+    # --- membership --------------------------------------------------------------------------------------
+
+    async def _member_call(self, what: str, call: Any) -> Any:
+        """One membership call through any node, retried (busy, no leader) until ``MEMBER_CALL_S`` passes."""
+        deadline = time.monotonic() + MEMBER_CALL_S
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                async with connect(self.c.endpoints(), cluster_id=self.c.cluster_id, timeout=3.0) as client:
+                    return await call(client)
+            except (RaftError, OSError, TimeoutError, capnp.KjException) as e:
+                last = f"{type(e).__name__}: {e}"
+                await asyncio.sleep(0.2)
+        self.warnings.append(f"membership call {what!r} did not succeed within {MEMBER_CALL_S} s ({last})")
+        return None
+
+    async def _member(self, spec: FaultSpec) -> Any:
+        if spec.variant == "remove-leader":
+            lead = await self.leader()
+            target, note = (lead, "") if lead is not None else (spec.order[0], "no leader found: took a random node")
+        else:
+            lead = await self.leader()
+            target, note = next((i for i in spec.order if i != lead), spec.order[0]), ""
+        rec = self._record("member", spec.variant, str(target), note)
+        if target in self.removed:
+            rec.note = "already removed"
+        else:
+
+            async def remove(client: Client) -> Any:
+                try:
+                    return await client.remove_member(target, timeout=5.0)
+                except InvalidConfChange as e:
+                    if "is not a member" in str(e):
+                        return True  # an earlier attempt committed it (its answer was lost)
+                    raise
+
+            if await self._member_call(f"remove {target}", remove) is not None:
+                self.removed.add(target)
+
+        async def undo() -> None:
+            await self._add_back(target, rec)
+
+        return undo
+
+    async def _add_back(self, i: int, rec: FaultRecord | None) -> None:
+        """Add node ``i`` back as a learner, wait until it has caught up, promote it."""
+        if i not in self.removed:
+            return
+
+        async def add(client: Client) -> Any:
+            try:
+                return await client.add_member(
+                    i, f"127.0.0.1:{self.c.peer_port[i]}", str(self.c.endpoint(i)), learner=True, timeout=5.0
+                )
+            except InvalidConfChange as e:
+                if "already a member" in str(e):
+                    return True
+                raise
+
+        async def caught_up(client: Client) -> Any:
+            deadline = time.monotonic() + MEMBER_CALL_S
+            while time.monotonic() < deadline:
+                m = {r.id: r for r in await client.members(timeout=2.0)}
+                if i in m and m[i].lag is not None and m[i].lag < 500:
+                    return True
+                await asyncio.sleep(0.2)
+            raise RaftError(f"node {i} did not catch up")
+
+        async def promote(client: Client) -> Any:
+            try:
+                return await client.promote_member(i, timeout=5.0)
+            except InvalidConfChange as e:
+                if "already a voter" in str(e):
+                    return True
+                raise
+
+        ok = await self._member_call(f"add {i}", add) is not None
+        ok = ok and await self._member_call(f"catch up {i}", caught_up) is not None
+        ok = ok and await self._member_call(f"promote {i}", promote) is not None
+        if ok:
+            self.removed.discard(i)
+        if rec is not None:
+            rec.end_s = self.history.now()
 
     def _record(self, kind: str, variant: str, targets: str, note: str = "") -> FaultRecord:
         rec = FaultRecord(kind, variant, targets, self.history.now(), note=note)
@@ -510,6 +604,8 @@ class Nemesis:
             return await self._pause(spec)
         if kind == "restart":
             return await self._restart(spec)
+        if kind == "member":
+            return await self._member(spec)
         return await self._network(spec)
 
     def _count(self, variant: str) -> int | None:
