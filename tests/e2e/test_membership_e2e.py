@@ -147,3 +147,91 @@ async def test_bad_changes_are_one_line_errors_and_a_node_not_added_cannot_join(
         assert "node 7 is not a member" in log and "raftkv member add 7" in log
     finally:
         lc.stop_all()
+
+
+async def test_grow_3_to_5_and_shrink_to_3_removing_the_leader_under_load_is_linearizable(tmp_path: Path) -> None:
+    """Clients write and read a few keys throughout; the cluster grows to 5 voters (learner, then promote, one
+    at a time) and shrinks back to 3, removing the leader among others. The recorded history must be
+    linearizable (raftkv.check) and every member must end with the same data."""
+    from raftkv.check import Kind
+    from raftkv.check import check as check_history
+    from raftkv.check import get as op_get
+    from raftkv.check import put as op_put
+
+    lc = LocalCluster(tmp_path, 3, cluster_id="grow")
+    lc.start_all()
+    history = []
+    t0 = time.monotonic()
+    try:
+        async with connect(lc.endpoints(), cluster_id="grow", timeout=15.0) as admin:
+            await admin.put("warm-up", "1")
+            stop = asyncio.Event()
+
+            async def client_loop(w: int) -> None:
+                async with connect(lc.endpoints(), cluster_id="grow", timeout=5.0) as c:
+                    k = 0
+                    while not stop.is_set():
+                        key = f"r{k % 3}"
+                        call = time.monotonic() - t0
+                        if k % 2 == 0:
+                            value = f"w{w}-{k}"
+                            try:
+                                await c.put(key, value, timeout=3.0)
+                                history.append(op_put(w, key, value, call, time.monotonic() - t0))
+                            except RaftError:
+                                history.append(op_put(w, key, value, call, None))  # outcome unknown
+                        else:
+                            try:
+                                kv = await c.get(key, timeout=3.0)
+                                got = kv.value.decode() if kv is not None else None
+                                history.append(op_get(w, key, got, call, time.monotonic() - t0))
+                            except RaftError:
+                                pass  # a read that failed constrains nothing
+                        k += 1
+
+            clients = [asyncio.ensure_future(client_loop(w)) for w in range(3)]
+            await asyncio.sleep(1.0)
+            for i in (4, 5):
+                lc.peer[i], lc.client[i] = free_ports(2)
+                await admin.add_member(i, f"127.0.0.1:{lc.peer[i]}", f"127.0.0.1:{lc.client[i]}", learner=True)
+                lc.start_joining(i, via=[1, 2, 3])
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    m = {x.id: x for x in await admin.members()}
+                    if m[i].lag is not None and m[i].lag < 100:
+                        break
+                    await asyncio.sleep(0.2)
+                await admin.promote_member(i)
+            assert {m.id for m in await admin.members() if not m.learner} == {1, 2, 3, 4, 5}
+            await asyncio.sleep(1.0)
+            leader = next(m.id for m in await admin.members() if m.is_leader)
+            for i in (leader, next(j for j in (1, 2, 3) if j != leader)):
+                await admin.remove_member(i, timeout=15.0)
+                await asyncio.sleep(0.5)
+            final = await admin.members()
+            assert len(final) == 3 and all(not m.learner for m in final)
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*clients)
+            remaining = [m.id for m in final]
+            # Every member ends with the same value of every key (read locally on each, once caught up).
+            expected = {}
+            for key in ("r0", "r1", "r2"):
+                kv = await admin.get(key)
+                expected[key] = kv.value if kv is not None else None
+        for i in remaining:
+            async with connect([Address("127.0.0.1", lc.client[i])], cluster_id="grow", timeout=10.0) as c:
+                for key, value in expected.items():
+                    deadline = time.monotonic() + 10
+                    while True:
+                        kv = await c.get(key, serializable=True)
+                        got = kv.value if kv is not None else None
+                        if got == value or time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert got == value, f"node {i} has {key}={got!r}, the leader {value!r}"
+    finally:
+        lc.stop_all()
+    assert sum(1 for op in history if op.return_s is not None) > 100
+    verdict = check_history(history, timeout_s=60)
+    assert verdict.kind is not Kind.ILLEGAL, verdict.reason
