@@ -6,16 +6,19 @@ Exit codes scripts can rely on: 0 success; 1 the operation failed (unreachable, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from raftkv.transport.address import Address, AddressError
 
 ENDPOINTS_ENV = "RAFTKV_ENDPOINTS"
+T = TypeVar("T")
 log = logging.getLogger("raftkv.cli")
 
 
@@ -42,3 +45,24 @@ timeout_option = click.option("--timeout", type=float, default=2.0, show_default
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+def client_call(endpoints: str | None, timeout: float, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn(client)`` against the cluster: an unreachable cluster is one helpful line, any other raftkv
+    error its own line; both exit 1."""
+    from raftkv.client import connect
+    from raftkv.errors import RaftError, Unavailable
+
+    addrs = parse_endpoints(endpoints)
+
+    async def run() -> T:
+        async with connect(addrs, timeout=timeout) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(run())
+    except Unavailable:
+        shown = ",".join(map(str, addrs))
+        fail(f"no leader reachable at {shown}: is the cluster running? try raftkv status", code=1)
+    except RaftError as e:
+        fail(str(e), code=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from raftkv.cli.common import endpoints_option, fail, json_option, parse_endpoints
+from raftkv.cli.common import client_call, endpoints_option, fail, json_option, parse_endpoints
 from raftkv.errors import RaftError
 
 
@@ -27,26 +27,6 @@ def _kv_json(kv: Any) -> dict[str, Any]:
     }
 
 
-def _kv_call(endpoints: str | None, timeout: float, fn: Any) -> Any:
-    """Run ``fn(client)`` against the cluster; turn an unreachable cluster into one helpful line, exit 1."""
-    from raftkv.client import connect
-    from raftkv.errors import Unavailable
-
-    addrs = parse_endpoints(endpoints)
-
-    async def run() -> Any:
-        async with connect(addrs, timeout=timeout) as client:
-            return await fn(client)
-
-    try:
-        return asyncio.run(run())
-    except Unavailable:
-        shown = ",".join(map(str, addrs))
-        fail(f"no leader reachable at {shown}: is the cluster running? try raftkv status", code=1)
-    except RaftError as e:
-        fail(str(e), code=1)
-
-
 _kv_timeout = click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds, retries included.")
 
 
@@ -62,7 +42,7 @@ def put(endpoints: str | None, key: str, value: str, as_json: bool, timeout: flo
     async def op(c: Any) -> Any:
         return await c.put(key, value, prev_kv=True)
 
-    r = _kv_call(endpoints, timeout, op)
+    r = client_call(endpoints, timeout, op)
     if as_json:
         prev = _kv_json(r.prev_kv) if r.prev_kv else None
         click.echo(json.dumps({"revision": r.revision, "prev_kv": prev}))
@@ -86,7 +66,7 @@ def get(
     async def op(c: Any) -> Any:
         return await c.range(key, prefix=prefix, limit=limit, serializable=serializable)
 
-    r = _kv_call(endpoints, timeout, op)
+    r = client_call(endpoints, timeout, op)
     if as_json:
         click.echo(json.dumps({"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count, "revision": r.revision}))
     elif prefix:
@@ -110,7 +90,7 @@ def delete(endpoints: str | None, key: str, prefix: bool, as_json: bool, timeout
     async def op(c: Any) -> Any:
         return await c.delete(key, prefix=prefix)
 
-    r = _kv_call(endpoints, timeout, op)
+    r = client_call(endpoints, timeout, op)
     click.echo(json.dumps({"deleted": r.deleted, "revision": r.revision}) if as_json else str(r.deleted))
 
 
@@ -136,7 +116,7 @@ def txn(endpoints: str | None, as_json: bool, timeout: float) -> None:
     async def op(c: Any) -> Any:
         return await c.txn(compare, success, failure)
 
-    r = _kv_call(endpoints, timeout, op)
+    r = client_call(endpoints, timeout, op)
     results = [_op_result_json(x) for x in r.responses]
     if as_json:
         click.echo(json.dumps({"succeeded": r.succeeded, "revision": r.revision, "responses": results}))

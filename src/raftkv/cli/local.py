@@ -78,14 +78,17 @@ class LocalCluster:
         """More ``raftkv serve`` flags for every node (e.g. snapshot settings)."""
 
     def start(self, i: int) -> None:
-        peers = ",".join(f"{j}=127.0.0.1:{self.peer[j]}" for j in self.ids)
+        self._spawn(i, "--peers", ",".join(f"{j}=127.0.0.1:{self.peer[j]}" for j in self.ids))
+
+    def _spawn(self, i: int, *members: str) -> None:
+        """Start ``raftkv serve`` for node ``i``; ``members`` says how it finds the others (--peers or --join)."""
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 - the child process owns it
         self.procs[i] = subprocess.Popen(
             [
                 sys.executable, "-m", "raftkv.cli", "serve", "--id", str(i), "--cluster-id", self.cluster_id,
                 "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
-                "--listen-client", f"127.0.0.1:{self.client[i]}", "--peers", peers, *self.extra_args,
+                "--listen-client", f"127.0.0.1:{self.client[i]}", *members, *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,19 +100,7 @@ class LocalCluster:
         (default: every current node); add it with ``raftkv member add`` first."""
         if i not in self.peer:
             self.peer[i], self.client[i] = free_ports(2)
-        join = ",".join(f"127.0.0.1:{self.client[j]}" for j in (via or self.ids))
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 - the child process owns it
-        self.procs[i] = subprocess.Popen(
-            [
-                sys.executable, "-m", "raftkv.cli", "serve", "--id", str(i), "--cluster-id", self.cluster_id,
-                "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
-                "--listen-client", f"127.0.0.1:{self.client[i]}", "--join", join, *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
+        self._spawn(i, "--join", ",".join(f"127.0.0.1:{self.client[j]}" for j in (via or self.ids)))
         if i not in self.ids:
             self.ids.append(i)
 

@@ -7,15 +7,13 @@ growing and shrinking a cluster, and moving the leader, with these exact command
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
-from raftkv.cli.common import endpoints_option, fail, json_option, parse_endpoints
+from raftkv.cli.common import client_call, endpoints_option, fail, json_option, parse_endpoints
 from raftkv.transport.address import Address, AddressError
 
 T = TypeVar("T")
@@ -23,23 +21,6 @@ T = TypeVar("T")
 change_timeout_option = click.option(
     "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the change to commit."
 )
-
-
-def _run(endpoints: str | None, timeout: float, call: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``call(client)`` on a client of the endpoints; a raftkv error is one line and exit code 1."""
-    from raftkv.client import connect
-    from raftkv.errors import RaftError
-
-    addrs = parse_endpoints(endpoints)
-
-    async def run() -> T:
-        async with connect(addrs, timeout=timeout) as client:
-            return await call(client)
-
-    try:
-        return asyncio.run(run())
-    except RaftError as e:
-        fail(str(e), code=1)
 
 
 def _address(value: str, flag: str) -> str:
@@ -60,7 +41,7 @@ def member() -> None:
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per call.")
 def list_(endpoints: str | None, as_json: bool, timeout: float) -> None:
     """Show every member: voter or learner, the leader, addresses, lag behind the leader, reachability."""
-    members = _run(endpoints, timeout, lambda c: c.members(timeout))
+    members = client_call(endpoints, timeout, lambda c: c.members(timeout))
     if as_json:
         click.echo(json.dumps([m.to_json() for m in members], indent=2))
         return
@@ -102,7 +83,7 @@ def add(node_id: int, peer_addr: str, client_addr: str, learner: bool, endpoints
         cluster_id = next((s.cluster_id for s in statuses if hasattr(s, "cluster_id")), "raftkv")
         return conf, cluster_id
 
-    conf, cluster_id = _run(endpoints, timeout, call)
+    conf, cluster_id = client_call(endpoints, timeout, call)
     what = "learner" if learner else "voter"
     click.echo(f"added node {node_id} as a {what}; the configuration is now {conf.describe()}")
     join = ",".join(str(a) for a in addrs)
@@ -121,7 +102,7 @@ def add(node_id: int, peer_addr: str, client_addr: str, learner: bool, endpoints
 @change_timeout_option
 def promote(node_id: int, endpoints: str | None, timeout: float) -> None:
     """Make learner ID a voter (refused, with its lag, while it is behind the leader)."""
-    conf = _run(endpoints, timeout, lambda c: c.promote_member(node_id, timeout=timeout))
+    conf = client_call(endpoints, timeout, lambda c: c.promote_member(node_id, timeout=timeout))
     click.echo(f"promoted node {node_id}; the configuration is now {conf.describe()}")
 
 
@@ -131,7 +112,7 @@ def promote(node_id: int, endpoints: str | None, timeout: float) -> None:
 @change_timeout_option
 def remove(node_id: int, endpoints: str | None, timeout: float) -> None:
     """Remove member ID (the leader too: it hands over once its removal commits). Stop its process after."""
-    conf = _run(endpoints, timeout, lambda c: c.remove_member(node_id, timeout=timeout))
+    conf = client_call(endpoints, timeout, lambda c: c.remove_member(node_id, timeout=timeout))
     click.echo(f"removed node {node_id}; the configuration is now {conf.describe()}")
 
 
@@ -146,6 +127,6 @@ def leader() -> None:
 @change_timeout_option
 def transfer(to: int | None, endpoints: str | None, timeout: float) -> None:
     """Hand the leadership to --to, or to the most caught-up voter."""
-    new = _run(endpoints, timeout, lambda c: c.transfer_leader(to, timeout=timeout))
+    new = client_call(endpoints, timeout, lambda c: c.transfer_leader(to, timeout=timeout))
     click.echo(f"node {new} is the leader")
     sys.exit(0)

@@ -235,17 +235,21 @@ class RawNode:
         The entries are sent to followers at the next ``ready()``, so proposals made between two ``ready()``
         calls travel together in one AppendEntries per follower.
         """
+        self._check_may_append()
+        first = Index(self.log.last_index() + 1)
+        term = self.term
+        self.log.append([Entry(term, Index(first + k), d) for k, d in enumerate(datas)])
+        self._need_bcast = True
+        return first
+
+    def _check_may_append(self) -> None:
+        """Raise unless this node may append a proposal now: it leads, and no transfer is under way."""
         if self.role is Role.DEAD:
             raise ProposalDropped("the node is stopped")
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
         if self.lead_transferee != NO_NODE:
             raise ProposalDropped(f"leadership is being transferred to node {self.lead_transferee}")
-        first = Index(self.log.last_index() + 1)
-        term = self.term
-        self.log.append([Entry(term, Index(first + k), d) for k, d in enumerate(datas)])
-        self._need_bcast = True
-        return first
 
     def transfer_leadership(self, to: NodeId = NO_NODE) -> NodeId:
         """Hand leadership to ``to`` (dissertation §3.10): catch it up, then tell it to campaign at once.
@@ -327,12 +331,7 @@ class RawNode:
         change is not committed or this leader has not committed an entry of its term yet (both retryable);
         :class:`~raftkv.raft.membership.InvalidConfChange` for a change that does not apply (nothing changes).
         """
-        if self.role is Role.DEAD:
-            raise ProposalDropped("the node is stopped")
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        if self.lead_transferee != NO_NODE:
-            raise ProposalDropped(f"leadership is being transferred to node {self.lead_transferee}")
+        self._check_may_append()
         log = self.log
         if log.term_or_none(log.committed) != self.term and not self._unsafe_conf_before_commit:
             raise ConfChangeInProgress(

@@ -567,13 +567,10 @@ class Cluster:
 
         Returns the Proposal, or — when the node is not leader — the leader it points to (``NO_NODE`` if none).
         """
-        target = via if via is not None else self.leader()
-        if target is None:
+        found = self._live(via)
+        if found is None:
             return NO_NODE
-        node = self.nodes[target]
-        core = node.core
-        if core is None or node.paused:
-            return NO_NODE
+        target, node, core = found
         try:
             index = core.propose(data)
         except NotLeader as e:
@@ -590,16 +587,24 @@ class Cluster:
         self._pump(node)
         return p
 
-    def change(self, cc: ConfChange, via: NodeId | None = None) -> Index | NodeId | str:
-        """Propose a membership change on ``via`` (default: the leader): its index, the leader hint if ``via``
-        does not lead (``NO_NODE`` if none), or the refusal's message."""
+    def _live(self, via: NodeId | None) -> tuple[NodeId, SimNode, RawNode] | None:
+        """``via`` (default: the leader), its node and core, if it is up and not paused."""
         target = via if via is not None else self.leader()
         if target is None:
-            return NO_NODE
+            return None
         node = self.nodes[target]
         core = node.core
         if core is None or node.paused:
+            return None
+        return target, node, core
+
+    def change(self, cc: ConfChange, via: NodeId | None = None) -> Index | NodeId | str:
+        """Propose a membership change on ``via`` (default: the leader): its index, the leader hint if ``via``
+        does not lead (``NO_NODE`` if none), or the refusal's message."""
+        found = self._live(via)
+        if found is None:
             return NO_NODE
+        target, node, core = found
         try:
             index = core.propose_conf_change(cc)
         except NotLeader as e:
