@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from raftkv.raft.errors import EntryUnavailable, InvariantViolation, LogCompacted
+from raftkv.raft.membership import encode_conf
 from raftkv.raft.storage import LogStorage, MemoryStorage
-from raftkv.raft.types import ConfState, Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, Member, NodeId, SnapshotMeta, Term
 
 
 @dataclass
@@ -164,3 +165,72 @@ def test_apply_snapshot_discards_a_conflicting_log_for_good(backend: Backend, tm
     assert (boundary.index, boundary.term) == (3, 4)
     s.append(ents(4, [4], "new"))
     assert s.entries(Index(4), Index(5)) == ents(4, [4], "new")
+
+
+# --- configuration entries and the boundary's configuration ---------------------------------------------------
+
+CONF_A = ConfState((Member(NodeId(1), "h1:7001", "h1:8001"), Member(NodeId(2), "h2:7001", "", learner=True)))
+CONF_B = ConfState((Member(NodeId(1), "h1:7001", "h1:8001"), Member(NodeId(2), "h2:7001", "h2:8001")))
+CONF_C = ConfState((Member(NodeId(2), "h2:7001", "h2:8001"), Member(NodeId(3), "h3:7001", "", learner=True)))
+
+
+def with_confs(first: int, terms: list[int], confs: dict[int, ConfState]) -> list[Entry]:
+    """``ents`` with configuration entries at the indexes of ``confs``."""
+    return [
+        Entry(e.term, e.index, encode_conf(confs[e.index]), EntryType.CONF_CHANGE) if e.index in confs else e
+        for e in ents(first, terms)
+    ]
+
+
+def test_conf_indexes_follow_appends_and_overwrites(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    assert list(s.conf_indexes()) == []
+    s.append(with_confs(1, [1, 1, 1, 1, 1, 1], {2: CONF_A, 4: CONF_B, 6: CONF_C}))
+    assert list(s.conf_indexes()) == [2, 4, 6]
+    s.append(ents(4, [2]))  # overwrites 4..6 with a plain entry
+    assert list(s.conf_indexes()) == [2]
+    s.append(with_confs(5, [2, 2], {6: CONF_C}))
+    assert list(s.conf_indexes()) == [2, 6]
+    s.sync()
+    s = backend.reopen(s, tmp_path)
+    assert list(s.conf_indexes()) == [2, 6]
+    assert [e.type for e in s.entries(Index(1), Index(7))].count(EntryType.CONF_CHANGE) == 2
+
+
+def test_compaction_gives_the_boundary_the_configuration_at_its_index(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(with_confs(1, [1] * 8, {2: CONF_A, 5: CONF_B}))
+    s.compact(Index(1))  # below every configuration entry: the boundary keeps its own (none yet)
+    assert s.initial_state()[1].conf == ConfState()
+    s.compact(Index(3))
+    assert s.initial_state()[1] == SnapshotMeta(Index(3), Term(1), CONF_A)
+    assert list(s.conf_indexes()) == [5]
+    s.compact(Index(4))  # no configuration entry in 4..4: still the one from index 2
+    assert s.initial_state()[1].conf == CONF_A
+    s.sync()
+    s = backend.reopen(s, tmp_path)
+    assert s.initial_state()[1] == SnapshotMeta(Index(4), Term(1), CONF_A)
+    assert list(s.conf_indexes()) == [5]
+    s.compact(Index(5))  # exactly at a configuration entry
+    assert (s.initial_state()[1].conf, list(s.conf_indexes())) == (CONF_B, [])
+    s.sync()
+    s = backend.reopen(s, tmp_path)
+    assert s.initial_state()[1] == SnapshotMeta(Index(5), Term(1), CONF_B)
+    s.append(with_confs(9, [2, 2, 2], {9: CONF_A, 10: CONF_C}))
+    s.compact(Index(11))  # two configuration entries at or below 11: the latest one counts
+    assert (s.initial_state()[1].conf, list(s.conf_indexes())) == (CONF_C, [])
+
+
+def test_apply_snapshot_sets_the_configuration_and_keeps_later_conf_entries(backend: Backend, tmp_path: Path) -> None:
+    s: LogStorage = backend.make(tmp_path)
+    s.append(with_confs(1, [1] * 6, {2: CONF_A, 5: CONF_B}))
+    s.apply_snapshot(SnapshotMeta(Index(3), Term(1), CONF_C))  # matches: 4..6 stay, with the entry at 5
+    assert s.initial_state()[1] == SnapshotMeta(Index(3), Term(1), CONF_C)
+    assert list(s.conf_indexes()) == [5]
+    s = backend.reopen(s, tmp_path)
+    assert s.initial_state()[1] == SnapshotMeta(Index(3), Term(1), CONF_C)
+    assert list(s.conf_indexes()) == [5]
+    s.apply_snapshot(SnapshotMeta(Index(4), Term(9), CONF_A))  # conflicts: every entry goes, 5 with it
+    assert list(s.conf_indexes()) == []
+    s = backend.reopen(s, tmp_path)
+    assert (s.initial_state()[1].conf, list(s.conf_indexes())) == (CONF_A, [])

@@ -1,7 +1,10 @@
 """Hypothesis: random append / overwrite / compact / snapshot / hard state / sync / reopen / crash sequences
 against a naive model of the log.
 
-The model is a plain list of entries after a boundary, plus the hard state. Besides clean reopens, a *crash*
+The model is a plain list of entries after a boundary (with the boundary's configuration), plus the hard state.
+Some entries are configuration entries holding real encoded configurations (learners and addresses too): after
+every step the log's ``conf_indexes()`` must be the model's, and a compaction must give the boundary the latest
+configuration at or below it, as the model computes it by scanning. Besides clean reopens, a *crash*
 rule cuts the newest segment file anywhere between its size at the last durable point and its current size
 (optionally followed by garbage), which is what losing unsynced writes looks like. The reopened log must then
 equal the model at the last durable point with some prefix of the records written since applied.
@@ -22,20 +25,35 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from storage_testlib import NoSyncIO, segment_files
 
+from raftkv.raft.membership import decode_conf, encode_conf
 from raftkv.raft.storage import limit_size
-from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, NodeId, SnapshotMeta, Term
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, Index, Member, NodeId, SnapshotMeta, Term
 from raftkv.storage.wal import WAL
 
 SEG = 4096
 IO = NoSyncIO()
 Record = tuple[str, Entry | HardState]
+CONFS = (
+    ConfState.of_voters((NodeId(1),)),
+    ConfState((Member(NodeId(1), "h1:7001", "h1:8001"), Member(NodeId(2), "h2:7001", "", learner=True))),
+    ConfState(
+        (
+            Member(NodeId(1), "h1:7001", "h1:8001"),
+            Member(NodeId(2), "h2:7001", "h2:8001"),
+            Member(NodeId(3), "h3:7001", "h3:8001", learner=True),
+        )
+    ),
+    ConfState((Member(NodeId(2), "h2:7001", "h2:8001"), Member(NodeId(3), "h3:7001", "h3:8001"))),
+)
+ENTRY_TYPES = (EntryType.NORMAL, EntryType.NOOP, EntryType.CONF_CHANGE)
 
 
 @dataclass
 class Model:
     bi: int = 0
     bt: int = 0
-    voters: tuple[NodeId, ...] = ()
+    conf: ConfState = field(default_factory=ConfState)
+    """The boundary's configuration."""
     log: list[Entry] = field(default_factory=list)
     hs: HardState = field(default_factory=HardState)
 
@@ -47,7 +65,18 @@ class Model:
         return self.bt if i == self.bi else self.log[i - self.bi - 1].term
 
     def copy(self) -> Model:
-        return Model(self.bi, self.bt, self.voters, list(self.log), self.hs)
+        return Model(self.bi, self.bt, self.conf, list(self.log), self.hs)
+
+    def conf_indexes(self) -> list[int]:
+        return [e.index for e in self.log if e.type is EntryType.CONF_CHANGE]
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration as of ``index``: the latest configuration entry at or below it, else the boundary's."""
+        conf = self.conf
+        for e in self.log[: index - self.bi]:
+            if e.type is EntryType.CONF_CHANGE:
+                conf = decode_conf(e.data)
+        return conf
 
     def apply(self, r: Record) -> None:
         kind, value = r
@@ -59,19 +88,19 @@ class Model:
             assert isinstance(value, HardState)
             self.hs = value
 
-    def set_boundary(self, index: int, term: int, voters: tuple[NodeId, ...], keep: bool) -> None:
+    def set_boundary(self, index: int, term: int, conf: ConfState, keep: bool) -> None:
         if keep:
             del self.log[: index - self.bi]
         else:
             self.log = []
-        self.bi, self.bt, self.voters = index, term, voters
+        self.bi, self.bt, self.conf = index, term, conf
 
 
 def observe(w: WAL) -> Model:
     hs, snap = w.initial_state()
     first, last = w.first_index(), w.last_index()
     assert first == snap.index + 1
-    return Model(snap.index, snap.term, snap.voters, w.entries(first, Index(last + 1)), hs)
+    return Model(snap.index, snap.term, snap.conf, w.entries(first, Index(last + 1)), hs)
 
 
 class WALMachine(RuleBasedStateMachine):
@@ -100,10 +129,14 @@ class WALMachine(RuleBasedStateMachine):
         n = data.draw(st.integers(1, 12), label="n")
         term = self._last_term() + data.draw(st.integers(0, 1), label="term bump")
         payloads = data.draw(st.lists(st.binary(max_size=400), min_size=n, max_size=n), label="payloads")
-        types = data.draw(
-            st.lists(st.sampled_from((EntryType.NORMAL, EntryType.NOOP)), min_size=n, max_size=n), label="types"
-        )  # configuration entries: see the WAL tests
-        batch = [Entry(Term(term), Index(start + k), payloads[k], types[k]) for k in range(n)]
+        types = data.draw(st.lists(st.sampled_from(ENTRY_TYPES), min_size=n, max_size=n), label="types")
+        confs = data.draw(st.lists(st.sampled_from(CONFS), min_size=n, max_size=n), label="confs")
+        batch = [
+            Entry(Term(term), Index(start + k), encode_conf(confs[k]), t)
+            if t is EntryType.CONF_CHANGE
+            else Entry(Term(term), Index(start + k), payloads[k], t)
+            for k, t in enumerate(types)
+        ]
         self.wal.append(batch)
         for e in batch:
             self.model.apply(("e", e))
@@ -118,6 +151,11 @@ class WALMachine(RuleBasedStateMachine):
         size = data.draw(st.integers(0, 200), label="size")
         term = self._last_term()
         batch = [Entry(Term(term), Index(i), bytes([i % 251]) * size) for i in range(start, start + n)]
+        # At most one configuration entry, anywhere: a batch this size spans segments, so it may land in any part.
+        at = data.draw(st.integers(-1, n - 1), label="configuration entry at")
+        if at >= 0:
+            conf = data.draw(st.sampled_from(CONFS), label="conf")
+            batch[at] = Entry(Term(term), Index(start + at), encode_conf(conf), EntryType.CONF_CHANGE)
         self.wal.append(batch)
         for e in batch:
             self.model.apply(("e", e))
@@ -144,8 +182,7 @@ class WALMachine(RuleBasedStateMachine):
         index = data.draw(st.integers(m.bi, m.last), label="compact at")
         self.wal.compact(Index(index))
         if index != m.bi:
-            # The entries drawn here are never configuration entries: the boundary keeps its configuration.
-            m.set_boundary(index, m.term(index), m.voters, keep=True)
+            m.set_boundary(index, m.term(index), m.conf_at(index), keep=True)
         self._durable_point()
 
     @rule(data=st.data())
@@ -154,8 +191,9 @@ class WALMachine(RuleBasedStateMachine):
         index = data.draw(st.integers(m.bi, m.last + 5), label="snapshot index")
         matching = index <= m.last and data.draw(st.booleans(), label="matching term")
         term = m.term(index) if matching else self._last_term() + 1
-        self.wal.apply_snapshot(SnapshotMeta(Index(index), Term(term), ConfState.of_voters((NodeId(1),))))
-        m.set_boundary(index, term, (NodeId(1),), keep=matching)
+        conf = data.draw(st.sampled_from(CONFS), label="snapshot conf")
+        self.wal.apply_snapshot(SnapshotMeta(Index(index), Term(term), conf))
+        m.set_boundary(index, term, conf, keep=matching)
         self._durable_point()
 
     @rule()
@@ -193,6 +231,7 @@ class WALMachine(RuleBasedStateMachine):
         m = self.model
         w = self.wal
         assert observe(w) == m
+        assert w.conf_indexes() == m.conf_indexes()
         assert [w.term(Index(i)) for i in range(m.bi, m.last + 1)] == [m.term(i) for i in range(m.bi, m.last + 1)]
         if m.log:
             lo = m.bi + 1 + len(m.log) // 3
