@@ -459,7 +459,8 @@ class RaftNode:
         core = _started(self.core)
         s: Status = core.status()
         peers: dict[NodeId, dict[str, Any]] = {}
-        for peer, addr in sorted(self.config.peers.items()):
+        # The members of the configuration in effect (not --peers: the log is the address book).
+        for peer, addr in sorted(self._peer_addresses(core.conf).items()):
             if peer == self.id:
                 continue
             info: dict[str, Any] = {
