@@ -89,7 +89,8 @@ class DiskFullError(StorageIOError):
 
 _WHAT_TO_DO_FORMAT = (
     "this release does not convert it in place: keep running the release that wrote it, or wipe this node's "
-    "data directory and restore it from a backup (`raftkv snapshot restore`) or let the node rejoin the cluster"
+    "data directory and restore it from a backup (`raftkv snapshot restore`) or rejoin the cluster "
+    "(`raftkv member remove`, `member add`, then `raftkv serve --join`)"
 )
 
 
