@@ -151,3 +151,60 @@ async def test_removing_the_leader_and_transferring_leadership(tmp_path: Path) -
     finally:
         for n in nodes:
             await n.aclose(transfer_leadership=False)
+
+
+async def test_a_node_that_was_down_while_the_leader_was_added_is_caught_up_by_it(tmp_path: Path) -> None:
+    """Node X is down while node 4 is added, promoted and made leader. X comes back with a log and a --peers
+    that know nothing of 4: it must still accept 4's appends (4 names its address in every header) and catch
+    up, instead of refusing a sender its configuration does not list (found in review)."""
+    nodes, _ = await _cluster(tmp_path)
+    joiner: RaftNode | None = None
+    back: RaftNode | None = None
+    try:
+        lead = _leader(nodes)
+        down = next(n for n in nodes if n is not lead)
+        await down.aclose(transfer_leadership=False)
+        for k in range(5):
+            await lead.propose(b"a%d" % k)
+        joiner, _sm = await _joiner(tmp_path, nodes, 4)
+        await lead.add_learner(NodeId(4), str(joiner.config.listen_peer), str(joiner.config.listen_client))
+        await wait_until(lambda: joiner.applied_index >= lead.applied_index, 5.0, "the learner catching up")
+        await lead.promote(NodeId(4))
+        await lead.transfer_leadership(NodeId(4))
+        await wait_until(lambda: joiner.is_leader, 3.0, "node 4 leading")
+        for k in range(5):
+            await joiner.propose(b"b%d" % k)
+        back = RaftNode(down.config, CommandLog())
+        await back.start()
+        assert NodeId(4) not in back.config.peers
+        await wait_until(lambda: back.applied_index >= joiner.applied_index, 8.0, "the node caught up by node 4")
+        assert back.conf.voters == (1, 2, 3, 4)
+    finally:
+        for n in [*nodes, *([joiner] if joiner else []), *([back] if back else [])]:
+            if not n.stopped.is_set():
+                await n.aclose(transfer_leadership=False)
+
+
+async def test_a_joiner_replaying_old_configurations_keeps_the_link_to_a_newer_leader(tmp_path: Path) -> None:
+    """Node 4 is added and becomes leader; node 5 joins, and its first appends carry only the bootstrap
+    configuration {1,2,3}: it must not drop its link to leader 4 (found in review)."""
+    nodes, _ = await _cluster(tmp_path)
+    extra: list[RaftNode] = []
+    try:
+        lead = _leader(nodes)
+        for k in range(1500):  # more than one append's worth (1,024 entries) before the later changes
+            await lead.propose(b"x%d" % k) if k % 100 == 0 else lead.submit_batch((b"y",))
+        n4, _ = await _joiner(tmp_path, nodes, 4)
+        extra.append(n4)
+        await lead.add_learner(NodeId(4), str(n4.config.listen_peer), str(n4.config.listen_client))
+        await wait_until(lambda: n4.applied_index >= lead.applied_index, 10.0, "node 4 catching up")
+        await lead.promote(NodeId(4))
+        await lead.transfer_leadership(NodeId(4))
+        await wait_until(lambda: n4.is_leader, 3.0, "node 4 leading")
+        n5, _ = await _joiner(tmp_path, [*nodes, n4], 5)
+        extra.append(n5)
+        await n4.add_learner(NodeId(5), str(n5.config.listen_peer), str(n5.config.listen_client))
+        await wait_until(lambda: n5.applied_index >= n4.applied_index, 10.0, "node 5 catching up from node 4")
+    finally:
+        for n in [*nodes, *extra]:
+            await n.aclose(transfer_leadership=False)

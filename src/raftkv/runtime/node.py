@@ -161,6 +161,12 @@ class RaftNode:
         """The newest proposals' shared deadline timer (see ``_arm_deadline``)."""
         self._conf_pending = Index(0)
         """The index of a configuration change not yet committed, whose removed members are still linked."""
+        self._committed_conf: ConfState | None = None
+        """The committed configuration the peer links were last brought in line with."""
+        self._removed: set[NodeId] = set()
+        """Members removed by a committed change (and not added back): their links stop, their messages are
+        refused."""
+        self._warned_conf: ConfState | None = None
 
     # ======================================================================================================
     # Lifecycle
@@ -246,7 +252,9 @@ class RaftNode:
             on_snapshot_sent=self._on_snapshot_sent,
             snapshot_received=self._snapshot_received,
             incoming_dir=str(data_dir.incoming),
+            accept_peer=self._accept_peer,
         )
+        self._on_conf(conf)  # the committed configuration the links start from
         await self.transport.listen(cfg.listen_peer)
         self._stack.push_async_callback(self.transport.close)
         if cfg.listen_metrics is not None:
@@ -581,23 +589,31 @@ class RaftNode:
         return out
 
     def _on_conf(self, conf: ConfState) -> None:
-        """The configuration changed: links to new members start, removed members' stop (and are refused).
+        """The configuration changed (or a change committed): bring the peer links in line with it.
 
-        A member that an uncommitted change removes stays linked until the change commits: the leader that
-        appended its own removal must still hear the acknowledgements that commit it, and a removal that is
-        truncated away must not have cut anyone off.
+        Links to members of the configuration in effect start; a member's link stops (and its messages are
+        refused) only once a *committed* change removed it. So a leader that appended its own removal still
+        hears the acknowledgements that commit it, a removal truncated away cuts nobody off, and a node whose
+        log lags — a new member replaying old configurations, a node that was down while the current leader
+        was added — never drops a member its log does not know of yet (``Transport.admit`` links such a
+        sender when it first writes).
         """
         transport = self.transport
         core = self.core
         if transport is None or core is None or conf.is_empty():
             return
-        wanted = self._peer_addresses(conf)
-        if core.conf_index > core.log.committed:
-            self._conf_pending = core.conf_index
-            for peer, addr in self._peer_addresses(core.conf_at(core.log.committed)).items():
-                wanted.setdefault(peer, addr)
-        else:
-            self._conf_pending = Index(0)
+        try:
+            committed = core.conf_at(core.log.committed)
+        except InvariantViolation:  # a commit index below the boundary (cannot happen after start): be safe
+            committed = conf
+        previous = self._committed_conf
+        if previous is not None and committed != previous:
+            self._removed |= set(previous.ids) - set(committed.ids)
+        self._removed -= set(conf.ids) | set(committed.ids)  # added back: welcome again
+        self._committed_conf = committed
+        self._conf_pending = core.conf_index if core.conf_index > core.log.committed else Index(0)
+        wanted = self._peer_addresses(committed)
+        wanted.update(self._peer_addresses(conf))
         for peer, addr in wanted.items():
             if peer == self.id:
                 continue
@@ -605,15 +621,26 @@ class RaftNode:
                 transport.add_peer(peer, addr)
             elif transport.peers[peer] != addr:
                 transport.update_peer(peer, addr)
-        for peer in [p for p in transport.peers if p not in wanted and p != self.id]:
+        for peer in [p for p in transport.peers if p in self._removed and p != self.id]:
             transport.remove_peer(peer)
-        if conf.member(self.id) is None:
-            log.warning(
-                "node %s: this node is not in the configuration (%s): it was removed, or is not added yet; "
-                "it takes no part in elections or commits",
-                self.id,
-                conf.describe(),
-            )
+        if conf.member(self.id) is None and committed.member(self.id) is None:
+            self.metrics_warn_removed(conf)
+
+    def metrics_warn_removed(self, conf: ConfState) -> None:
+        """Say once per configuration that this node is not a member (it takes no part in anything)."""
+        if self._warned_conf == conf:
+            return
+        self._warned_conf = conf
+        log.warning(
+            "node %s: this node is not in the configuration (%s): it was removed, or is not added yet; it takes "
+            "no part in elections or commits (stop it, or add it with `raftkv member add`)",
+            self.id,
+            conf.describe(),
+        )
+
+    def _accept_peer(self, peer: NodeId) -> bool:
+        """May a sender outside our peer links be linked? Yes, unless a committed change removed it."""
+        return peer not in self._removed
 
     async def change_membership(self, cc: ConfChange, timeout: float = 10.0) -> ConfState:
         """Propose a single-server change on this leader and return the configuration once it is committed

@@ -49,7 +49,7 @@ import capnp  # type: ignore[import-untyped]
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
 from raftkv.raft.types import Index, NodeId, SnapshotMeta, Term
 from raftkv.tasks import TaskSet
-from raftkv.transport.address import Address
+from raftkv.transport.address import Address, AddressError
 from raftkv.transport.codec import DecodeError, decode, encode_into
 from raftkv.transport.frames import FRAME_MAGIC, FrameReceiver, FrameSender, frame
 from raftkv.transport.snapshot_stream import SnapshotInbox, SnapshotSource, conf_from_wire, send_snapshot
@@ -117,9 +117,10 @@ class _Once:
         return False
 
 
-def _header(cluster_id: str, src: NodeId, dst: NodeId) -> Any:
+def _header(cluster_id: str, src: NodeId, dst: NodeId, src_address: str = "") -> Any:
     """A wire header, built once per link: pycapnp copies a struct ~9x faster than it converts a dict."""
-    return schema.Header.new_message(clusterId=cluster_id, **{"from": int(src)}, to=int(dst)).as_reader()
+    fields = {"from": int(src), "to": int(dst), "fromAddress": src_address}
+    return schema.Header.new_message(clusterId=cluster_id, **fields).as_reader()
 
 
 def _check_header(t: Transport, header: Any) -> tuple[str, str, NodeId]:
@@ -127,7 +128,7 @@ def _check_header(t: Transport, header: Any) -> tuple[str, str, NodeId]:
     src = NodeId(int(getattr(header, "from")))  # "from" is a Python keyword
     if header.clusterId != t.cluster_id:
         return "wrongCluster", f"this is cluster {t.cluster_id!r}, not {header.clusterId!r}", src
-    if src not in t.peers:
+    if src not in t.peers and not t.admit(src, str(header.fromAddress)):
         return "unknownMember", f"node {src} is not a member of cluster {t.cluster_id!r}", src
     if header.to not in (0, t.node_id):
         return "wrongNode", f"this is node {t.node_id}, not node {header.to}", src
@@ -162,7 +163,7 @@ class PeerLink:
         self._rng = random.Random()
         self._frames: FrameSender | None = None
         """The data plane connection while the pump runs on it."""
-        self._wire_header = _header(transport.cluster_id, transport.node_id, peer)
+        self._wire_header = _header(transport.cluster_id, transport.node_id, peer, transport.own_address)
 
     def enqueue(self, msg: Message, wake: bool = True) -> None:
         if type(msg) is InstallSnapshot:
@@ -580,9 +581,14 @@ class Transport:
         on_snapshot_sent: Callable[[NodeId, bool], None] | None = None,
         snapshot_received: Callable[[SnapshotMeta, str], Awaitable[None]] | None = None,
         incoming_dir: str | None = None,
+        accept_peer: Callable[[NodeId], bool] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self.own_address = str(peers.get(node_id, ""))
+        """Where this node listens for peers, as the others dial it (sent in every header)."""
+        self.accept_peer = accept_peer
+        """Whether a node outside ``peers`` that names its address may be linked (see ``admit``)."""
         self.peers = dict(peers)
         """Every member and where this node reaches it (its own entry included): who may talk to us."""
         self.on_messages = on_messages
@@ -638,6 +644,26 @@ class Transport:
         self.inbox.discard_all()
 
     # --- membership ------------------------------------------------------------------------------------------
+
+    def admit(self, peer: NodeId, address: str) -> bool:
+        """A node not among our peers talks to us: link it (and serve it) if it says where it listens and
+        ``accept_peer`` allows it — a member added by entries our log does not hold yet (a new leader, for a
+        node that was down while it was added). A member removed by a committed change is refused."""
+        if not address or self.accept_peer is None or peer == self.node_id or not self.accept_peer(peer):
+            return False
+        try:
+            where = Address.parse(address, f"node {peer}'s peer address")
+        except AddressError:
+            return False
+        self.once.info(
+            f"admit-{peer}",
+            "node %s: linking node %s at %s (it is not in our configuration yet)",
+            self.node_id,
+            peer,
+            where,
+        )
+        self.add_peer(peer, where)
+        return True
 
     def add_peer(self, peer: NodeId, address: Address) -> None:
         """Make ``peer`` a member reachable at ``address``: it may talk to us, and a link to it starts."""

@@ -8,6 +8,8 @@ struct Header {
   clusterId @0 :Text;
   from @1 :UInt64;      # the sender's node id (0 for a client)
   to @2 :UInt64;        # the node the sender means to reach (0: whichever answers)
+  fromAddress @3 :Text; # peers: where the sender listens for peers, so that a node whose configuration does not
+                        # list the sender yet (its log lags the change that added it) can still answer it
 }
 
 enum ErrorCode {
