@@ -8,7 +8,6 @@ growing and shrinking a cluster, and moving the leader, with these exact command
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, TypeVar
 
 import click
@@ -77,23 +76,26 @@ def add(node_id: int, peer_addr: str, client_addr: str, learner: bool, endpoints
     client = _address(client_addr, "--client-addr")
     addrs = parse_endpoints(endpoints)
 
-    async def call(c: Any) -> tuple[Any, str]:
-        conf = await c.add_member(node_id, peer, client, learner=learner, timeout=timeout)
+    async def cluster_id_of(c: Any) -> str:
         statuses = await c.admin.statuses(timeout=min(timeout, 2.0))
-        cluster_id = next((s.cluster_id for s in statuses if hasattr(s, "cluster_id")), "raftkv")
-        return conf, cluster_id
+        return next((s.cluster_id for s in statuses if hasattr(s, "cluster_id")), "raftkv")
 
-    conf, cluster_id = client_call(endpoints, timeout, call)
-    what = "learner" if learner else "voter"
-    click.echo(f"added node {node_id} as a {what}; the configuration is now {conf.describe()}")
+    cluster_id = client_call(endpoints, timeout, cluster_id_of)
+    # Printed first: a voter added to a cluster that needs it for a quorum (1 -> 2 voters) commits only once
+    # the new node runs, so the line to start it must not wait for the commit.
     join = ",".join(str(a) for a in addrs)
-    click.echo("start it, with an empty data dir, with:")
+    click.echo(f"to start node {node_id}, with an empty data dir:")
     click.echo(
         f"  raftkv serve --id {node_id} --cluster-id {cluster_id} --data-dir ./node{node_id} "
         f"--listen-peer {peer} --listen-client {client} --join {join}"
     )
+    conf = client_call(
+        endpoints, timeout, lambda c: c.add_member(node_id, peer, client, learner=learner, timeout=timeout)
+    )
+    what = "learner" if learner else "voter"
+    click.echo(f"added node {node_id} as a {what}; the configuration is now {conf.describe()}")
     if learner:
-        click.echo(f"then, once `raftkv member list` shows it caught up: raftkv member promote {node_id}")
+        click.echo(f"once `raftkv member list` shows it caught up: raftkv member promote {node_id}")
 
 
 @member.command()
@@ -129,4 +131,3 @@ def transfer(to: int | None, endpoints: str | None, timeout: float) -> None:
     """Hand the leadership to --to, or to the most caught-up voter."""
     new = client_call(endpoints, timeout, lambda c: c.transfer_leader(to, timeout=timeout))
     click.echo(f"node {new} is the leader")
-    sys.exit(0)

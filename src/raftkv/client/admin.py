@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ import crc32c
 
 from raftkv.client.connection import BROKEN, FAILED, Connection, explain
 from raftkv.client.router import Router
-from raftkv.errors import BackupError, NotLeader
+from raftkv.errors import BackupError, NotLeader, Timeout
 from raftkv.raft.types import ConfState, Index, NodeId, SnapshotMeta, Term
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
@@ -139,6 +139,14 @@ def _member_report(m: Any) -> MemberReport:
     )
 
 
+class _Taken(Exception):
+    """A membership call a node took and timed out on: final for the retry loop (see ``Admin._once``)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Admin:
     """Operator calls on the endpoints of one client (``client.admin``)."""
 
@@ -215,15 +223,29 @@ class Admin:
 
     async def transfer_leader(self, to: int | None = None, timeout: float | None = None) -> int:
         """Move the leadership to ``to`` (default: the most caught-up voter); the new leader's id."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        return await self._router.run(lambda conn, left: conn.leader_transfer(to or 0, left), deadline)
+        return int(await self._once(lambda conn, left: conn.leader_transfer(to or 0, left), timeout))
 
     async def _change(self, kind: str, node: int, peer: str, client: str, timeout: float | None) -> ConfState:
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        members = await self._router.run(
-            lambda conn, left: conn.member_change(kind, node, peer, client, left), deadline
-        )
+        members = await self._once(lambda conn, left: conn.member_change(kind, node, peer, client, left), timeout)
         return conf_from_wire(members)
+
+    async def _once(self, op: Callable[[Connection, float], Awaitable[Any]], timeout: float | None) -> Any:
+        """Run a membership call through the retry loop, but never send it again once a node took it: a
+        change whose outcome is unknown (``Timeout``) may have been made, and a second try would fail
+        confusingly ("already a member") or, for a transfer, move the leadership again. Redirections to the
+        leader are still followed."""
+
+        async def attempt(conn: Connection, left: float) -> Any:
+            try:
+                return await op(conn, left)
+            except Timeout as e:
+                raise _Taken(e) from None
+
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        try:
+            return await self._router.run(attempt, deadline)
+        except _Taken as taken:
+            raise Timeout(f"{taken.error}; it may or may not have been made: check `raftkv member list`") from None
 
     async def download_backup(self, timeout: float) -> tuple[SnapshotMeta, str, bytes]:
         """A consistent image of the store: (its metadata, the cluster id, the image), checksum verified."""

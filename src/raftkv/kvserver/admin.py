@@ -51,11 +51,13 @@ class Admin:
         """This node's view of the configuration, with each member's lag when this node leads."""
         return self.node.members()
 
-    async def change_members(self, kind: ChangeType, node: NodeId, peer: str, client: str) -> ConfState:
+    async def change_members(
+        self, kind: ChangeType, node: NodeId, peer: str, client: str, *, timeout: float = 10.0
+    ) -> ConfState:
         """One membership change on the leader, returned once committed (errors: see ``RaftNode``)."""
         if kind is ChangeType.PROMOTE:
-            return await self.node.promote(node)
-        return await self.node.change_membership(ConfChange(kind, node, peer, client))
+            return await self.node.promote(node, timeout=timeout)
+        return await self.node.change_membership(ConfChange(kind, node, peer, client), timeout)
 
-    async def transfer_leadership(self, to: NodeId | None) -> NodeId:
-        return await self.node.transfer_leadership(to)
+    async def transfer_leadership(self, to: NodeId | None, *, timeout: float = 5.0) -> NodeId:
+        return await self.node.transfer_leadership(to, timeout)

@@ -129,7 +129,9 @@ class KVServer:
 
     async def start(self) -> None:
         cfg = self.config
-        if cfg.join and not DataDir(cfg.data_dir).holds_log():
+        # A node that joins asks the cluster for its members until its own log holds a configuration: also
+        # after a stop before the leader's first entries or snapshot reached it.
+        if cfg.join and not await asyncio.to_thread(DataDir(cfg.data_dir).holds_configuration):
             cfg = self.config = await self._join(cfg)
         try:
             # On the loop thread, although it blocks for a few milliseconds: opening the store in a worker thread

@@ -195,14 +195,18 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         r.confIndex = int(self.node.conf_index)
         r.nodeId = int(self.node.id)
 
-    async def memberChange(self, header: Any, change: Any, _context: Any, **_kw: Any) -> None:  # noqa: N802
+    async def memberChange(self, header: Any, change: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N802, N803
         r = _context.results
         if not self._check(header, r):
             return
         try:
             kind = _CHANGE_KINDS[str(change.kind)]
             conf = await self.admin.change_members(
-                kind, NodeId(int(change.id)), str(change.peerAddress), str(change.clientAddress)
+                kind,
+                NodeId(int(change.id)),
+                str(change.peerAddress),
+                str(change.clientAddress),
+                timeout=(timeoutMs or 10_000) / 1000,
             )
         except NotLeader:
             self._fail(r, self.node.not_leader(), "member change")
@@ -212,12 +216,13 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             return
         r.members = conf_to_wire(conf)
 
-    async def leaderTransfer(self, header: Any, to: int, _context: Any, **_kw: Any) -> None:  # noqa: N802
+    async def leaderTransfer(self, header: Any, to: int, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N802, N803
         r = _context.results
         if not self._check(header, r):
             return
         try:
-            r.leader = int(await self.admin.transfer_leadership(NodeId(int(to)) if to else None))
+            target = NodeId(int(to)) if to else None
+            r.leader = int(await self.admin.transfer_leadership(target, timeout=(timeoutMs or 5000) / 1000))
         except NotLeader:
             self._fail(r, self.node.not_leader(), "leader transfer")
         except Exception as e:

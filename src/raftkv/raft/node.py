@@ -306,6 +306,11 @@ class RawNode:
         )
 
     @property
+    def conf_base_index(self) -> Index:
+        """The lowest index ``conf_at`` answers for (the boundary the node started from, or its last install)."""
+        return self._conf_base_index
+
+    @property
     def _conf_bootstrap(self) -> bool:
         """The configuration in effect is the bootstrap one, not yet in the log: the first leader writes it as
         its first entry, so that every later node (a new member, a wiped one) learns it from the log."""

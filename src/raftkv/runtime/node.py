@@ -68,7 +68,7 @@ from raftkv.runtime.metrics import NodeMetrics
 from raftkv.runtime.statemachine import KeepsAppliedIndex, StateMachine, StreamsSnapshots
 from raftkv.storage import DataDir, NodeStorage, StorageError
 from raftkv.storage.snapshots import Snapshot
-from raftkv.transport.address import Address
+from raftkv.transport.address import Address, AddressError
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport, TransportSettings
 
@@ -526,8 +526,12 @@ class RaftNode:
         return self.core.conf_index if self.core is not None else Index(0)
 
     def conf_at(self, index: Index) -> ConfState:
-        """The configuration as of log index ``index`` (what a snapshot or backup taken there records)."""
-        return _started(self.core).conf_at(index)
+        """The configuration as of log index ``index`` (what a snapshot or backup taken there records).
+        Raises ``ProposalDropped`` (retry) if a snapshot installed meanwhile put ``index`` below the log."""
+        core = _started(self.core)
+        if index < core.conf_base_index:
+            raise ProposalDropped(f"index {index} went below the log (a snapshot was installed): retry")
+        return core.conf_at(index)
 
     @property
     def applied_index(self) -> Index:
@@ -585,7 +589,10 @@ class RaftNode:
             elif local is not None:
                 out[m.id] = local
             elif m.peer_address:
-                out[m.id] = Address.parse(m.peer_address, f"the peer address of member {m.id}")
+                try:
+                    out[m.id] = Address.parse(m.peer_address, f"the peer address of member {m.id}")
+                except AddressError as e:  # in the log already (an older node let it in): skip, say so once
+                    log.warning("node %s: cannot dial member %s: %s", self.id, m.id, e)
         return out
 
     def _on_conf(self, conf: ConfState) -> None:
@@ -649,6 +656,12 @@ class RaftNode:
         core = _started(self.core)
         if not self.serving:
             raise ProposalDropped("the node is stopping")
+        for flag, address in (("peer", cc.peer_address), ("client", cc.client_address)):
+            if address:
+                try:
+                    Address.parse(address, f"the {flag} address of node {cc.node}")
+                except AddressError as e:
+                    raise InvalidConfChange(str(e)) from None
         try:
             index = core.propose_conf_change(cc)
         except NotLeader:
@@ -673,7 +686,7 @@ class RaftNode:
     async def add_learner(self, node: NodeId, peer_address: str, client_address: str = "") -> ConfState:
         return await self.change_membership(ConfChange(ChangeType.ADD_LEARNER, node, peer_address, client_address))
 
-    async def promote(self, node: NodeId, max_lag: int = 1000) -> ConfState:
+    async def promote(self, node: NodeId, max_lag: int = 1000, timeout: float = 10.0) -> ConfState:
         """Make learner ``node`` a voter; refused (``InvalidConfChange``, naming the lag) while it is more than
         ``max_lag`` entries behind this leader: a voter that cannot keep up makes every commit wait for it."""
         core = _started(self.core)
@@ -686,7 +699,7 @@ class RaftNode:
                     f"node {node} is {lag:,} entries behind the leader (it holds {pr.match:,} of "
                     f"{core.log.last_index():,}); promote it once it has caught up (`raftkv member list` shows the lag)"
                 )
-        return await self.change_membership(ConfChange(ChangeType.PROMOTE, node))
+        return await self.change_membership(ConfChange(ChangeType.PROMOTE, node), timeout)
 
     async def remove(self, node: NodeId) -> ConfState:
         """Remove ``node`` (a leader removing itself hands over once the removal commits)."""
@@ -800,8 +813,12 @@ class RaftNode:
         last_snapshot = self._last_snapshot
 
         def at(index: Index) -> tuple[Term | None, ConfState]:
-            """The term and the configuration of ``index`` (on the loop: the core lives there)."""
-            return core.log.term_or_none(index), core.conf_at(index)
+            """The term and the configuration of ``index`` (on the loop: the core lives there); no term when
+            the index went below the log meanwhile (a snapshot was installed)."""
+            term = core.log.term_or_none(index)
+            if term is None or index < core.conf_base_index:
+                return None, core.conf
+            return term, core.conf_at(index)
 
         def term_from_loop(index: int) -> tuple[Term | None, ConfState]:
             # This runs in a worker thread. A loop that is shutting down may never answer: give up rather

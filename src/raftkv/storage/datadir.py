@@ -34,7 +34,7 @@ from raftkv.raft.errors import ConfigError
 from raftkv.raft.types import NodeId
 from raftkv.storage.fileio import FileIO
 from raftkv.storage.snapshots import Snapshot, SnapshotStore
-from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, list_segments
+from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, list_segments, scan
 
 log = logging.getLogger("raftkv.storage")
 
@@ -75,6 +75,15 @@ class DataDir:
     def holds_log(self) -> bool:
         """Whether the write-ahead log exists with at least one segment (False: a fresh node)."""
         return self.wal.is_dir() and bool(list_segments(str(self.wal)))
+
+    def holds_configuration(self) -> bool:
+        """Whether the log holds a cluster configuration (at its boundary or in an entry): False for a fresh
+        node, and for a joining node that stopped before the leader's first entries or snapshot reached it.
+        Reads the whole log (a verifying scan; it modifies nothing)."""
+        if not self.holds_log():
+            return False
+        recovered = scan(str(self.wal))
+        return not recovered.conf.is_empty() or bool(recovered.conf_indexes)
 
     def claim(self, cluster_id: str, node_id: NodeId) -> None:
         """Create the directory if needed and make sure it belongs to (cluster_id, node_id)."""

@@ -203,8 +203,10 @@ interface Admin {
   # is committed, with the configuration then.
   members @3 (header :Header)
       -> (members :List(MemberStatus), leader :UInt64, confIndex :UInt64, nodeId :UInt64, error :Error);
-  memberChange @4 (header :Header, change :MemberChange) -> (members :List(Member), error :Error);
-  leaderTransfer @5 (header :Header, to :UInt64) -> (leader :UInt64, error :Error);
+  # `timeoutMs`: how long the node waits for the change to commit (0: 10 s); the client gives it less than its
+  # own deadline, so that an unknown outcome comes back as `timeout` instead of a broken call.
+  memberChange @4 (header :Header, change :MemberChange, timeoutMs :UInt32) -> (members :List(Member), error :Error);
+  leaderTransfer @5 (header :Header, to :UInt64, timeoutMs :UInt32) -> (leader :UInt64, error :Error);
 }
 
 struct MemberStatus {
