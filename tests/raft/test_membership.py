@@ -405,3 +405,19 @@ def test_leadership_goes_to_the_most_caught_up_voter_by_default() -> None:
     assert leader.transfer_leadership() == NodeId(3)
     net.pump()
     assert net.nodes[NodeId(3)].role is Role.LEADER
+
+
+def test_a_removed_follower_receives_its_removal_and_learns_it_committed() -> None:
+    """The leader keeps replicating to a member an uncommitted change removed, and tells it the commit
+    before dropping it: the removed node then knows it is out and never campaigns (found in review)."""
+    net = Net((1, 2, 3))
+    leader = net.elect(1)
+    index = net.change(leader, ChangeType.REMOVE, 3)
+    net.tick(3)
+    removed = net.nodes[NodeId(3)]
+    assert removed.conf.member(NodeId(3)) is None and removed.conf_index == index
+    assert removed.log.committed >= index
+    assert NodeId(3) not in leader.progress
+    net.sent.clear()
+    net.tick(100)
+    assert not [m for m in net.sent if m.src == 3 and isinstance(m, RequestVote)]

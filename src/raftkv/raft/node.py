@@ -378,6 +378,10 @@ class RawNode:
         if changed:
             self._use_conf(self.conf)
 
+    def _conf_before_latest(self) -> ConfState:
+        """The configuration the latest configuration entry replaced."""
+        return self._conf_log[-2][1] if len(self._conf_log) > 1 else self._conf_base
+
     def _conf_restored(self, meta: SnapshotMeta) -> None:
         """The log was replaced by a snapshot: its configuration is the one in effect."""
         self._conf_base_index = meta.index
@@ -387,10 +391,18 @@ class RawNode:
         self._use_conf(meta.conf)
 
     def _use_conf(self, conf: ConfState) -> None:
-        """Make ``conf`` the configuration this node acts on (voters, learners, a leader's progress)."""
+        """Make ``conf`` the configuration this node acts on (voters, learners, a leader's progress).
+
+        A leader keeps replicating to members that a not-yet-committed change removed (they count for
+        nothing), so that they receive their removal and learn that it committed (etcd and hashicorp do the
+        same); it drops them once the change commits, sending each the commit index first.
+        """
         self.voters = conf.voters
         self.learners = conf.learners
-        self.peers = tuple(i for i in conf.ids if i != self.id)
+        members = set(conf.ids)
+        if self.conf_index > self.log.committed and self._conf_log:
+            members |= set(self._conf_before_latest().ids)
+        self.peers = tuple(sorted(i for i in members if i != self.id))
         if self.role is Role.LEADER:
             # A new member's first append carries the newest entry (the change that added it): its
             # configuration reaches it at once, and the probe walks back from there (§5.3).
@@ -400,6 +412,7 @@ class RawNode:
                 if peer not in self.progress:
                     self.progress[peer] = Progress(match=Index(0), next=Index(max(last, 1)), inflights=Inflights(cap))
             for peer in [p for p in self.progress if p != self.id and p not in self.peers]:
+                self._maybe_send_append(peer, send_if_empty=True)  # the commit of its removal, if it can go
                 del self.progress[peer]
             if self.lead_transferee != NO_NODE and self.lead_transferee not in self.voters:
                 self._events.append(f"leadership transfer to {self.lead_transferee} abandoned: no longer a voter")
@@ -794,8 +807,7 @@ class RawNode:
             return True
         if self.conf_index <= self.log.committed or not self._conf_log:
             return False
-        before = self._conf_log[-2][1] if len(self._conf_log) > 1 else self._conf_base
-        return self.id in before.voters
+        return self.id in self._conf_before_latest().voters
 
     def _campaign(self, transfer: bool) -> None:
         if not self._may_campaign():
@@ -1070,15 +1082,19 @@ class RawNode:
             return False
         if self.log.term_or_none(index) != self.term and not self._unsafe_commit_old:
             return False
+        pending = self.conf_index > self.log.committed
         moved = self.log.commit_to(index)
+        if moved and pending and self.log.committed >= self.conf_index:
+            self._use_conf(self.conf)  # the change committed: stop replicating to the members it removed
         if moved and self._reads_waiting and self._read_round is None:
             self._maybe_start_read_round()  # reads were waiting for this term's first commit
         return moved
 
     def _maybe_send_append(self, to: NodeId, send_if_empty: bool) -> bool:
-        """Send the next AppendEntries to ``to`` if its flow control allows; False if nothing was sent."""
-        pr = self.progress[to]
-        if pr.is_paused():
+        """Send the next AppendEntries to ``to`` if its flow control allows; False if nothing was sent (also
+        when ``to`` is no longer replicated to: a committed change removed it)."""
+        pr = self.progress.get(to)
+        if pr is None or pr.is_paused():
             return False
         log = self.log
         prev_index = Index(pr.next - 1)
