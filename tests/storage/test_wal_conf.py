@@ -219,3 +219,25 @@ def test_a_segment_from_a_newer_release_is_refused_too(tmp_path: Path) -> None:
     seg.write_bytes(bytes(data))
     with pytest.raises(UnsupportedFormatError, match=r"written by a newer raftkv \(write-ahead log format 3, this"):
         WAL.open(tmp_path / "wal")
+
+
+def test_a_data_dir_holds_a_configuration_only_once_one_reached_its_log(tmp_path: Path) -> None:
+    """What `raftkv serve --join` decides on: a fresh data dir, and one whose log holds entries but no
+    configuration yet (a joining node stopped before the leader's first configuration reached it), must both
+    join again; one with a configuration entry, or a boundary carrying one, must not."""
+    from raftkv.storage.datadir import DataDir
+
+    d = DataDir(tmp_path / "node")
+    assert not d.holds_configuration()
+    storage = d.open()
+    storage.wal.append([Entry(Term(1), Index(1), b"", EntryType.NOOP)])
+    storage.wal.sync()
+    storage.close()
+    assert d.holds_log() and not d.holds_configuration()
+    storage = d.open()
+    conf = ConfState.of_voters((NodeId(1), NodeId(2)), {NodeId(1): "h:1", NodeId(2): "h:2"})
+    storage.wal.append([Entry(Term(1), Index(2), encode_conf(conf), EntryType.CONF_CHANGE)])
+    storage.wal.sync()
+    storage.wal.compact(Index(2))  # the boundary now carries it, and no entry does
+    storage.close()
+    assert d.holds_configuration()
