@@ -63,6 +63,11 @@ async def main() -> None:
     ap.add_argument("--after", type=float, default=10.0, help="seconds of load after node 4 caught up")
     ap.add_argument("--window-ms", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--learner-on-tmpfs",
+        action="store_true",
+        help="keep node 4's data dir in /dev/shm (tells a shared-disk effect from a CPU one)",
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="raftkv-bench-learner-"))
     value = b"x" * args.value_bytes
@@ -101,6 +106,9 @@ async def main() -> None:
             lc.peer[4], lc.client[4] = free_ports(2)
             join_at = time.perf_counter()
             await c.add_member(4, f"127.0.0.1:{lc.peer[4]}", f"127.0.0.1:{lc.client[4]}", learner=True, timeout=30)
+            if args.learner_on_tmpfs:
+                shm = Path(tempfile.mkdtemp(prefix="raftkv-learner-", dir="/dev/shm"))
+                (lc.root / "node4").symlink_to(shm)
             lc.start_joining(4, via=[1, 2, 3])
             caught = None
             while caught is None and time.perf_counter() - join_at < 600:
@@ -122,6 +130,10 @@ async def main() -> None:
     during = windows(done, join_at, caught, width)
     after = windows(done, caught, end, width)
     base = statistics.median(before)
+    stalls = [f"{k * width:.2f}" for k, v in enumerate(during) if v < base / 2]
+    if stalls:
+        print(f"windows below half while node 4 catches up start at (s after `member add`): {', '.join(stalls)}")
+    print(f"node logs: {lc.root}  (`member add` at {time.time() - (time.perf_counter() - join_at):.3f} wall)")
     print(f"\n{args.keys:,} keys, {args.inflight} puts in flight, {args.window_ms} ms windows")
     took = caught - join_at
     print(f"node 4 caught up {took:.1f} s after `member add`: a {image_mb:.1f} MB snapshot, {image_mb / took:.1f} MB/s")
