@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -68,6 +69,12 @@ async def main() -> None:
         action="store_true",
         help="keep node 4's data dir in /dev/shm (tells a shared-disk effect from a CPU one)",
     )
+    ap.add_argument(
+        "--learner-nice",
+        type=int,
+        default=0,
+        help="run node 4 at this niceness (on one machine, keeps its restore from starving the members' CPU)",
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="raftkv-bench-learner-"))
     value = b"x" * args.value_bytes
@@ -110,6 +117,8 @@ async def main() -> None:
                 shm = Path(tempfile.mkdtemp(prefix="raftkv-learner-", dir="/dev/shm"))
                 (lc.root / "node4").symlink_to(shm)
             lc.start_joining(4, via=[1, 2, 3])
+            if args.learner_nice:
+                os.setpriority(os.PRIO_PROCESS, lc.procs[4].pid, args.learner_nice)
             caught = None
             while caught is None and time.perf_counter() - join_at < 600:
                 members = {m.id: m for m in await c.members(timeout=5.0)}

@@ -159,6 +159,8 @@ class PeerLink:
         """The peer's client address, as it told us in the handshake ("" if it has none or is unknown)."""
         self.snapshot_request: InstallSnapshot | None = None
         """The core asked to send this peer a snapshot; streamed by its own task, beside the normal traffic."""
+        self.snapshot_streaming: InstallSnapshot | None = None
+        """The snapshot being streamed now (a request for it, or an older one, is not queued again)."""
         self.snapshot_wake = asyncio.Event()
         self._rng = random.Random()
         self._frames: FrameSender | None = None
@@ -169,6 +171,12 @@ class PeerLink:
         if type(msg) is InstallSnapshot:
             if not self.connected:
                 self.t.snapshot_sent(self.peer, False)
+                return
+            streaming = self.snapshot_streaming
+            if streaming is not None and streaming.meta.index >= msg.meta.index:
+                # The core asks again (its timer is shorter than streaming a large store takes): the stream
+                # under way already carries this snapshot. Restarting it after would send the whole file
+                # twice and make the follower install it twice (bench/learner_join.py: 125 MB, twice).
                 return
             self.snapshot_request = msg
             self.snapshot_wake.set()
@@ -378,10 +386,13 @@ class PeerLink:
             if request is None:
                 continue
             ok = False
+            self.snapshot_streaming = request
             try:
                 ok = await self._stream_snapshot(cap, request)
             finally:
-                if self.snapshot_request is request:
+                self.snapshot_streaming = None
+                pending = self.snapshot_request
+                if pending is request or (ok and pending is not None and pending.meta.index <= request.meta.index):
                     self.snapshot_request = None
                 self.t.snapshot_sent(self.peer, ok)
 
