@@ -21,6 +21,7 @@ import asyncio
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +70,7 @@ async def main() -> None:
         action="store_true",
         help="keep node 4's data dir in /dev/shm (tells a shared-disk effect from a CPU one)",
     )
+    ap.add_argument("--profile-leader", type=Path, default=None, help="py-spy the leader for 8 s from the join")
     ap.add_argument(
         "--learner-nice",
         type=int,
@@ -111,6 +113,14 @@ async def main() -> None:
             start = time.perf_counter()
             await asyncio.sleep(args.before)
             lc.peer[4], lc.client[4] = free_ports(2)
+            spy = None
+            if args.profile_leader is not None:
+                lead = next(m.id for m in await c.members(timeout=5.0) if m.is_leader)
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-d", "8", "-r", "200",
+                     "-o", str(args.profile_leader), "-p", str(lc.procs[lead].pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
             join_at = time.perf_counter()
             await c.add_member(4, f"127.0.0.1:{lc.peer[4]}", f"127.0.0.1:{lc.client[4]}", learner=True, timeout=30)
             if args.learner_on_tmpfs:
@@ -130,6 +140,8 @@ async def main() -> None:
             assert caught is not None, "node 4 never caught up"
             await asyncio.sleep(args.after)
             end = time.perf_counter()
+            if spy is not None:
+                spy.wait(timeout=60)
             stop.set()
             await asyncio.gather(*workers)
     finally:
