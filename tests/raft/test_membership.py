@@ -27,7 +27,7 @@ from raftkv.raft.messages import Message, RequestVote, RequestVoteResponse, Time
 from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Role
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import ConfState, EntryType, Index, Member, NodeId
+from raftkv.raft.types import ConfState, EntryType, Index, Member, NodeId, Term
 
 
 def _ids(*ids: int) -> tuple[NodeId, ...]:
@@ -421,3 +421,27 @@ def test_a_removed_follower_receives_its_removal_and_learns_it_committed() -> No
     net.sent.clear()
     net.tick(100)
     assert not [m for m in net.sent if m.src == 3 and isinstance(m, RequestVote)]
+
+
+def test_a_leader_elected_by_its_own_vote_sends_nothing_before_its_term_is_durable() -> None:
+    """Simulator seed 9131: the sole voter wins in the step that raises its term; if its appends left before
+    that term and vote were written and it crashed, it could vote for another node in the term it led."""
+    from raftkv.raft.messages import AppendEntriesResponse
+
+    net = Net((1, 2, 3))
+    leader = net.elect(1)
+    net.start(4)
+    net.change(leader, ChangeType.ADD_LEARNER, 4)
+    net.change(leader, ChangeType.REMOVE, 3)
+    net.change(leader, ChangeType.REMOVE, 2)
+    assert (leader.voters, leader.learners) == ((NodeId(1),), (NodeId(4),))
+    # A higher term makes node 1 step down; it then campaigns alone and wins on its own vote.
+    leader.step(AppendEntriesResponse(Term(leader.term + 1), NodeId(4), NodeId(1), Index(0), reject=True))
+    net.pump()
+    assert leader.role is Role.FOLLOWER
+    leader.campaign()
+    assert leader.role is Role.LEADER
+    rd = leader.ready()
+    assert rd.hard_state is not None and rd.hard_state.vote == 1
+    assert rd.messages == ()  # its appends to the learner wait for the write of the new term and vote
+    assert any(m.dst == 4 for m in rd.messages_after_sync)

@@ -159,10 +159,11 @@ def test_removing_the_leader_hands_over_within_an_election_timeout() -> None:
     one(c, b"after", 2, among=rest)
 
 
-@pytest.mark.parametrize("seed", [143, 941, 199, 305, 650, 826, 985, 1209])
+@pytest.mark.parametrize("seed", [143, 941, 199, 305, 650, 826, 985, 1209, 9131])
 def test_swarm_seeds_that_found_membership_bugs(seed: int) -> None:
     """143: a removed-but-uncommitted leader may campaign; 941: a learner's lease lapses; 199, 650: the checker
-    learns commits from every node; 305, 826, 985, 1209: a change re-evaluates commit and read rounds."""
+    learns commits from every node; 305, 826, 985, 1209: a change re-evaluates commit and read rounds; 9131: a
+    leader elected by its own vote alone sends nothing before its term is durable."""
     result = run_seed(seed, SimOptions.draw(seed))
     assert result.ok, result.failure
     assert result.stats["conf_changes"] > 0

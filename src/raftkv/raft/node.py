@@ -583,12 +583,21 @@ class RawNode:
         snapshot = self.log.pending_snapshot
         ss = self._soft_state()
         conf = self.conf
+        messages, after_sync = tuple(self._msgs), tuple(self._msgs_after_sync)
+        if messages and self.role is Role.LEADER and (hs.term != prev.term or hs.vote != prev.vote):
+            # A leader's traffic may leave before its write only once its term and vote are durable (§10.2.1
+            # assumes it). A candidate that wins on its own vote alone — the one voter of its configuration —
+            # becomes leader in the very step that raised its term: if its first appends left now and it
+            # crashed before the write, it would come back at the old term, could vote for another node in the
+            # term it led, and two leaders would share it (simulator seed 9131: a cluster shrunk to one voter,
+            # and a removed node allowed to campaign).
+            messages, after_sync = (), messages + after_sync
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
             committed_entries=tuple(self.log.next_committed_entries()),
-            messages=tuple(self._msgs),
-            messages_after_sync=tuple(self._msgs_after_sync),
+            messages=messages,
+            messages_after_sync=after_sync,
             must_sync=bool(entries) or snapshot is not None or hs.term != prev.term or hs.vote != prev.vote,
             soft_state=ss if ss != self._prev_soft_state else None,
             events=tuple(self._events),
