@@ -185,15 +185,16 @@ class Admin:
     # --- membership -------------------------------------------------------------------------------------------
 
     async def members(self, timeout: float | None = None) -> list[MemberReport]:
-        """The configuration, as the leader sees it (each member's lag included)."""
+        """The configuration, as the leader sees it (each member's lag included); ``Unavailable`` if no
+        leader answers before the deadline."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
 
         async def op(conn: Connection, left: float) -> list[MemberReport]:
             r = await conn.members(left)
             leader = int(r.leader)
-            if leader and leader != int(r.nodeId):
-                # A follower's view: follow the redirection, so that each member's lag is known. (With no
-                # leader known, the follower's view is the best there is.)
+            if leader != int(r.nodeId):
+                # Only the leader's view is current (a removed node keeps its last one) and has each member's
+                # lag: follow the redirection, or, with no leader known there, try the other endpoints.
                 address = next((str(m.member.clientAddress) for m in r.members if int(m.member.id) == leader), "")
                 raise NotLeader(NodeId(leader), address)
             return [_member_report(m) for m in r.members]
