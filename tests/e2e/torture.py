@@ -477,6 +477,16 @@ class Nemesis:
             if not self.c.running(i):
                 self._spawn(i)
         self.down.clear()
+        # Every node a voter again. Ask the cluster rather than trust our bookkeeping: a removal whose answer
+        # was lost (a kill overlapping it) may have been made (torture seed 312 left node 5 out that way).
+        async def voters(client: Client) -> Any:
+            return {m.id: m for m in await client.members(timeout=3.0)}
+
+        members = await self._member_call("members", voters)
+        if members is not None:
+            for i in range(1, self.n + 1):
+                if i not in members or members[i].learner:
+                    self.removed.add(i)
         for i in sorted(self.removed):
             await self._add_back(i, None)
 
@@ -516,8 +526,10 @@ class Nemesis:
                         return True  # an earlier attempt committed it (its answer was lost)
                     raise
 
-            if await self._member_call(f"remove {target}", remove) is not None:
-                self.removed.add(target)
+            # Counted as removed whatever the answer: a call that did not answer may still have been made, and
+            # adding back a node that is still a voter is a no-op ("already a member", then "already a voter").
+            await self._member_call(f"remove {target}", remove)
+            self.removed.add(target)
 
         async def undo() -> None:
             await self._add_back(target, rec)
