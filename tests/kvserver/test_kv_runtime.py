@@ -21,6 +21,7 @@ from raftkv.runtime.logs import setup_logging
 from raftkv.runtime.node import RaftNode
 from raftkv.storage import DataDir
 from raftkv.storage.kv_lmdb import LMDBBackend
+from raftkv.transport.address import Address
 from tests.runtime.cluster import kv_servers, leader_of, wait_until
 
 
@@ -139,3 +140,13 @@ def test_watch_cancelled_is_a_typed_error() -> None:
     assert issubclass(WatchCancelled, Exception)
     with pytest.raises(WatchCancelled):
         raise WatchCancelled("x")
+
+
+def test_a_joining_node_may_listen_on_a_wildcard_for_the_address_it_was_added_with() -> None:
+    from raftkv.kvserver.app import _same_listener
+
+    assert _same_listener("10.0.0.4:7004", Address("10.0.0.4", 7004))
+    assert _same_listener("10.0.0.4:7004", Address("0.0.0.0", 7004))
+    assert not _same_listener("10.0.0.4:7004", Address("0.0.0.0", 7005))
+    assert not _same_listener("10.0.0.4:7004", Address("10.0.0.5", 7004))
+    assert not _same_listener("nonsense", Address("0.0.0.0", 7004))

@@ -576,6 +576,32 @@ def test_a_lost_snapshot_is_sent_again() -> None:
     assert resent, "after a timeout without acknowledgement the snapshot goes out again"
 
 
+def test_a_delivered_snapshot_gets_time_to_install_before_it_is_sent_again() -> None:
+    """Once the transport reports the whole snapshot delivered, the follower may take seconds to install a
+    large store: asking again after 3 election timeouts streamed the whole file a second time
+    (bench/learner_join.py, 1M keys). The leader waits 20 election timeouts then."""
+    n = leader_with_noop_committed()
+    n.propose(b"x")
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))
+    drain(n)
+    n.log.storage.compact(Index(2))
+    n.set_snapshot(SnapshotMeta(Index(2), n.term, ConfState.of_voters((N1, N2, N3))))
+    n.step(HeartbeatResponse(n.term, N3, N1))
+    assert any(isinstance(m, InstallSnapshot) for m in drain(n).messages)
+    n.report_snapshot(N3, True)
+    sent = 0
+    for tick in range(20 * n._cfg.election_ticks):
+        n.tick()
+        n.step(HeartbeatResponse(n.term, N2, N1))
+        n.step(HeartbeatResponse(n.term, N3, N1))
+        again = [m for m in drain(n).messages if isinstance(m, InstallSnapshot)]
+        if again:
+            sent = tick + 1
+            break
+    assert sent == 20 * n._cfg.election_ticks, f"sent again after {sent} ticks"
+
+
 def test_follower_installs_a_snapshot_its_log_does_not_match() -> None:
     storage = MemoryStorage()
     storage.append([Entry(Term(1), Index(1)), Entry(Term(1), Index(2), b"stale")])

@@ -208,3 +208,30 @@ async def test_a_joiner_replaying_old_configurations_keeps_the_link_to_a_newer_l
     finally:
         for n in [*nodes, *extra]:
             await n.aclose(transfer_leadership=False)
+
+
+async def test_peers_that_disagree_with_the_log_get_one_warning_and_the_log_wins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the first start the log is the address book: a node restarted with a --peers list that names
+    another membership says so in one warning line and keeps the log's configuration."""
+    nodes, _machines = await _cluster(tmp_path)
+    try:
+        lead = _leader(nodes)
+        await lead.propose(b"x")
+        follower = next(n for n in nodes if n is not lead)
+        await wait_until(lambda: follower.conf_index >= 1, 2.0, "the follower holding the configuration entry")
+        await follower.aclose(transfer_leadership=False)
+        wrong = dict(follower.config.peers)
+        wrong[NodeId(9)] = Address("127.0.0.1", free_ports(1)[0])
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="raftkv.node"):
+            back = RaftNode(dataclasses.replace(follower.config, peers=wrong), CommandLog())
+            await back.start()
+        nodes[nodes.index(follower)] = back
+        warnings = [r.getMessage() for r in caplog.records if "the log wins" in r.getMessage()]
+        assert len(warnings) == 1 and "1,2,3,9" in warnings[0]
+        assert back.conf.ids == (1, 2, 3)
+    finally:
+        for n in nodes:
+            await n.aclose(transfer_leadership=False)

@@ -86,6 +86,18 @@ class _DurableKV(_InMemoryKV):
         self.kv.finish_restore()
 
 
+def _same_listener(added: str, listen: Address) -> bool:
+    """Whether a node listening on ``listen`` is reachable at the address it was added with: the same
+    address, or the same port on a wildcard listener (``--listen-peer 0.0.0.0:7004`` for ``10.0.0.4:7004``)."""
+    if added == str(listen):
+        return True
+    try:
+        where = Address.parse(added, "the added peer address")
+    except ValueError:
+        return False
+    return listen.host in ("0.0.0.0", "::", "") and where.port == listen.port
+
+
 class KVServer:
     """One raftkv server: ``async with KVServer(config) as server: ...`` (see the module docstring)."""
 
@@ -173,7 +185,7 @@ class KVServer:
                 f"with `raftkv member add {cfg.id} --peer-addr {cfg.listen_peer} --client-addr "
                 f"{cfg.listen_client or 'HOST:PORT'} --learner --endpoints {where}`"
             )
-        if me.peer_address and me.peer_address != str(cfg.listen_peer):
+        if me.peer_address and not _same_listener(me.peer_address, cfg.listen_peer):
             raise ConfigError(
                 f"node {cfg.id} was added with peer address {me.peer_address}, but --listen-peer is "
                 f"{cfg.listen_peer}: start it on that address, or remove and add it again"

@@ -470,6 +470,10 @@ class RawNode:
         if not success:
             pr.pending_snapshot = Index(0)
             pr.become_probe()
+            return
+        # Delivered: the follower installs it; its acknowledgement may take a while (a large store).
+        pr.snapshot_delivered = True
+        pr.snapshot_ticks = 0
 
     def report_unreachable(self, peer: NodeId) -> None:
         """The transport lost its connection to ``peer`` (e.g. the peer's process died and reset it).
@@ -784,7 +788,10 @@ class RawNode:
         for pr in self.progress.values():
             if pr.state is ProgressState.SNAPSHOT:
                 pr.snapshot_ticks += 1
-                if pr.snapshot_ticks >= 3 * self._cfg.election_ticks:
+                # A follower that received the whole file may take seconds to install a large store (1M keys:
+                # ~2 s): asking again then streams the whole file a second time (bench/learner_join.py).
+                patience = (20 if pr.snapshot_delivered else 3) * self._cfg.election_ticks
+                if pr.snapshot_ticks >= patience:
                     # No acknowledgement: the snapshot (or its answer) was lost. Probe again, resend if needed.
                     pr.pending_snapshot = Index(0)
                     pr.become_probe()

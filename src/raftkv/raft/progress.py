@@ -79,6 +79,8 @@ class Progress:
     """SNAPSHOT only: the index of the snapshot sent; replication resumes once the follower has it."""
     snapshot_ticks: int = 0
     """SNAPSHOT only: ticks since the snapshot was sent (it is sent again if no answer comes: it may be lost)."""
+    snapshot_delivered: bool = False
+    """SNAPSHOT only: the transport reported the whole snapshot delivered; the follower is installing it."""
 
     def become_probe(self) -> None:
         # From REPLICATE the follower's state is unknown past match; restart just after it.
@@ -92,6 +94,7 @@ class Progress:
         self.state = ProgressState.SNAPSHOT
         self.pending_snapshot = index
         self.snapshot_ticks = 0
+        self.snapshot_delivered = False
         self.probe_sent = False
         self.inflights.reset()
 
