@@ -477,6 +477,7 @@ class Nemesis:
             if not self.c.running(i):
                 self._spawn(i)
         self.down.clear()
+
         # Every node a voter again. Ask the cluster rather than trust our bookkeeping: a removal whose answer
         # was lost (a kill overlapping it) may have been made (torture seed 312 left node 5 out that way).
         async def voters(client: Client) -> Any:
