@@ -558,7 +558,8 @@ def test_leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() -> 
     assert app.prev_index == 5 and [e.index for e in app.entries] == [6]
 
 
-def test_a_lost_snapshot_is_sent_again() -> None:
+def _leader_sending_node_3_a_snapshot() -> RawNode:
+    """A leader whose log was compacted past what node 3 holds: it has just sent node 3 its snapshot."""
     n = leader_with_noop_committed()
     n.propose(b"x")
     drain(n)
@@ -568,6 +569,11 @@ def test_a_lost_snapshot_is_sent_again() -> None:
     n.set_snapshot(SnapshotMeta(Index(2), n.term, ConfState.of_voters((N1, N2, N3))))
     n.step(HeartbeatResponse(n.term, N3, N1))
     assert any(isinstance(m, InstallSnapshot) for m in drain(n).messages)
+    return n
+
+
+def test_a_lost_snapshot_is_sent_again() -> None:
+    n = _leader_sending_node_3_a_snapshot()
     for _ in range(3 * n._cfg.election_ticks):
         n.tick()
         n.step(HeartbeatResponse(n.term, N2, N1))  # keep the quorum: only node 3 is silent
@@ -580,15 +586,7 @@ def test_a_delivered_snapshot_gets_time_to_install_before_it_is_sent_again() -> 
     """Once the transport reports the whole snapshot delivered, the follower may take seconds to install a
     large store: asking again after 3 election timeouts streamed the whole file a second time
     (bench/learner_join.py, 1M keys). The leader waits 20 election timeouts then."""
-    n = leader_with_noop_committed()
-    n.propose(b"x")
-    drain(n)
-    n.step(AppendEntriesResponse(n.term, N2, N1, Index(2)))
-    drain(n)
-    n.log.storage.compact(Index(2))
-    n.set_snapshot(SnapshotMeta(Index(2), n.term, ConfState.of_voters((N1, N2, N3))))
-    n.step(HeartbeatResponse(n.term, N3, N1))
-    assert any(isinstance(m, InstallSnapshot) for m in drain(n).messages)
+    n = _leader_sending_node_3_a_snapshot()
     n.report_snapshot(N3, True)
     sent = 0
     for tick in range(20 * n._cfg.election_ticks):

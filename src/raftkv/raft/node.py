@@ -573,7 +573,7 @@ class RawNode:
             or self.log.has_next_committed()
             or self._hard_state() != self._prev_hard_state
             or self._soft_state() != self._prev_soft_state
-            or self.conf != self._ready_conf
+            or self.conf is not self._ready_conf  # replaced only on a change: identity suffices (hot path)
         )
 
     def ready(self) -> Ready:
@@ -608,7 +608,7 @@ class RawNode:
             read_states=tuple(self._read_states),
             dropped_reads=tuple(self._dropped_reads),
             snapshot=snapshot,
-            conf_state=conf if conf != self._ready_conf else None,
+            conf_state=conf if conf is not self._ready_conf else None,
         )
         self._ready_conf = conf
         self._msgs.clear()

@@ -631,9 +631,9 @@ class RaftNode:
         for peer in [p for p in transport.peers if p in self._removed and p != self.id]:
             transport.remove_peer(peer)
         if conf.member(self.id) is None and committed.member(self.id) is None:
-            self.metrics_warn_removed(conf)
+            self._warn_not_member(conf)
 
-    def metrics_warn_removed(self, conf: ConfState) -> None:
+    def _warn_not_member(self, conf: ConfState) -> None:
         """Say once per configuration that this node is not a member (it takes no part in anything)."""
         if self._warned_conf == conf:
             return
