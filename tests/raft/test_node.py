@@ -75,6 +75,8 @@ def test_config_is_validated_with_clear_errors() -> None:
         node(election_ticks=5, heartbeat_ticks=5)
     with pytest.raises(ConfigError, match="duplicates"):
         node(voters=(1, 1, 2))
+    with pytest.raises(ConfigError, match="max_inflight_bytes must be >= 0"):
+        node(max_inflight_bytes=-1)
 
 
 def test_election_timeout_is_randomized_in_range() -> None:
@@ -431,6 +433,46 @@ def leader_with_noop_committed() -> RawNode:
     drain(n)
     assert n.log.committed == 1
     return n
+
+
+def _backlog_sent_to_node_3(max_inflight_bytes: int) -> tuple[RawNode, list[AppendEntries]]:
+    """A leader holding 200 entries of ~1 KB that node 3 lacks; node 3 has just acknowledged index 1, so it is
+    in replicate state: the appends it gets in that one step."""
+    n = node(pre_vote=False, max_msg_entries=4, max_inflight_bytes=max_inflight_bytes)
+    elect(n)
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, Index(1)))
+    drain(n)
+    for k in range(200):
+        n.propose(b"%04d" % k + b"v" * 1000)
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N2, N1, n.log.last_index()))
+    drain(n)
+    n.step(AppendEntriesResponse(n.term, N3, N1, Index(1)))
+    rd = drain(n)
+    return n, [m for m in sent(rd) if isinstance(m, AppendEntries) and m.dst == N3 and m.entries]
+
+
+def _entry_bytes(apps: list[AppendEntries]) -> int:
+    return sum(e.size_bytes() for m in apps for e in m.entries)
+
+
+def test_in_flight_bytes_bound_the_backlog_a_far_behind_follower_gets_at_once() -> None:
+    """Flow control by bytes (etcd-io/raft MaxInflightBytes): the step that finds node 3 200 KB behind sends
+    it about ``max_inflight_bytes`` (the append crossing the bound still goes), and each acknowledgement lets
+    as much again go; without the bound the whole backlog leaves in that one step."""
+    unbounded, apps = _backlog_sent_to_node_3(0)
+    assert apps[-1].entries[-1].index == unbounded.log.last_index(), "no byte bound: everything at once"
+    n, apps = _backlog_sent_to_node_3(20_000)
+    size = apps[0].entries[0].size_bytes()
+    assert 20_000 <= _entry_bytes(apps) < 20_000 + 4 * size
+    last_sent = apps[-1].entries[-1].index
+    assert last_sent < n.log.last_index()
+    # Node 3 acknowledges the first append: about that much more may go, and no more.
+    n.step(AppendEntriesResponse(n.term, N3, N1, apps[0].entries[-1].index))
+    more = [m for m in sent(drain(n)) if isinstance(m, AppendEntries) and m.dst == N3 and m.entries]
+    assert more and more[0].prev_index == last_sent
+    assert _entry_bytes(more) <= _entry_bytes(apps[:1]) + 4 * size
 
 
 def test_read_index_waits_for_a_heartbeat_quorum() -> None:

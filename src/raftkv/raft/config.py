@@ -50,6 +50,11 @@ class RaftConfig:
     max_msg_bytes: int = 1 << 20
     max_inflight_msgs: int = 256
     """Bound on in-flight AppendEntries per follower in replicate mode (flow control)."""
+    max_inflight_bytes: int = 1 << 20
+    """Bound on the entry bytes in flight per follower in replicate mode (0: none; etcd-io/raft's
+    ``MaxInflightBytes``). Besides sparing a slow follower's buffers, it bounds the leader's work per step:
+    without it a follower 100,000 entries behind (a learner fresh from a snapshot) gets its whole backlog read,
+    encoded and sent in one step, holding the event loop past an election timeout (issue 15's learner join)."""
     applied: Index = Index(0)
     """Last index the state machine has already applied (it persists its own progress); never re-delivered."""
     bootstrap: ConfState | None = None
@@ -77,5 +82,7 @@ class RaftConfig:
             raise ConfigError(f"election_jitter_ticks must be >= 1, got {self.election_jitter_ticks}")
         if self.max_msg_entries < 1 or self.max_msg_bytes < 1 or self.max_inflight_msgs < 1:
             raise ConfigError("max_msg_entries, max_msg_bytes and max_inflight_msgs must all be >= 1")
+        if self.max_inflight_bytes < 0:
+            raise ConfigError(f"max_inflight_bytes must be >= 0 (0: no bound), not {self.max_inflight_bytes}")
         if self.applied < 0:
             raise ConfigError(f"applied must be >= 0, got {self.applied}")

@@ -407,10 +407,11 @@ class RawNode:
             # A new member's first append carries the newest entry (the change that added it): its
             # configuration reaches it at once, and the probe walks back from there (§5.3).
             last = self.log.last_index()
-            cap = self._cfg.max_inflight_msgs
+            cap, cap_bytes = self._cfg.max_inflight_msgs, self._cfg.max_inflight_bytes
             for peer in self.peers:
                 if peer not in self.progress:
-                    self.progress[peer] = Progress(match=Index(0), next=Index(max(last, 1)), inflights=Inflights(cap))
+                    inflights = Inflights(cap, cap_bytes)
+                    self.progress[peer] = Progress(match=Index(0), next=Index(max(last, 1)), inflights=inflights)
             for peer in [p for p in self.progress if p != self.id and p not in self.peers]:
                 self._maybe_send_append(peer, send_if_empty=True)  # the commit of its removal, if it can go
                 del self.progress[peer]
@@ -729,9 +730,10 @@ class RawNode:
         self.role = Role.LEADER
         self.leader = self.id
         last = self.log.last_index()
-        cap = self._cfg.max_inflight_msgs
+        cap, cap_bytes = self._cfg.max_inflight_msgs, self._cfg.max_inflight_bytes
         for v in (self.id, *self.peers):
-            self.progress[v] = Progress(match=Index(0), next=Index(last + 1), inflights=Inflights(cap))
+            inflights = Inflights(cap, cap_bytes)
+            self.progress[v] = Progress(match=Index(0), next=Index(last + 1), inflights=inflights)
         me = self.progress[self.id]
         me.state = ProgressState.REPLICATE
         me.match = self.log.stable_last_index()
@@ -1127,7 +1129,7 @@ class RawNode:
             return False
         commit = log.committed
         self._send(AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(entries), commit))
-        pr.sent_entries(Index(prev_index + len(entries)), len(entries))
+        pr.sent_entries(Index(prev_index + len(entries)), len(entries), sum(e.size_bytes() for e in entries))
         return True
 
     def _flush_appends(self) -> None:

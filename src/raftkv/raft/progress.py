@@ -8,7 +8,10 @@ After etcd-io/raft's ``tracker`` package, a follower's progress is in one of thr
   at a time (``probe_sent``) and waits for the answer (or the next heartbeat reply) before sending another,
   walking ``next_index`` back on rejections (§5.3).
 * ``REPLICATE``: the follower acknowledged an append, so the leader streams entries optimistically, advancing
-  ``next_index`` as it sends, with at most ``max_inflight_msgs`` unacknowledged appends (``Inflights``).
+  ``next_index`` as it sends, with at most ``max_inflight_msgs`` unacknowledged appends, holding at most
+  ``max_inflight_bytes`` of entries (``Inflights``; etcd-io/raft's ``MaxInflightBytes``). The byte bound is what
+  keeps a far-behind follower (a learner that just installed a snapshot) from making the leader read, encode
+  and send its whole backlog in one step: that step would hold the event loop past an election timeout.
 * ``SNAPSHOT``: the follower needs entries the leader has compacted away; the leader sent its snapshot (§7)
   and sends nothing else until the follower acknowledges it (or a timeout says it was lost).
 
@@ -32,32 +35,40 @@ class ProgressState(Enum):
 
 
 class Inflights:
-    """The last index of each unacknowledged AppendEntries sent in REPLICATE state, oldest first."""
+    """The last index and entry bytes of each unacknowledged AppendEntries sent in REPLICATE state, oldest
+    first. Full at ``capacity`` appends or at ``max_bytes`` of entries (0: no byte bound); the append that
+    crosses the byte bound is still sent, so one entry larger than the bound can always go.
 
-    __slots__ = ("_capacity", "_indexes")
+    Invariant: ``bytes`` is the sum of the sizes held."""
 
-    def __init__(self, capacity: int) -> None:
+    __slots__ = ("_capacity", "_indexes", "_max_bytes", "bytes")
+
+    def __init__(self, capacity: int, max_bytes: int = 0) -> None:
         self._capacity = capacity
-        self._indexes: deque[Index] = deque()
+        self._max_bytes = max_bytes
+        self._indexes: deque[tuple[Index, int]] = deque()
+        self.bytes = 0
 
-    def add(self, last_index: Index) -> None:
-        self._indexes.append(last_index)
+    def add(self, last_index: Index, size: int = 0) -> None:
+        self._indexes.append((last_index, size))
+        self.bytes += size
 
     def free_le(self, index: Index) -> None:
         """Forget every append whose last entry is ``<= index`` (acknowledged, cumulatively)."""
         q = self._indexes
-        while q and q[0] <= index:
-            q.popleft()
+        while q and q[0][0] <= index:
+            self.bytes -= q.popleft()[1]
 
     def free_first_one(self) -> None:
         if self._indexes:
-            self._indexes.popleft()
+            self.bytes -= self._indexes.popleft()[1]
 
     def full(self) -> bool:
-        return len(self._indexes) >= self._capacity
+        return len(self._indexes) >= self._capacity or (0 < self._max_bytes <= self.bytes)
 
     def reset(self) -> None:
         self._indexes.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._indexes)
@@ -133,12 +144,13 @@ class Progress:
         self.probe_sent = False
         return True
 
-    def sent_entries(self, last_index: Index, n_entries: int) -> None:
-        """Account for an AppendEntries just sent, whose last entry is ``last_index``."""
+    def sent_entries(self, last_index: Index, n_entries: int, n_bytes: int = 0) -> None:
+        """Account for an AppendEntries just sent, whose last entry is ``last_index`` and whose entries hold
+        ``n_bytes`` (``Entry.size_bytes``)."""
         if self.state is ProgressState.REPLICATE:
             if n_entries:
                 self.next = Index(last_index + 1)
-                self.inflights.add(last_index)
+                self.inflights.add(last_index, n_bytes)
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True
 

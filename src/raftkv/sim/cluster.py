@@ -69,6 +69,7 @@ class NodeSettings:
     lazy_commit: bool = True
     max_msg_entries: int = 64
     max_inflight_msgs: int = 64
+    max_inflight_bytes: int = 1 << 20
     disk_latency_ms: tuple[int, int] = (0, 2)
     """Range of the time a persist takes (a write plus fsync)."""
     partial_writes: bool = True
@@ -271,6 +272,7 @@ class Cluster:
             lazy_commit=s.lazy_commit,
             max_msg_entries=s.max_msg_entries,
             max_inflight_msgs=s.max_inflight_msgs,
+            max_inflight_bytes=s.max_inflight_bytes,
         )
         node.incarnation += 1
         # The state machine is volatile: it restarts from the node's snapshot (if any), then replays the log.

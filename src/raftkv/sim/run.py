@@ -77,6 +77,8 @@ class SimOptions:
     """Share of client operations that are linearizable reads (ReadIndex) instead of proposals."""
     max_msg_entries: int = 64
     max_inflight_msgs: int = 64
+    max_inflight_bytes: int = 1 << 20
+    """Entry bytes in flight per follower; the sim's entries are small, so only a small bound binds."""
     election_ticks: int = 15
     heartbeat_ticks: int = 5
     crash_in_write_rate: float = 0.0
@@ -138,6 +140,9 @@ class SimOptions:
         # Membership changes (issue 15), drawn after everything else for the same reason.
         o.membership_every_ms = r.choice((0, 0, 150, 400, 1200))
         o.spare_nodes = r.choice((1, 2, 3)) if o.membership_every_ms else 0
+        # Flow control by bytes (issue 15's learner join), drawn last: a bound of a few entries in a quarter of
+        # the seeds, the default (which the sim's small entries never reach) or none in the rest.
+        o.max_inflight_bytes = r.choice((0, 1 << 20, 1 << 20, 200))
         for name, value in fixed.items():
             if value is not None:
                 setattr(o, name, value)
@@ -474,6 +479,7 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
         disk_latency_ms=(opts.disk_min_ms, opts.disk_max_ms),
         max_msg_entries=opts.max_msg_entries,
         max_inflight_msgs=opts.max_inflight_msgs,
+        max_inflight_bytes=opts.max_inflight_bytes,
         election_ticks=opts.election_ticks,
         heartbeat_ticks=opts.heartbeat_ticks,
         snapshot_every=opts.snapshot_every,
