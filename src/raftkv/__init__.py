@@ -21,6 +21,7 @@ _LAZY = {
     "Unavailable": "raftkv.errors",
     "SessionExpired": "raftkv.errors",
     "Compacted": "raftkv.errors",
+    "FutureRevision": "raftkv.errors",
     "WatchCancelled": "raftkv.errors",
     "TxnFailed": "raftkv.errors",
     "Timeout": "raftkv.errors",

@@ -41,9 +41,9 @@ from raftkv.storage.errors import (
 
 if TYPE_CHECKING:
     from raftkv.kv.commands import TxnResult
-    from raftkv.kv.errors import CommandError, Compacted, KVError
+    from raftkv.kv.errors import CommandError, Compacted, FutureRevision, KVError
 
-_KV_ERRORS = ("CommandError", "Compacted", "KVError")
+_KV_ERRORS = ("CommandError", "Compacted", "FutureRevision", "KVError")
 """Defined by the key-value state machine (``raftkv.kv.errors``); loaded on first use, so that an embedder of
 the runtime who never touches the KV store does not import it."""
 
@@ -110,6 +110,7 @@ __all__ = [
     "CorruptSnapshotError",
     "DiskFullError",
     "EntryUnavailable",
+    "FutureRevision",
     "InternalError",
     "InvalidConfChange",
     "InvalidRequest",

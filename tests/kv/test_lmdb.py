@@ -93,8 +93,17 @@ def test_a_foreign_layout_is_refused(tmp_path: Path) -> None:
     with env.begin(write=True) as txn:
         txn.put(b"format", b"something-else/9", db=env.open_db(b"meta", txn=txn))
     env.close()
-    with pytest.raises(KVBackendError, match="has layout b'something-else/9'"):
+    with pytest.raises(KVBackendError, match=r"has layout something-else/9, this raftkv reads raftkv-kv-lmdb/3$"):
         LMDBBackend(tmp_path / "kv")
     LMDBBackend(tmp_path / "other").close()  # the failed open released its path registration
     with pytest.raises(KVBackendError):
+        LMDBBackend(tmp_path / "kv")
+
+
+def test_a_store_from_before_the_history_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    env = lmdb.open(str(tmp_path / "kv"), max_dbs=3)
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"raftkv-kv-lmdb/2", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(KVBackendError, match=r"layout raftkv-kv-lmdb/2.*move that directory aside.*snapshot and log"):
         LMDBBackend(tmp_path / "kv")

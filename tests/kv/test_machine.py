@@ -26,7 +26,7 @@ from raftkv.kv import (
     SnapshotError,
     WriteTxn,
 )
-from raftkv.kv.machine import SNAPSHOT_BATCH_KEYS, SNAPSHOT_FORMAT, SnapshotEnd, SnapshotHeader, SnapshotKVs, _frame
+from raftkv.kv.machine import SNAPSHOT_BATCH_KEYS, SNAPSHOT_FORMAT, SnapshotEnd, SnapshotHeader, SnapshotHistory, _frame
 from raftkv.raft.types import Entry, EntryType, Index, Term
 from raftkv.runtime.statemachine import StateMachine
 from tests.kv.kvtestlib import Feeder, entries
@@ -200,7 +200,7 @@ def test_restore_refuses_a_truncated_or_inconsistent_stream_and_keeps_the_old_st
             sm.restore(data[:cut])
     from raftkv.kv import Meta
 
-    short = _frame(SnapshotHeader(SNAPSHOT_FORMAT, Meta())) + _frame(SnapshotKVs([])) + _frame(SnapshotEnd(5, 0))
+    short = _frame(SnapshotHeader(SNAPSHOT_FORMAT, Meta())) + _frame(SnapshotHistory([])) + _frame(SnapshotEnd(5, 0))
     with pytest.raises(SnapshotError, match="announces 5 keys"):
         sm.restore(short)
     assert sm.get(b"mine") is not None and sm.get(b"k00000") is None

@@ -1,8 +1,9 @@
 """The ``raftkv`` command, one module per topic.
 
 ``serve`` runs a node (``serve.py``); ``status`` and ``ping`` ask nodes about themselves (``admin.py``); ``put``,
-``get``, ``del``, ``txn`` and ``watch`` are the key-value commands (``kv.py``); ``member list|add|promote|remove``
-and ``leader transfer`` change the membership (``member.py``); ``snapshot save|restore`` takes
+``get``, ``del``, ``txn``, ``watch`` and ``compaction`` are the key-value commands (``kv.py``);
+``member list|add|promote|remove`` and ``leader transfer`` change the membership (``member.py``);
+``snapshot save|restore`` takes
 and restores backups (``snapshot.py``); ``cluster up`` runs a local cluster of processes (``cluster.py``, over
 ``local.py``); ``bench`` loads a cluster (``bench.py``). Shared options and the error convention are in
 ``common.py``. Client commands never import the server stack: the topics import it lazily, inside ``serve``.
@@ -18,7 +19,7 @@ import click
 from raftkv.cli.admin import ping, status
 from raftkv.cli.bench import bench
 from raftkv.cli.cluster import cluster
-from raftkv.cli.kv import delete, get, put, txn, watch
+from raftkv.cli.kv import compaction, delete, get, put, txn, watch
 from raftkv.cli.member import leader, member
 from raftkv.cli.serve import serve
 from raftkv.cli.snapshot import snapshot
@@ -30,7 +31,22 @@ def main() -> None:
     """raftkv: a Raft-replicated key-value store. Start nodes with `serve`; inspect them with `status`."""
 
 
-for _command in (serve, status, ping, member, leader, put, get, delete, txn, watch, snapshot, cluster, bench):
+for _command in (
+    serve,
+    status,
+    ping,
+    member,
+    leader,
+    put,
+    get,
+    delete,
+    txn,
+    watch,
+    compaction,
+    snapshot,
+    cluster,
+    bench,
+):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""The key-value commands: ``put``, ``get``, ``del``, ``txn``, ``watch`` (etcdctl's names)."""
+"""The key-value commands: ``put``, ``get``, ``del``, ``txn``, ``watch``, ``compaction`` (etcdctl's names)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,18 @@ def _kv_json(kv: Any) -> dict[str, Any]:
         "create_revision": kv.create_revision,
         "mod_revision": kv.mod_revision,
         "version": kv.version,
+        "lease": kv.lease,
     }
+
+
+_SORT_TARGETS = {
+    "key": "key",
+    "version": "version",
+    "create": "create",
+    "modify": "mod",
+    "mod": "mod",
+    "value": "value",
+}
 
 
 _kv_timeout = click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds, retries included.")
@@ -56,26 +67,72 @@ def put(endpoints: str | None, key: str, value: str, as_json: bool, timeout: flo
 @click.option("--prefix", is_flag=True, help="Every key starting with KEY (printed as key, then value, per line).")
 @click.option("--serializable", is_flag=True, help="Read this node's local copy (faster, possibly stale).")
 @click.option("--limit", type=int, default=0, help="At most this many keys (with --prefix).")
+@click.option("--rev", type=int, default=0, help="Read the store as it was at this revision (default: now).")
+@click.option(
+    "--sort-by",
+    type=click.Choice(sorted(_SORT_TARGETS), case_sensitive=False),
+    default=None,
+    help="Sort the keys by this field (with --prefix; before --limit).",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["ascend", "descend"], case_sensitive=False),
+    default=None,
+    help="Sort order (default ascend when --sort-by is given).",
+)
+@click.option("--keys-only", is_flag=True, help="Print only the keys.")
+@click.option("--count-only", is_flag=True, help="Print only how many keys there are.")
 @json_option
 @_kv_timeout
 def get(
-    endpoints: str | None, key: str, prefix: bool, serializable: bool, limit: int, as_json: bool, timeout: float
+    endpoints: str | None,
+    key: str,
+    prefix: bool,
+    serializable: bool,
+    limit: int,
+    rev: int,
+    sort_by: str | None,
+    order: str | None,
+    keys_only: bool,
+    count_only: bool,
+    as_json: bool,
+    timeout: float,
 ) -> None:
     """Print KEY's value (exit code 1 when it does not exist)."""
+    if rev < 0:
+        fail(f"--rev must be >= 0, not {rev}")
+    if limit < 0:
+        fail(f"--limit must be >= 0, not {limit}")
+    target = _SORT_TARGETS[sort_by.lower()] if sort_by else "key"
+    sort_order = order.lower() if order else ("ascend" if sort_by else "none")
 
     async def op(c: Any) -> Any:
-        return await c.range(key, prefix=prefix, limit=limit, serializable=serializable)
+        return await c.range(
+            key,
+            prefix=prefix,
+            limit=limit,
+            revision=rev,
+            sort_order=sort_order,
+            sort_target=target,
+            keys_only=keys_only,
+            count_only=count_only,
+            serializable=serializable,
+        )
 
     r = client_call(endpoints, timeout, op)
     if as_json:
-        click.echo(json.dumps({"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count, "revision": r.revision}))
+        out = {"kvs": [_kv_json(kv) for kv in r.kvs], "count": r.count, "more": r.more, "revision": r.revision}
+        click.echo(json.dumps(out))
+    elif count_only:
+        click.echo(str(r.count))
     elif prefix:
         for kv in r.kvs:
             click.echo(_text(kv.key))
-            click.echo(_text(kv.value))
+            if not keys_only:
+                click.echo(_text(kv.value))
     elif r.kvs:
-        click.echo(_text(r.kvs[0].value))
-    sys.exit(0 if r.kvs else 1)
+        click.echo(_text(r.kvs[0].key if keys_only else r.kvs[0].value))
+    sys.exit(0 if r.kvs or (count_only and r.count) else 1)
 
 
 @click.command(name="del")
@@ -168,6 +225,26 @@ def _op_result_json(r: Any) -> dict[str, Any]:
 
 @click.command()
 @endpoints_option
+@click.argument("revision", type=int)
+@json_option
+@_kv_timeout
+def compaction(endpoints: str | None, revision: int, as_json: bool, timeout: float) -> None:
+    """Compact the history at REVISION: reads and watches at older revisions are refused from then on."""
+    if revision < 1:
+        fail(f"REVISION must be >= 1, not {revision}")
+
+    async def op(c: Any) -> Any:
+        return await c.compact(revision)
+
+    r = client_call(endpoints, timeout, op)
+    if as_json:
+        click.echo(json.dumps({"compact_revision": r.compact_revision, "revision": r.revision}))
+    else:
+        click.echo(f"compacted revision {r.compact_revision}")
+
+
+@click.command()
+@endpoints_option
 @click.argument("key")
 @click.option("--prefix", is_flag=True, help="Watch every key starting with KEY.")
 @click.option("--rev", type=int, default=0, help="Start from this revision (default: from now).")
@@ -196,6 +273,9 @@ def watch(endpoints: str | None, key: str, prefix: bool, rev: int, as_json: bool
     except KeyboardInterrupt:
         pass
     except Compacted as e:
-        fail(f"revision {rev} is no longer kept (oldest is {e.oldest_revision}): watch from a later one", code=1)
+        fail(
+            f"revision {rev} is compacted (the oldest revision held is {e.oldest_revision}): watch from it or later",
+            code=1,
+        )
     except RaftError as e:
         fail(str(e), code=1)

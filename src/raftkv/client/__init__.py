@@ -46,6 +46,7 @@ from raftkv.client.sync import SyncClient, connect_sync
 from raftkv.client.watch import Watch
 from raftkv.errors import (
     Compacted,
+    FutureRevision,
     InternalError,
     InvalidRequest,
     NodeFailed,
@@ -65,6 +66,7 @@ __all__ = [
     "Client",
     "Compacted",
     "Connection",
+    "FutureRevision",
     "InternalError",
     "InvalidRequest",
     "MemberReport",

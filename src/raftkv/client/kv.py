@@ -31,6 +31,8 @@ from raftkv.client.router import Router
 from raftkv.client.watch import MAX_QUEUED_EVENTS, Watch
 from raftkv.errors import InvariantViolation, RaftError, SessionExpired, TxnFailed
 from raftkv.kv.commands import (
+    Compact,
+    CompactResult,
     Compare,
     DeleteRange,
     DeleteResult,
@@ -44,12 +46,15 @@ from raftkv.kv.commands import (
     Request,
     Result,
     SessionResult,
+    SortOrder,
+    SortTarget,
     Txn,
     TxnResult,
+    Write,
     decode_result,
     encode_command,
 )
-from raftkv.kv.errors import ErrorCode
+from raftkv.kv.errors import Compacted, ErrorCode, FutureRevision
 from raftkv.kv.keys import prefix_end
 from raftkv.raft.types import ConfState
 from raftkv.tasks import TaskSet
@@ -59,7 +64,7 @@ from raftkv.transport.streams import PLAIN, StreamLayer
 
 Key = str | bytes
 Op = Put | DeleteRange | Range
-R = TypeVar("R", PutResult, RangeResult, DeleteResult, TxnResult)
+R = TypeVar("R", PutResult, RangeResult, DeleteResult, TxnResult, CompactResult)
 
 MAX_BATCH: Final = 1024
 """Calls per ``execute`` RPC at most."""
@@ -117,8 +122,11 @@ class Client:
         result = await self._write(Put(_b(key), _b(value), prev_kv), timeout)
         return _expect(result, PutResult)
 
-    async def get(self, key: Key, *, serializable: bool = False, timeout: float | None = None) -> KeyValue | None:
-        r = await self.range(key, serializable=serializable, timeout=timeout)
+    async def get(
+        self, key: Key, *, revision: int = 0, serializable: bool = False, timeout: float | None = None
+    ) -> KeyValue | None:
+        """``key``'s key-value (at ``revision`` if given), or None."""
+        r = await self.range(key, revision=revision, serializable=serializable, timeout=timeout)
         return r.kvs[0] if r.kvs else None
 
     async def range(
@@ -130,12 +138,42 @@ class Client:
         limit: int = 0,
         keys_only: bool = False,
         count_only: bool = False,
+        revision: int = 0,
+        sort_order: SortOrder = "none",
+        sort_target: SortTarget = "key",
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
         serializable: bool = False,
         timeout: float | None = None,
     ) -> RangeResult:
+        """etcd's Range: ``revision`` reads the store as it was then (``Compacted`` below the compaction
+        revision, ``FutureRevision`` above the current one); ``sort_*`` and ``min_*``/``max_*`` as etcd's
+        ``RangeRequest`` (applied before ``limit``)."""
         k = _b(key)
-        command = encode_command(Range(k, _end(k, range_end, prefix), limit, keys_only, count_only))
-        return _expect(await self._call(command, serializable, timeout), RangeResult)
+        request = Range(
+            k,
+            _end(k, range_end, prefix),
+            limit,
+            keys_only,
+            count_only,
+            revision,
+            sort_order,
+            sort_target,
+            min_mod_revision,
+            max_mod_revision,
+            min_create_revision,
+            max_create_revision,
+        )
+        result = await self._call(encode_command(request), serializable, timeout)
+        return _expect(result, RangeResult, revision)
+
+    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResult:
+        """Compact the history at ``revision`` (etcd's Compact): reads and watches below it are refused from
+        then on. ``Compacted`` if it is at or below the current compaction revision, ``FutureRevision`` above
+        the store's revision."""
+        return _expect(await self._write(Compact(revision), timeout), CompactResult, revision)
 
     async def delete(
         self,
@@ -235,7 +273,7 @@ class Client:
                 self._session_id = _session_id(result)
             return self._session_id
 
-    async def _write(self, op: Put | DeleteRange | Txn, timeout: float | None) -> Result:
+    async def _write(self, op: Write, timeout: float | None) -> Result:
         session = await self._ensure_session(timeout)
         seq = next(self._seq)
         self._in_flight.add(seq)
@@ -250,7 +288,8 @@ class Client:
                 if self._session_id == session:
                     self._session_id = 0  # the next write opens a new session
                 raise SessionExpired(f"{result.message}; the write may or may not have been applied")
-            raise RaftError(f"{result.code}: {result.message}")
+            if result.code not in (ErrorCode.COMPACTED, ErrorCode.FUTURE_REVISION):
+                raise RaftError(f"{result.code}: {result.message}")
         if result is None:
             raise InvariantViolation("the node answered a write with no result")
         return result
@@ -307,11 +346,15 @@ class Client:
         self.router.close()
 
 
-def _expect(result: Result | None, kind: type[R]) -> R:
-    """The result of a call, of the kind its command produces."""
+def _expect(result: Result | None, kind: type[R], revision: int = 0) -> R:
+    """The result of a call, of the kind its command produces (``revision``: the one it asked for)."""
     if isinstance(result, kind):
         return result
     if isinstance(result, ErrorResult):
+        if result.code == ErrorCode.COMPACTED:
+            raise Compacted(revision, result.revision)
+        if result.code == ErrorCode.FUTURE_REVISION:
+            raise FutureRevision(revision, result.revision)
         raise RaftError(f"{result.code}: {result.message}")
     raise InvariantViolation(f"a {kind.__name__} was expected, the node answered {result!r}")
 

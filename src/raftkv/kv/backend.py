@@ -3,13 +3,35 @@
 Theory of operation
 -------------------
 The state machine (``machine.py``) owns every rule — revisions, versions, sessions, events; a backend only
-stores three things and makes a batch of changes to them atomic:
+stores four things and makes a batch of changes to them atomic:
 
-* the key space: ``key -> KeyValue``, ordered by key, with range scans and counts;
+* the key space: ``key -> KeyValue``, the current value of each live key, ordered by key, with range scans and
+  counts (reads at the current revision, the common case, touch nothing else);
+* the history (etcd's MVCC): every write as a :class:`HistoryRecord` at its revision ``(main, sub)`` — the
+  key-value written, or a tombstone for a delete — until compaction removes it. It is indexed twice: by
+  revision (watches replay it in order) and by key, then revision (a read at a past revision finds, per key,
+  the newest record at or below it);
 * the session table: ``session_id -> SessionRecord``;
-* :class:`Meta`: the store revision, the state machine's clock, and ``applied_index``, the last log index whose
-  effects are included. Written in the same transaction as the data, so after a restart the state machine
-  resumes exactly after the last batch that reached the backend and never applies an entry twice.
+* :class:`Meta`: the store revision, the compaction revision, the state machine's clock, and
+  ``applied_index``, the last log index whose effects are included. Written in the same transaction as the
+  data, so after a restart the state machine resumes exactly after the last batch that reached the backend and
+  never applies an entry twice.
+
+History invariants (both backends; ``tests/kv/test_backend_conformance.py`` holds them to a model):
+
+* the newest record of every key with a current value is a put of exactly that value; a key without one has
+  no records, or a tombstone as its newest;
+* records of one key are in increasing revision order, and revisions only grow (the state machine's
+  discipline: each write gets a revision above every earlier one).
+
+Compaction (etcd's ``Compact``). Compacting at revision ``C`` promises that reads at any revision ``>= C`` and
+watches from any revision ``>= C`` are answered exactly as before; only older ones are refused. So a record
+may go once it cannot be the newest record at or below any revision ``>= C`` and is older than ``C``:
+:func:`garbage_from` gives, for each record, the smallest compaction revision that makes it garbage (a put
+from its successor's revision on, a tombstone from the revision after its own). A backend keeps those
+revisions in a queue as records are written, so :meth:`WriteTxn.compact` removes garbage oldest-first in
+bounded steps, without scanning what it keeps; the *logical* compaction (``Meta.compact_revision``, which
+reads check) happens at once and is what every replica agrees on.
 
 Writes go through a :class:`WriteTxn` from :meth:`Backend.begin`: one per applied batch, reading its own writes,
 then :meth:`WriteTxn.commit` (all of it becomes visible and, for a durable backend, as durable as the backend
@@ -40,11 +62,61 @@ from raftkv.raft.errors import invariant
 
 
 class Meta(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """The state machine's scalars, stored with the data. A fresh backend holds ``Meta()``."""
+    """The state machine's scalars, stored with the data. A fresh backend holds ``Meta()``.
+
+    ``compact_revision``: reads below it are refused (``Compacted``); 0 until the first compaction."""
 
     applied_index: int = 0
     revision: int = 0
     clock_ms: int = 0
+    compact_revision: int = 0
+
+
+class HistoryRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One write in the history: ``kv`` as written at revision ``(main, sub)`` (``kv.mod_revision == main``), or,
+    for a delete, a tombstone whose ``kv`` holds only the key and ``mod_revision``.
+
+    ``sub`` orders the writes of one revision (the keys of a delete-range, the ops of a transaction), as in
+    etcd's ``revision{main, sub}``."""
+
+    main: int
+    sub: int
+    kv: KeyValue
+    tombstone: bool = False
+
+    @property
+    def rev(self) -> tuple[int, int]:
+        return (self.main, self.sub)
+
+
+def tombstone(key: bytes, main: int, sub: int) -> HistoryRecord:
+    return HistoryRecord(main, sub, KeyValue(key, b"", 0, main, 0), True)
+
+
+def garbage_from(record: HistoryRecord, successor: HistoryRecord | None) -> int | None:
+    """The smallest compaction revision at which ``record`` is garbage (``successor`` is the next record of the
+    same key, if any); None: never (the newest put of a live key).
+
+    A put is garbage once its successor is at or below the compaction revision ``C``: no read at ``>= C`` can
+    see it, and it is older than ``C`` (a successor in the same revision makes it garbage only from the next
+    one, so that a watch from that revision still gets both). A tombstone is garbage once it is older than
+    ``C``: a read at ``>= C`` finds nothing for the key either way, once the puts before it are gone too
+    (which are garbage no later than it is)."""
+    if record.tombstone:
+        return record.main + 1
+    if successor is None:
+        return None
+    return successor.main if successor.main > record.main else record.main + 1
+
+
+def retained(records: list[HistoryRecord], compact_revision: int) -> list[HistoryRecord]:
+    """The records of one key (oldest first) that compaction at ``compact_revision`` keeps."""
+    out = []
+    for k, r in enumerate(records):
+        due = garbage_from(r, records[k + 1] if k + 1 < len(records) else None)
+        if due is None or due > compact_revision:
+            out.append(r)
+    return out
 
 
 class ReadView(Protocol):
@@ -69,14 +141,59 @@ class ReadView(Protocol):
         """Every stored session, in id order."""
         ...
 
+    # --- the history ---
+
+    def get_at(self, key: bytes, revision: int) -> KeyValue | None:
+        """``key`` as it was at ``revision`` (None: absent then), from the history."""
+        ...
+
+    def scan_at(
+        self, start: bytes, end: bytes | None, revision: int, limit: int = 0, keys_only: bool = False
+    ) -> list[KeyValue]:
+        """Like :meth:`scan`, as the range was at ``revision``, from the history."""
+        ...
+
+    def count_at(self, start: bytes, end: bytes | None, revision: int) -> int:
+        """How many keys in the range were live at ``revision``."""
+        ...
+
+    def history(self, main: int, sub: int = 0, limit: int = 0) -> list[HistoryRecord]:
+        """Records at revisions ``>= (main, sub)`` in revision order, at most ``limit`` (0: all)."""
+        ...
+
+    def previous(self, record: HistoryRecord) -> HistoryRecord | None:
+        """The record of the same key just before ``record``, if it is still held."""
+        ...
+
+    def key_histories(self, start: bytes, limit: int) -> list[list[HistoryRecord]]:
+        """The records of each key ``>= start`` that has any, key by key in key order (each oldest first), for
+        at most ``limit`` keys."""
+        ...
+
+    def history_size(self) -> int:
+        """How many records the history holds (garbage not yet removed included)."""
+        ...
+
 
 class WriteTxn(ReadView, Protocol):
     """A read-your-writes transaction; exactly one of :meth:`commit` / :meth:`abort` ends it."""
 
-    def put(self, kv: KeyValue) -> None: ...
+    def put(self, kv: KeyValue, sub: int = 0) -> None:
+        """Make ``kv`` its key's current value, written at revision ``(kv.mod_revision, sub)``."""
+        ...
 
-    def delete(self, key: bytes) -> None:
-        """Remove ``key``, which must exist."""
+    def delete(self, key: bytes, revision: int, sub: int = 0) -> None:
+        """Remove ``key``, which must exist, at revision ``(revision, sub)`` (a tombstone in the history)."""
+        ...
+
+    def restore(self, record: HistoryRecord) -> None:
+        """Put a record from a snapshot back (each key's records in order): the history and the current value
+        follow it, as if it had just been written."""
+        ...
+
+    def compact(self, revision: int, budget: int) -> int:
+        """Remove at most ``budget`` records that compaction at ``revision`` makes garbage, oldest first; how many
+        were removed (fewer than ``budget``: none is left)."""
         ...
 
     def put_session(self, record: SessionRecord) -> None: ...
@@ -88,7 +205,7 @@ class WriteTxn(ReadView, Protocol):
     def set_meta(self, meta: Meta) -> None: ...
 
     def clear(self) -> None:
-        """Remove every key and session and reset the meta (a snapshot restore starts with this)."""
+        """Remove every key, record and session and reset the meta (a snapshot restore starts with this)."""
         ...
 
     def commit(self) -> None: ...
@@ -113,15 +230,27 @@ class Backend(Protocol):
 # --- the in-memory backend --------------------------------------------------------------------------------
 
 
-class MemoryBackend:
-    """Dict + sorted key list, with an undo log for abort. Not thread-safe; pure."""
+Rev = tuple[int, int]
 
-    __slots__ = ("_data", "_keys", "_meta", "_sessions", "_txn")
+
+class MemoryBackend:
+    """Dicts + sorted lists, with an undo log for abort. Not thread-safe; pure."""
+
+    __slots__ = ("_by_key", "_data", "_garbage", "_hist", "_hist_keys", "_keys", "_meta", "_revs", "_sessions", "_txn")
 
     def __init__(self) -> None:
         self._data: dict[bytes, KeyValue] = {}
         self._keys: list[bytes] = []
         """Every key of ``_data``, sorted. Invariant: ``set(_keys) == set(_data)`` and strictly increasing."""
+        self._hist: dict[Rev, HistoryRecord] = {}
+        self._revs: list[Rev] = []
+        """Every revision of ``_hist``, sorted."""
+        self._by_key: dict[bytes, list[Rev]] = {}
+        """Each key's revisions in ``_hist``, sorted; no empty lists."""
+        self._hist_keys: list[bytes] = []
+        """Every key of ``_by_key``, sorted."""
+        self._garbage: list[tuple[int, int, int]] = []
+        """``(garbage_from, main, sub)`` of every record that is garbage from some revision on, sorted."""
         self._sessions: dict[int, SessionRecord] = {}
         self._meta = Meta()
         self._txn: _MemoryTxn | None = None
@@ -143,6 +272,10 @@ class MemoryBackend:
         pass
 
 
+def _strip(kv: KeyValue) -> KeyValue:
+    return KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
 class _MemoryView:
     __slots__ = ("_b",)
 
@@ -155,29 +288,76 @@ class _MemoryView:
     def get(self, key: bytes) -> KeyValue | None:
         return self._b._data.get(key)
 
-    def _bounds(self, start: bytes, end: bytes | None) -> tuple[int, int]:
-        keys = self._b._keys
+    @staticmethod
+    def _bounds(keys: list[bytes], start: bytes, end: bytes | None) -> tuple[int, int]:
         lo = bisect_left(keys, start)
         hi = len(keys) if end is None else max(lo, bisect_left(keys, end, lo))
         return lo, hi
 
     def scan(self, start: bytes, end: bytes | None, limit: int = 0, keys_only: bool = False) -> list[KeyValue]:
-        lo, hi = self._bounds(start, end)
+        lo, hi = self._bounds(self._b._keys, start, end)
         if limit > 0:
             hi = min(hi, lo + limit)
         data = self._b._data
         kvs = [data[k] for k in self._b._keys[lo:hi]]
-        if keys_only:
-            return [KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version) for kv in kvs]
-        return kvs
+        return [_strip(kv) for kv in kvs] if keys_only else kvs
 
     def count(self, start: bytes, end: bytes | None) -> int:
-        lo, hi = self._bounds(start, end)
+        lo, hi = self._bounds(self._b._keys, start, end)
         return hi - lo
 
     def sessions(self) -> list[SessionRecord]:
         s = self._b._sessions
         return [s[sid] for sid in sorted(s)]
+
+    def _at(self, key: bytes, revision: int) -> HistoryRecord | None:
+        revs = self._b._by_key.get(key)
+        if not revs:
+            return None
+        k = bisect_left(revs, (revision + 1, 0))
+        return self._b._hist[revs[k - 1]] if k else None
+
+    def get_at(self, key: bytes, revision: int) -> KeyValue | None:
+        r = self._at(key, revision)
+        return None if r is None or r.tombstone else r.kv
+
+    def scan_at(
+        self, start: bytes, end: bytes | None, revision: int, limit: int = 0, keys_only: bool = False
+    ) -> list[KeyValue]:
+        keys = self._b._hist_keys
+        lo, hi = self._bounds(keys, start, end)
+        out: list[KeyValue] = []
+        for key in keys[lo:hi]:
+            kv = self.get_at(key, revision)
+            if kv is not None:
+                out.append(_strip(kv) if keys_only else kv)
+                if len(out) == limit:
+                    break
+        return out
+
+    def count_at(self, start: bytes, end: bytes | None, revision: int) -> int:
+        return len(self.scan_at(start, end, revision, keys_only=True))
+
+    def history(self, main: int, sub: int = 0, limit: int = 0) -> list[HistoryRecord]:
+        revs = self._b._revs
+        lo = bisect_left(revs, (main, sub))
+        hi = len(revs) if limit <= 0 else min(len(revs), lo + limit)
+        hist = self._b._hist
+        return [hist[r] for r in revs[lo:hi]]
+
+    def previous(self, record: HistoryRecord) -> HistoryRecord | None:
+        revs = self._b._by_key.get(record.kv.key, [])
+        k = bisect_left(revs, record.rev)
+        return self._b._hist[revs[k - 1]] if k else None
+
+    def key_histories(self, start: bytes, limit: int) -> list[list[HistoryRecord]]:
+        keys = self._b._hist_keys
+        lo = bisect_left(keys, start)
+        hist, by_key = self._b._hist, self._b._by_key
+        return [[hist[r] for r in by_key[k]] for k in keys[lo : lo + limit]]
+
+    def history_size(self) -> int:
+        return len(self._b._hist)
 
 
 class _MemoryTxn(_MemoryView):
@@ -193,21 +373,79 @@ class _MemoryTxn(_MemoryView):
         invariant(self._b._txn is self, "use of a finished MemoryBackend transaction")
         return self._b
 
-    def put(self, kv: KeyValue) -> None:
-        b = self._live()
-        old = b._data.get(kv.key)
-        self._undo.append(partial(_restore_kv, b, kv.key, old))
-        if old is None:
-            insort(b._keys, kv.key)
-        b._data[kv.key] = kv
-
-    def delete(self, key: bytes) -> None:
-        b = self._live()
-        old = b._data.pop(key, None)
-        invariant(old is not None, f"delete of a missing key {key!r}")
+    def _set_current(self, key: bytes, kv: KeyValue | None) -> None:
+        b = self._b
+        old = b._data.get(key)
         self._undo.append(partial(_restore_kv, b, key, old))
-        keys = b._keys
-        del keys[bisect_left(keys, key)]
+        if kv is None:
+            if old is not None:
+                del b._data[key]
+                del b._keys[bisect_left(b._keys, key)]
+            return
+        if old is None:
+            insort(b._keys, key)
+        b._data[key] = kv
+
+    def _record(self, record: HistoryRecord) -> None:
+        b = self._b
+        key, rev = record.kv.key, record.rev
+        revs = b._by_key.get(key)
+        last = b._hist[revs[-1]] if revs else None
+        invariant(last is None or last.rev < rev, f"history of {key!r} out of order: {rev} after {last}")
+        invariant(rev not in b._hist, f"two records at revision {rev}")
+        if last is not None:
+            due = garbage_from(last, record)
+            if due is not None and not last.tombstone:  # a tombstone's garbage revision is queued already
+                self._queue_garbage(due, last.rev)
+        if record.tombstone:
+            self._queue_garbage(record.main + 1, rev)
+        b._hist[rev] = record
+        insort(b._revs, rev)
+        if revs is None:
+            b._by_key[key] = [rev]
+            insort(b._hist_keys, key)
+        else:
+            revs.append(rev)
+        self._undo.append(partial(_unrecord, b, record))
+
+    def _queue_garbage(self, due: int, rev: Rev) -> None:
+        item = (due, *rev)
+        insort(self._b._garbage, item)
+        self._undo.append(partial(_remove_sorted, self._b._garbage, item))
+
+    def put(self, kv: KeyValue, sub: int = 0) -> None:
+        self._live()
+        self._set_current(kv.key, kv)
+        self._record(HistoryRecord(kv.mod_revision, sub, kv))
+
+    def delete(self, key: bytes, revision: int, sub: int = 0) -> None:
+        self._live()
+        invariant(key in self._b._data, f"delete of a missing key {key!r}")
+        self._set_current(key, None)
+        self._record(tombstone(key, revision, sub))
+
+    def restore(self, record: HistoryRecord) -> None:
+        self._live()
+        self._set_current(record.kv.key, None if record.tombstone else record.kv)
+        self._record(record)
+
+    def compact(self, revision: int, budget: int) -> int:
+        b = self._live()
+        removed = 0
+        while removed < budget and b._garbage and b._garbage[0][0] <= revision:
+            item = b._garbage.pop(0)
+            rev = (item[1], item[2])
+            record = b._hist.pop(rev)
+            del b._revs[bisect_left(b._revs, rev)]
+            key = record.kv.key
+            revs = b._by_key[key]
+            revs.remove(rev)
+            if not revs:
+                del b._by_key[key]
+                del b._hist_keys[bisect_left(b._hist_keys, key)]
+            self._undo.append(partial(_uncompact, b, item, record))
+            removed += 1
+        return removed
 
     def put_session(self, record: SessionRecord) -> None:
         b = self._live()
@@ -227,8 +465,10 @@ class _MemoryTxn(_MemoryView):
 
     def clear(self) -> None:
         b = self._live()
-        self._undo.append(partial(_restore_all, b, b._data, b._keys, b._sessions, b._meta))
+        saved = tuple(getattr(b, name) for name in _STATE)
+        self._undo.append(partial(_restore_all, b, saved))
         b._data, b._keys, b._sessions, b._meta = {}, [], {}, Meta()
+        b._hist, b._revs, b._by_key, b._hist_keys, b._garbage = {}, [], {}, [], []
 
     def commit(self) -> None:
         self._live()._txn = None
@@ -240,6 +480,9 @@ class _MemoryTxn(_MemoryView):
             undo()
         self._undo.clear()
         b._txn = None
+
+
+_STATE = ("_data", "_keys", "_sessions", "_meta", "_hist", "_revs", "_by_key", "_hist_keys", "_garbage")
 
 
 def _restore_kv(b: MemoryBackend, key: bytes, old: KeyValue | None) -> None:
@@ -254,6 +497,33 @@ def _restore_kv(b: MemoryBackend, key: bytes, old: KeyValue | None) -> None:
     b._data[key] = old
 
 
+def _unrecord(b: MemoryBackend, record: HistoryRecord) -> None:
+    key, rev = record.kv.key, record.rev
+    del b._hist[rev]
+    del b._revs[bisect_left(b._revs, rev)]
+    revs = b._by_key[key]
+    revs.pop()
+    if not revs:
+        del b._by_key[key]
+        del b._hist_keys[bisect_left(b._hist_keys, key)]
+
+
+def _uncompact(b: MemoryBackend, item: tuple[int, int, int], record: HistoryRecord) -> None:
+    rev = record.rev
+    b._hist[rev] = record
+    insort(b._revs, rev)
+    key = record.kv.key
+    if key not in b._by_key:
+        b._by_key[key] = []
+        insort(b._hist_keys, key)
+    insort(b._by_key[key], rev)
+    insort(b._garbage, item)
+
+
+def _remove_sorted(items: list[tuple[int, int, int]], item: tuple[int, int, int]) -> None:
+    del items[bisect_left(items, item)]
+
+
 def _restore_session(b: MemoryBackend, session_id: int, old: SessionRecord | None) -> None:
     if old is None:
         b._sessions.pop(session_id, None)
@@ -261,14 +531,9 @@ def _restore_session(b: MemoryBackend, session_id: int, old: SessionRecord | Non
         b._sessions[session_id] = old
 
 
-def _restore_all(
-    b: MemoryBackend,
-    data: dict[bytes, KeyValue],
-    keys: list[bytes],
-    sessions: dict[int, SessionRecord],
-    meta: Meta,
-) -> None:
-    b._data, b._keys, b._sessions, b._meta = data, keys, sessions, meta
+def _restore_all(b: MemoryBackend, saved: tuple[object, ...]) -> None:
+    for name, value in zip(_STATE, saved, strict=True):
+        setattr(b, name, value)
 
 
 def _restore_meta(b: MemoryBackend, meta: Meta) -> None:

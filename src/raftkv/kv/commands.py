@@ -60,10 +60,11 @@ def _check_non_negative(**fields: int) -> None:
 
 
 class KeyValue(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """One key's current value and bookkeeping (etcd's ``mvccpb.KeyValue``).
+    """One key's value and bookkeeping at some revision (etcd's ``mvccpb.KeyValue``).
 
     Invariants for a stored key: ``1 <= create_revision <= mod_revision``, ``version >= 1``. In a DELETE watch
-    event only ``key`` and ``mod_revision`` (the delete's revision) are set; the rest are zero.
+    event only ``key`` and ``mod_revision`` (the delete's revision) are set; the rest are zero. ``lease`` is the
+    id of the lease the key is attached to (0: none).
     """
 
     key: bytes
@@ -71,6 +72,7 @@ class KeyValue(msgspec.Struct, frozen=True, array_like=True, gc=False):
     create_revision: int
     mod_revision: int
     version: int
+    lease: int = 0
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -102,18 +104,59 @@ class DeleteRange(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="d
         _check_single_key(self.key, self.range_end)
 
 
+SortOrder: TypeAlias = Literal["none", "ascend", "descend"]
+SortTarget: TypeAlias = Literal["key", "version", "create", "mod", "value"]
+SORT_ORDERS: Final = ("none", "ascend", "descend")
+SORT_TARGETS: Final = ("key", "version", "create", "mod", "value")
+
+
 class Range(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="range"):
-    """Read ``key`` or a range. ``limit`` 0 means no limit; ``count`` in the result ignores the limit."""
+    """Read ``key`` or a range, as etcd's ``RangeRequest`` (field for field; see ``machine.py`` for the order in
+    which filters, sort and limit apply).
+
+    ``limit`` 0 means no limit; ``count`` in the result counts every key of the range at that revision,
+    whatever the limit and the min/max filters. ``revision`` 0 reads the current revision, otherwise that past
+    one (refused below the compaction revision and above the current one). ``sort_order`` "none" with a
+    ``sort_target`` other than "key" sorts ascending (etcd). ``min_*``/``max_*`` keep only keys whose create or
+    mod revision is within the bound (0: no bound)."""
 
     key: bytes
     range_end: bytes | None = None
     limit: int = 0
     keys_only: bool = False
     count_only: bool = False
+    revision: int = 0
+    sort_order: SortOrder = "none"
+    sort_target: SortTarget = "key"
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
 
     def __post_init__(self) -> None:
         _check_single_key(self.key, self.range_end)
-        _check_non_negative(limit=self.limit)
+        _check_non_negative(
+            limit=self.limit,
+            revision=self.revision,
+            min_mod_revision=self.min_mod_revision,
+            max_mod_revision=self.max_mod_revision,
+            min_create_revision=self.min_create_revision,
+            max_create_revision=self.max_create_revision,
+        )
+        if self.sort_order not in SORT_ORDERS:
+            raise CommandError(f"sort order must be one of {', '.join(SORT_ORDERS)}, got {self.sort_order!r}")
+        if self.sort_target not in SORT_TARGETS:
+            raise CommandError(f"sort target must be one of {', '.join(SORT_TARGETS)}, got {self.sort_target!r}")
+
+    @property
+    def needs_all(self) -> bool:
+        """Whether the result depends on more than the first ``limit`` keys in key order (sorted or filtered)."""
+        return (
+            self.sort_order != "none"
+            or self.sort_target != "key"
+            or bool(self.min_mod_revision or self.max_mod_revision)
+            or bool(self.min_create_revision or self.max_create_revision)
+        )
 
 
 CompareTarget: TypeAlias = Literal["value", "version", "create", "mod"]
@@ -154,6 +197,18 @@ Op: TypeAlias = Put | DeleteRange | Range
 """What a transaction branch may contain."""
 
 
+class Compact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="compact"):
+    """Compact the history at ``revision`` (etcd's ``Compact``): reads and watches at revisions below it are
+    refused from then on; the versions only they could see are removed (in the background, in bounded steps).
+    Refused (as etcd) at or below the current compaction revision and above the current revision."""
+
+    revision: int
+
+    def __post_init__(self) -> None:
+        if self.revision < 1:
+            raise CommandError(f"compaction revision must be >= 1, got {self.revision}")
+
+
 class Txn(msgspec.Struct, frozen=True, array_like=True, tag="txn"):
     """If every ``compare`` holds, run ``success`` in order, else ``failure``: atomically, at one revision.
 
@@ -167,7 +222,7 @@ class Txn(msgspec.Struct, frozen=True, array_like=True, tag="txn"):
     failure: list[Op] = msgspec.field(default_factory=list)
 
 
-Write: TypeAlias = Put | DeleteRange | Txn
+Write: TypeAlias = Put | DeleteRange | Txn | Compact
 """What a session :class:`Request` may wrap."""
 
 
@@ -227,7 +282,7 @@ class Request(msgspec.Struct, frozen=True, array_like=True, tag="req"):
             raise CommandError(f"first_incomplete {self.first_incomplete} is above the request's own seq {self.seq}")
 
 
-Command: TypeAlias = Put | DeleteRange | Range | Txn | OpenSession | KeepAlive | CloseSession | Request
+Command: TypeAlias = Put | DeleteRange | Range | Txn | OpenSession | KeepAlive | CloseSession | Request | Compact
 """Everything that may appear as an entry's data."""
 
 TimedCommand: TypeAlias = OpenSession | KeepAlive | CloseSession | Request
@@ -281,14 +336,24 @@ class SessionResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=
     session_id: int
 
 
+class CompactResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="compact"):
+    """The history is compacted at ``compact_revision``; ``revision`` is the store's."""
+
+    compact_revision: int
+    revision: int
+
+
 class ErrorResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="error"):
-    """A command that was applied as a no-op, and why. Deterministic: every replica produces the same one."""
+    """A command that was applied as a no-op, and why. Deterministic: every replica produces the same one.
+
+    ``revision``: for ``COMPACTED`` the oldest revision held, for ``FUTURE_REVISION`` the store's (else 0)."""
 
     code: ErrorCode
     message: str
+    revision: int = 0
 
 
-Result: TypeAlias = PutResult | DeleteResult | RangeResult | TxnResult | SessionResult | ErrorResult
+Result: TypeAlias = PutResult | DeleteResult | RangeResult | TxnResult | SessionResult | CompactResult | ErrorResult
 
 
 # --- encoding ---------------------------------------------------------------------------------------------

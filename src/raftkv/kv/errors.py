@@ -32,6 +32,12 @@ class ErrorCode(StrEnum):
     TOO_MANY_PENDING = "too_many_pending"
     """The session already holds the results of ``MAX_PENDING_RESULTS`` requests the client has not acknowledged
     (it is not advancing ``first_incomplete``); the request was not applied."""
+    COMPACTED = "compacted"
+    """A read or a compaction at a revision that compaction has removed (``ErrorResult.revision``: the oldest
+    revision held). etcd's ``mvcc: required revision has been compacted``."""
+    FUTURE_REVISION = "future_revision"
+    """A read or a compaction at a revision the store has not reached (``ErrorResult.revision``: the store's
+    revision). etcd's ``mvcc: required revision is a future revision``."""
 
 
 class KVError(RaftError):
@@ -47,7 +53,8 @@ class SnapshotError(KVError):
 
 
 class Compacted(KVError):
-    """A watch asked for events older than the retained history; ``oldest_revision`` is the oldest still held.
+    """A read or watch asked for a revision older than the retained history; ``oldest_revision`` is the oldest
+    still held.
 
     The one ``Compacted`` of the public API (``raftkv.Compacted``): the client raises this same class when a
     node answers ``compacted``. A compacted *log index* is the core's :class:`~raftkv.raft.errors.LogCompacted`.
@@ -60,6 +67,14 @@ class Compacted(KVError):
         self.requested_revision = requested_revision
         self.oldest_revision = oldest_revision
         super().__init__(
-            f"watch history from revision {requested_revision} is compacted; the oldest revision still held is "
-            f"{oldest_revision}"
+            f"revision {requested_revision} is compacted; the oldest revision still held is {oldest_revision}"
         )
+
+
+class FutureRevision(KVError):
+    """A read asked for a revision the store has not reached yet (``current_revision``)."""
+
+    def __init__(self, requested_revision: int, current_revision: int) -> None:
+        self.requested_revision = requested_revision
+        self.current_revision = current_revision
+        super().__init__(f"revision {requested_revision} is in the future: the store is at revision {current_revision}")

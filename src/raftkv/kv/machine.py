@@ -16,12 +16,28 @@ clock is the largest ``time_ms`` of the commands applied so far; session ids are
 garbled entry is applied as an ``ErrorResult``, never an exception; sessions follow the batch-independence rule
 explained in ``sessions.py``; results are immutable values (tuples, frozen structs).
 
-Revisions (etcd v3 MVCC bookkeeping, without the old versions). The store revision counts write transactions
-that changed something: a Put, a DeleteRange that deleted at least one key, or a Txn whose executed branch did
-either. Each such transaction gets exactly one new revision, shared by all of its writes (etcd's "main
-revision"); a Range, a delete of nothing, or a Txn of reads leaves it unchanged. Per key, ``create_revision``
-is the revision of the write that created it, ``mod_revision`` of the latest write, ``version`` the number of
-writes since creation. Deleting a key forgets it; re-creating starts again at version 1.
+Revisions (etcd v3 MVCC). The store revision counts write transactions that changed something: a Put, a
+DeleteRange that deleted at least one key, or a Txn whose executed branch did either. Each such transaction
+gets exactly one new revision, shared by all of its writes (etcd's "main revision"; each write in it gets the
+next "sub" revision); a Range, a delete of nothing, or a Txn of reads leaves it unchanged. Per key,
+``create_revision`` is the revision of the write that created it, ``mod_revision`` of the latest write,
+``version`` the number of writes since creation; re-creating a deleted key starts again at version 1. An
+empty store is at revision 0 and the first write makes revision 1 (etcd starts at 1 and writes 2: a gateway
+adds one; docs/kv.md).
+
+History. Every write is kept in the backend's history (``backend.py``) until a ``Compact`` command at a
+later revision removes what only older reads could see: a ``Range`` may name any revision from the compaction
+revision to the current one, and a watch may start anywhere in that span (:meth:`KVStateMachine.history_events`
+reads it from the backend, so it survives restarts). Compaction is logical at once — ``compact_revision`` moves,
+in the same transaction, on every replica alike — and physical in bounded steps (``COMPACT_STEP`` records at the
+end of each applied batch), so a compaction of a million revisions never stops the node for seconds.
+
+Range (etcd's ``Range``, in its order). The range is read at its revision (current or past). ``count_only``
+answers the number of keys in it. Otherwise: the keys (all of them if the request sorts or filters by
+create/mod revision, else the first ``limit``), then the min/max filters, then the sort, then ``limit``;
+``count`` is the number of keys in the range at that revision (before the filters, as etcd), ``more`` whether
+``limit`` cut anything. Ties in a sort keep key order (etcd leaves them unspecified), so that every replica
+answers alike. ``keys_only`` drops the values after the sort.
 
 Reads. :meth:`KVStateMachine.read` serves a ``Range`` from the last committed state, outside the log (the
 runtime decides when that is linearizable: ReadIndex, §6.4). A ``Range`` that does arrive through the log is
@@ -36,15 +52,17 @@ from __future__ import annotations
 import bisect
 import io
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Protocol
 
 import msgspec
 
-from raftkv.kv.backend import Backend, Meta, ReadView, WriteTxn
+from raftkv.kv.backend import Backend, HistoryRecord, Meta, ReadView, WriteTxn, retained
 from raftkv.kv.commands import (
     CloseSession,
     Command,
+    Compact,
+    CompactResult,
     Compare,
     DeleteRange,
     DeleteResult,
@@ -65,8 +83,8 @@ from raftkv.kv.commands import (
     Write,
     decode_command,
 )
-from raftkv.kv.errors import CommandError, ErrorCode, SnapshotError
-from raftkv.kv.keys import is_single_key, scan_bounds
+from raftkv.kv.errors import CommandError, Compacted, ErrorCode, SnapshotError
+from raftkv.kv.keys import is_single_key, key_in_range, scan_bounds
 from raftkv.kv.sessions import MAX_PENDING_RESULTS, SessionRecord, SessionTable, seq_of
 from raftkv.kv.watch import DEFAULT_HISTORY_EVENTS, Event, EventType, WatchHub
 from raftkv.raft.errors import invariant
@@ -79,10 +97,14 @@ class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-SNAPSHOT_FORMAT: Final = 3  # 2: sessions keep a window of results; 3: streamed in frames
+SNAPSHOT_FORMAT: Final = 4  # 2: sessions keep a window of results; 3: streamed in frames; 4: the history
+SNAPSHOT_FORMATS_READ: Final = (3, 4)
+"""Format 3 images (no history) restore with the history starting at their revision (compacted there)."""
 SNAPSHOT_BATCH_KEYS: Final = 1024
 """Keys per frame: a fixed count (never a byte budget that could depend on timing), so equal states give equal
-bytes, and one frame stays small (at most 1024 keys and values)."""
+bytes, and one frame stays small (the retained records of at most 1024 keys)."""
+COMPACT_STEP: Final = 1000
+"""History records removed at most per applied batch while a compaction is under way."""
 
 
 class SnapshotHeader(msgspec.Struct, frozen=True, array_like=True, tag="kvsnap"):
@@ -93,7 +115,15 @@ class SnapshotHeader(msgspec.Struct, frozen=True, array_like=True, tag="kvsnap")
 
 
 class SnapshotKVs(msgspec.Struct, frozen=True, array_like=True, tag="kvs"):
+    """Format 3: current key-values only."""
+
     kvs: list[KeyValue]
+
+
+class SnapshotHistory(msgspec.Struct, frozen=True, array_like=True, tag="history"):
+    """Format 4: the retained history records of some keys, key by key (each key's oldest first)."""
+
+    records: list[HistoryRecord]
 
 
 class SnapshotSessions(msgspec.Struct, frozen=True, array_like=True, tag="sessions"):
@@ -101,13 +131,14 @@ class SnapshotSessions(msgspec.Struct, frozen=True, array_like=True, tag="sessio
 
 
 class SnapshotEnd(msgspec.Struct, frozen=True, array_like=True, tag="end"):
-    """The last frame: counts, so a truncated stream is refused rather than installed short."""
+    """The last frame: counts, so a truncated stream is refused rather than installed short (``kv_count``
+    counts history records in format 4)."""
 
     kv_count: int
     session_count: int
 
 
-SnapshotFrame = SnapshotHeader | SnapshotKVs | SnapshotSessions | SnapshotEnd
+SnapshotFrame = SnapshotHeader | SnapshotKVs | SnapshotHistory | SnapshotSessions | SnapshotEnd
 
 _FRAME_LEN: Final = struct.Struct("<I")
 _MAX_FRAME_BYTES: Final = 1 << 30
@@ -121,19 +152,24 @@ def _frame(item: SnapshotFrame) -> bytes:
 
 
 def _snapshot_frames(view: ReadView) -> Iterator[bytes]:
-    """The whole state in ``view`` as length-prefixed frames: a header, keys in key order (a fixed number per
-    frame), sessions in id order, and an end frame with the counts. Memory use is one frame, not the state."""
-    yield _frame(SnapshotHeader(SNAPSHOT_FORMAT, view.meta()))
+    """The whole state in ``view`` as length-prefixed frames: a header, the retained history key by key (a fixed
+    number of keys per frame), sessions in id order, and an end frame with the counts. Memory use is one frame,
+    not the state. Only what compaction keeps is written (physical removal may lag, differently on each node),
+    so equal states give equal bytes."""
+    meta = view.meta()
+    yield _frame(SnapshotHeader(SNAPSHOT_FORMAT, meta))
     start, kv_count = b"", 0
     while True:
-        kvs = view.scan(start, None, limit=SNAPSHOT_BATCH_KEYS)
-        if not kvs:
+        groups = view.key_histories(start, SNAPSHOT_BATCH_KEYS)
+        if not groups:
             break
-        kv_count += len(kvs)
-        yield _frame(SnapshotKVs(kvs))
-        if len(kvs) < SNAPSHOT_BATCH_KEYS:
+        records = [r for group in groups for r in retained(group, meta.compact_revision)]
+        if records:
+            kv_count += len(records)
+            yield _frame(SnapshotHistory(records))
+        if len(groups) < SNAPSHOT_BATCH_KEYS:
             break
-        start = kvs[-1].key + b"\0"  # the smallest key after the last one
+        start = groups[-1][0].kv.key + b"\0"  # the smallest key after the last one
     sessions = view.sessions()
     if sessions:
         yield _frame(SnapshotSessions(sessions))
@@ -195,7 +231,20 @@ class KVStateMachine:
     Implements ``raftkv.runtime.statemachine.StateMachine``. Not thread-safe: one caller at a time.
     """
 
-    __slots__ = ("_applied", "_clock", "_events", "_revision", "_sessions", "_txn", "backend", "watch")
+    __slots__ = (
+        "_applied",
+        "_clock",
+        "_compact_pending",
+        "_compact_revision",
+        "_events",
+        "_revision",
+        "_sessions",
+        "_sub",
+        "_sub_revision",
+        "_txn",
+        "backend",
+        "watch",
+    )
 
     def __init__(self, backend: Backend, *, watch_history_events: int = DEFAULT_HISTORY_EVENTS) -> None:
         self.backend = backend
@@ -205,10 +254,17 @@ class KVStateMachine:
         """The events of the batch being applied, published after its commit."""
         self._applied = 0
         self._revision = 0
+        self._compact_revision = 0
+        self._compact_pending = True
+        """Garbage may be left to remove (checked, and cleared, by the first batch that finds none)."""
+        self._sub = 0
+        self._sub_revision = 0
+        """The revision whose writes ``_sub`` numbers (each write of a revision gets the next sub)."""
         self._clock = 0
         self._sessions = SessionTable()
         self._load_state()
         self.watch = WatchHub(self._revision, watch_history_events)
+        self.watch.compact(self._compact_revision)
 
     def _load_state(self) -> None:
         with self.backend.read() as view:
@@ -216,6 +272,8 @@ class KVStateMachine:
             self._sessions = SessionTable(view.sessions())
         self._applied = meta.applied_index
         self._revision = meta.revision
+        self._compact_revision = meta.compact_revision
+        self._compact_pending = True
         self._clock = meta.clock_ms
 
     # --- observation ------------------------------------------------------------------------------------
@@ -229,6 +287,11 @@ class KVStateMachine:
     def revision(self) -> int:
         """The store revision: the number of write transactions that changed something."""
         return self._revision
+
+    @property
+    def compact_revision(self) -> int:
+        """Reads and watches below this revision are refused (0: nothing compacted)."""
+        return self._compact_revision
 
     @property
     def clock_ms(self) -> int:
@@ -267,7 +330,10 @@ class KVStateMachine:
                 results.append(self._execute(command, entry.index))
             self._sessions.purge(self._clock, txn)
             self._sessions.flush(txn)
-            txn.set_meta(Meta(self._applied, self._revision, self._clock))
+            if self._compact_pending:
+                # Physical compaction, a bounded step per batch; what it removes no read can see any more.
+                self._compact_pending = txn.compact(self._compact_revision, COMPACT_STEP) == COMPACT_STEP
+            txn.set_meta(Meta(self._applied, self._revision, self._clock, self._compact_revision))
             txn.commit()
         except BaseException:
             self._events = []
@@ -280,12 +346,55 @@ class KVStateMachine:
         self._txn = None
         events, self._events = self._events, []
         self.watch.publish(events, self._revision)
+        if self.watch.compact_revision < self._compact_revision:
+            self.watch.compact(self._compact_revision)
         return results
 
-    def read(self, request: Range) -> RangeResult:
-        """Serve a Range from the last committed state (not through the log)."""
+    def read(self, request: Range) -> RangeResult | ErrorResult:
+        """Serve a Range from the last committed state (not through the log); a revision outside the history
+        gives an ``ErrorResult`` (``COMPACTED`` / ``FUTURE_REVISION``), as through the log."""
         with self.backend.read() as view:
-            return self._range(view, request, view.meta().revision)
+            meta = view.meta()
+            return self._range(view, request, meta.revision, meta.compact_revision)
+
+    def history_events(
+        self, key: bytes, range_end: bytes | None, start_revision: int, max_records: int = 1024
+    ) -> tuple[list[Event], int]:
+        """Events for keys in ``(key, range_end)`` at revisions ``>= start_revision``, from the durable history,
+        reading about ``max_records`` records (whole revisions); and the revision to continue from (above the
+        store's revision once everything is read). Raises :class:`Compacted` below the compaction revision.
+
+        Each event carries ``prev_kv`` when the version before it is still held (etcd: absent once compacted).
+        """
+        with self.backend.read() as view:
+            meta = view.meta()
+            if start_revision < meta.compact_revision:
+                raise Compacted(start_revision, meta.compact_revision)
+            start = max(start_revision, 1)
+            records = view.history(start, 0, max_records)
+            if len(records) == max_records and records[-1].main != records[0].main:
+                last = records[-1].main  # maybe cut short: leave that revision to the next call
+                records = [r for r in records if r.main < last]
+                following = last
+            elif len(records) == max_records:
+                # One revision larger than a page: take the whole of it.
+                main = records[0].main
+                while len(records) % max_records == 0:
+                    more = view.history(main, records[-1].sub + 1, max_records)
+                    records.extend(r for r in more if r.main == main)
+                    if not more or more[-1].main != main:
+                        break
+                following = main + 1
+            else:
+                following = meta.revision + 1
+            events: list[Event] = []
+            for r in records:
+                if not key_in_range(r.kv.key, key, range_end):
+                    continue
+                before = view.previous(r)
+                prev = None if before is None or before.tombstone else before.kv
+                events.append(Event(EventType.DELETE if r.tombstone else EventType.PUT, r.kv, prev))
+            return events, following
 
     def get(self, key: bytes) -> KeyValue | None:
         """The committed pair for ``key``, if any (a convenience over :meth:`read`)."""
@@ -333,17 +442,33 @@ class KVStateMachine:
             raise SnapshotError("the key-value snapshot is empty") from None
         if not isinstance(header, SnapshotHeader):
             raise SnapshotError("not a key-value snapshot: it does not start with a header frame")
-        if header.format != SNAPSHOT_FORMAT:
+        if header.format not in SNAPSHOT_FORMATS_READ:
             raise SnapshotError(f"snapshot format {header.format} is not supported (expected {SNAPSHOT_FORMAT})")
+        meta = header.meta
+        if header.format == 3:
+            # No history in the image: it starts at the image's revision, compacted there.
+            meta = msgspec.structs.replace(meta, compact_revision=meta.revision)
+        subs: dict[int, int] = {}
         txn = self.backend.begin()
         try:
             txn.clear()
             kv_count = session_count = 0
             for frame in frames:
                 match frame:
+                    case SnapshotHistory(history):
+                        if header.format != 4:
+                            raise SnapshotError("not a key-value snapshot: a history frame in a format 3 image")
+                        for item in history:
+                            txn.restore(item)
+                        kv_count += len(history)
                     case SnapshotKVs(kvs):
+                        if header.format != 3:
+                            raise SnapshotError("not a key-value snapshot: a format 3 frame in a format 4 image")
                         for kv in kvs:
-                            txn.put(kv)
+                            # Keys written by one transaction share a main revision: each gets its own sub.
+                            sub = subs.get(kv.mod_revision, 0)
+                            subs[kv.mod_revision] = sub + 1
+                            txn.restore(HistoryRecord(kv.mod_revision, sub, kv))
                         kv_count += len(kvs)
                     case SnapshotSessions(records):
                         for record in records:
@@ -357,7 +482,7 @@ class KVStateMachine:
                             )
                     case SnapshotHeader():
                         raise SnapshotError("not a key-value snapshot: a second header frame")
-            txn.set_meta(header.meta)
+            txn.set_meta(meta)
             txn.commit()
         except BaseException:
             txn.abort()
@@ -367,6 +492,7 @@ class KVStateMachine:
         """Reload the in-memory state from the backend after :meth:`load_snapshot`; the watch history restarts."""
         self._load_state()
         self.watch.reset(self._revision)
+        self.watch.compact(self._compact_revision)
 
     # --- commands -------------------------------------------------------------------------------------------
 
@@ -374,10 +500,10 @@ class KVStateMachine:
         match command:
             case Request():
                 return self._request(command)
-            case Put() | DeleteRange() | Txn():
+            case Put() | DeleteRange() | Txn() | Compact():
                 return self._write(command)
             case Range():
-                return self._range(self._wtxn(), command, self._revision)
+                return self._range(self._wtxn(), command, self._revision, self._compact_revision)
             case OpenSession():
                 return self._open_session(command, index)
             case KeepAlive():
@@ -396,8 +522,31 @@ class KVStateMachine:
         # sessions (dissertation §6.3 has the leader stamp commands with its time; replicas take the maximum).
         self._clock = max(self._clock, time_ms)
 
+    def _next_sub(self, revision: int) -> int:
+        if revision != self._sub_revision:
+            self._sub_revision, self._sub = revision, 0
+        sub = self._sub
+        self._sub += 1
+        return sub
+
+    def _compact(self, op: Compact) -> Result:
+        """etcd's rules: refused at or below the compaction revision, and above the current one."""
+        if op.revision <= self._compact_revision:
+            return ErrorResult(
+                ErrorCode.COMPACTED,
+                f"revision {op.revision} is compacted already: the history is compacted at {self._compact_revision}",
+                self._compact_revision,
+            )
+        if op.revision > self._revision:
+            return _future(op.revision, self._revision)
+        self._compact_revision = op.revision
+        self._compact_pending = True
+        return CompactResult(op.revision, self._revision)
+
     def _write(self, op: Write) -> Result:
         match op:
+            case Compact():
+                return self._compact(op)
             case Put():
                 revision = self._revision + 1
                 put = self._put(op, revision)
@@ -417,7 +566,7 @@ class KVStateMachine:
             kv = KeyValue(op.key, op.value, revision, revision, 1)
         else:
             kv = KeyValue(op.key, op.value, prev.create_revision, revision, prev.version + 1)
-        txn.put(kv)
+        txn.put(kv, self._next_sub(revision))
         self._events.append(Event(EventType.PUT, kv, prev))
         return PutResult(revision, prev if op.prev_kv else None)
 
@@ -434,28 +583,52 @@ class KVStateMachine:
             return DeleteResult(unchanged_revision, 0)
         events = self._events
         for kv in victims:
-            txn.delete(kv.key)
+            txn.delete(kv.key, revision, self._next_sub(revision))
             events.append(Event(EventType.DELETE, KeyValue(kv.key, b"", 0, revision, 0), kv))
         return DeleteResult(revision, len(victims), tuple(victims) if op.prev_kv else ())
 
     @staticmethod
-    def _range(view: ReadView, op: Range, revision: int) -> RangeResult:
+    def _range(view: ReadView, op: Range, revision: int, compact_revision: int) -> RangeResult | ErrorResult:
+        """``op`` against ``view``, whose store revision is ``revision`` (see the module docstring for etcd's
+        order of filters, sort and limit)."""
+        refused = _check_revision(op, revision, compact_revision)
+        if refused is not None:
+            return refused
+        at = op.revision if 0 < op.revision < revision else 0  # 0: the current state (no history walk)
         if is_single_key(op.range_end):
-            kv = view.get(op.key)
-            if kv is None:
-                return RangeResult((), 0, False, revision)
+            kv = view.get(op.key) if not at else view.get_at(op.key, at)
+            kvs = [] if kv is None else [kv]
+            count = len(kvs)
             if op.count_only:
-                return RangeResult((), 1, False, revision)
-            if op.keys_only:
-                kv = KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version)
-            return RangeResult((kv,), 1, False, revision)
-        start, end = scan_bounds(op.key, op.range_end)
-        if op.count_only:
-            return RangeResult((), view.count(start, end), False, revision)
-        kvs = view.scan(start, end, op.limit, op.keys_only)
-        # Counting the whole range costs a second walk; only a full page can have more beyond it.
-        count = view.count(start, end) if op.limit and len(kvs) >= op.limit else len(kvs)
-        return RangeResult(tuple(kvs), count, count > len(kvs), revision)
+                return RangeResult((), count, False, revision)
+        else:
+            start, end = scan_bounds(op.key, op.range_end)
+            if op.count_only:
+                return RangeResult(
+                    (), view.count(start, end) if not at else view.count_at(start, end, at), False, revision
+                )
+            limit = 0 if op.needs_all else op.limit
+            keys_only = op.keys_only and op.sort_target != "value"
+            kvs = view.scan(start, end, limit, keys_only) if not at else view.scan_at(start, end, at, limit, keys_only)
+            if limit and len(kvs) >= limit:
+                # Counting the whole range costs a second walk; only a full page can have more beyond it.
+                count = view.count(start, end) if not at else view.count_at(start, end, at)
+            else:
+                count = len(kvs)
+        if not op.needs_all:
+            if op.keys_only and kvs and kvs[0].value:
+                kvs = [_strip(kv) for kv in kvs]
+            return RangeResult(tuple(kvs), count, count > len(kvs), revision)
+        kvs = _filtered(kvs, op)
+        order = op.sort_order if op.sort_order != "none" or op.sort_target == "key" else "ascend"
+        if order != "none" and (op.sort_target != "key" or order == "descend"):
+            kvs.sort(key=_SORT_KEYS[op.sort_target], reverse=order == "descend")
+        more = bool(op.limit) and len(kvs) > op.limit
+        if more:
+            kvs = kvs[: op.limit]
+        if op.keys_only:
+            kvs = [_strip(kv) for kv in kvs]
+        return RangeResult(tuple(kvs), count, more, revision)
 
     @staticmethod
     def _compare(view: ReadView, c: Compare) -> bool:
@@ -485,10 +658,15 @@ class KVStateMachine:
             return ours < theirs  # type: ignore[operator]
         return ours > theirs  # type: ignore[operator]
 
-    def _transaction(self, op: Txn) -> TxnResult:
+    def _transaction(self, op: Txn) -> TxnResult | ErrorResult:
         txn = self._wtxn()
         # Guards are all evaluated against the state before the transaction (etcd).
         succeeded = all(self._compare(txn, c) for c in op.compare)
+        for o in op.success if succeeded else op.failure:
+            # A read at a revision outside the history fails the whole transaction before it changes anything
+            # (etcd checks every range of the branch first).
+            if isinstance(o, Range) and (refused := _check_revision(o, self._revision, self._compact_revision)):
+                return refused
         revision = self._revision + 1
         changed = False
         responses: list[OpResult] = []
@@ -503,7 +681,9 @@ class KVStateMachine:
                     responses.append(deleted)
                     changed = changed or deleted.deleted > 0
                 case Range():
-                    responses.append(self._range(txn, o, seen))
+                    read = self._range(txn, o, seen, self._compact_revision)
+                    assert isinstance(read, RangeResult)  # checked above
+                    responses.append(read)
         if changed:
             self._revision = revision
         return TxnResult(succeeded, tuple(responses), self._revision)
@@ -573,6 +753,52 @@ class KVStateMachine:
         self._advance_clock(cmd.time_ms)
         self._sessions.close(cmd.session_id, self._wtxn())
         return SessionResult(cmd.session_id)
+
+
+def _strip(kv: KeyValue) -> KeyValue:
+    return KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+def _future(requested: int, revision: int) -> ErrorResult:
+    return ErrorResult(
+        ErrorCode.FUTURE_REVISION,
+        f"revision {requested} is in the future: the store is at revision {revision}",
+        revision,
+    )
+
+
+def _check_revision(op: Range, revision: int, compact_revision: int) -> ErrorResult | None:
+    if op.revision > revision:
+        return _future(op.revision, revision)
+    if 0 < op.revision < compact_revision:
+        return ErrorResult(
+            ErrorCode.COMPACTED,
+            f"revision {op.revision} is compacted; the oldest revision still held is {compact_revision}",
+            compact_revision,
+        )
+    return None
+
+
+def _filtered(kvs: list[KeyValue], op: Range) -> list[KeyValue]:
+    lo_mod, hi_mod = op.min_mod_revision, op.max_mod_revision
+    lo_create, hi_create = op.min_create_revision, op.max_create_revision
+    return [
+        kv
+        for kv in kvs
+        if (not lo_mod or kv.mod_revision >= lo_mod)
+        and (not hi_mod or kv.mod_revision <= hi_mod)
+        and (not lo_create or kv.create_revision >= lo_create)
+        and (not hi_create or kv.create_revision <= hi_create)
+    ]
+
+
+_SORT_KEYS: Final[dict[str, Callable[[KeyValue], bytes | int]]] = {
+    "key": lambda kv: kv.key,
+    "version": lambda kv: kv.version,
+    "create": lambda kv: kv.create_revision,
+    "mod": lambda kv: kv.mod_revision,
+    "value": lambda kv: kv.value,
+}
 
 
 def _no_session(session_id: int) -> ErrorResult:

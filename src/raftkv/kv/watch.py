@@ -65,7 +65,7 @@ Listener = Callable[[Sequence[Event]], None]
 class WatchHub:
     """The event history of one state machine and its live listeners (see the module docstring)."""
 
-    __slots__ = ("_events", "_history_events", "_listeners", "_oldest_revision", "_revision")
+    __slots__ = ("_compact_revision", "_events", "_history_events", "_listeners", "_oldest_revision", "_revision")
 
     def __init__(self, revision: int = 0, history_events: int = DEFAULT_HISTORY_EVENTS) -> None:
         if history_events < 0:
@@ -76,6 +76,8 @@ class WatchHub:
         self._revision = revision
         self._oldest_revision = revision + 1
         """Every event with a revision >= this one (and <= ``_revision``) is in ``_events``."""
+        self._compact_revision = 0
+        """The store's compaction revision: no watch may start below it, even where events are still held."""
 
     @property
     def revision(self) -> int:
@@ -87,14 +89,29 @@ class WatchHub:
         """The oldest revision whose events are all held; ``revision + 1`` when the history is empty."""
         return self._oldest_revision
 
+    @property
+    def compact_revision(self) -> int:
+        return self._compact_revision
+
     def __len__(self) -> int:
         return len(self._events)
+
+    def compact(self, revision: int) -> None:
+        """The store compacted its history at ``revision``: refuse watches from below it (as the store does),
+        and drop the held events they alone could want."""
+        self._compact_revision = max(self._compact_revision, revision)
+        events = self._events
+        while events and events[0].revision < self._compact_revision:
+            events.popleft()
+        if self._oldest_revision < self._compact_revision:
+            self._oldest_revision = min(self._compact_revision, self._revision + 1)
 
     def reset(self, revision: int) -> None:
         """Drop the history (after a snapshot restore or a rollback): it starts again at ``revision``."""
         self._events.clear()
         self._revision = revision
         self._oldest_revision = revision + 1
+        self._compact_revision = 0
 
     def publish(self, events: Sequence[Event], revision: int) -> None:
         """Record a committed batch's ``events`` (which end at store revision ``revision``); notify listeners."""
@@ -127,6 +144,8 @@ class WatchHub:
         """
         if start_revision <= 0 or start_revision > self._revision:
             return []
+        if start_revision < self._compact_revision:
+            raise Compacted(start_revision, self._compact_revision)
         if start_revision < self._oldest_revision:
             raise Compacted(start_revision, self._oldest_revision)
         # Walk back from the newest event: resuming watchers usually ask for the recent past.

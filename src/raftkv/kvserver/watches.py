@@ -4,7 +4,11 @@ Theory of operation
 -------------------
 A watch registers a listener on the state machine's event hub and reads the retained history in the same
 synchronous step, so nothing can be applied in between: the watcher gets every event after its start revision
-exactly once, in order, then live events. Each watch has a bounded buffer; a watcher that falls more than
+exactly once, in order, then live events. A start revision older than the hub's in-memory window (but not
+compacted) is served from the store's durable history: the watch notes the store's revision ``upto`` when it
+registers, its task sends the history up to ``upto`` page by page (``KVStateMachine.history_events``, whole
+revisions per page, yielding between pages), and only then the live events it buffered meanwhile, which are
+all above ``upto``. Each watch has a bounded buffer; a watcher that falls more than
 ``max_buffered`` events behind is cancelled with a reason rather than ever slowing the node down.
 
 Events leave through a :class:`WatchSink`, which a front end provides (the Cap'n Proto front end pushes them to
@@ -22,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from raftkv.kv.errors import Compacted
 from raftkv.kv.keys import key_in_range
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kv.watch import Event
@@ -65,6 +70,8 @@ class _Watch:
         self.closed = False
         self.cancel_reason = ""
         self.remove_listener: Callable[[], None] | None = None
+        self.catch_up_to = 0
+        """Send the stored history from ``start_revision`` up to this revision before the live events (0: none)."""
 
     def offer(self, events: Sequence[Event]) -> None:
         if self.closed:
@@ -82,10 +89,28 @@ class _Watch:
             )
         self.wake.set()
 
+    async def _catch_up(self) -> str:
+        """Send the stored events from ``start_revision`` through ``catch_up_to``; why it stopped, if it did."""
+        kv, position = self.registry.kv, self.start_revision
+        while position <= self.catch_up_to and not self.closed and not self.cancel_reason:
+            try:
+                events, position = kv.history_events(self.key, self.range_end, position)
+            except Compacted as e:
+                return f"compacted while catching up: {e}"
+            events = [e for e in events if e.revision <= self.catch_up_to]
+            if events:
+                async with asyncio.timeout(self.registry.call_timeout_s):
+                    await self.sink.events(events)
+            else:
+                await asyncio.sleep(0)  # a page without matches: still let the loop breathe
+        return ""
+
     async def run(self) -> None:
         reason = ""
         try:
-            while not self.closed and not self.cancel_reason:
+            if self.catch_up_to:
+                reason = await self._catch_up()
+            while not reason and not self.closed and not self.cancel_reason:
                 await self.wake.wait()
                 self.wake.clear()
                 while self.queue and not self.cancel_reason:
@@ -148,12 +173,20 @@ class WatchRegistry:
         self._tasks = TaskSet(f"node {node_id} watches")
 
     def start(self, key: bytes, range_end: bytes | None, start_revision: int, sink: WatchSink) -> int:
-        """Register a watch; raises ``raftkv.errors.Compacted`` if ``start_revision`` is too old."""
-        hub = self.kv.watch
+        """Register a watch; raises ``raftkv.errors.Compacted`` if ``start_revision`` is compacted."""
+        kv, hub = self.kv, self.kv.watch
         # History and registration in one synchronous step: nothing can be applied in between.
-        history = hub.events_since(key, range_end, start_revision)
+        catch_up_to = 0
+        if 0 < start_revision < hub.oldest_revision and start_revision <= kv.revision:
+            if start_revision < kv.compact_revision:
+                raise Compacted(start_revision, kv.compact_revision)
+            history: list[Event] = []
+            catch_up_to = kv.revision  # older than memory holds: from the store, up to here
+        else:
+            history = hub.events_since(key, range_end, start_revision)
         self._next_id += 1
         w = _Watch(self, self._next_id, key, range_end, start_revision, sink)
+        w.catch_up_to = catch_up_to
         w.remove_listener = hub.add_listener(w.offer)
         self.watches[w.id] = w
         if history:

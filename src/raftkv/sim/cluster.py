@@ -52,7 +52,7 @@ from raftkv.raft.node import RawNode
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import NO_NODE, Entry, EntryType, Index, NodeId, SnapshotMeta, Term
-from raftkv.sim.checker import Checker
+from raftkv.sim.checker import Checker, SafetyViolation
 from raftkv.sim.network import LinkFaults, Network
 
 
@@ -184,6 +184,9 @@ class Cluster:
         self.crashes = 0
         self.sent_by_type: dict[str, int] = {}
         self.snapshot_states: dict[tuple[Index, Term], tuple[tuple[Index, Term, bytes], ...]] = {}
+        self.kv_images: dict[tuple[Index, Term], bytes] = {}
+        """The KV store's snapshot image at each snapshot (KV workload): installs and restarts restore from it,
+        so the image format (the MVCC history in it) is under the same faults as the rest."""
         """Every snapshot taken, by (index, term): what an InstallSnapshot's data stream would carry."""
         self.snapshots_taken = 0
         self.snapshots_installed = 0
@@ -282,7 +285,7 @@ class Cluster:
         node.core = RawNode(cfg, node.disk, unsafe=self.unsafe)
         node.applied = list(snap[1]) if snap is not None else []
         node.applied_index = snap[0].index if snap is not None else Index(0)
-        node.kv = self._fresh_kv(node.applied)
+        node.kv = self._fresh_kv(node.applied, snap[0] if snap is not None else None)
         node.reads = []
         node.writing = None
         node.plan = None
@@ -460,7 +463,7 @@ class Cluster:
         node.snapshot = (meta, state)
         node.applied = list(state)
         node.applied_index = meta.index
-        node.kv = self._fresh_kv(node.applied)
+        node.kv = self._fresh_kv(node.applied, meta)
         self.snapshots_installed += 1
         self.checker.on_snapshot(node.id, meta, state)
         self._record(f"install snapshot {node.id} at {meta.index}")
@@ -500,10 +503,18 @@ class Cluster:
             if served is not None:
                 served(node)
 
-    def _fresh_kv(self, applied: list[tuple[Index, Term, bytes]]) -> KVStateMachine | None:
+    def _fresh_kv(
+        self, applied: list[tuple[Index, Term, bytes]], snapshot: SnapshotMeta | None = None
+    ) -> KVStateMachine | None:
+        """The KV store after ``applied``: restored from the image of ``snapshot`` (when one was taken there),
+        then the entries after it applied."""
         if not self.settings.kv:
             return None
         kv = KVStateMachine(MemoryBackend())
+        image = self.kv_images.get((snapshot.index, snapshot.term)) if snapshot is not None else None
+        if image is not None and snapshot is not None:
+            kv.restore(image)
+            applied = [a for a in applied if a[0] > snapshot.index]
         if applied:
             kv.apply([Entry(t, i, d) for i, t, d in applied])
         return kv
@@ -524,6 +535,10 @@ class Cluster:
         state = tuple(node.applied)
         known = self.snapshot_states.setdefault((index, term), state)
         self.checker.check_snapshot(node.id, meta, state, known)
+        if node.kv is not None:
+            image = node.kv.snapshot()
+            if self.kv_images.setdefault((index, term), image) != image:
+                raise SafetyViolation(f"node {node.id}: the KV image at index {index} differs from another node's")
         node.snapshot = (meta, state)
         core.set_snapshot(meta)
         self.snapshots_taken += 1

@@ -25,13 +25,16 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import msgspec
+
 from raftkv.check import Kind, Operation
 from raftkv.check import cas as check_cas
 from raftkv.check import check as check_history
 from raftkv.check import delete as check_delete
 from raftkv.check import get as check_get
 from raftkv.check import put as check_put
-from raftkv.kv.commands import Compare, DeleteRange, Put, Txn, TxnResult, encode_command
+from raftkv.kv.commands import Compact, Compare, DeleteRange, Put, Range, Txn, TxnResult, encode_command
+from raftkv.kv.keys import FROM_KEY
 from raftkv.raft.errors import RaftError
 from raftkv.raft.membership import ChangeType, ConfChange
 from raftkv.raft.ready import Ready, Role
@@ -93,6 +96,8 @@ class SimOptions:
     """Mean time between membership changes the nemesis proposes (0: none)."""
     spare_nodes: int = 0
     """Nodes beyond ``nodes`` that start with no configuration, for membership changes to add."""
+    compact_every_ms: int = 0
+    """KV workload: mean time between history compactions (``Compact`` commands) the nemesis proposes."""
 
     @classmethod
     def draw(cls, seed: int, **fixed: Any) -> SimOptions:
@@ -143,6 +148,8 @@ class SimOptions:
         # Flow control by bytes (issue 15's learner join), drawn last: a bound of a few entries in a quarter of
         # the seeds, the default (which the sim's small entries never reach) or none in the rest.
         o.max_inflight_bytes = r.choice((0, 1 << 20, 1 << 20, 200))
+        # History compaction (issue 16), drawn last; it only acts on seeds with the KV workload.
+        o.compact_every_ms = r.choice((0, 0, 0, 150, 600))
         for name, value in fixed.items():
             if value is not None:
                 setattr(o, name, value)
@@ -208,6 +215,8 @@ class _Driver:
             self.c.after_ready = self.crash_in_write
         if o.membership_every_ms:
             self.c.schedule(self._next(o.membership_every_ms), self.change_membership)
+        if o.compact_every_ms and o.kv_workload:
+            self.c.schedule(self._next(o.compact_every_ms), self.compact)
         for client in range(o.clients):
             self.outstanding[client] = []
             op = self.kv_op if o.kv_workload else self.propose
@@ -220,6 +229,18 @@ class _Driver:
         desc = random_partition(self.rng, self.c.ids, self.c.net)
         self.c._record(f"nemesis partition: {desc}")
         self.c.schedule(self.rng.randint(1, self.o.partition_hold_ms), self.heal)
+
+    def compact(self) -> None:
+        """Propose a compaction of the KV history a few revisions back from what some node holds (which may be
+        refused: at or below the last compaction, or in the future where that node is ahead of the leader)."""
+        if not self.chaos:
+            return
+        node = self.c.nodes[self.rng.choice(self.c.ids)]
+        if node.kv is not None and node.kv.revision > 1:
+            revision = max(1, node.kv.revision - self.rng.randint(0, 8))
+            self.c.propose(encode_command(Compact(revision)))
+            self.c._record(f"nemesis compact at revision {revision}")
+        self.c.schedule(self._next(self.o.compact_every_ms), self.compact)
 
     def heal(self) -> None:
         self.c.net.heal()
@@ -471,6 +492,36 @@ def check_acknowledged(c: Cluster) -> None:
             raise SafetyViolation(f"acknowledged {p.data!r} at index {p.index} was replaced by {got.data!r}")
 
 
+def check_history_agrees(c: Cluster) -> None:
+    """MVCC: every member holds the same history (its snapshot image, which holds the retained history, is the
+    same bytes), answers a range at every retained revision alike, and replays the same events from it."""
+    nodes = [c.nodes[i] for i in c.members()]
+    kvs = [(n.id, n.kv) for n in nodes if n.kv is not None]
+    if len(kvs) < 2:
+        return
+    first_id, first = kvs[0]
+    image = first.snapshot()
+    low = max(1, first.compact_revision)
+    revisions = sorted({low, first.revision, *range(low, first.revision + 1, max(1, (first.revision - low) // 8))})
+    everything = Range(b"\0", FROM_KEY)
+    answers = [first.read(msgspec.structs.replace(everything, revision=r)) for r in revisions]
+    events = first.history_events(b"\0", FROM_KEY, low, max_records=1 << 30)[0]
+    for node_id, kv in kvs[1:]:
+        if (kv.revision, kv.compact_revision) != (first.revision, first.compact_revision):
+            raise SafetyViolation(
+                f"MVCC: node {node_id} is at revision {kv.revision} compacted at {kv.compact_revision}, node "
+                f"{first_id} at {first.revision} compacted at {first.compact_revision}"
+            )
+        for r, answer in zip(revisions, answers, strict=True):
+            got = kv.read(msgspec.structs.replace(everything, revision=r))
+            if got != answer:
+                raise SafetyViolation(f"MVCC: at revision {r} node {node_id} reads {got}, node {first_id} {answer}")
+        if kv.history_events(b"\0", FROM_KEY, low, max_records=1 << 30)[0] != events:
+            raise SafetyViolation(f"MVCC: nodes {first_id} and {node_id} replay different events from {low}")
+        if kv.snapshot() != image:
+            raise SafetyViolation(f"MVCC: nodes {first_id} and {node_id} hold different state (snapshot images)")
+
+
 def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
     settings = NodeSettings(
         pre_vote=opts.pre_vote,
@@ -516,6 +567,7 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
             )
         check_acknowledged(c)
         if opts.kv_workload:
+            check_history_agrees(c)
             history = driver.history()
             verdict = check_history(history, timeout_s=30)
             result.stats["history_ops"] = len(history)

@@ -3,11 +3,22 @@
 Theory of operation
 -------------------
 One LMDB environment per node, ``DATA_DIR/kv.lmdb`` (a directory holding ``data.mdb`` and ``lock.mdb``), with
-three named sub-databases:
+six named sub-databases:
 
-* ``data``: user key -> 24-byte header ``<create_revision, mod_revision, version>`` (three little-endian u64)
-  followed by the value bytes. LMDB keeps keys sorted bytewise, which is exactly etcd's key order, so a range
-  scan is a cursor walk;
+* ``data``: user key -> 40-byte header ``<create_revision, mod_revision, version, lease, sub>`` (five
+  little-endian u64; ``(mod_revision, sub)`` is the revision of the history record holding this value)
+  followed by the value bytes: the current value of each live key. LMDB keeps keys sorted bytewise, which is
+  exactly etcd's key order, so a range scan at the current revision is a cursor walk;
+* ``history``: revision ``>QQ (main, sub)`` (big-endian, so key order is revision order) -> msgspec-encoded
+  :class:`~raftkv.kv.backend.HistoryRecord`. A watch from a past revision is a cursor walk from it;
+* ``key_revs`` (``dupsort``, fixed 17-byte values): user key -> ``>QQB (main, sub, tombstone)`` for each of
+  its records, sorted. A read at revision ``R`` finds a key's record with one ``MDB_GET_BOTH_RANGE`` seek to
+  ``(R + 1, 0)`` and a step back (or, when the key did not change after ``R``, just its last value), then one
+  ``history`` get: O(log n) per key, and a range at ``R`` walks the keys in order;
+* ``garbage``: ``>QQQ (garbage_from, main, sub)`` -> user key, for every record that some compaction revision
+  makes garbage (:func:`~raftkv.kv.backend.garbage_from`), queued when the record becomes garbage-to-be (its
+  successor is written). Compaction pops this queue from the front: its cost is what it removes, never what
+  it keeps;
 * ``sessions``: session id (8 bytes, big-endian so that key order is id order) -> msgspec-encoded
   :class:`~raftkv.kv.sessions.SessionRecord`;
 * ``meta``: ``b"meta"`` -> msgspec-encoded :class:`~raftkv.kv.backend.Meta` (applied index, revision, clock), and
@@ -50,7 +61,7 @@ from typing import Final
 import lmdb
 import msgspec
 
-from raftkv.kv.backend import Meta, ReadView, WriteTxn
+from raftkv.kv.backend import HistoryRecord, Meta, ReadView, WriteTxn, tombstone
 from raftkv.kv.commands import KeyValue
 from raftkv.kv.keys import MAX_KEY_BYTES
 from raftkv.kv.sessions import SessionRecord
@@ -63,14 +74,19 @@ FILE_NAME: Final = "kv.lmdb"
 DEFAULT_MAP_SIZE: Final = 16 << 30
 """16 GiB of address space; the file only grows as data is written."""
 
-_FORMAT: Final = b"raftkv-kv-lmdb/2"  # 2: sessions keep a window of results (first_incomplete)
-_HEADER: Final = struct.Struct("<QQQ")
+_FORMAT: Final = b"raftkv-kv-lmdb/3"  # 2: sessions keep a window of results; 3: multi-version history, leases
+_HEADER: Final = struct.Struct("<QQQQQ")
 _HEADER_SIZE: Final = _HEADER.size
 _META_KEY: Final = b"meta"
 _FORMAT_KEY: Final = b"format"
 
+_REV: Final = struct.Struct(">QQ")
+_KEY_REV: Final = struct.Struct(">QQB")
+_GARBAGE: Final = struct.Struct(">QQQ")
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _META_DECODER: Final = msgspec.msgpack.Decoder(Meta)
+_RECORD_DECODER: Final = msgspec.msgpack.Decoder(HistoryRecord)
 _SESSION_DECODER: Final = msgspec.msgpack.Decoder(SessionRecord)
 
 _open_paths: set[str] = set()
@@ -90,8 +106,13 @@ def _session_key(session_id: int) -> bytes:
 
 
 def _decode_kv(key: bytes, raw: bytes) -> KeyValue:
-    create, mod, version = _HEADER.unpack_from(raw)
-    return KeyValue(key, raw[_HEADER_SIZE:], create, mod, version)
+    create, mod, version, lease, _sub = _HEADER.unpack_from(raw)
+    return KeyValue(key, raw[_HEADER_SIZE:], create, mod, version, lease)
+
+
+def _decode_header(key: bytes, raw: bytes) -> KeyValue:
+    create, mod, version, lease, _sub = _HEADER.unpack_from(raw)
+    return KeyValue(key, b"", create, mod, version, lease)
 
 
 class LMDBBackend:
@@ -110,7 +131,7 @@ class LMDBBackend:
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
-                max_dbs=3,
+                max_dbs=6,
                 subdir=True,
                 sync=sync,
                 metasync=False,
@@ -130,16 +151,27 @@ class LMDBBackend:
                 f"{MAX_KEY_BYTES}",
             )
             with self._env.begin(write=True) as txn:
-                self._data = self._env.open_db(b"data", txn=txn)
-                self._sessions = self._env.open_db(b"sessions", txn=txn)
                 self._meta = self._env.open_db(b"meta", txn=txn)
                 found = txn.get(_FORMAT_KEY, db=self._meta)
+                if found is not None and found != _FORMAT:
+                    older = found.startswith(b"raftkv-kv-lmdb/") and found < _FORMAT
+                    raise KVBackendError(
+                        f"the key-value store at {self.path} has layout {found.decode(errors='replace')}, this "
+                        f"raftkv reads {_FORMAT.decode()}"
+                        + (
+                            ": move that directory aside and start the node again; it rebuilds the store from its "
+                            "snapshot and log"
+                            if older
+                            else ""
+                        )
+                    )
+                self._data = self._env.open_db(b"data", txn=txn)
+                self._history = self._env.open_db(b"history", txn=txn)
+                self._key_revs = self._env.open_db(b"key_revs", txn=txn, dupsort=True, dupfixed=True)
+                self._garbage = self._env.open_db(b"garbage", txn=txn)
+                self._sessions = self._env.open_db(b"sessions", txn=txn)
                 if found is None:
                     txn.put(_FORMAT_KEY, _FORMAT, db=self._meta)
-                elif found != _FORMAT:
-                    raise KVBackendError(
-                        f"the key-value store at {self.path} has layout {found!r}, this raftkv reads {_FORMAT!r}"
-                    )
         except BaseException:
             self.close()
             raise
@@ -239,11 +271,7 @@ class _LMDBView:
         for key, raw in cursor.iternext(keys=True, values=True):
             if end is not None and key >= end:
                 break
-            if keys_only:
-                create, mod, version = _HEADER.unpack_from(raw)
-                out.append(KeyValue(key, b"", create, mod, version))
-            else:
-                out.append(_decode_kv(key, raw))
+            out.append(_decode_header(key, raw) if keys_only else _decode_kv(key, raw))
             if len(out) == limit:
                 break
         return out
@@ -267,6 +295,108 @@ class _LMDBView:
         cursor = self._txn.cursor(db=self._b._sessions)
         return [_SESSION_DECODER.decode(raw) for raw in cursor.iternext(keys=False, values=True)]
 
+    # --- the history ---
+
+    @staticmethod
+    def _rev_at(cursor: lmdb.Cursor, key: bytes, revision: int) -> bytes | None:
+        """With ``cursor`` on ``key`` in ``key_revs``: the value of its newest record at or below ``revision``."""
+        cursor.last_dup()
+        last: bytes = cursor.value()  # type: ignore[assignment] # a cursor without buffers returns bytes
+        if int.from_bytes(last[:8]) <= revision:
+            return last  # the key did not change after ``revision``: the common case
+        # Some dup is >= (revision + 1, 0) (the last one is): seek to the first such, step back.
+        cursor.set_range_dup(key, _KEY_REV.pack(revision + 1, 0, 0))
+        return cursor.value() if cursor.prev_dup() else None  # type: ignore[return-value]
+
+    def _record(self, rev: bytes) -> HistoryRecord:
+        raw = self._txn.get(rev, db=self._b._history)
+        invariant(raw is not None, f"key_revs names revision {_REV.unpack(rev)} that history lacks")
+        assert raw is not None
+        return _RECORD_DECODER.decode(raw)
+
+    def get_at(self, key: bytes, revision: int) -> KeyValue | None:
+        if not key or len(key) > MAX_KEY_BYTES:
+            return None
+        cursor = self._txn.cursor(db=self._b._key_revs)
+        if not cursor.set_key(key):
+            return None
+        found = self._rev_at(cursor, key, revision)
+        if found is None or found[16]:
+            return None
+        return self._record(found[:16]).kv
+
+    def _walk_at(self, start: bytes, end: bytes | None, revision: int) -> Iterator[tuple[bytes, bytes]]:
+        """(key, key_revs value) of each key in the range that is live at ``revision``, in key order."""
+        cursor = self._txn.cursor(db=self._b._key_revs)
+        if not cursor.set_range(start):
+            return
+        while True:
+            key = cursor.key()
+            if end is not None and key >= end:
+                return
+            found = self._rev_at(cursor, key, revision)
+            if found is not None and not found[16]:
+                yield key, found
+            if not cursor.next_nodup():
+                return
+
+    def scan_at(
+        self, start: bytes, end: bytes | None, revision: int, limit: int = 0, keys_only: bool = False
+    ) -> list[KeyValue]:
+        out: list[KeyValue] = []
+        for _key, found in self._walk_at(start, end, revision):
+            kv = self._record(found[:16]).kv
+            if keys_only:
+                kv = KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+            out.append(kv)
+            if len(out) == limit:
+                break
+        return out
+
+    def count_at(self, start: bytes, end: bytes | None, revision: int) -> int:
+        return sum(1 for _ in self._walk_at(start, end, revision))
+
+    def history(self, main: int, sub: int = 0, limit: int = 0) -> list[HistoryRecord]:
+        out: list[HistoryRecord] = []
+        cursor = self._txn.cursor(db=self._b._history)
+        if not cursor.set_range(_REV.pack(main, sub)):
+            return out
+        for raw in cursor.iternext(keys=False, values=True):
+            out.append(_RECORD_DECODER.decode(raw))
+            if len(out) == limit:
+                break
+        return out
+
+    def previous(self, record: HistoryRecord) -> HistoryRecord | None:
+        key = record.kv.key
+        cursor = self._txn.cursor(db=self._b._key_revs)
+        if not cursor.set_key(key):
+            return None
+        if cursor.set_range_dup(key, _KEY_REV.pack(record.main, record.sub, 0)):
+            if not cursor.prev_dup():
+                return None
+        else:
+            cursor.set_key(key)
+            cursor.last_dup()
+        return self._record(cursor.value()[:16])
+
+    def key_histories(self, start: bytes, limit: int) -> list[list[HistoryRecord]]:
+        out: list[list[HistoryRecord]] = []
+        cursor = self._txn.cursor(db=self._b._key_revs)
+        if limit <= 0 or not cursor.set_range(start):
+            return out
+        while len(out) < limit:
+            records = [self._record(cursor.value()[:16])]
+            while cursor.next_dup():
+                records.append(self._record(cursor.value()[:16]))
+            out.append(records)
+            if not cursor.next_nodup():
+                break
+        return out
+
+    def history_size(self) -> int:
+        return int(self._txn.stat(self._b._history)["entries"])
+
 
 class _LMDBTxn(_LMDBView):
     """One LMDB write transaction; LMDB errors become :class:`KVBackendError` (the caller aborts)."""
@@ -276,20 +406,73 @@ class _LMDBTxn(_LMDBView):
     def _check(self) -> None:
         invariant(self._b._write is self, "use of a finished LMDB write transaction")
 
-    def put(self, kv: KeyValue) -> None:
+    def _write(self, record: HistoryRecord, operation: str) -> None:
+        """Record ``record`` in the history and make the current value follow it; the record it supersedes (the
+        current value's, if any: a tombstone's garbage revision is queued with it) is queued as garbage."""
+        b, txn = self._b, self._txn
+        kv = record.kv
+        key, main, sub = kv.key, record.main, record.sub
+        rev = _REV.pack(main, sub)
         try:
-            self._txn.put(
-                kv.key, _HEADER.pack(kv.create_revision, kv.mod_revision, kv.version) + kv.value, db=self._b._data
-            )
+            old = txn.get(key, db=b._data)
+            if old is not None:
+                _c, old_main, _v, _l, old_sub = _HEADER.unpack_from(old)
+                invariant((old_main, old_sub) < (main, sub), f"history of {key!r} out of order at {(main, sub)}")
+                due = main if main > old_main else old_main + 1
+                txn.put(_GARBAGE.pack(due, old_main, old_sub), key, db=b._garbage)
+            if record.tombstone:
+                if old is not None:
+                    txn.delete(key, db=b._data)
+                txn.put(_GARBAGE.pack(main + 1, main, sub), key, db=b._garbage)
+            else:
+                header = _HEADER.pack(kv.create_revision, main, kv.version, kv.lease, sub)
+                txn.put(key, header + kv.value, db=b._data)
+            fresh = txn.put(rev, _ENCODER.encode(record), db=b._history, overwrite=False)
+            invariant(fresh, f"two records at revision {(main, sub)}")
+            txn.put(key, rev + (b"\x01" if record.tombstone else b"\x00"), db=b._key_revs, dupdata=True)
         except lmdb.Error as exc:
-            raise self._b._error("put", exc) from exc
+            raise b._error(operation, exc) from exc
 
-    def delete(self, key: bytes) -> None:
+    def put(self, kv: KeyValue, sub: int = 0) -> None:
+        self._write(HistoryRecord(kv.mod_revision, sub, kv), "put")
+
+    def delete(self, key: bytes, revision: int, sub: int = 0) -> None:
         try:
-            found = self._txn.delete(key, db=self._b._data)
+            present = self._txn.get(key, db=self._b._data) is not None
         except lmdb.Error as exc:
             raise self._b._error("delete", exc) from exc
-        invariant(found, f"delete of a missing key {key!r}")
+        invariant(present, f"delete of a missing key {key!r}")
+        self._write(tombstone(key, revision, sub), "delete")
+
+    def restore(self, record: HistoryRecord) -> None:
+        self._write(record, "restore")
+
+    def compact(self, revision: int, budget: int) -> int:
+        b, txn = self._b, self._txn
+        removed = 0
+        try:
+            cursor = txn.cursor(db=b._garbage)
+            if not cursor.first():
+                return 0
+            while removed < budget:
+                item = cursor.key()
+                if int.from_bytes(item[:8]) > revision:
+                    break
+                key = cursor.value()
+                rev = item[8:]
+                raw = txn.pop(rev, db=b._history)
+                invariant(raw is not None, f"garbage names revision {_REV.unpack(rev)} that history lacks")
+                assert raw is not None
+                flag = b"\x01" if _RECORD_DECODER.decode(raw).tombstone else b"\x00"
+                txn.delete(key, rev + flag, db=b._key_revs)
+                removed += 1
+                if not cursor.delete():  # moves to the next item
+                    break
+                if not cursor.key():
+                    break
+        except lmdb.Error as exc:
+            raise b._error("compact", exc) from exc
+        return removed
 
     def put_session(self, record: SessionRecord) -> None:
         try:
@@ -313,8 +496,8 @@ class _LMDBTxn(_LMDBView):
     def clear(self) -> None:
         self._check()
         try:
-            self._txn.drop(self._b._data, delete=False)
-            self._txn.drop(self._b._sessions, delete=False)
+            for db in (self._b._data, self._b._history, self._b._key_revs, self._b._garbage, self._b._sessions):
+                self._txn.drop(db, delete=False)
             self._txn.put(_META_KEY, _ENCODER.encode(Meta()), db=self._b._meta)
         except lmdb.Error as exc:
             raise self._b._error("clear", exc) from exc
