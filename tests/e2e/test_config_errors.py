@@ -57,6 +57,11 @@ def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
         ({"--cluster-id": "bad id!"}, "--cluster-id"),
         ({"--id": "0"}, "must be >= 1"),
         ({"--snapshot-growth": "-1"}, "--snapshot-growth must be between 0 and 100"),
+        ({"--auto-compaction-retention": "1h"}, "in revision mode, a number of revisions to keep (0: off)"),
+        (
+            {"--auto-compaction-mode": "periodic", "--auto-compaction-retention": "soon"},
+            "in periodic mode, a duration such as 90s, 30m or 1h",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_with_one_line(tmp_path: Path, change: dict[str, str], expected: str) -> None:

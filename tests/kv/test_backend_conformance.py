@@ -217,24 +217,27 @@ def test_reads_at_past_revisions_see_each_version(backend: Backend) -> None:
 
 def test_compaction_removes_only_what_no_read_at_or_after_it_can_see(backend: Backend) -> None:
     txn = backend.begin()
-    for rev in range(1, 11):  # a written at 1..10; b created at 2, deleted at 6
+    for rev in range(1, 11):  # a written at 1..10; b created at 2, deleted at 6 (revisions only grow)
         txn.put(KeyValue(b"a", b"a%d" % rev, 1, rev, rev))
-    txn.put(KeyValue(b"b", b"b", 2, 2, 1), 1)
-    txn.delete(b"b", 6, 1)
+        if rev == 2:
+            txn.put(KeyValue(b"b", b"b", 2, 2, 1), 1)
+        if rev == 6:
+            txn.delete(b"b", 6, 1)
     txn.commit()
     with backend.read() as view:
         answers = {r: (view.scan_at(b"", None, r), view.history(r)) for r in range(5, 11)}
     txn = backend.begin()
-    assert txn.compact(5, 2) == 2  # a bounded step: the oldest garbage first
-    assert txn.compact(5, 100) == 2  # a1..a4, b's put (superseded at 6 > 5) stays
-    assert txn.compact(5, 100) == 0
+    assert txn.compact(5, 2) is False  # a bounded step: two records examined, in revision order
+    assert txn.history_size() == 11  # a2 revealed a1 as garbage
+    assert txn.compact(5, 100) is True  # a1..a4 gone; b's put (superseded at 6 > 5) stays
+    assert txn.compact(5, 100) is True
     txn.commit()
     with backend.read() as view:
         for r, answer in answers.items():
             assert (view.scan_at(b"", None, r), view.history(r)) == answer
         assert view.history_size() == 8  # a5..a10, b's put and its tombstone
     txn = backend.begin()
-    assert txn.compact(7, 100) == 4  # a5, a6, b's put and b's tombstone (older than 7)
+    assert txn.compact(7, 100) is True  # a5, a6, b's put and b's tombstone (older than 7)
     txn.commit()
     with backend.read() as view:
         assert view.get_at(b"b", 7) is None and view.get_at(b"a", 7) == KeyValue(b"a", b"a7", 1, 7, 7)

@@ -105,9 +105,10 @@ def test_compaction_keeps_every_read_at_or_after_it_and_frees_the_rest_in_steps(
     for _ in range(4):
         with sm.backend.read() as view:
             sizes.append(view.history_size())
-        feed.noop()  # every applied batch removes at most COMPACT_STEP records
-    # The first batch (the compaction's own) removed a step, each following one another, down to what is kept.
-    assert sizes == [n + 1 - COMPACT_STEP, n + 1 - 2 * COMPACT_STEP, 3, 3]  # k at n-1 and n, other
+        feed.noop()  # every applied batch examines at most COMPACT_STEP records
+    # The first batch (the compaction's own) examined a step (the first record has no predecessor to remove),
+    # each following batch another, down to what is kept: k at n-1 and n, and other.
+    assert sizes == [n + 2 - COMPACT_STEP, n + 2 - 2 * COMPACT_STEP, 3, 3]
     assert {r: sm.read(Range(b"\0", FROM_KEY, revision=r)) for r in before} == before
 
 

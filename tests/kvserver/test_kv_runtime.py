@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from raftkv.client import connect, connect_sync
-from raftkv.errors import WatchCancelled
+from raftkv.errors import Compacted, WatchCancelled
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kv.watch import Event
 from raftkv.runtime.logs import setup_logging
@@ -150,3 +150,33 @@ def test_a_joining_node_may_listen_on_a_wildcard_for_the_address_it_was_added_wi
     assert not _same_listener("10.0.0.4:7004", Address("0.0.0.0", 7005))
     assert not _same_listener("10.0.0.4:7004", Address("10.0.0.5", 7004))
     assert not _same_listener("nonsense", Address("0.0.0.0", 7004))
+
+
+async def test_the_leader_compacts_the_history_by_itself_and_every_node_follows(tmp_path: Path) -> None:
+    servers = await kv_servers(tmp_path, 3, auto_compaction_retention="20")
+    try:
+        async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
+            for k in range(100):
+                await c.put("k", str(k))
+            kvs = [s.kv for s in servers if s.kv is not None]
+            # Revision mode, 20 kept: compacted to 80 (revision 100 - 20) once the 1 s check runs.
+            await wait_until(lambda: all(kv.compact_revision == 80 for kv in kvs), 5.0, "compacted at 80 everywhere")
+            assert (await c.get("k", revision=80)).value == b"79"  # type: ignore[union-attr]
+            with pytest.raises(Compacted):
+                await c.get("k", revision=79)
+    finally:
+        for s in servers:
+            await s.aclose()
+
+
+async def test_automatic_compaction_can_be_turned_off(tmp_path: Path) -> None:
+    servers = await kv_servers(tmp_path, 1, auto_compaction_retention="0")
+    try:
+        async with connect([str(servers[0].config.listen_client)], cluster_id="test") as c:
+            for k in range(30):
+                await c.put("k", str(k))
+            await asyncio.sleep(1.5)  # past one check interval: nothing may be proposed
+            assert servers[0].kv is not None and servers[0].kv.compact_revision == 0
+            assert (await c.get("k", revision=1)).value == b"0"  # type: ignore[union-attr]
+    finally:
+        await servers[0].aclose()

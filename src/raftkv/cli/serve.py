@@ -50,6 +50,19 @@ from raftkv.cli.common import fail
 )
 @click.option("--wal-segment-bytes", type=int, default=None, help="WAL segment file size (default 64 MiB).")
 @click.option(
+    "--auto-compaction-mode",
+    type=click.Choice(["revision", "periodic"]),
+    default=None,
+    help="How the leader compacts the KV history: keep the last N revisions, or a duration (default revision).",
+)
+@click.option(
+    "--auto-compaction-retention",
+    metavar="N|DURATION",
+    default=None,
+    help="Revisions to keep (revision mode, default 10000), or a duration such as 30m or 1h (periodic mode; a "
+    "bare number is hours); 0: never compact automatically.",
+)
+@click.option(
     "--state-machine",
     type=click.Choice(["kv", "commandlog", "dict"]),
     default="kv",
@@ -67,6 +80,7 @@ def serve(config_file: Path | None, id_: int | None, state_machine: str, **optio
     try:
         cfg = build_config({"id": id_, **options}, config_file)
         cfg.validate()
+        _check_store_settings(cfg)
         DataDir(cfg.data_dir).claim(cfg.cluster_id, cfg.id)
     except ConfigError as e:
         fail(str(e))
@@ -74,12 +88,23 @@ def serve(config_file: Path | None, id_: int | None, state_machine: str, **optio
     sys.exit(asyncio.run(_serve(cfg, state_machine)))
 
 
+def _check_store_settings(cfg: Any) -> None:
+    """The KV store's own flags, before the data dir is touched (the runtime's validation knows nothing of them)."""
+    from raftkv.errors import ConfigError
+    from raftkv.kv.compactor import parse_retention
+
+    try:
+        parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 async def _serve(cfg: Any, kind: Any) -> int:
     from raftkv.errors import ConfigError, RaftError, StorageError
     from raftkv.kvserver import KVServer
 
-    server = KVServer(cfg, state_machine=kind, check_ports=False)
     try:
+        server = KVServer(cfg, state_machine=kind, check_ports=False)
         await server.start()
     except ConfigError as e:
         fail(str(e))

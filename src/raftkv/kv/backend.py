@@ -28,10 +28,15 @@ Compaction (etcd's ``Compact``). Compacting at revision ``C`` promises that read
 watches from any revision ``>= C`` are answered exactly as before; only older ones are refused. So a record
 may go once it cannot be the newest record at or below any revision ``>= C`` and is older than ``C``:
 :func:`garbage_from` gives, for each record, the smallest compaction revision that makes it garbage (a put
-from its successor's revision on, a tombstone from the revision after its own). A backend keeps those
-revisions in a queue as records are written, so :meth:`WriteTxn.compact` removes garbage oldest-first in
-bounded steps, without scanning what it keeps; the *logical* compaction (``Meta.compact_revision``, which
-reads check) happens at once and is what every replica agrees on.
+from its successor's revision on, a tombstone from the revision after its own). The *logical* compaction
+(``Meta.compact_revision``, which reads check) happens at once and is what every replica agrees on; the
+physical one, :meth:`WriteTxn.compact`, runs in bounded steps and costs the history written since the last
+compaction, never what it keeps. It walks the records in revision order from where the last compaction
+finished (the *scan position*, a per-node, physical fact kept outside ``Meta``): every record at or below the
+compaction revision ``C`` makes its predecessor garbage if ``garbage_from`` says so, and is garbage itself if it
+is a tombstone older than ``C``. Records older than the previous compaction revision were settled by it (their
+predecessors' garbage revisions are at most their own), so a finished compaction at ``C`` leaves the position at
+``(C, 0)``. Writes then cost no garbage bookkeeping at all.
 
 Writes go through a :class:`WriteTxn` from :meth:`Backend.begin`: one per applied batch, reading its own writes,
 then :meth:`WriteTxn.commit` (all of it becomes visible and, for a durable backend, as durable as the backend
@@ -109,6 +114,14 @@ def garbage_from(record: HistoryRecord, successor: HistoryRecord | None) -> int 
     return successor.main if successor.main > record.main else record.main + 1
 
 
+_RECORD_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode_record(record: HistoryRecord) -> bytes:
+    """A record's bytes: what LMDB stores, and what a snapshot image carries (the same on every node)."""
+    return _RECORD_ENCODER.encode(record)
+
+
 def retained(records: list[HistoryRecord], compact_revision: int) -> list[HistoryRecord]:
     """The records of one key (oldest first) that compaction at ``compact_revision`` keeps."""
     out = []
@@ -174,6 +187,13 @@ class ReadView(Protocol):
         """How many records the history holds (garbage not yet removed included)."""
         ...
 
+    def history_image(self, start: tuple[int, int], limit: int) -> tuple[list[bytes], tuple[int, int] | None]:
+        """For a snapshot: the encoded records (``encode_record``) at revisions ``>= start`` that compaction at
+        ``meta().compact_revision`` keeps, in revision order, from at most ``limit`` records read; and where to
+        continue (None: the end). Garbage that physical compaction has not removed yet is left out, so every
+        node writes the same image."""
+        ...
+
 
 class WriteTxn(ReadView, Protocol):
     """A read-your-writes transaction; exactly one of :meth:`commit` / :meth:`abort` ends it."""
@@ -191,9 +211,9 @@ class WriteTxn(ReadView, Protocol):
         follow it, as if it had just been written."""
         ...
 
-    def compact(self, revision: int, budget: int) -> int:
-        """Remove at most ``budget`` records that compaction at ``revision`` makes garbage, oldest first; how many
-        were removed (fewer than ``budget``: none is left)."""
+    def compact(self, revision: int, budget: int) -> bool:
+        """Physical compaction at ``revision``: examine at most ``budget`` records from the scan position,
+        removing the garbage they reveal; True when none is left for ``revision``."""
         ...
 
     def put_session(self, record: SessionRecord) -> None: ...
@@ -236,7 +256,7 @@ Rev = tuple[int, int]
 class MemoryBackend:
     """Dicts + sorted lists, with an undo log for abort. Not thread-safe; pure."""
 
-    __slots__ = ("_by_key", "_data", "_garbage", "_hist", "_hist_keys", "_keys", "_meta", "_revs", "_sessions", "_txn")
+    __slots__ = ("_by_key", "_data", "_hist", "_hist_keys", "_keys", "_meta", "_revs", "_scan", "_sessions", "_txn")
 
     def __init__(self) -> None:
         self._data: dict[bytes, KeyValue] = {}
@@ -249,8 +269,8 @@ class MemoryBackend:
         """Each key's revisions in ``_hist``, sorted; no empty lists."""
         self._hist_keys: list[bytes] = []
         """Every key of ``_by_key``, sorted."""
-        self._garbage: list[tuple[int, int, int]] = []
-        """``(garbage_from, main, sub)`` of every record that is garbage from some revision on, sorted."""
+        self._scan: Rev = (0, 0)
+        """Physical compaction's scan position (see the module docstring)."""
         self._sessions: dict[int, SessionRecord] = {}
         self._meta = Meta()
         self._txn: _MemoryTxn | None = None
@@ -359,6 +379,27 @@ class _MemoryView:
     def history_size(self) -> int:
         return len(self._b._hist)
 
+    def history_image(self, start: Rev, limit: int) -> tuple[list[bytes], Rev | None]:
+        b = self._b
+        compact = b._meta.compact_revision
+        revs = b._revs
+        lo = bisect_left(revs, start)
+        following = revs[lo + limit] if lo + limit < len(revs) else None
+        out = []
+        for rev in revs[lo : lo + limit]:
+            record = b._hist[rev]
+            if record.main < compact and b._scan < (compact, 0):
+                due = garbage_from(record, self._after(record))
+                if due is not None and due <= compact:
+                    continue  # garbage physical compaction has not removed yet
+            out.append(encode_record(record))
+        return out, following
+
+    def _after(self, record: HistoryRecord) -> HistoryRecord | None:
+        revs = self._b._by_key[record.kv.key]
+        k = bisect_left(revs, record.rev) + 1
+        return self._b._hist[revs[k]] if k < len(revs) else None
+
 
 class _MemoryTxn(_MemoryView):
     """Writes in place; ``_undo`` holds one closure per change that puts it back, run backwards by :meth:`abort`."""
@@ -393,12 +434,6 @@ class _MemoryTxn(_MemoryView):
         last = b._hist[revs[-1]] if revs else None
         invariant(last is None or last.rev < rev, f"history of {key!r} out of order: {rev} after {last}")
         invariant(rev not in b._hist, f"two records at revision {rev}")
-        if last is not None:
-            due = garbage_from(last, record)
-            if due is not None and not last.tombstone:  # a tombstone's garbage revision is queued already
-                self._queue_garbage(due, last.rev)
-        if record.tombstone:
-            self._queue_garbage(record.main + 1, rev)
         b._hist[rev] = record
         insort(b._revs, rev)
         if revs is None:
@@ -407,11 +442,6 @@ class _MemoryTxn(_MemoryView):
         else:
             revs.append(rev)
         self._undo.append(partial(_unrecord, b, record))
-
-    def _queue_garbage(self, due: int, rev: Rev) -> None:
-        item = (due, *rev)
-        insort(self._b._garbage, item)
-        self._undo.append(partial(_remove_sorted, self._b._garbage, item))
 
     def put(self, kv: KeyValue, sub: int = 0) -> None:
         self._live()
@@ -429,23 +459,44 @@ class _MemoryTxn(_MemoryView):
         self._set_current(record.kv.key, None if record.tombstone else record.kv)
         self._record(record)
 
-    def compact(self, revision: int, budget: int) -> int:
+    def compact(self, revision: int, budget: int) -> bool:
         b = self._live()
-        removed = 0
-        while removed < budget and b._garbage and b._garbage[0][0] <= revision:
-            item = b._garbage.pop(0)
-            rev = (item[1], item[2])
-            record = b._hist.pop(rev)
-            del b._revs[bisect_left(b._revs, rev)]
-            key = record.kv.key
-            revs = b._by_key[key]
-            revs.remove(rev)
-            if not revs:
-                del b._by_key[key]
-                del b._hist_keys[bisect_left(b._hist_keys, key)]
-            self._undo.append(partial(_uncompact, b, item, record))
-            removed += 1
-        return removed
+        revs = b._revs
+        k = bisect_left(revs, b._scan)
+        doomed: list[Rev] = []
+        examined = 0
+        done = True
+        while k < len(revs) and revs[k][0] <= revision:
+            if examined == budget:
+                done = False
+                break
+            record = b._hist[revs[k]]
+            before = self.previous(record)
+            if before is not None and not before.tombstone:
+                due = garbage_from(before, record)
+                if due is not None and due <= revision:
+                    doomed.append(before.rev)
+            if record.tombstone and record.main < revision:
+                doomed.append(record.rev)
+            examined += 1
+            k += 1
+        self._undo.append(partial(setattr, b, "_scan", b._scan))
+        b._scan = (revision, 0) if done else revs[k]
+        for rev in doomed:
+            self._remove(rev)
+        return done
+
+    def _remove(self, rev: Rev) -> None:
+        b = self._b
+        record = b._hist.pop(rev)
+        del b._revs[bisect_left(b._revs, rev)]
+        key = record.kv.key
+        revs = b._by_key[key]
+        revs.remove(rev)
+        if not revs:
+            del b._by_key[key]
+            del b._hist_keys[bisect_left(b._hist_keys, key)]
+        self._undo.append(partial(_uncompact, b, record))
 
     def put_session(self, record: SessionRecord) -> None:
         b = self._live()
@@ -468,7 +519,7 @@ class _MemoryTxn(_MemoryView):
         saved = tuple(getattr(b, name) for name in _STATE)
         self._undo.append(partial(_restore_all, b, saved))
         b._data, b._keys, b._sessions, b._meta = {}, [], {}, Meta()
-        b._hist, b._revs, b._by_key, b._hist_keys, b._garbage = {}, [], {}, [], []
+        b._hist, b._revs, b._by_key, b._hist_keys, b._scan = {}, [], {}, [], (0, 0)
 
     def commit(self) -> None:
         self._live()._txn = None
@@ -482,7 +533,7 @@ class _MemoryTxn(_MemoryView):
         b._txn = None
 
 
-_STATE = ("_data", "_keys", "_sessions", "_meta", "_hist", "_revs", "_by_key", "_hist_keys", "_garbage")
+_STATE = ("_data", "_keys", "_sessions", "_meta", "_hist", "_revs", "_by_key", "_hist_keys", "_scan")
 
 
 def _restore_kv(b: MemoryBackend, key: bytes, old: KeyValue | None) -> None:
@@ -508,7 +559,7 @@ def _unrecord(b: MemoryBackend, record: HistoryRecord) -> None:
         del b._hist_keys[bisect_left(b._hist_keys, key)]
 
 
-def _uncompact(b: MemoryBackend, item: tuple[int, int, int], record: HistoryRecord) -> None:
+def _uncompact(b: MemoryBackend, record: HistoryRecord) -> None:
     rev = record.rev
     b._hist[rev] = record
     insort(b._revs, rev)
@@ -517,11 +568,6 @@ def _uncompact(b: MemoryBackend, item: tuple[int, int, int], record: HistoryReco
         b._by_key[key] = []
         insort(b._hist_keys, key)
     insort(b._by_key[key], rev)
-    insort(b._garbage, item)
-
-
-def _remove_sorted(items: list[tuple[int, int, int]], item: tuple[int, int, int]) -> None:
-    del items[bisect_left(items, item)]
 
 
 def _restore_session(b: MemoryBackend, session_id: int, old: SessionRecord | None) -> None:

@@ -29,7 +29,7 @@ History. Every write is kept in the backend's history (``backend.py``) until a `
 later revision removes what only older reads could see: a ``Range`` may name any revision from the compaction
 revision to the current one, and a watch may start anywhere in that span (:meth:`KVStateMachine.history_events`
 reads it from the backend, so it survives restarts). Compaction is logical at once — ``compact_revision`` moves,
-in the same transaction, on every replica alike — and physical in bounded steps (``COMPACT_STEP`` records at the
+in the same transaction, on every replica alike — and physical in bounded steps (``compact_budget`` records at the
 end of each applied batch), so a compaction of a million revisions never stops the node for seconds.
 
 Range (etcd's ``Range``, in its order). The range is read at its revision (current or past). ``count_only``
@@ -57,7 +57,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from raftkv.kv.backend import Backend, HistoryRecord, Meta, ReadView, WriteTxn, retained
+from raftkv.kv.backend import Backend, HistoryRecord, Meta, ReadView, WriteTxn
 from raftkv.kv.commands import (
     CloseSession,
     Command,
@@ -101,10 +101,19 @@ SNAPSHOT_FORMAT: Final = 4  # 2: sessions keep a window of results; 3: streamed 
 SNAPSHOT_FORMATS_READ: Final = (3, 4)
 """Format 3 images (no history) restore with the history starting at their revision (compacted there)."""
 SNAPSHOT_BATCH_KEYS: Final = 1024
-"""Keys per frame: a fixed count (never a byte budget that could depend on timing), so equal states give equal
-bytes, and one frame stays small (the retained records of at most 1024 keys)."""
-COMPACT_STEP: Final = 1000
-"""History records removed at most per applied batch while a compaction is under way."""
+"""Retained records per frame: a fixed count (never a byte budget that could depend on timing, nor what a
+node's lagging physical compaction still holds), so equal states give equal bytes, and a frame stays small."""
+COMPACT_STEP: Final = 256
+"""History records examined at least per applied batch while a compaction is under way..."""
+COMPACT_PER_ENTRY: Final = 2
+"""... or this many per entry of the batch, if more: each write leaves about one record of garbage, so physical
+compaction outpaces the writes twofold, while a batch's extra work stays bounded (bench/mvcc.py measures the
+dip)."""
+
+
+def compact_budget(entries: int) -> int:
+    """How many history records a batch of ``entries`` entries examines for physical compaction."""
+    return max(COMPACT_STEP, COMPACT_PER_ENTRY * entries)
 
 
 class SnapshotHeader(msgspec.Struct, frozen=True, array_like=True, tag="kvsnap"):
@@ -121,9 +130,16 @@ class SnapshotKVs(msgspec.Struct, frozen=True, array_like=True, tag="kvs"):
 
 
 class SnapshotHistory(msgspec.Struct, frozen=True, array_like=True, tag="history"):
-    """Format 4: the retained history records of some keys, key by key (each key's oldest first)."""
+    """Format 4: retained history records, in revision order."""
 
     records: list[HistoryRecord]
+
+
+class _SnapshotHistoryOut(msgspec.Struct, frozen=True, array_like=True, tag="history"):
+    """:class:`SnapshotHistory` as written: the records as the backend holds them encoded (no decode, no
+    re-encode: the same bytes)."""
+
+    records: list[msgspec.Raw]
 
 
 class SnapshotSessions(msgspec.Struct, frozen=True, array_like=True, tag="sessions"):
@@ -146,30 +162,29 @@ _SNAPSHOT_ENCODER: Final = msgspec.msgpack.Encoder()
 _FRAME_DECODER: Final = msgspec.msgpack.Decoder(SnapshotFrame)
 
 
-def _frame(item: SnapshotFrame) -> bytes:
+def _frame(item: SnapshotFrame | _SnapshotHistoryOut) -> bytes:
     body = _SNAPSHOT_ENCODER.encode(item)
     return _FRAME_LEN.pack(len(body)) + body
 
 
 def _snapshot_frames(view: ReadView) -> Iterator[bytes]:
-    """The whole state in ``view`` as length-prefixed frames: a header, the retained history key by key (a fixed
-    number of keys per frame), sessions in id order, and an end frame with the counts. Memory use is one frame,
-    not the state. Only what compaction keeps is written (physical removal may lag, differently on each node),
-    so equal states give equal bytes."""
-    meta = view.meta()
-    yield _frame(SnapshotHeader(SNAPSHOT_FORMAT, meta))
-    start, kv_count = b"", 0
-    while True:
-        groups = view.key_histories(start, SNAPSHOT_BATCH_KEYS)
-        if not groups:
-            break
-        records = [r for group in groups for r in retained(group, meta.compact_revision)]
-        if records:
-            kv_count += len(records)
-            yield _frame(SnapshotHistory(records))
-        if len(groups) < SNAPSHOT_BATCH_KEYS:
-            break
-        start = groups[-1][0].kv.key + b"\0"  # the smallest key after the last one
+    """The whole state in ``view`` as length-prefixed frames: a header, the retained history in revision order
+    (from a fixed number of records read per frame), sessions in id order, and an end frame with the counts.
+    Memory use is one frame, not the state. Only what compaction keeps is written (physical removal may lag,
+    differently on each node), so equal states give equal bytes."""
+    yield _frame(SnapshotHeader(SNAPSHOT_FORMAT, view.meta()))
+    position: tuple[int, int] | None = (0, 0)
+    kv_count = 0
+    pending: list[bytes] = []
+    while position is not None or pending:
+        if position is not None:
+            raws, position = view.history_image(position, SNAPSHOT_BATCH_KEYS)
+            pending.extend(raws)
+        # Frames hold a fixed number of *retained* records (garbage left out differs from node to node).
+        if len(pending) >= SNAPSHOT_BATCH_KEYS or (position is None and pending):
+            frame, pending = pending[:SNAPSHOT_BATCH_KEYS], pending[SNAPSHOT_BATCH_KEYS:]
+            kv_count += len(frame)
+            yield _frame(_SnapshotHistoryOut([msgspec.Raw(r) for r in frame]))
     sessions = view.sessions()
     if sessions:
         yield _frame(SnapshotSessions(sessions))
@@ -294,6 +309,11 @@ class KVStateMachine:
         return self._compact_revision
 
     @property
+    def compaction_pending(self) -> bool:
+        """Physical compaction may have garbage left to remove (the next applied batch takes a step)."""
+        return self._compact_pending
+
+    @property
     def clock_ms(self) -> int:
         """The state machine's clock: the largest ``time_ms`` applied so far."""
         return self._clock
@@ -332,7 +352,8 @@ class KVStateMachine:
             self._sessions.flush(txn)
             if self._compact_pending:
                 # Physical compaction, a bounded step per batch; what it removes no read can see any more.
-                self._compact_pending = txn.compact(self._compact_revision, COMPACT_STEP) == COMPACT_STEP
+                budget = compact_budget(len(entries))
+                self._compact_pending = not txn.compact(self._compact_revision, budget)
             txn.set_meta(Meta(self._applied, self._revision, self._clock, self._compact_revision))
             txn.commit()
         except BaseException:

@@ -34,6 +34,8 @@ from typing import IO, Any, Literal
 from raftkv.client import connect
 from raftkv.errors import ConfigError, RaftError, Unavailable
 from raftkv.kv.backend import Backend
+from raftkv.kv.commands import Compact, CompactResult, encode_command
+from raftkv.kv.compactor import AutoCompactor, Retention, parse_retention
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.capnp_api import serve_capnp
@@ -98,6 +100,10 @@ def _same_listener(added: str, listen: Address) -> bool:
     return listen.host in ("0.0.0.0", "::", "") and where.port == listen.port
 
 
+def _describe(r: Retention) -> str:
+    return f"{int(r.amount)} revisions" if r.mode == "revision" else f"{r.amount:g} s"
+
+
 class KVServer:
     """One raftkv server: ``async with KVServer(config) as server: ...`` (see the module docstring)."""
 
@@ -112,6 +118,10 @@ class KVServer:
     ) -> None:
         """``backend``: the KV store's backend (default: LMDB in the data directory, opened at start)."""
         config.validate(check_ports=check_ports)
+        try:
+            self.retention = parse_retention(config.auto_compaction_mode, config.auto_compaction_retention)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.config = config
         self.kind: MachineKind = state_machine
         self.streams = streams
@@ -122,6 +132,7 @@ class KVServer:
         self.node: RaftNode | None = None
         self.watches: WatchRegistry | None = None
         self._listener: Listener | None = None
+        self._compactor: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -164,8 +175,45 @@ class KVServer:
         except BaseException:
             await self.aclose(transfer_leadership=False)
             raise
+        if self.kv is not None and self.retention.enabled:
+            self._compactor = asyncio.ensure_future(self._auto_compact(AutoCompactor(self.retention)))
         self._started = True
         log.info("node %s: clients on %s (%s)", cfg.id, cfg.listen_client or "-", self.kind)
+
+    async def _auto_compact(self, compactor: AutoCompactor) -> None:
+        """While leader, propose the compactions ``compactor`` asks for (raftkv.kv.compactor); about once a
+        second, or ten times per retention in periodic mode if that is shorter."""
+        node, kv = self.running, self.kv
+        assert kv is not None
+        r = compactor.retention
+        interval = min(1.0, r.amount / 10) if r.mode == "periodic" else 1.0
+        loop = asyncio.get_running_loop()
+        leading = False
+        while True:
+            await asyncio.sleep(interval)
+            if not node.is_leader:
+                leading = False
+                continue
+            if not leading:
+                compactor.reset()  # a new leader measures the retention on its own clock, from now
+                leading = True
+            target = compactor.due(loop.time(), kv.revision, kv.compact_revision)
+            if target is None:
+                continue
+            try:
+                _index, _term, (fut,) = node.submit_batch([encode_command(Compact(target))], timeout=5.0)
+                result = await fut
+            except RaftError as e:
+                log.debug("node %s: automatic compaction at revision %s not done: %s", node.id, target, e)
+                continue
+            if isinstance(result, CompactResult):
+                log.info(
+                    "node %s: compacted the history at revision %s (%s retention %s)",
+                    node.id,
+                    target,
+                    r.mode,
+                    _describe(r),
+                )
 
     async def _join(self, cfg: NodeConfig) -> NodeConfig:
         """A fresh node joining: ask the cluster for its members, check this node was added (with this peer
@@ -218,6 +266,9 @@ class KVServer:
                 await self.node.stopped.wait()
             return
         self._closed = True
+        if self._compactor is not None:
+            self._compactor.cancel()
+            await asyncio.gather(self._compactor, return_exceptions=True)
         if self.node is not None:
             await self.node.aclose(transfer_leadership=transfer_leadership)
         if self.watches is not None:

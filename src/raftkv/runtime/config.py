@@ -64,6 +64,12 @@ class NodeConfig:
     growth x the snapshot's size (the rule Redis uses to rewrite its append-only file)."""
     wal_segment_bytes: int = 64 << 20
     """Size at which the write-ahead log starts a new segment file (compaction deletes whole segments)."""
+    auto_compaction_mode: str = "revision"
+    """``--auto-compaction-mode``: ``revision`` (keep the last N revisions) or ``periodic`` (keep a duration)."""
+    auto_compaction_retention: str = "10000"
+    """``--auto-compaction-retention``: revisions, or a duration (``1h``; a bare number is hours) in periodic mode;
+    0 turns automatic compaction of the KV history off (see raftkv.kv.compactor; the KV server validates both,
+    as the runtime knows nothing of the store)."""
     join: tuple[Address, ...] = ()
     """``--join``: client addresses of members of an existing cluster. A node with an empty data dir then
     joins it (it must have been added with ``raftkv member add`` first) instead of bootstrapping a new
@@ -238,7 +244,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
     for name in ("pre_vote", "check_quorum", "lazy_commit"):
         if name in values:
             setattr(cfg, name, bool(values[name]))
-    for name in ("log_level", "log_format"):
+    for name in ("log_level", "log_format", "auto_compaction_mode", "auto_compaction_retention"):
         if name in values:
             setattr(cfg, name, str(values[name]))
     return cfg

@@ -3,22 +3,25 @@
 Theory of operation
 -------------------
 One LMDB environment per node, ``DATA_DIR/kv.lmdb`` (a directory holding ``data.mdb`` and ``lock.mdb``), with
-six named sub-databases:
+five named sub-databases:
 
-* ``data``: user key -> 40-byte header ``<create_revision, mod_revision, version, lease, sub>`` (five
-  little-endian u64; ``(mod_revision, sub)`` is the revision of the history record holding this value)
-  followed by the value bytes: the current value of each live key. LMDB keeps keys sorted bytewise, which is
-  exactly etcd's key order, so a range scan at the current revision is a cursor walk;
-* ``history``: revision ``>QQ (main, sub)`` (big-endian, so key order is revision order) -> msgspec-encoded
-  :class:`~raftkv.kv.backend.HistoryRecord`. A watch from a past revision is a cursor walk from it;
+* ``data``: user key -> 40-byte header ``>QQ (mod_revision, sub)`` (big-endian: the ``history`` key of the
+  record holding this value) then ``<QQQ (create_revision, version, lease)``, followed by the value bytes: the
+  current value of each live key. LMDB keeps keys sorted bytewise, which is exactly etcd's key order, so a
+  range scan at the current revision is a cursor walk;
+* ``history``: revision ``>QQ (main, sub)`` (big-endian, so key order is revision order) -> a 19-byte prefix
+  ``<B tombstone><16 bytes: the revision of the put this record supersedes, zeros if none><H key length>``, the
+  user key, then the msgspec-encoded :class:`~raftkv.kv.backend.HistoryRecord` (the bytes a snapshot image
+  carries). A watch from a past revision is a cursor walk from it. The prefix lets physical compaction find
+  what each record makes garbage without decoding it;
 * ``key_revs`` (``dupsort``, fixed 17-byte values): user key -> ``>QQB (main, sub, tombstone)`` for each of
   its records, sorted. A read at revision ``R`` finds a key's record with one ``MDB_GET_BOTH_RANGE`` seek to
   ``(R + 1, 0)`` and a step back (or, when the key did not change after ``R``, just its last value), then one
   ``history`` get: O(log n) per key, and a range at ``R`` walks the keys in order;
-* ``garbage``: ``>QQQ (garbage_from, main, sub)`` -> user key, for every record that some compaction revision
-  makes garbage (:func:`~raftkv.kv.backend.garbage_from`), queued when the record becomes garbage-to-be (its
-  successor is written). Compaction pops this queue from the front: its cost is what it removes, never what
-  it keeps;
+* physical compaction walks ``history`` from its scan position (``b"compact_scan"`` in ``meta``: a physical,
+  per-node fact, outside :class:`~raftkv.kv.backend.Meta`), reading each record's predecessor from its prefix
+  (see ``raftkv.kv.backend``); a write costs three puts (``data``, ``history``, ``key_revs``), its predecessor
+  coming from the ``data`` row the state machine just read;
 * ``sessions``: session id (8 bytes, big-endian so that key order is id order) -> msgspec-encoded
   :class:`~raftkv.kv.sessions.SessionRecord`;
 * ``meta``: ``b"meta"`` -> msgspec-encoded :class:`~raftkv.kv.backend.Meta` (applied index, revision, clock), and
@@ -61,7 +64,7 @@ from typing import Final
 import lmdb
 import msgspec
 
-from raftkv.kv.backend import HistoryRecord, Meta, ReadView, WriteTxn, tombstone
+from raftkv.kv.backend import HistoryRecord, Meta, ReadView, WriteTxn, encode_record, garbage_from, tombstone
 from raftkv.kv.commands import KeyValue
 from raftkv.kv.keys import MAX_KEY_BYTES
 from raftkv.kv.sessions import SessionRecord
@@ -75,14 +78,16 @@ DEFAULT_MAP_SIZE: Final = 16 << 30
 """16 GiB of address space; the file only grows as data is written."""
 
 _FORMAT: Final = b"raftkv-kv-lmdb/3"  # 2: sessions keep a window of results; 3: multi-version history, leases
-_HEADER: Final = struct.Struct("<QQQQQ")
-_HEADER_SIZE: Final = _HEADER.size
+_HEADER_REST: Final = struct.Struct("<QQQ")  # create_revision, version, lease; after the 16-byte revision
+_HEADER_SIZE: Final = 16 + _HEADER_REST.size
 _META_KEY: Final = b"meta"
 _FORMAT_KEY: Final = b"format"
 
 _REV: Final = struct.Struct(">QQ")
 _KEY_REV: Final = struct.Struct(">QQB")
-_GARBAGE: Final = struct.Struct(">QQQ")
+_SCAN_KEY: Final = b"compact_scan"
+_PREFIX: Final = struct.Struct("<B16sH")
+_NO_REV: Final = bytes(16)
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _META_DECODER: Final = msgspec.msgpack.Decoder(Meta)
@@ -106,13 +111,18 @@ def _session_key(session_id: int) -> bytes:
 
 
 def _decode_kv(key: bytes, raw: bytes) -> KeyValue:
-    create, mod, version, lease, _sub = _HEADER.unpack_from(raw)
-    return KeyValue(key, raw[_HEADER_SIZE:], create, mod, version, lease)
+    create, version, lease = _HEADER_REST.unpack_from(raw, 16)
+    return KeyValue(key, raw[_HEADER_SIZE:], create, int.from_bytes(raw[:8]), version, lease)
+
+
+def _encoded(raw: bytes) -> bytes:
+    """The encoded record in a ``history`` value (after its prefix and key)."""
+    return raw[_PREFIX.size + int.from_bytes(raw[17:19], "little") :]
 
 
 def _decode_header(key: bytes, raw: bytes) -> KeyValue:
-    create, mod, version, lease, _sub = _HEADER.unpack_from(raw)
-    return KeyValue(key, b"", create, mod, version, lease)
+    create, version, lease = _HEADER_REST.unpack_from(raw, 16)
+    return KeyValue(key, b"", create, int.from_bytes(raw[:8]), version, lease)
 
 
 class LMDBBackend:
@@ -168,7 +178,6 @@ class LMDBBackend:
                 self._data = self._env.open_db(b"data", txn=txn)
                 self._history = self._env.open_db(b"history", txn=txn)
                 self._key_revs = self._env.open_db(b"key_revs", txn=txn, dupsort=True, dupfixed=True)
-                self._garbage = self._env.open_db(b"garbage", txn=txn)
                 self._sessions = self._env.open_db(b"sessions", txn=txn)
                 if found is None:
                     txn.put(_FORMAT_KEY, _FORMAT, db=self._meta)
@@ -247,11 +256,14 @@ class LMDBBackend:
 
 
 class _LMDBView:
-    __slots__ = ("_b", "_txn")
+    __slots__ = ("_b", "_last_get", "_txn")
 
     def __init__(self, backend: LMDBBackend, txn: lmdb.Transaction[bytes]) -> None:
         self._b = backend
         self._txn = txn
+        self._last_get: tuple[bytes, bytes | None] | None = None
+        """The last row :meth:`get` read: the state machine reads a key just before it writes it, and the write
+        needs the row it replaces (the record it supersedes)."""
 
     def meta(self) -> Meta:
         raw = self._txn.get(_META_KEY, db=self._b._meta)
@@ -261,6 +273,7 @@ class _LMDBView:
         if not key or len(key) > MAX_KEY_BYTES:
             return None  # LMDB refuses such keys outright; none can be stored
         raw = self._txn.get(key, db=self._b._data)
+        self._last_get = (key, raw)
         return None if raw is None else _decode_kv(key, raw)
 
     def scan(self, start: bytes, end: bytes | None, limit: int = 0, keys_only: bool = False) -> list[KeyValue]:
@@ -312,7 +325,7 @@ class _LMDBView:
         raw = self._txn.get(rev, db=self._b._history)
         invariant(raw is not None, f"key_revs names revision {_REV.unpack(rev)} that history lacks")
         assert raw is not None
-        return _RECORD_DECODER.decode(raw)
+        return _RECORD_DECODER.decode(_encoded(raw))
 
     def get_at(self, key: bytes, revision: int) -> KeyValue | None:
         if not key or len(key) > MAX_KEY_BYTES:
@@ -362,7 +375,7 @@ class _LMDBView:
         if not cursor.set_range(_REV.pack(main, sub)):
             return out
         for raw in cursor.iternext(keys=False, values=True):
-            out.append(_RECORD_DECODER.decode(raw))
+            out.append(_RECORD_DECODER.decode(_encoded(raw)))
             if len(out) == limit:
                 break
         return out
@@ -397,82 +410,179 @@ class _LMDBView:
     def history_size(self) -> int:
         return int(self._txn.stat(self._b._history)["entries"])
 
+    def _scan_position(self) -> tuple[int, int]:
+        raw = self._txn.get(_SCAN_KEY, db=self._b._meta)
+        return (0, 0) if raw is None else _REV.unpack(raw)
+
+    def _after(self, record: HistoryRecord) -> HistoryRecord | None:
+        """The record of the same key just after ``record``, if any."""
+        key = record.kv.key
+        cursor = self._txn.cursor(db=self._b._key_revs)
+        if not cursor.set_range_dup(key, _KEY_REV.pack(record.main, record.sub, 0)):
+            return None
+        return self._record(cursor.value()[:16]) if cursor.next_dup() else None
+
+    def history_image(self, start: tuple[int, int], limit: int) -> tuple[list[bytes], tuple[int, int] | None]:
+        compact = self.meta().compact_revision
+        lagging = self._scan_position() < (compact, 0)
+        out: list[bytes] = []
+        cursor = self._txn.cursor(db=self._b._history)
+        if not cursor.set_range(_REV.pack(*start)):
+            return out, None
+        n = 0
+        for rev, raw in cursor.iternext(keys=True, values=True):
+            if n == limit:
+                return out, _REV.unpack(rev)
+            n += 1
+            encoded = _encoded(raw)
+            if lagging and int.from_bytes(rev[:8]) < compact:
+                record = _RECORD_DECODER.decode(encoded)
+                due = garbage_from(record, self._after(record))
+                if due is not None and due <= compact:
+                    continue  # garbage physical compaction has not removed yet
+            out.append(encoded)  # as encode_record wrote it: the same bytes on every node
+        return out, None
+
 
 class _LMDBTxn(_LMDBView):
-    """One LMDB write transaction; LMDB errors become :class:`KVBackendError` (the caller aborts)."""
+    """One LMDB write transaction; LMDB errors become :class:`KVBackendError` (the caller aborts).
 
-    __slots__ = ()
+    History and index puts wait in two buffers until the commit, or until the transaction reads the history
+    (each history read flushes first, so the transaction still reads its own writes)."""
+
+    __slots__ = ("_history_puts", "_index_puts")
+
+    def __init__(self, backend: LMDBBackend, txn: lmdb.Transaction[bytes]) -> None:
+        super().__init__(backend, txn)
+        self._history_puts: list[tuple[bytes, bytes]] = []
+        self._index_puts: list[tuple[bytes, bytes]] = []
+
+    def get_at(self, key: bytes, revision: int) -> KeyValue | None:
+        self._flush()
+        return super().get_at(key, revision)
+
+    def scan_at(
+        self, start: bytes, end: bytes | None, revision: int, limit: int = 0, keys_only: bool = False
+    ) -> list[KeyValue]:
+        self._flush()
+        return super().scan_at(start, end, revision, limit, keys_only)
+
+    def count_at(self, start: bytes, end: bytes | None, revision: int) -> int:
+        self._flush()
+        return super().count_at(start, end, revision)
+
+    def history(self, main: int, sub: int = 0, limit: int = 0) -> list[HistoryRecord]:
+        self._flush()
+        return super().history(main, sub, limit)
+
+    def previous(self, record: HistoryRecord) -> HistoryRecord | None:
+        self._flush()
+        return super().previous(record)
+
+    def key_histories(self, start: bytes, limit: int) -> list[list[HistoryRecord]]:
+        self._flush()
+        return super().key_histories(start, limit)
+
+    def history_size(self) -> int:
+        self._flush()
+        return super().history_size()
+
+    def history_image(self, start: tuple[int, int], limit: int) -> tuple[list[bytes], tuple[int, int] | None]:
+        self._flush()
+        return super().history_image(start, limit)
 
     def _check(self) -> None:
         invariant(self._b._write is self, "use of a finished LMDB write transaction")
 
     def _write(self, record: HistoryRecord, operation: str) -> None:
-        """Record ``record`` in the history and make the current value follow it; the record it supersedes (the
-        current value's, if any: a tombstone's garbage revision is queued with it) is queued as garbage."""
+        """Record ``record`` in the history and make the current value follow it. The current row, whose first
+        16 bytes name the put this record supersedes, was usually just read by the state machine; the history
+        and index puts are buffered and written in bulk (:meth:`_flush`)."""
         b, txn = self._b, self._txn
         kv = record.kv
-        key, main, sub = kv.key, record.main, record.sub
-        rev = _REV.pack(main, sub)
+        key = kv.key
+        rev = _REV.pack(record.main, record.sub)
         try:
-            old = txn.get(key, db=b._data)
-            if old is not None:
-                _c, old_main, _v, _l, old_sub = _HEADER.unpack_from(old)
-                invariant((old_main, old_sub) < (main, sub), f"history of {key!r} out of order at {(main, sub)}")
-                due = main if main > old_main else old_main + 1
-                txn.put(_GARBAGE.pack(due, old_main, old_sub), key, db=b._garbage)
-            if record.tombstone:
+            cached = self._last_get
+            old = cached[1] if cached is not None and cached[0] == key else txn.get(key, db=b._data)
+            self._last_get = None
+            dead = record.tombstone
+            if dead:
                 if old is not None:
                     txn.delete(key, db=b._data)
-                txn.put(_GARBAGE.pack(main + 1, main, sub), key, db=b._garbage)
             else:
-                header = _HEADER.pack(kv.create_revision, main, kv.version, kv.lease, sub)
-                txn.put(key, header + kv.value, db=b._data)
-            fresh = txn.put(rev, _ENCODER.encode(record), db=b._history, overwrite=False)
-            invariant(fresh, f"two records at revision {(main, sub)}")
-            txn.put(key, rev + (b"\x01" if record.tombstone else b"\x00"), db=b._key_revs, dupdata=True)
+                txn.put(key, rev + _HEADER_REST.pack(kv.create_revision, kv.version, kv.lease) + kv.value, db=b._data)
         except lmdb.Error as exc:
             raise b._error(operation, exc) from exc
+        prefix = _PREFIX.pack(dead, _NO_REV if old is None else old[:16], len(key))
+        self._history_puts.append((rev, prefix + key + encode_record(record)))
+        self._index_puts.append((key, rev + (b"\x01" if dead else b"\x00")))
+
+    def _flush(self) -> None:
+        """Write the buffered history and index puts: history keys only grow, so they are appended."""
+        history, index = self._history_puts, self._index_puts
+        if not history:
+            return
+        b, txn = self._b, self._txn
+        self._history_puts, self._index_puts = [], []
+        try:
+            _consumed, added = txn.cursor(db=b._history).putmulti(history, overwrite=False, append=True)
+            invariant(added == len(history), f"history revisions not increasing near {_REV.unpack(history[0][0])}")
+            txn.cursor(db=b._key_revs).putmulti(index, dupdata=True)
+        except lmdb.Error as exc:
+            raise b._error("write the history", exc) from exc
 
     def put(self, kv: KeyValue, sub: int = 0) -> None:
         self._write(HistoryRecord(kv.mod_revision, sub, kv), "put")
 
     def delete(self, key: bytes, revision: int, sub: int = 0) -> None:
         try:
-            present = self._txn.get(key, db=self._b._data) is not None
+            raw = self._txn.get(key, db=self._b._data)
         except lmdb.Error as exc:
             raise self._b._error("delete", exc) from exc
-        invariant(present, f"delete of a missing key {key!r}")
+        invariant(raw is not None, f"delete of a missing key {key!r}")
+        self._last_get = (key, raw)
         self._write(tombstone(key, revision, sub), "delete")
 
     def restore(self, record: HistoryRecord) -> None:
         self._write(record, "restore")
 
-    def compact(self, revision: int, budget: int) -> int:
+    def compact(self, revision: int, budget: int) -> bool:
+        self._flush()
         b, txn = self._b, self._txn
-        removed = 0
+        doomed: list[tuple[bytes, bytes]] = []  # (key, key_revs value); removed after the walk
+        done = True
         try:
-            cursor = txn.cursor(db=b._garbage)
-            if not cursor.first():
-                return 0
-            while removed < budget:
-                item = cursor.key()
-                if int.from_bytes(item[:8]) > revision:
-                    break
-                key = cursor.value()
-                rev = item[8:]
-                raw = txn.pop(rev, db=b._history)
-                invariant(raw is not None, f"garbage names revision {_REV.unpack(rev)} that history lacks")
-                assert raw is not None
-                flag = b"\x01" if _RECORD_DECODER.decode(raw).tombstone else b"\x00"
-                txn.delete(key, rev + flag, db=b._key_revs)
-                removed += 1
-                if not cursor.delete():  # moves to the next item
-                    break
-                if not cursor.key():
-                    break
+            position = self._scan_position()
+            cursor = txn.cursor(db=b._history)
+            examined = 0
+            following = _REV.pack(revision, 0)
+            if cursor.set_range(_REV.pack(*position)):
+                for rev, raw in cursor.iternext(keys=True, values=True):
+                    if int.from_bytes(rev[:8]) > revision:
+                        break
+                    if examined == budget:
+                        done, following = False, rev
+                        break
+                    examined += 1
+                    dead, previous, key_len = _PREFIX.unpack_from(raw)
+                    key = raw[_PREFIX.size : _PREFIX.size + key_len]
+                    main = int.from_bytes(rev[:8])
+                    if previous != _NO_REV:  # a put this record superseded (tombstones are settled on their own)
+                        previous_main = int.from_bytes(previous[:8])
+                        due = main if main > previous_main else previous_main + 1
+                        if due <= revision:
+                            doomed.append((key, previous + b"\x00"))
+                    if dead and main < revision:
+                        doomed.append((key, rev + b"\x01"))
+            txn.put(_SCAN_KEY, following, db=b._meta)
+            for key, value in doomed:
+                # The predecessor may be gone already (removed by an earlier pass): deleting it again is a no-op.
+                txn.delete(value[:16], db=b._history)
+                txn.delete(key, value, db=b._key_revs)
         except lmdb.Error as exc:
             raise b._error("compact", exc) from exc
-        return removed
+        return done
 
     def put_session(self, record: SessionRecord) -> None:
         try:
@@ -495,9 +605,12 @@ class _LMDBTxn(_LMDBView):
 
     def clear(self) -> None:
         self._check()
+        self._last_get = None
+        self._history_puts, self._index_puts = [], []
         try:
-            for db in (self._b._data, self._b._history, self._b._key_revs, self._b._garbage, self._b._sessions):
+            for db in (self._b._data, self._b._history, self._b._key_revs, self._b._sessions):
                 self._txn.drop(db, delete=False)
+            self._txn.delete(_SCAN_KEY, db=self._b._meta)
             self._txn.put(_META_KEY, _ENCODER.encode(Meta()), db=self._b._meta)
         except lmdb.Error as exc:
             raise self._b._error("clear", exc) from exc
@@ -505,12 +618,15 @@ class _LMDBTxn(_LMDBView):
     def commit(self) -> None:
         self._check()
         try:
+            self._flush()
             self._txn.commit()
-        except lmdb.Error as exc:
+        except BaseException as exc:
             self._txn.abort()
-            raise self._b._error("commit", exc) from exc
-        finally:
             self._b._write = None
+            if isinstance(exc, lmdb.Error):
+                raise self._b._error("commit", exc) from exc
+            raise
+        self._b._write = None
 
     def abort(self) -> None:
         if self._b._write is self:
