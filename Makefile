@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-check bench-snapshot bench-compare torture clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-check bench-snapshot bench-compare torture clean
 
 setup: $(STAMP)
 
@@ -72,6 +72,12 @@ bench-cluster: setup
 ## Write stalls during membership changes, and leadership transfer times (bench/membership.py).
 bench-membership: setup
 	PYTHONPATH=. $(PY) bench/membership.py
+
+bench-mvcc: setup
+	PYTHONPATH=. $(PY) bench/mvcc.py
+
+bench-coordination: setup
+	PYTHONPATH=. $(PY) bench/coordination.py
 
 bench-check: setup
 	$(PY) bench/check.py

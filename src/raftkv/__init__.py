@@ -22,6 +22,7 @@ _LAZY = {
     "SessionExpired": "raftkv.errors",
     "Compacted": "raftkv.errors",
     "FutureRevision": "raftkv.errors",
+    "LeaseNotFound": "raftkv.errors",
     "WatchCancelled": "raftkv.errors",
     "TxnFailed": "raftkv.errors",
     "Timeout": "raftkv.errors",

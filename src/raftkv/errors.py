@@ -41,9 +41,9 @@ from raftkv.storage.errors import (
 
 if TYPE_CHECKING:
     from raftkv.kv.commands import TxnResult
-    from raftkv.kv.errors import CommandError, Compacted, FutureRevision, KVError
+    from raftkv.kv.errors import CommandError, Compacted, FutureRevision, KVError, LeaseNotFound
 
-_KV_ERRORS = ("CommandError", "Compacted", "FutureRevision", "KVError")
+_KV_ERRORS = ("CommandError", "Compacted", "FutureRevision", "KVError", "LeaseNotFound")
 """Defined by the key-value state machine (``raftkv.kv.errors``); loaded on first use, so that an embedder of
 the runtime who never touches the KV store does not import it."""
 
@@ -116,6 +116,7 @@ __all__ = [
     "InvalidRequest",
     "InvariantViolation",
     "KVError",
+    "LeaseNotFound",
     "LogCompacted",
     "NodeFailed",
     "NotLeader",

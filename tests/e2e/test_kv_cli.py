@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,6 @@ from raftkv.client import connect
 from tests.e2e.harness import ProcCluster
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[ProcCluster]:
-    c = ProcCluster(tmp_path, 3)
-    await c.start()
-    try:
-        await c.wait_leader(timeout=15.0)
-        yield c
-    finally:
-        await c.close()
 
 
 def cli(c: ProcCluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +14,6 @@ from tests.e2e.harness import ProcCluster
 from tests.e2e.test_kv_cli import cli
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[ProcCluster]:
-    c = ProcCluster(tmp_path, 3)
-    await c.start()
-    try:
-        await c.wait_leader(timeout=15.0)
-        yield c
-    finally:
-        await c.close()
 
 
 async def test_cli_reads_the_past_sorts_and_compacts(cluster: ProcCluster) -> None:

@@ -38,6 +38,7 @@ from raftkv.kv import (
     encode_result,
     stamp,
 )
+from raftkv.kv.commands import MAX_LEASE_TTL_S, LeaseGrant, LeaseRevoke
 
 KV = KeyValue(b"k", b"v", 3, 5, 2)
 
@@ -88,7 +89,7 @@ def test_every_result_round_trips(result: Result | None) -> None:
 
 def test_a_request_with_a_100_byte_value_encodes_small() -> None:
     data = encode_command(Request(123456, 789, 1_700_000_000_000, Put(b"user/42", b"x" * 100)))
-    assert len(data) <= 140  # 100 bytes of value, at most 40 of framing (first_incomplete added 1)
+    assert len(data) <= 141  # 100 bytes of value, at most 41 of framing (first_incomplete and lease added 1 each)
 
 
 def _raw(*fields: Any) -> bytes:
@@ -112,7 +113,7 @@ def _raw(*fields: Any) -> bytes:
         _raw("range", b"k", None, -1, False, False),  # negative limit
         _raw("txn", [[b"k", "value", "=", 5]], [], []),  # int compared with a value
         _raw("txn", [[b"k", "version", "=", b"5"]], [], []),  # bytes compared with a version
-        _raw("txn", [[b"k", "lease", "=", 5]], [], []),  # unknown target
+        _raw("txn", [[b"k", "size", "=", 5]], [], []),  # unknown target
         _raw("txn", [[b"k", "version", ">=", 5]], [], []),  # unknown operator
         _raw("txn", [], [["open", 10, 0]], []),  # not an op allowed in a branch
         _raw("req", 1, 0, 0, ["put", b"k", b"v", False]),  # seq 0
@@ -145,7 +146,12 @@ def test_garbage_results_raise_command_error() -> None:
         lambda: Compare(b"k", "value", "=", 1),
         lambda: Compare(b"k", "mod", "=", b"1"),
         lambda: Compare(b"k", "version", "=", True),
-        lambda: Compare(b"k", "lease", "=", 1),  # type: ignore[arg-type]
+        lambda: Compare(b"k", "size", "=", 1),  # type: ignore[arg-type]
+        lambda: Compare(b"k", "lease", "=", b"1"),
+        lambda: LeaseGrant(0),
+        lambda: LeaseGrant(MAX_LEASE_TTL_S + 1),
+        lambda: LeaseRevoke(0),
+        lambda: Put(b"k", b"v", lease=-1),
         lambda: Compare(b"k", "version", "<=", 1),  # type: ignore[arg-type]
         lambda: OpenSession(ttl_ms=0),
         lambda: OpenSession(ttl_ms=10, time_ms=-1),

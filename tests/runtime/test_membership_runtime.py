@@ -27,6 +27,14 @@ async def _cluster(tmp: Path, n: int = 3) -> tuple[list[RaftNode], list[CommandL
     for node in nodes:
         await node.start()
     await wait_until(lambda: leader_of(nodes) is not None, 3.0, "a leader")
+
+    def committed_in_its_term() -> bool:
+        # A leader changes membership only once it has committed an entry of its own term (raft-dev, 2015).
+        lead = leader_of(nodes)
+        core = lead.core if lead is not None else None
+        return core is not None and core.log.term_or_none(core.log.committed) == core.term
+
+    await wait_until(committed_in_its_term, 3.0, "the leader's first commit")
     return nodes, machines
 
 

@@ -1,7 +1,8 @@
 """The ``raftkv`` command, one module per topic.
 
 ``serve`` runs a node (``serve.py``); ``status`` and ``ping`` ask nodes about themselves (``admin.py``); ``put``,
-``get``, ``del``, ``txn``, ``watch`` and ``compaction`` are the key-value commands (``kv.py``);
+``get``, ``del``, ``txn``, ``watch`` and ``compaction`` are the key-value commands (``kv.py``); ``lease ...``
+the lease commands (``lease.py``); ``lock`` and ``elect`` the coordination recipes (``coordination.py``);
 ``member list|add|promote|remove`` and ``leader transfer`` change the membership (``member.py``);
 ``snapshot save|restore`` takes
 and restores backups (``snapshot.py``); ``cluster up`` runs a local cluster of processes (``cluster.py``, over
@@ -19,7 +20,9 @@ import click
 from raftkv.cli.admin import ping, status
 from raftkv.cli.bench import bench
 from raftkv.cli.cluster import cluster
+from raftkv.cli.coordination import elect, lock
 from raftkv.cli.kv import compaction, delete, get, put, txn, watch
+from raftkv.cli.lease import lease
 from raftkv.cli.member import leader, member
 from raftkv.cli.serve import serve
 from raftkv.cli.snapshot import snapshot
@@ -43,6 +46,9 @@ for _command in (
     txn,
     watch,
     compaction,
+    lease,
+    lock,
+    elect,
     snapshot,
     cluster,
     bench,

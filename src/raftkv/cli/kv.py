@@ -45,13 +45,16 @@ _kv_timeout = click.option("--timeout", type=float, default=5.0, show_default=Tr
 @endpoints_option
 @click.argument("key")
 @click.argument("value")
+@click.option("--lease", "lease_id", type=int, default=0, help="Attach KEY to this lease (`raftkv lease grant`).")
 @json_option
 @_kv_timeout
-def put(endpoints: str | None, key: str, value: str, as_json: bool, timeout: float) -> None:
+def put(endpoints: str | None, key: str, value: str, lease_id: int, as_json: bool, timeout: float) -> None:
     """Set KEY to VALUE."""
+    if lease_id < 0:
+        fail(f"--lease must be a lease id (>= 1), not {lease_id}")
 
     async def op(c: Any) -> Any:
-        return await c.put(key, value, prev_kv=True)
+        return await c.put(key, value, prev_kv=True, lease=lease_id)
 
     r = client_call(endpoints, timeout, op)
     if as_json:

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 from raftkv.client.admin import Admin, MemberReport, StatusReport, download_backup
 from raftkv.client.connection import Connection, explain
-from raftkv.client.kv import Client, connect
+from raftkv.client.kv import Client, Lease, connect
+from raftkv.client.recipes import Election, Lock, LockLost
 from raftkv.client.sync import SyncClient, connect_sync
 from raftkv.client.watch import Watch
 from raftkv.errors import (
@@ -49,6 +50,7 @@ from raftkv.errors import (
     FutureRevision,
     InternalError,
     InvalidRequest,
+    LeaseNotFound,
     NodeFailed,
     NotLeader,
     ProposalDropped,
@@ -66,9 +68,14 @@ __all__ = [
     "Client",
     "Compacted",
     "Connection",
+    "Election",
     "FutureRevision",
     "InternalError",
     "InvalidRequest",
+    "Lease",
+    "LeaseNotFound",
+    "Lock",
+    "LockLost",
     "MemberReport",
     "NodeFailed",
     "NotLeader",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from raftkv.client.admin import Admin, MemberReport
+from raftkv.client.recipes import Election, Lock
 from raftkv.client.router import Router
 from raftkv.client.watch import MAX_QUEUED_EVENTS, Watch
 from raftkv.errors import InvariantViolation, RaftError, SessionExpired, TxnFailed
@@ -38,6 +39,16 @@ from raftkv.kv.commands import (
     DeleteResult,
     ErrorResult,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseKeepAlive,
+    LeaseKeepAliveResult,
+    LeaseLeases,
+    LeaseLeasesResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
+    LeaseTimeToLive,
+    LeaseTimeToLiveResult,
     OpenSession,
     Put,
     PutResult,
@@ -54,7 +65,7 @@ from raftkv.kv.commands import (
     decode_result,
     encode_command,
 )
-from raftkv.kv.errors import Compacted, ErrorCode, FutureRevision
+from raftkv.kv.errors import Compacted, ErrorCode, FutureRevision, LeaseNotFound
 from raftkv.kv.keys import prefix_end
 from raftkv.raft.types import ConfState
 from raftkv.tasks import TaskSet
@@ -64,7 +75,19 @@ from raftkv.transport.streams import PLAIN, StreamLayer
 
 Key = str | bytes
 Op = Put | DeleteRange | Range
-R = TypeVar("R", PutResult, RangeResult, DeleteResult, TxnResult, CompactResult)
+R = TypeVar(
+    "R",
+    PutResult,
+    RangeResult,
+    DeleteResult,
+    TxnResult,
+    CompactResult,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    LeaseKeepAliveResult,
+    LeaseTimeToLiveResult,
+    LeaseLeasesResult,
+)
 
 MAX_BATCH: Final = 1024
 """Calls per ``execute`` RPC at most."""
@@ -118,9 +141,55 @@ class Client:
 
     # --- key-value operations ----------------------------------------------------------------------------
 
-    async def put(self, key: Key, value: Key, *, prev_kv: bool = False, timeout: float | None = None) -> PutResult:
-        result = await self._write(Put(_b(key), _b(value), prev_kv), timeout)
+    async def put(
+        self, key: Key, value: Key, *, prev_kv: bool = False, lease: int = 0, timeout: float | None = None
+    ) -> PutResult:
+        """Set ``key``; with ``lease``, attach it to that lease (``LeaseNotFound`` if there is none)."""
+        result = await self._write(Put(_b(key), _b(value), prev_kv, lease), timeout)
         return _expect(result, PutResult)
+
+    # --- leases (etcd's) ---------------------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int, *, lease_id: int = 0, timeout: float | None = None) -> LeaseGrantResult:
+        """A lease of ``ttl`` seconds (``lease_id`` 0: the cluster picks the id). It lives while kept alive."""
+        return _expect(await self._write(LeaseGrant(ttl, lease_id), timeout), LeaseGrantResult)
+
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> LeaseRevokeResult:
+        """Revoke a lease now: its keys are deleted with it."""
+        return _expect(await self._write(LeaseRevoke(lease_id), timeout), LeaseRevokeResult, lease=lease_id)
+
+    async def lease_keep_alive_once(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """Refresh the lease to a whole TTL from now (answered by the leader); its TTL in seconds."""
+        result = await self._call(encode_command(LeaseKeepAlive(lease_id)), False, timeout)
+        return _expect(result, LeaseKeepAliveResult, lease=lease_id).ttl_s
+
+    async def lease_time_to_live(
+        self, lease_id: int, *, keys: bool = False, timeout: float | None = None
+    ) -> LeaseTimeToLiveResult:
+        """Seconds left, the granted TTL, and (``keys``) the attached keys."""
+        result = await self._call(encode_command(LeaseTimeToLive(lease_id, keys)), False, timeout)
+        return _expect(result, LeaseTimeToLiveResult, lease=lease_id)
+
+    async def leases(self, *, timeout: float | None = None) -> list[int]:
+        """The id of every lease."""
+        result = await self._call(encode_command(LeaseLeases()), False, timeout)
+        return list(_expect(result, LeaseLeasesResult).ids)
+
+    def lock(self, name: str | bytes, *, ttl: int = 10) -> Lock:
+        """``async with client.lock("jobs/nightly") as held:`` a distributed lock (raftkv.client.recipes):
+        ``held.token`` is its fencing token, ``held.lost`` is set if its lease is lost while held."""
+        return Lock(self, name, ttl)
+
+    def election(self, name: str | bytes, *, ttl: int = 10) -> Election:
+        """A leader election (raftkv.client.recipes): ``campaign``, ``proclaim``, ``resign``, ``leader``,
+        ``observe``."""
+        return Election(self, name, ttl)
+
+    def lease(self, ttl: int, *, lease_id: int = 0) -> Lease:
+        """``async with client.lease(10) as lease:`` a lease kept alive in the background (every third of its
+        TTL) until the block ends, then revoked. ``lease.lost`` is set if it could not be kept alive (the
+        cluster unreachable for longer than its TTL, or the lease revoked): stop acting on what it guards."""
+        return Lease(self, ttl, lease_id)
 
     async def get(
         self, key: Key, *, revision: int = 0, serializable: bool = False, timeout: float | None = None
@@ -288,6 +357,8 @@ class Client:
                 if self._session_id == session:
                     self._session_id = 0  # the next write opens a new session
                 raise SessionExpired(f"{result.message}; the write may or may not have been applied")
+            if result.code == ErrorCode.LEASE_NOT_FOUND:
+                raise LeaseNotFound(getattr(op, "lease", 0) or getattr(op, "id", 0), result.message)
             if result.code not in (ErrorCode.COMPACTED, ErrorCode.FUTURE_REVISION):
                 raise RaftError(f"{result.code}: {result.message}")
         if result is None:
@@ -346,17 +417,63 @@ class Client:
         self.router.close()
 
 
-def _expect(result: Result | None, kind: type[R], revision: int = 0) -> R:
-    """The result of a call, of the kind its command produces (``revision``: the one it asked for)."""
+def _expect(result: Result | None, kind: type[R], revision: int = 0, lease: int = 0) -> R:
+    """The result of a call, of the kind its command produces (``revision``, ``lease``: the ones it named)."""
     if isinstance(result, kind):
         return result
     if isinstance(result, ErrorResult):
+        if result.code == ErrorCode.LEASE_NOT_FOUND:
+            raise LeaseNotFound(lease, result.message)
         if result.code == ErrorCode.COMPACTED:
             raise Compacted(revision, result.revision)
         if result.code == ErrorCode.FUTURE_REVISION:
             raise FutureRevision(revision, result.revision)
         raise RaftError(f"{result.code}: {result.message}")
     raise InvariantViolation(f"a {kind.__name__} was expected, the node answered {result!r}")
+
+
+class Lease:
+    """A lease kept alive in the background while the ``async with`` block runs (etcd's concurrency session).
+
+    It refreshes every third of its TTL. If a keep-alive cannot get through for longer than the TTL (the
+    cluster unreachable), or the lease is gone (revoked, expired), ``lost`` is set and the keep-alive stops: the
+    holder must stop acting on what the lease guards. At the end of the block the lease is revoked."""
+
+    def __init__(self, client: Client, ttl: int, lease_id: int = 0) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.id = lease_id
+        self.lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Lease:
+        granted = await self.client.lease_grant(self.ttl, lease_id=self.id)
+        self.id = granted.id
+        self._task = asyncio.ensure_future(self._keep_alive())
+        return self
+
+    async def _keep_alive(self) -> None:
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.client.lease_keep_alive_once(self.id, timeout=max(0.5, self.ttl / 3))
+                last_ok = time.monotonic()
+            except LeaseNotFound:
+                self.lost.set()
+                return
+            except RaftError:
+                if time.monotonic() - last_ok >= self.ttl:
+                    self.lost.set()  # the cluster may have expired it by now
+                    return
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if not self.lost.is_set():
+            with contextlib.suppress(RaftError):
+                await self.client.lease_revoke(self.id)
 
 
 def _session_id(result: Result | None) -> int:

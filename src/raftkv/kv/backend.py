@@ -12,6 +12,9 @@ stores four things and makes a batch of changes to them atomic:
   revision (watches replay it in order) and by key, then revision (a read at a past revision finds, per key,
   the newest record at or below it);
 * the session table: ``session_id -> SessionRecord``;
+* the lease table (etcd's leases): ``lease_id -> LeaseRecord``, and which live keys each lease holds. The
+  backend keeps that attachment itself, from the ``lease`` of each key's current value: a write that changes a
+  key's lease (or deletes the key) moves it;
 * :class:`Meta`: the store revision, the compaction revision, the state machine's clock, and
   ``applied_index``, the last log index whose effects are included. Written in the same transaction as the
   data, so after a restart the state machine resumes exactly after the last batch that reached the backend and
@@ -75,6 +78,14 @@ class Meta(msgspec.Struct, frozen=True, array_like=True, gc=False):
     revision: int = 0
     clock_ms: int = 0
     compact_revision: int = 0
+
+
+class LeaseRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A lease: its ``id`` and granted ``ttl_s``. When it expires is the leader's business, not stored state
+    (``raftkv.kv.lessor``); revoking it deletes its keys."""
+
+    id: int
+    ttl_s: int
 
 
 class HistoryRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -154,6 +165,16 @@ class ReadView(Protocol):
         """Every stored session, in id order."""
         ...
 
+    def leases(self) -> list[LeaseRecord]:
+        """Every lease, in id order."""
+        ...
+
+    def get_lease(self, lease_id: int) -> LeaseRecord | None: ...
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The live keys attached to ``lease_id``, in key order."""
+        ...
+
     # --- the history ---
 
     def get_at(self, key: bytes, revision: int) -> KeyValue | None:
@@ -218,6 +239,12 @@ class WriteTxn(ReadView, Protocol):
 
     def put_session(self, record: SessionRecord) -> None: ...
 
+    def put_lease(self, record: LeaseRecord) -> None: ...
+
+    def delete_lease(self, lease_id: int) -> None:
+        """Remove a lease, which must exist (its keys are deleted first, which detaches them)."""
+        ...
+
     def delete_session(self, session_id: int) -> None:
         """Remove a session, which must exist."""
         ...
@@ -256,7 +283,20 @@ Rev = tuple[int, int]
 class MemoryBackend:
     """Dicts + sorted lists, with an undo log for abort. Not thread-safe; pure."""
 
-    __slots__ = ("_by_key", "_data", "_hist", "_hist_keys", "_keys", "_meta", "_revs", "_scan", "_sessions", "_txn")
+    __slots__ = (
+        "_by_key",
+        "_data",
+        "_hist",
+        "_hist_keys",
+        "_keys",
+        "_lease_keys",
+        "_leases",
+        "_meta",
+        "_revs",
+        "_scan",
+        "_sessions",
+        "_txn",
+    )
 
     def __init__(self) -> None:
         self._data: dict[bytes, KeyValue] = {}
@@ -272,6 +312,9 @@ class MemoryBackend:
         self._scan: Rev = (0, 0)
         """Physical compaction's scan position (see the module docstring)."""
         self._sessions: dict[int, SessionRecord] = {}
+        self._leases: dict[int, LeaseRecord] = {}
+        self._lease_keys: dict[int, set[bytes]] = {}
+        """Invariant: ``k in _lease_keys[l]`` iff ``_data[k].lease == l != 0``; no empty sets."""
         self._meta = Meta()
         self._txn: _MemoryTxn | None = None
 
@@ -329,6 +372,16 @@ class _MemoryView:
     def sessions(self) -> list[SessionRecord]:
         s = self._b._sessions
         return [s[sid] for sid in sorted(s)]
+
+    def leases(self) -> list[LeaseRecord]:
+        leases = self._b._leases
+        return [leases[i] for i in sorted(leases)]
+
+    def get_lease(self, lease_id: int) -> LeaseRecord | None:
+        return self._b._leases.get(lease_id)
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        return sorted(self._b._lease_keys.get(lease_id, ()))
 
     def _at(self, key: bytes, revision: int) -> HistoryRecord | None:
         revs = self._b._by_key.get(key)
@@ -417,6 +470,12 @@ class _MemoryTxn(_MemoryView):
     def _set_current(self, key: bytes, kv: KeyValue | None) -> None:
         b = self._b
         old = b._data.get(key)
+        old_lease, new_lease = (old.lease if old else 0), (kv.lease if kv else 0)
+        if old_lease != new_lease:
+            if old_lease:
+                self._detach(old_lease, key)
+            if new_lease:
+                self._attach(new_lease, key)
         self._undo.append(partial(_restore_kv, b, key, old))
         if kv is None:
             if old is not None:
@@ -498,6 +557,26 @@ class _MemoryTxn(_MemoryView):
             del b._hist_keys[bisect_left(b._hist_keys, key)]
         self._undo.append(partial(_uncompact, b, record))
 
+    def _attach(self, lease_id: int, key: bytes) -> None:
+        keys = self._b._lease_keys.setdefault(lease_id, set())
+        keys.add(key)
+        self._undo.append(partial(_detach, self._b, lease_id, key))
+
+    def _detach(self, lease_id: int, key: bytes) -> None:
+        _detach(self._b, lease_id, key)
+        self._undo.append(partial(_attach, self._b, lease_id, key))
+
+    def put_lease(self, record: LeaseRecord) -> None:
+        b = self._live()
+        self._undo.append(partial(_restore_lease, b, record.id, b._leases.get(record.id)))
+        b._leases[record.id] = record
+
+    def delete_lease(self, lease_id: int) -> None:
+        b = self._live()
+        old = b._leases.pop(lease_id, None)
+        invariant(old is not None, f"delete of a missing lease {lease_id}")
+        self._undo.append(partial(_restore_lease, b, lease_id, old))
+
     def put_session(self, record: SessionRecord) -> None:
         b = self._live()
         self._undo.append(partial(_restore_session, b, record.session_id, b._sessions.get(record.session_id)))
@@ -520,6 +599,7 @@ class _MemoryTxn(_MemoryView):
         self._undo.append(partial(_restore_all, b, saved))
         b._data, b._keys, b._sessions, b._meta = {}, [], {}, Meta()
         b._hist, b._revs, b._by_key, b._hist_keys, b._scan = {}, [], {}, [], (0, 0)
+        b._leases, b._lease_keys = {}, {}
 
     def commit(self) -> None:
         self._live()._txn = None
@@ -533,7 +613,37 @@ class _MemoryTxn(_MemoryView):
         b._txn = None
 
 
-_STATE = ("_data", "_keys", "_sessions", "_meta", "_hist", "_revs", "_by_key", "_hist_keys", "_scan")
+_STATE = (
+    "_data",
+    "_keys",
+    "_sessions",
+    "_meta",
+    "_hist",
+    "_revs",
+    "_by_key",
+    "_hist_keys",
+    "_scan",
+    "_leases",
+    "_lease_keys",
+)
+
+
+def _attach(b: MemoryBackend, lease_id: int, key: bytes) -> None:
+    b._lease_keys.setdefault(lease_id, set()).add(key)
+
+
+def _detach(b: MemoryBackend, lease_id: int, key: bytes) -> None:
+    keys = b._lease_keys[lease_id]
+    keys.discard(key)
+    if not keys:
+        del b._lease_keys[lease_id]
+
+
+def _restore_lease(b: MemoryBackend, lease_id: int, old: LeaseRecord | None) -> None:
+    if old is None:
+        b._leases.pop(lease_id, None)
+    else:
+        b._leases[lease_id] = old
 
 
 def _restore_kv(b: MemoryBackend, key: bytes, old: KeyValue | None) -> None:

@@ -79,11 +79,14 @@ class KeyValue(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class Put(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="put"):
-    """Set ``key`` to ``value``. ``prev_kv``: return the previous key-value in the result."""
+    """Set ``key`` to ``value``. ``prev_kv``: return the previous key-value in the result. ``lease``: attach the
+    key to that lease (it must exist), so revoking or expiring the lease deletes it; 0 (the default) attaches it
+    to none, detaching it from a lease it had (etcd). Encodings from before ``lease`` existed still decode."""
 
     key: bytes
     value: bytes
     prev_kv: bool = False
+    lease: int = 0
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -91,6 +94,7 @@ class Put(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="put"):
         _check_key(self.key)
         if len(self.value) > MAX_VALUE_BYTES:
             raise CommandError(f"value is {len(self.value)} bytes, more than the limit of {MAX_VALUE_BYTES}")
+        _check_non_negative(lease=self.lease)
 
 
 class DeleteRange(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="del"):
@@ -159,18 +163,18 @@ class Range(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="range")
         )
 
 
-CompareTarget: TypeAlias = Literal["value", "version", "create", "mod"]
+CompareTarget: TypeAlias = Literal["value", "version", "create", "mod", "lease"]
 CompareOp: TypeAlias = Literal["=", "!=", "<", ">"]
-_TARGETS: Final = frozenset(("value", "version", "create", "mod"))
+_TARGETS: Final = frozenset(("value", "version", "create", "mod", "lease"))
 _OPS: Final = frozenset(("=", "!=", "<", ">"))
 
 
 class Compare(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A guard of a :class:`Txn`: ``<target of key> <op> value``.
 
-    etcd semantics for a missing key: its version, create and mod revisions are 0, and a ``value`` comparison is
-    false whatever the operator. ``value`` is ``bytes`` for the ``value`` target and ``int`` for the others;
-    bytes compare lexicographically.
+    etcd semantics for a missing key: its version, create and mod revisions and its lease are 0, and a ``value``
+    comparison is false whatever the operator. ``value`` is ``bytes`` for the ``value`` target and ``int`` for
+    the others; bytes compare lexicographically.
     """
 
     key: bytes
@@ -222,7 +226,58 @@ class Txn(msgspec.Struct, frozen=True, array_like=True, tag="txn"):
     failure: list[Op] = msgspec.field(default_factory=list)
 
 
-Write: TypeAlias = Put | DeleteRange | Txn | Compact
+MAX_LEASE_TTL_S: Final = 9_000_000_000
+"""etcd's ``MaxLeaseTTL`` (about 285 years): a longer TTL is refused."""
+
+
+class LeaseGrant(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lgrant"):
+    """Grant a lease of ``ttl_s`` seconds (etcd's ``LeaseGrant``). ``id`` 0 lets the store pick one (this
+    command's log index: unique, and the same on every node); another id must not be in use."""
+
+    ttl_s: int
+    id: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ttl_s <= MAX_LEASE_TTL_S:
+            raise CommandError(f"lease TTL must be 1..{MAX_LEASE_TTL_S} seconds, got {self.ttl_s}")
+        _check_non_negative(id=self.id)
+
+
+class LeaseRevoke(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lrevoke"):
+    """Revoke a lease: delete every key attached to it (at one revision, as a delete-range) and the lease.
+    ``expired``: the leader revokes it because its TTL ran out (for the record; the effect is the same)."""
+
+    id: int
+    expired: bool = False
+
+    def __post_init__(self) -> None:
+        if self.id < 1:
+            raise CommandError(f"lease id must be >= 1, got {self.id}")
+
+
+Write: TypeAlias = Put | DeleteRange | Txn | Compact | LeaseGrant | LeaseRevoke
+
+
+class LeaseKeepAlive(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lkeepalive"):
+    """Refresh a lease's deadline to a whole TTL from now. Answered by the leader from its timers, never
+    replicated (etcd's keep-alive): a node query, not a log command."""
+
+    id: int
+
+
+class LeaseTimeToLive(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lttl"):
+    """A lease's remaining and granted TTL, and with ``keys`` its attached keys (a node query, on the leader)."""
+
+    id: int
+    keys: bool = False
+
+
+class LeaseLeases(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lleases"):
+    """Every lease's id (a node query, on the leader)."""
+
+
+LeaseQuery: TypeAlias = LeaseKeepAlive | LeaseTimeToLive | LeaseLeases
+"""Node queries about leases: the leader answers them from its timers and its store, outside the log."""
 """What a session :class:`Request` may wrap."""
 
 
@@ -282,8 +337,23 @@ class Request(msgspec.Struct, frozen=True, array_like=True, tag="req"):
             raise CommandError(f"first_incomplete {self.first_incomplete} is above the request's own seq {self.seq}")
 
 
-Command: TypeAlias = Put | DeleteRange | Range | Txn | OpenSession | KeepAlive | CloseSession | Request | Compact
-"""Everything that may appear as an entry's data."""
+Command: TypeAlias = (
+    Put
+    | DeleteRange
+    | Range
+    | Txn
+    | OpenSession
+    | KeepAlive
+    | CloseSession
+    | Request
+    | Compact
+    | LeaseGrant
+    | LeaseRevoke
+    | LeaseKeepAlive
+    | LeaseTimeToLive
+    | LeaseLeases
+)
+"""Everything that may appear as an entry's data (node queries too: applied as no-ops, never proposed)."""
 
 TimedCommand: TypeAlias = OpenSession | KeepAlive | CloseSession | Request
 
@@ -343,6 +413,41 @@ class CompactResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=
     revision: int
 
 
+class LeaseGrantResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lgrant"):
+    """The granted lease's ``id`` and ``ttl_s``; ``revision`` is the store's (a grant does not change it)."""
+
+    id: int
+    ttl_s: int
+    revision: int
+
+
+class LeaseRevokeResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lrevoke"):
+    """The lease is gone; ``deleted`` keys went with it, at ``revision`` (unchanged if it held none)."""
+
+    revision: int
+    deleted: int
+
+
+class LeaseKeepAliveResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lkeepalive"):
+    """The lease lives ``ttl_s`` more seconds from now."""
+
+    id: int
+    ttl_s: int
+
+
+class LeaseTimeToLiveResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lttl"):
+    """``ttl_s``: seconds left (etcd's TTL, rounded down); ``granted_ttl_s``; ``keys`` when asked for."""
+
+    id: int
+    ttl_s: int
+    granted_ttl_s: int
+    keys: tuple[bytes, ...] = ()
+
+
+class LeaseLeasesResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="lleases"):
+    ids: tuple[int, ...]
+
+
 class ErrorResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="error"):
     """A command that was applied as a no-op, and why. Deterministic: every replica produces the same one.
 
@@ -353,7 +458,20 @@ class ErrorResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="e
     revision: int = 0
 
 
-Result: TypeAlias = PutResult | DeleteResult | RangeResult | TxnResult | SessionResult | CompactResult | ErrorResult
+Result: TypeAlias = (
+    PutResult
+    | DeleteResult
+    | RangeResult
+    | TxnResult
+    | SessionResult
+    | CompactResult
+    | LeaseGrantResult
+    | LeaseRevokeResult
+    | LeaseKeepAliveResult
+    | LeaseTimeToLiveResult
+    | LeaseLeasesResult
+    | ErrorResult
+)
 
 
 # --- encoding ---------------------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ class ErrorCode(StrEnum):
     COMPACTED = "compacted"
     """A read or a compaction at a revision that compaction has removed (``ErrorResult.revision``: the oldest
     revision held). etcd's ``mvcc: required revision has been compacted``."""
+    LEASE_NOT_FOUND = "lease_not_found"
+    """A put, revoke or keep-alive named a lease that does not exist (never granted, revoked, or expired).
+    etcd's ``requested lease not found``."""
+    LEASE_EXISTS = "lease_exists"
+    """A grant asked for an id already in use. etcd's ``lease already exists``."""
     FUTURE_REVISION = "future_revision"
     """A read or a compaction at a revision the store has not reached (``ErrorResult.revision``: the store's
     revision). etcd's ``mvcc: required revision is a future revision``."""
@@ -78,3 +83,11 @@ class FutureRevision(KVError):
         self.requested_revision = requested_revision
         self.current_revision = current_revision
         super().__init__(f"revision {requested_revision} is in the future: the store is at revision {current_revision}")
+
+
+class LeaseNotFound(KVError):
+    """A lease that does not exist: never granted, revoked, or expired (etcd's ``requested lease not found``)."""
+
+    def __init__(self, lease_id: int, message: str = "") -> None:
+        self.lease_id = lease_id
+        super().__init__(message or f"lease {lease_id} not found: it was never granted, or was revoked or expired")

@@ -52,12 +52,13 @@ from __future__ import annotations
 import bisect
 import io
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Final, Protocol
 
 import msgspec
 
-from raftkv.kv.backend import Backend, HistoryRecord, Meta, ReadView, WriteTxn
+from raftkv.kv.backend import Backend, HistoryRecord, LeaseRecord, Meta, ReadView, WriteTxn
 from raftkv.kv.commands import (
     CloseSession,
     Command,
@@ -69,6 +70,13 @@ from raftkv.kv.commands import (
     ErrorResult,
     KeepAlive,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseKeepAlive,
+    LeaseLeases,
+    LeaseRevoke,
+    LeaseRevokeResult,
+    LeaseTimeToLive,
     OpenSession,
     OpResult,
     Put,
@@ -146,15 +154,22 @@ class SnapshotSessions(msgspec.Struct, frozen=True, array_like=True, tag="sessio
     sessions: list[SessionRecord]
 
 
+class SnapshotLeases(msgspec.Struct, frozen=True, array_like=True, tag="leases"):
+    """Format 4: the leases (their keys are attached by the history's current values)."""
+
+    leases: list[LeaseRecord]
+
+
 class SnapshotEnd(msgspec.Struct, frozen=True, array_like=True, tag="end"):
     """The last frame: counts, so a truncated stream is refused rather than installed short (``kv_count``
     counts history records in format 4)."""
 
     kv_count: int
     session_count: int
+    lease_count: int = 0
 
 
-SnapshotFrame = SnapshotHeader | SnapshotKVs | SnapshotHistory | SnapshotSessions | SnapshotEnd
+SnapshotFrame = SnapshotHeader | SnapshotKVs | SnapshotHistory | SnapshotSessions | SnapshotLeases | SnapshotEnd
 
 _FRAME_LEN: Final = struct.Struct("<I")
 _MAX_FRAME_BYTES: Final = 1 << 30
@@ -188,7 +203,10 @@ def _snapshot_frames(view: ReadView) -> Iterator[bytes]:
     sessions = view.sessions()
     if sessions:
         yield _frame(SnapshotSessions(sessions))
-    yield _frame(SnapshotEnd(kv_count, len(sessions)))
+    leases = view.leases()
+    if leases:
+        yield _frame(SnapshotLeases(leases))
+    yield _frame(SnapshotEnd(kv_count, len(sessions), len(leases)))
 
 
 def _read_frames(reader: Readable) -> Iterator[SnapshotFrame]:
@@ -252,6 +270,7 @@ class KVStateMachine:
         "_compact_pending",
         "_compact_revision",
         "_events",
+        "_lease_ttls",
         "_revision",
         "_sessions",
         "_sub",
@@ -277,6 +296,8 @@ class KVStateMachine:
         """The revision whose writes ``_sub`` numbers (each write of a revision gets the next sub)."""
         self._clock = 0
         self._sessions = SessionTable()
+        self._lease_ttls: dict[int, int] = {}
+        """Every lease's granted TTL, as stored (the leader's lessor follows it)."""
         self._load_state()
         self.watch = WatchHub(self._revision, watch_history_events)
         self.watch.compact(self._compact_revision)
@@ -285,6 +306,7 @@ class KVStateMachine:
         with self.backend.read() as view:
             meta = view.meta()
             self._sessions = SessionTable(view.sessions())
+            self._lease_ttls = {lease.id: lease.ttl_s for lease in view.leases()}
         self._applied = meta.applied_index
         self._revision = meta.revision
         self._compact_revision = meta.compact_revision
@@ -307,6 +329,16 @@ class KVStateMachine:
     def compact_revision(self) -> int:
         """Reads and watches below this revision are refused (0: nothing compacted)."""
         return self._compact_revision
+
+    @property
+    def lease_ttls(self) -> Mapping[int, int]:
+        """Every lease (id -> granted TTL in seconds), as applied; read-only."""
+        return MappingProxyType(self._lease_ttls)
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The live keys attached to ``lease_id``, in key order."""
+        with self.backend.read() as view:
+            return view.lease_keys(lease_id)
 
     @property
     def compaction_pending(self) -> bool:
@@ -473,7 +505,7 @@ class KVStateMachine:
         txn = self.backend.begin()
         try:
             txn.clear()
-            kv_count = session_count = 0
+            kv_count = session_count = lease_count = 0
             for frame in frames:
                 match frame:
                     case SnapshotHistory(history):
@@ -495,11 +527,17 @@ class KVStateMachine:
                         for record in records:
                             txn.put_session(record)
                         session_count += len(records)
+                    case SnapshotLeases(leases):
+                        for lease in leases:
+                            txn.put_lease(lease)
+                        lease_count += len(leases)
                     case SnapshotEnd():
-                        if (frame.kv_count, frame.session_count) != (kv_count, session_count):
+                        counts = (frame.kv_count, frame.session_count, frame.lease_count)
+                        if counts != (kv_count, session_count, lease_count):
                             raise SnapshotError(
-                                f"the key-value snapshot is inconsistent: it announces {frame.kv_count} keys and "
-                                f"{frame.session_count} sessions but holds {kv_count} and {session_count}"
+                                f"the key-value snapshot is inconsistent: it announces {frame.kv_count} keys, "
+                                f"{frame.session_count} sessions and {frame.lease_count} leases but holds "
+                                f"{kv_count}, {session_count} and {lease_count}"
                             )
                     case SnapshotHeader():
                         raise SnapshotError("not a key-value snapshot: a second header frame")
@@ -520,9 +558,9 @@ class KVStateMachine:
     def _execute(self, command: Command, index: int) -> Result:
         match command:
             case Request():
-                return self._request(command)
-            case Put() | DeleteRange() | Txn() | Compact():
-                return self._write(command)
+                return self._request(command, index)
+            case Put() | DeleteRange() | Txn() | Compact() | LeaseGrant() | LeaseRevoke():
+                return self._write(command, index)
             case Range():
                 return self._range(self._wtxn(), command, self._revision, self._compact_revision)
             case OpenSession():
@@ -531,6 +569,9 @@ class KVStateMachine:
                 return self._keep_alive(command)
             case CloseSession():
                 return self._close_session(command)
+            case LeaseKeepAlive() | LeaseTimeToLive() | LeaseLeases():
+                # Node queries are answered by the leader; one that reached the log is applied as a no-op.
+                return ErrorResult(ErrorCode.INVALID_COMMAND, f"{type(command).__name__} is not a log command")
 
     def _wtxn(self) -> WriteTxn:
         txn = self._txn
@@ -564,11 +605,17 @@ class KVStateMachine:
         self._compact_pending = True
         return CompactResult(op.revision, self._revision)
 
-    def _write(self, op: Write) -> Result:
+    def _write(self, op: Write, index: int) -> Result:
         match op:
             case Compact():
                 return self._compact(op)
+            case LeaseGrant():
+                return self._grant(op, index)
+            case LeaseRevoke():
+                return self._revoke(op)
             case Put():
+                if op.lease and self._wtxn().get_lease(op.lease) is None:
+                    return _no_lease(op.lease)
                 revision = self._revision + 1
                 put = self._put(op, revision)
                 self._revision = revision
@@ -584,12 +631,39 @@ class KVStateMachine:
         txn = self._wtxn()
         prev = txn.get(op.key)
         if prev is None:
-            kv = KeyValue(op.key, op.value, revision, revision, 1)
+            kv = KeyValue(op.key, op.value, revision, revision, 1, op.lease)
         else:
-            kv = KeyValue(op.key, op.value, prev.create_revision, revision, prev.version + 1)
+            kv = KeyValue(op.key, op.value, prev.create_revision, revision, prev.version + 1, op.lease)
         txn.put(kv, self._next_sub(revision))
         self._events.append(Event(EventType.PUT, kv, prev))
         return PutResult(revision, prev if op.prev_kv else None)
+
+    def _grant(self, op: LeaseGrant, index: int) -> Result:
+        txn = self._wtxn()
+        lease_id = op.id or index  # the entry's index: unique, and the same on every replica
+        if txn.get_lease(lease_id) is not None:
+            return ErrorResult(ErrorCode.LEASE_EXISTS, f"lease {lease_id} already exists")
+        txn.put_lease(LeaseRecord(lease_id, op.ttl_s))
+        self._lease_ttls[lease_id] = op.ttl_s
+        return LeaseGrantResult(lease_id, op.ttl_s, self._revision)
+
+    def _revoke(self, op: LeaseRevoke) -> Result:
+        """Delete the lease's keys at one new revision (as etcd's revoke), then the lease."""
+        txn = self._wtxn()
+        if txn.get_lease(op.id) is None:
+            return _no_lease(op.id)
+        keys = txn.lease_keys(op.id)
+        revision = self._revision + 1 if keys else self._revision
+        events = self._events
+        for key in keys:
+            kv = txn.get(key)
+            assert kv is not None  # attached keys are live keys (the backend's invariant)
+            txn.delete(key, revision, self._next_sub(revision))
+            events.append(Event(EventType.DELETE, KeyValue(key, b"", 0, revision, 0), kv))
+        txn.delete_lease(op.id)
+        self._lease_ttls.pop(op.id, None)
+        self._revision = revision
+        return LeaseRevokeResult(revision, len(keys))
 
     def _delete(self, op: DeleteRange, revision: int, unchanged_revision: int) -> DeleteResult:
         """Delete at ``revision``; if nothing matched, report ``unchanged_revision`` (no new revision)."""
@@ -666,6 +740,8 @@ class KVStateMachine:
             ours = kv.version
         elif target == "create":
             ours = kv.create_revision
+        elif target == "lease":
+            ours = kv.lease
         else:
             ours = kv.mod_revision
         theirs = c.value
@@ -688,6 +764,8 @@ class KVStateMachine:
             # (etcd checks every range of the branch first).
             if isinstance(o, Range) and (refused := _check_revision(o, self._revision, self._compact_revision)):
                 return refused
+            if isinstance(o, Put) and o.lease and txn.get_lease(o.lease) is None:
+                return _no_lease(o.lease)  # etcd: a put to a missing lease fails the whole transaction
         revision = self._revision + 1
         changed = False
         responses: list[OpResult] = []
@@ -711,7 +789,7 @@ class KVStateMachine:
 
     # --- sessions (dissertation §6.3) -----------------------------------------------------------------------
 
-    def _request(self, req: Request) -> Result:
+    def _request(self, req: Request, index: int) -> Result:
         self._advance_clock(req.time_ms)
         txn = self._wtxn()
         sessions = self._sessions
@@ -741,7 +819,7 @@ class KVStateMachine:
             )
             fresh = False
         else:
-            result, fresh = self._write(req.op), True
+            result, fresh = self._write(req.op, index), True
         if fresh:
             if not pending or pending[-1][0] < req.seq:
                 pending = (*pending, (req.seq, result))  # the usual case: requests arrive in seq order
@@ -820,6 +898,12 @@ _SORT_KEYS: Final[dict[str, Callable[[KeyValue], bytes | int]]] = {
     "mod": lambda kv: kv.mod_revision,
     "value": lambda kv: kv.value,
 }
+
+
+def _no_lease(lease_id: int) -> ErrorResult:
+    return ErrorResult(
+        ErrorCode.LEASE_NOT_FOUND, f"lease {lease_id} not found: it was never granted, or was revoked or expired"
+    )
 
 
 def _no_session(session_id: int) -> ErrorResult:

@@ -39,6 +39,7 @@ from raftkv.kv.compactor import AutoCompactor, Retention, parse_retention
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.capnp_api import serve_capnp
+from raftkv.kvserver.leases import LeaseKeeper
 from raftkv.kvserver.service import KVService
 from raftkv.kvserver.watches import WatchRegistry
 from raftkv.raft.types import Entry, NodeId
@@ -133,6 +134,8 @@ class KVServer:
         self.watches: WatchRegistry | None = None
         self._listener: Listener | None = None
         self._compactor: asyncio.Task[None] | None = None
+        self.leases: LeaseKeeper | None = None
+        """The leader's lease timers (None with a generic state machine)."""
         self._started = False
         self._closed = False
 
@@ -166,7 +169,9 @@ class KVServer:
             admin = Admin(node, self.kv, kv_durable=isinstance(machine, _DurableKV))
             kv_service = None
             if self.kv is not None:
-                kv_service = KVService(node, self.kv)
+                self.leases = LeaseKeeper(node, self.kv)
+                self.leases.start()
+                kv_service = KVService(node, self.kv, self.leases)
                 self.watches = WatchRegistry(self.kv, node.id)
             if cfg.listen_client is not None:
                 self._listener = await serve_capnp(
@@ -269,6 +274,8 @@ class KVServer:
         if self._compactor is not None:
             self._compactor.cancel()
             await asyncio.gather(self._compactor, return_exceptions=True)
+        if self.leases is not None:
+            await self.leases.aclose()
         if self.node is not None:
             await self.node.aclose(transfer_leadership=transfer_leadership)
         if self.watches is not None:

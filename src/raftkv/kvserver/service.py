@@ -25,8 +25,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from raftkv.kv.commands import Command, Range, Result, encode_command, stamp
+from raftkv.kv.commands import (
+    Command,
+    LeaseKeepAlive,
+    LeaseLeases,
+    LeaseTimeToLive,
+    Range,
+    Result,
+    encode_command,
+    stamp,
+)
 from raftkv.kv.machine import KVStateMachine
+from raftkv.kvserver.leases import LeaseKeeper
 from raftkv.runtime.node import RaftNode
 
 log = logging.getLogger("raftkv.kv")
@@ -44,9 +54,10 @@ def unsafe_stale_reads() -> bool:
 class KVService:
     """Executes batches of KV commands on one node (``node`` replicates ``kv``)."""
 
-    def __init__(self, node: RaftNode, kv: KVStateMachine) -> None:
+    def __init__(self, node: RaftNode, kv: KVStateMachine, leases: LeaseKeeper | None = None) -> None:
         self.node = node
         self.kv = kv
+        self.leases = leases if leases is not None else LeaseKeeper(node, kv)
         self.unsafe_stale_reads = unsafe_stale_reads()
         if self.unsafe_stale_reads:
             log.warning("node %s: TEST-ONLY unsafe stale reads are ON: reads are NOT linearizable", node.id)
@@ -68,7 +79,9 @@ class KVService:
         datas: list[bytes] = []
         linearizable: list[tuple[int, Range]] = []
         for k, (cmd, serializable) in enumerate(commands):
-            if isinstance(cmd, Range):
+            if isinstance(cmd, LeaseKeepAlive | LeaseTimeToLive | LeaseLeases):
+                results[k] = self.leases.answer(cmd)  # the leader's timers: never proposed (checked above)
+            elif isinstance(cmd, Range):
                 if serializable:
                     results[k] = kv.read(cmd)
                 else:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 One LMDB environment per node, ``DATA_DIR/kv.lmdb`` (a directory holding ``data.mdb`` and ``lock.mdb``), with
-five named sub-databases:
+seven named sub-databases:
 
 * ``data``: user key -> 40-byte header ``>QQ (mod_revision, sub)`` (big-endian: the ``history`` key of the
   record holding this value) then ``<QQQ (create_revision, version, lease)``, followed by the value bytes: the
@@ -24,6 +24,10 @@ five named sub-databases:
   coming from the ``data`` row the state machine just read;
 * ``sessions``: session id (8 bytes, big-endian so that key order is id order) -> msgspec-encoded
   :class:`~raftkv.kv.sessions.SessionRecord`;
+* ``leases``: lease id (8 bytes, big-endian) -> msgspec-encoded :class:`~raftkv.kv.backend.LeaseRecord`, and
+  ``lease_keys``: lease id (8 bytes) + user key -> ``b""`` for each live key attached to a lease, kept by
+  ``_write`` from the lease in the row it replaces and the one it writes (a put without a lease costs nothing
+  more);
 * ``meta``: ``b"meta"`` -> msgspec-encoded :class:`~raftkv.kv.backend.Meta` (applied index, revision, clock), and
   ``b"format"`` -> the layout version.
 
@@ -64,7 +68,16 @@ from typing import Final
 import lmdb
 import msgspec
 
-from raftkv.kv.backend import HistoryRecord, Meta, ReadView, WriteTxn, encode_record, garbage_from, tombstone
+from raftkv.kv.backend import (
+    HistoryRecord,
+    LeaseRecord,
+    Meta,
+    ReadView,
+    WriteTxn,
+    encode_record,
+    garbage_from,
+    tombstone,
+)
 from raftkv.kv.commands import KeyValue
 from raftkv.kv.keys import MAX_KEY_BYTES
 from raftkv.kv.sessions import SessionRecord
@@ -92,6 +105,7 @@ _NO_REV: Final = bytes(16)
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _META_DECODER: Final = msgspec.msgpack.Decoder(Meta)
 _RECORD_DECODER: Final = msgspec.msgpack.Decoder(HistoryRecord)
+_LEASE_DECODER: Final = msgspec.msgpack.Decoder(LeaseRecord)
 _SESSION_DECODER: Final = msgspec.msgpack.Decoder(SessionRecord)
 
 _open_paths: set[str] = set()
@@ -141,7 +155,7 @@ class LMDBBackend:
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
-                max_dbs=6,
+                max_dbs=8,
                 subdir=True,
                 sync=sync,
                 metasync=False,
@@ -179,6 +193,8 @@ class LMDBBackend:
                 self._history = self._env.open_db(b"history", txn=txn)
                 self._key_revs = self._env.open_db(b"key_revs", txn=txn, dupsort=True, dupfixed=True)
                 self._sessions = self._env.open_db(b"sessions", txn=txn)
+                self._leases = self._env.open_db(b"leases", txn=txn)
+                self._lease_keys = self._env.open_db(b"lease_keys", txn=txn)
                 if found is None:
                     txn.put(_FORMAT_KEY, _FORMAT, db=self._meta)
         except BaseException:
@@ -307,6 +323,26 @@ class _LMDBView:
     def sessions(self) -> list[SessionRecord]:
         cursor = self._txn.cursor(db=self._b._sessions)
         return [_SESSION_DECODER.decode(raw) for raw in cursor.iternext(keys=False, values=True)]
+
+    def leases(self) -> list[LeaseRecord]:
+        cursor = self._txn.cursor(db=self._b._leases)
+        return [_LEASE_DECODER.decode(raw) for raw in cursor.iternext(keys=False, values=True)]
+
+    def get_lease(self, lease_id: int) -> LeaseRecord | None:
+        raw = self._txn.get(_session_key(lease_id), db=self._b._leases)
+        return None if raw is None else _LEASE_DECODER.decode(raw)
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        prefix = _session_key(lease_id)
+        cursor = self._txn.cursor(db=self._b._lease_keys)
+        out: list[bytes] = []
+        if not cursor.set_range(prefix):
+            return out
+        for key in cursor.iternext(keys=True, values=False):
+            if not key.startswith(prefix):
+                break
+            out.append(key[8:])
+        return out
 
     # --- the history ---
 
@@ -512,6 +548,12 @@ class _LMDBTxn(_LMDBView):
                     txn.delete(key, db=b._data)
             else:
                 txn.put(key, rev + _HEADER_REST.pack(kv.create_revision, kv.version, kv.lease) + kv.value, db=b._data)
+            old_lease = 0 if old is None else int.from_bytes(old[32:40], "little")
+            if old_lease != kv.lease:  # a tombstone's kv has lease 0: the delete detaches
+                if old_lease:
+                    txn.delete(_session_key(old_lease) + key, db=b._lease_keys)
+                if kv.lease:
+                    txn.put(_session_key(kv.lease) + key, b"", db=b._lease_keys)
         except lmdb.Error as exc:
             raise b._error(operation, exc) from exc
         prefix = _PREFIX.pack(dead, _NO_REV if old is None else old[:16], len(key))
@@ -584,6 +626,19 @@ class _LMDBTxn(_LMDBView):
             raise b._error("compact", exc) from exc
         return done
 
+    def put_lease(self, record: LeaseRecord) -> None:
+        try:
+            self._txn.put(_session_key(record.id), _ENCODER.encode(record), db=self._b._leases)
+        except lmdb.Error as exc:
+            raise self._b._error("put_lease", exc) from exc
+
+    def delete_lease(self, lease_id: int) -> None:
+        try:
+            found = self._txn.delete(_session_key(lease_id), db=self._b._leases)
+        except lmdb.Error as exc:
+            raise self._b._error("delete_lease", exc) from exc
+        invariant(found, f"delete of a missing lease {lease_id}")
+
     def put_session(self, record: SessionRecord) -> None:
         try:
             self._txn.put(_session_key(record.session_id), _ENCODER.encode(record), db=self._b._sessions)
@@ -608,7 +663,8 @@ class _LMDBTxn(_LMDBView):
         self._last_get = None
         self._history_puts, self._index_puts = [], []
         try:
-            for db in (self._b._data, self._b._history, self._b._key_revs, self._b._sessions):
+            b = self._b
+            for db in (b._data, b._history, b._key_revs, b._sessions, b._leases, b._lease_keys):
                 self._txn.drop(db, delete=False)
             self._txn.delete(_SCAN_KEY, db=self._b._meta)
             self._txn.put(_META_KEY, _ENCODER.encode(Meta()), db=self._b._meta)

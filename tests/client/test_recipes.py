@@ -1,0 +1,87 @@
+"""The lock and election recipes on a running 3-node cluster (in process)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from raftkv.client import connect
+from tests.runtime.cluster import kv_servers
+
+
+async def test_the_lock_excludes_and_hands_over_in_queue_order_with_increasing_tokens(tmp_path: Path) -> None:
+    servers = await kv_servers(tmp_path, 3)
+    try:
+        async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
+            holding: list[int] = []
+            order: list[tuple[int, int]] = []  # (worker, token) in the order they held the lock
+
+            async def worker(n: int) -> None:
+                async with c.lock("jobs/nightly", ttl=5) as held:
+                    assert not holding, f"worker {n} entered while {holding} held the lock"
+                    holding.append(n)
+                    order.append((n, held.token))
+                    await asyncio.sleep(0.02)
+                    held.check()
+                    holding.remove(n)
+
+            await asyncio.gather(*(worker(n) for n in range(6)))
+            tokens = [t for _n, t in order]
+            assert len(order) == 6 and tokens == sorted(tokens) and len(set(tokens)) == 6
+            assert (await c.range("jobs/nightly/", prefix=True)).count == 0, "every key released"
+    finally:
+        for s in servers:
+            await s.aclose()
+
+
+async def test_a_holder_whose_lease_is_lost_learns_it_and_the_next_waiter_gets_the_lock(tmp_path: Path) -> None:
+    servers = await kv_servers(tmp_path, 3)
+    try:
+        async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
+            first = c.lock("L", ttl=1)
+            await first.acquire()
+            second = c.lock("L", ttl=5)
+            waiting = asyncio.ensure_future(second.acquire())
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), "the lock is held"
+            lease_id = int(first.key.rsplit(b"/", 1)[1])
+            await c.lease_revoke(lease_id)  # as if the holder had been cut off past its TTL
+            await asyncio.wait_for(waiting, 5.0)
+            assert second.token > first.token
+            await asyncio.wait_for(first.lost.wait(), 5.0)  # its keep-alive finds the lease gone
+            await second.release()
+            await first.release()  # releasing a lost lock is harmless
+    finally:
+        for s in servers:
+            await s.aclose()
+
+
+async def test_an_election_campaign_proclaim_resign_observe(tmp_path: Path) -> None:
+    servers = await kv_servers(tmp_path, 3)
+    try:
+        async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
+            a, b = c.election("svc/leader"), c.election("svc/leader")
+            seen: list[bytes] = []
+
+            async def watch() -> None:
+                async for value in c.election("svc/leader").observe():
+                    seen.append(value)
+                    if value == b"b-1":
+                        return
+
+            observer = asyncio.ensure_future(watch())
+            await a.campaign("a-1")
+            contender = asyncio.ensure_future(b.campaign("b-1"))
+            await asyncio.sleep(0.2)
+            assert not contender.done() and (await a.leader()).value == b"a-1"  # type: ignore[union-attr]
+            await a.proclaim("a-2")
+            await a.resign()
+            await asyncio.wait_for(contender, 5.0)
+            assert (await b.leader()).value == b"b-1"  # type: ignore[union-attr]
+            await asyncio.wait_for(observer, 5.0)
+            assert seen == [b"a-1", b"a-2", b"b-1"]
+            await b.resign()
+            assert await b.leader() is None
+    finally:
+        for s in servers:
+            await s.aclose()
