@@ -40,6 +40,7 @@ from raftkv.kv.commands import (
     SortTarget,
     TxnResult,
 )
+from raftkv.kv.errors import Compacted, FutureRevision
 from raftkv.kv.keys import prefix_end
 from raftkv.kv.watch import EventType
 
@@ -80,6 +81,8 @@ class Client(Protocol):
         sort_order: SortOrder = ...,
         sort_target: SortTarget = ...,
         max_create_revision: int = ...,
+        revision: int = ...,
+        serializable: bool = ...,
     ) -> RangeResult: ...
 
     async def delete(self, key: bytes) -> DeleteResult: ...
@@ -92,6 +95,10 @@ class Client(Protocol):
 class LockLost(RaftError):
     """The lease behind a lock or a leadership is gone (expired, revoked, or unreachable for a whole TTL): the
     holder must stop acting as the holder."""
+
+
+_CLOSING: set[asyncio.Future[Any]] = set()
+"""Watches being ended in the background (held so that they are not collected mid-way)."""
 
 
 def _prefix(name: str | bytes) -> bytes:
@@ -124,24 +131,37 @@ async def _wait_for_turn(client: Client, prefix: bytes, place: _Place, lease: Le
     end = prefix_end(prefix)
     if place.revision <= 1:
         return  # nothing can be older (and max_create_revision=0 would mean "no bound")
+    at = place.revision
     while True:
         lost: asyncio.Future[Any] = asyncio.ensure_future(lease.lost.wait())
         try:
-            ahead = await client.range(
-                prefix,
-                end,
-                limit=1,
-                sort_target="create",
-                sort_order="descend",
-                max_create_revision=place.revision - 1,
-            )
+            ahead = await _ahead(client, prefix, end, place.revision, at)
             if not ahead.kvs:
                 return
-            await _wait_deleted(client, ahead.kvs[0], ahead.revision, lost)
+            at = await _wait_deleted(client, ahead.kvs[0], ahead.revision, lost)
         finally:
             lost.cancel()
         if lease.lost.is_set():
             raise LockLost(f"the lease behind {place.key!r} was lost while waiting")
+
+
+async def _ahead(client: Client, prefix: bytes, end: bytes, mine: int, at: int) -> RangeResult:
+    """The queued key just ahead of create revision ``mine``, read at revision ``at`` or later.
+
+    The keys ahead of a place only ever go (a new key always gets a later create revision), so a read at any
+    revision from ``at`` on, which the queueing or the last deletion seen is at or before, is as good as a
+    linearizable one: it may be served by the nearest node from its own copy. A node that has not reached
+    ``at`` yet (or has compacted past it) answers with an error, and the read goes to the leader."""
+    options: dict[str, Any] = {
+        "limit": 1,
+        "sort_target": "create",
+        "sort_order": "descend",
+        "max_create_revision": mine - 1,
+    }
+    try:
+        return await client.range(prefix, end, revision=at, serializable=True, **options)
+    except (FutureRevision, Compacted):
+        return await client.range(prefix, end, **options)
 
 
 async def _take_turn(client: Client, prefix: bytes, ttl: int, value: bytes) -> tuple[Lease, _Place]:
@@ -167,9 +187,12 @@ async def _leave(client: Client, key: bytes, lease: Lease | None) -> None:
             await lease.__aexit__(None, None, None)
 
 
-async def _wait_deleted(client: Client, kv: KeyValue, seen_at: int, lost: asyncio.Future[Any]) -> None:
-    """Until ``kv.key`` is deleted (a watch from just after the read that saw it), or ``lost`` fires."""
-    async with client.watch(kv.key, start_revision=seen_at + 1) as w:
+async def _wait_deleted(client: Client, kv: KeyValue, seen_at: int, lost: asyncio.Future[Any]) -> int:
+    """Until ``kv.key`` is deleted (a watch from just after the read that saw it), or ``lost`` fires; the
+    revision of the delete (``seen_at`` if lost)."""
+    w = client.watch(kv.key, start_revision=seen_at + 1)
+    await w.__aenter__()
+    try:
         events = w.__aiter__()
         while True:
             nxt: asyncio.Future[Any] = asyncio.ensure_future(events.__anext__())
@@ -177,9 +200,15 @@ async def _wait_deleted(client: Client, kv: KeyValue, seen_at: int, lost: asynci
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if nxt not in done:
                 nxt.cancel()
-                return
-            if nxt.result().type == EventType.DELETE:
-                return
+                return seen_at
+            event = nxt.result()
+            if event.type == EventType.DELETE:
+                return int(event.kv.mod_revision)
+    finally:
+        # Ending the watch is a round trip to the node: the next waiter need not wait for it.
+        closing = asyncio.ensure_future(w.__aexit__(None, None, None))
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
 
 
 class Lock:
