@@ -20,6 +20,7 @@ def test_the_lessor_never_expires_early_and_a_new_leader_extends_every_lease() -
     assert lessor.expired(107.9) == [] and lessor.expired(108.0) == [2]
     assert lessor.keep_alive(1, 105.0) == 10 and lessor.remaining(1, 105.0) == 10.0, "never shortened below TTL"
     assert lessor.keep_alive(1, 104.0) == 10 and lessor.remaining(1, 105.0) == 10.0, "nor by a stale keep-alive"
+    assert lessor.keep_alive(2, 108.0) is None, "expired: its revoke is due, a keep-alive cannot save it"
     lessor.sync(106.0, {1: 10, 3: 2})  # lease 2 revoked, 3 granted
     assert lessor.remaining(2, 106.0) is None and lessor.remaining(3, 106.0) == 2.0
     lessor.demote()

@@ -63,9 +63,10 @@ class Lessor:
 
     def keep_alive(self, lease: int, now_s: float) -> int | None:
         """Refresh ``lease``'s deadline to a whole TTL from now; its TTL, or None if this leader does not know
-        it (not granted, revoked, or not leader)."""
+        it (not granted, revoked, or not leader) or it has expired already: its revocation is due, and a
+        keep-alive acknowledged now would promise a TTL that the revoke is about to break (etcd refuses too)."""
         ttl = self._ttls.get(lease) if self.leading else None
-        if ttl is None:
+        if ttl is None or self._deadlines[lease] <= now_s:
             return None
         self._deadlines[lease] = max(self._deadlines[lease], now_s + ttl)
         return ttl
