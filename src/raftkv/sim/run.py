@@ -41,6 +41,7 @@ from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import Index, NodeId
 from raftkv.sim.checker import SafetyViolation
 from raftkv.sim.cluster import Cluster, NodeSettings, Proposal, ProposalState, SimNode
+from raftkv.sim.leases import LeaseWorkload
 from raftkv.sim.network import LinkFaults, random_partition
 
 
@@ -98,6 +99,8 @@ class SimOptions:
     """Nodes beyond ``nodes`` that start with no configuration, for membership changes to add."""
     compact_every_ms: int = 0
     """KV workload: mean time between history compactions (``Compact`` commands) the nemesis proposes."""
+    lease_every_ms: int = 0
+    """KV workload with check-quorum: mean time between lease client steps (``raftkv.sim.leases``; 0: none)."""
 
     @classmethod
     def draw(cls, seed: int, **fixed: Any) -> SimOptions:
@@ -150,6 +153,8 @@ class SimOptions:
         o.max_inflight_bytes = r.choice((0, 1 << 20, 1 << 20, 200))
         # History compaction (issue 16), drawn last; it only acts on seeds with the KV workload.
         o.compact_every_ms = r.choice((0, 0, 0, 150, 600))
+        # Leases on drifting clocks (issue 16), drawn last; only with the KV workload and check-quorum.
+        o.lease_every_ms = r.choice((0, 0, 50, 200))
         for name, value in fixed.items():
             if value is not None:
                 setattr(o, name, value)
@@ -553,13 +558,20 @@ def build_cluster(seed: int, opts: SimOptions, trace: bool = False) -> Cluster:
 def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
     c = build_cluster(seed, opts, trace)
     driver = _Driver(c, opts, random.Random(c.rng.getrandbits(64)))
+    leases = None
+    if opts.lease_every_ms and opts.kv_workload and opts.check_quorum:
+        leases = LeaseWorkload(c, seed, opts.lease_every_ms, opts.election_ticks, c.settings.tick_ms)
     result = RunResult(seed, opts, ok=True, trace=c.trace)
     phase = "chaos"
     try:
         driver.start()
+        if leases is not None:
+            leases.start()
         c.run_for(opts.duration_ms)
         phase = "liveness"
         driver.stop_chaos()
+        if leases is not None:
+            leases.stop()
         if not c.run_until(lambda: converged(c), opts.liveness_ms, check_every_ms=10):
             raise SafetyViolation(
                 f"liveness: no stable, fully applied leader within {opts.liveness_ms} ms "
@@ -596,6 +608,8 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
         "pauses": driver.pauses,
         "conf_changes": c.conf_changes,
         "members": len(c.members()),
+        "leases": len(leases.leases) if leases is not None else 0,
+        "leases_expired": leases.expired if leases is not None else 0,
     }
     return result
 
