@@ -73,6 +73,7 @@ from raftkv.cli.common import fail
 def serve(config_file: Path | None, id_: int | None, state_machine: str, **options: Any) -> None:
     """Run one node until SIGTERM or SIGINT (graceful stop within 2 s, handing leadership over)."""
     from raftkv.errors import ConfigError
+    from raftkv.kvserver.app import retention_of
     from raftkv.runtime.config import build_config
     from raftkv.runtime.logs import setup_logging
     from raftkv.storage import DataDir
@@ -80,23 +81,12 @@ def serve(config_file: Path | None, id_: int | None, state_machine: str, **optio
     try:
         cfg = build_config({"id": id_, **options}, config_file)
         cfg.validate()
-        _check_store_settings(cfg)
+        retention_of(cfg)  # the store's flags too, before the data dir is touched
         DataDir(cfg.data_dir).claim(cfg.cluster_id, cfg.id)
     except ConfigError as e:
         fail(str(e))
     setup_logging(cfg.log_level, cfg.log_format)
     sys.exit(asyncio.run(_serve(cfg, state_machine)))
-
-
-def _check_store_settings(cfg: Any) -> None:
-    """The KV store's own flags, before the data dir is touched (the runtime's validation knows nothing of them)."""
-    from raftkv.errors import ConfigError
-    from raftkv.kv.compactor import parse_retention
-
-    try:
-        parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 async def _serve(cfg: Any, kind: Any) -> int:

@@ -432,11 +432,11 @@ class KVStateMachine:
             elif len(records) == max_records:
                 # One revision larger than a page: take the whole of it.
                 main = records[0].main
-                while len(records) % max_records == 0:
+                while True:
                     more = view.history(main, records[-1].sub + 1, max_records)
                     records.extend(r for r in more if r.main == main)
-                    if not more or more[-1].main != main:
-                        break
+                    if len(more) < max_records or more[-1].main != main:
+                        break  # the revision ended in this page
                 following = main + 1
             else:
                 following = meta.revision + 1

@@ -101,6 +101,15 @@ def _same_listener(added: str, listen: Address) -> bool:
     return listen.host in ("0.0.0.0", "::", "") and where.port == listen.port
 
 
+def retention_of(config: NodeConfig) -> Retention:
+    """The KV store's automatic-compaction flags, validated: ``ConfigError`` naming the flag (the runtime's own
+    validation knows nothing of the store)."""
+    try:
+        return parse_retention(config.auto_compaction_mode, config.auto_compaction_retention)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _describe(r: Retention) -> str:
     return f"{int(r.amount)} revisions" if r.mode == "revision" else f"{r.amount:g} s"
 
@@ -119,10 +128,7 @@ class KVServer:
     ) -> None:
         """``backend``: the KV store's backend (default: LMDB in the data directory, opened at start)."""
         config.validate(check_ports=check_ports)
-        try:
-            self.retention = parse_retention(config.auto_compaction_mode, config.auto_compaction_retention)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        self.retention = retention_of(config)
         self.config = config
         self.kind: MachineKind = state_machine
         self.streams = streams
