@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from raftkv.client import connect
+import pytest
+
+from raftkv.client import LockLost, connect
 from tests.runtime.cluster import kv_servers
 
 
@@ -51,6 +53,39 @@ async def test_a_holder_whose_lease_is_lost_learns_it_and_the_next_waiter_gets_t
             await asyncio.wait_for(first.lost.wait(), 5.0)  # its keep-alive finds the lease gone
             await second.release()
             await first.release()  # releasing a lost lock is harmless
+    finally:
+        for s in servers:
+            await s.aclose()
+
+
+async def test_a_waiter_whose_predecessor_leaves_the_middle_of_the_queue_waits_on(tmp_path: Path) -> None:
+    """A waiter that sees the key just ahead of it deleted while another key is still ahead must not take the
+    lock (the recipe skips its re-check only when the key it watched was the only one ahead)."""
+    servers = await kv_servers(tmp_path, 3)
+    try:
+        async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
+            holder, middle, last = c.lock("Q", ttl=5), c.lock("Q", ttl=5), c.lock("Q", ttl=5)
+            await holder.acquire()
+            middle_waits = asyncio.ensure_future(middle.acquire())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while (await c.range("Q/", prefix=True)).count < 2:
+                assert loop.time() < deadline, "the middle waiter never queued"
+                await asyncio.sleep(0.01)
+            last_waits = asyncio.ensure_future(last.acquire())
+            while (await c.range("Q/", prefix=True)).count < 3:
+                assert loop.time() < deadline, "the last waiter never queued"
+                await asyncio.sleep(0.01)
+            keys = (await c.range("Q/", prefix=True, sort_target="create")).kvs
+            await c.lease_revoke(keys[1].lease)  # the middle one leaves: the last one's watched key goes
+            with pytest.raises(LockLost):  # its next keep-alive finds the lease gone
+                await asyncio.wait_for(middle_waits, 5.0)
+            assert not last_waits.done(), "the last waiter took the lock while its holder still held it"
+            await holder.release()
+            await asyncio.wait_for(last_waits, 5.0)
+            assert last.token > holder.token
+            await last.release()
+            await middle.release()
     finally:
         for s in servers:
             await s.aclose()

@@ -143,6 +143,10 @@ async def _wait_for_turn(client: Client, prefix: bytes, place: _Place, lease: Le
             lost.cancel()
         if lease.lost.is_set():
             raise LockLost(f"the lease behind {place.key!r} was lost while waiting")
+        if not ahead.more:
+            # It was the only key ahead, and the keys ahead only ever go: none is left, no need to read again
+            # (this saves the hand-over a round trip).
+            return
 
 
 async def _ahead(client: Client, prefix: bytes, end: bytes, mine: int, at: int) -> RangeResult:
@@ -201,7 +205,10 @@ async def _wait_deleted(client: Client, kv: KeyValue, seen_at: int, lost: asynci
             if nxt not in done:
                 nxt.cancel()
                 return seen_at
-            event = nxt.result()
+            try:
+                event = nxt.result()
+            except StopAsyncIteration:
+                raise RaftError("the watch ended before the key ahead was deleted: the client closed") from None
             if event.type == EventType.DELETE:
                 return int(event.kv.mod_revision)
     finally:
