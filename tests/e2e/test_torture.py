@@ -16,6 +16,7 @@ import pytest
 
 from raftkv.check import Kind, Operation, cas, delete, put
 from tests.e2e.harness import FaultProxy, wait_for
+from tests.e2e.locks import FencedWrite, check_locks
 from tests.e2e.torture import FAULT_KINDS, lost_writes, run_torture, schedule
 from tests.runtime.cluster import free_ports
 
@@ -47,6 +48,45 @@ def test_writes_of_unknown_outcome_and_failed_cas_explain_nothing_more_than_they
     assert lost_writes(concurrent, {"k": "a"}) == lost_writes(concurrent, {"k": "b"}) == []
 
 
+def _granted(holder: str, token: int) -> dict[str, object]:
+    return {"h": holder, "ev": "acquired", "t": 0.0, "token": token}
+
+
+def _wrote(holder: str, token: int, seq: int, ok: bool | None) -> dict[str, object]:
+    return {"h": holder, "ev": "write", "t": 0.0, "token": token, "seq": seq, "ok": ok}
+
+
+def test_the_lock_checker_accepts_fenced_writes_in_token_order() -> None:
+    records = [_granted("1.1", 5), _wrote("1.1", 5, 0, True), _granted("2.1", 9), _wrote("2.1", 9, 0, True)]
+    records += [_wrote("1.1", 5, 1, False)]  # holder 1 paused past its lease: its late write was refused
+    fenced = [FencedWrite(5, "1.1", 0, 6), FencedWrite(9, "2.1", 0, 10)]
+    rep = check_locks(records, fenced)
+    assert rep.problems == []
+    assert rep.stats["acquired"] == 2 and rep.stats["writes refused"] == 1
+
+
+def test_the_lock_checker_reports_overlaps_shared_tokens_and_lost_or_unfenced_writes() -> None:
+    records = [_granted("1.1", 5), _granted("2.1", 9)]
+    overlap = [FencedWrite(5, "1.1", 0, 6), FencedWrite(9, "2.1", 0, 10), FencedWrite(5, "1.1", 1, 11)]
+    assert (
+        check_locks(records, overlap)
+        .problems[0]
+        .startswith(
+            "lock-unsafe: holder 1.1 wrote with token 5 at revision 11, after holder 2.1 wrote with the later token 9"
+        )
+    )
+    shared = check_locks([_granted("1.1", 5), _granted("2.1", 5)], [])
+    assert shared.problems == ["lock-shared-token: holders 1.1 and 2.1 were both granted 5"]
+    unknown = check_locks(records, [FencedWrite(7, "3.1", 0, 8)])
+    assert unknown.problems[0].startswith("lock-unknown-token: the resource holds a write of holder 3.1 with token 7")
+    lost = check_locks([*records, _wrote("1.1", 5, 0, True)], [])
+    assert lost.problems == ["lost: holder 1.1's fenced write 5/0 was acknowledged"]
+    unfenced = check_locks([*records, _wrote("1.1", 5, 0, False)], [FencedWrite(5, "1.1", 0, 6)])
+    assert unfenced.problems == ["lock-unfenced: holder 1.1's write 5/0 was refused, yet applied"]
+    unknown_outcome = check_locks([*records, _wrote("1.1", 5, 0, None)], [FencedWrite(5, "1.1", 0, 6)])
+    assert unknown_outcome.problems == []
+
+
 def test_the_fault_schedule_depends_on_the_seed_alone() -> None:
     assert schedule(7, FAULT_KINDS, 5, 30) == schedule(7, FAULT_KINDS, 5, 30)
     assert schedule(7, FAULT_KINDS, 5, 30) != schedule(8, FAULT_KINDS, 5, 30)
@@ -62,12 +102,23 @@ def test_the_fault_schedule_depends_on_the_seed_alone() -> None:
 async def test_every_fault_kind_leaves_a_linearizable_history_and_loses_nothing(
     tmp_path: Path, seed: int, nodes: int
 ) -> None:
-    res = await run_torture(seed, 20.0, nodes, faults="all", out_dir=tmp_path)
+    res = await run_torture(seed, 20.0, nodes, faults="all", out_dir=tmp_path, locks=3)
     assert res.ok, res.summary()
+    assert res.locks["acquired"] >= 5 and res.locks["fenced writes"] >= 10, res.summary()
+    assert sum(v for k, v in res.locks.items() if k.startswith("holder ")) >= 3, res.summary()
     assert res.check is not None and res.check.kind is Kind.OK
     assert res.ops >= 200, res.summary()
     assert sum(res.faults_injected.values()) >= 4, res.summary()
     assert (tmp_path / "history.jsonl").exists()
+
+
+@pytest.mark.e2e
+async def test_a_lock_that_does_not_wait_in_line_is_caught(tmp_path: Path) -> None:
+    """The planted lock bug (the holders' --unsafe-skip-wait: a contender holds the lock once it has queued): two
+    holders write to the fenced resource in the same stretch of revisions, which the lock checker reports."""
+    res = await run_torture(4, 8.0, 3, faults=("delay",), out_dir=tmp_path, locks=3, unsafe_lock=True)
+    assert res.verdict == "lock-unsafe", res.summary()
+    assert "--unsafe-lock" in res.replay_command()
 
 
 @pytest.mark.e2e

@@ -61,6 +61,7 @@ from raftkv.client import Client, connect
 from raftkv.errors import InvalidConfChange, RaftError
 from raftkv.transport.kjloop import kj_loop
 from tests.e2e.harness import ProcCluster, wait_for
+from tests.e2e.locks import LockWorkload, check_locks, gather_fenced
 
 FAULT_KINDS: tuple[str, ...] = ("kill", "pause", "partition", "delay", "loss", "restart", "member")
 PROCESS_FAULTS = frozenset({"kill", "pause", "restart"})
@@ -229,6 +230,8 @@ class TortureResult:
     """Snapshot log lines counted over every node: taken, installed from the leader, restored at start."""
     network: dict[str, int] = field(default_factory=dict)
     """The fault proxies' counters: chunks relayed and swallowed, connections reset."""
+    locks: dict[str, int] = field(default_factory=dict)
+    """The lock workload's figures (tests/e2e/locks.py), empty when it did not run."""
     history_path: Path | None = None
     html_path: Path | None = None
 
@@ -260,6 +263,7 @@ class TortureResult:
             f".venv/bin/python -m tests.e2e.torture --seed {self.seed} --duration {self.duration_s:g} "
             f"--nodes {self.nodes} --faults {','.join(self.faults)}"
         )
+        cmd += f" --locks {self.locks.get('holders', 0)}" + (" --unsafe-lock" if self.locks.get("unsafe") else "")
         return cmd + (" --unsafe-stale-reads" if self.unsafe_stale_reads else "")
 
     def summary(self) -> str:
@@ -282,6 +286,8 @@ class TortureResult:
             lines.append("  network: " + ", ".join(f"{k} {v}" for k, v in self.network.items()))
         if self.snapshots:
             lines.append("  snapshots: " + ", ".join(f"{k} {v}" for k, v in self.snapshots.items()))
+        if self.locks:
+            lines.append("  locks: " + ", ".join(f"{k} {v}" for k, v in self.locks.items()))
         lines.append(
             f"  converged in {self.converge_s:.1f} s at term {self.final_term}, index {self.final_index}; "
             f"checked in {self.check_s:.2f} s; run {self.elapsed_s:.1f} s"
@@ -322,6 +328,7 @@ class TortureResult:
             "faults_by_kind": self.faults_by_kind,
             "network": self.network,
             "snapshots": self.snapshots,
+            "locks": self.locks,
             "check": None if self.check is None else {"kind": self.check.kind.value, "reason": self.check.reason},
             "problems": self.problems,
             "warnings": self.warnings,
@@ -938,6 +945,9 @@ async def run_torture(
     snapshot_entries: int | None = 200,
     snapshot_trailing: int | None = 50,
     keep_data: bool = False,
+    locks: int = 0,
+    lock_ttl: int = 2,
+    unsafe_lock: bool = False,
 ) -> TortureResult:
     """Run one torture test (see the module docstring) and return what it found; never raises on a finding."""
     if nodes not in (3, 5):
@@ -961,18 +971,26 @@ async def run_torture(
     started = time.monotonic()
     history = History(started)
     nemesis = Nemesis(cluster, seed, kinds, history)
+    lockload = LockWorkload(cluster, out, seed, locks, ttl=lock_ttl, unsafe_skip_wait=unsafe_lock) if locks else None
+    res.locks = {"holders": locks, "unsafe": int(unsafe_lock)} if locks else {}
     final_state: dict[str, str] | None = None
     try:
         async with asyncio.timeout(duration_s + converge_timeout_s + 120.0), kj_loop():
             await cluster.start()
             await cluster.wait_leader(timeout=30.0)
             deadline = time.monotonic() + duration_s
+            if lockload is not None:
+                await lockload.start(deadline)
             async with asyncio.TaskGroup() as tg:
                 for w in range(clients):
                     tg.create_task(worker(w, cluster, history, load, seed, deadline))
                 tg.create_task(nemesis.run(deadline))
+                if lockload is not None:
+                    tg.create_task(lockload.run_faults())
             nemesis.check_processes()
             await nemesis.heal_all()
+            if lockload is not None:
+                res.problems.extend(await lockload.finish())
             t = time.monotonic()
             try:
                 res.final_term, res.final_index = await converge(cluster, converge_timeout_s)
@@ -983,10 +1001,19 @@ async def run_torture(
                 keys = {op.key for op in history.ops}
                 final_reads = await _final_reads(cluster, history, sorted(keys))
                 final_state = await _compare_nodes(cluster, res, final_reads, keys, converge_timeout_s)
+            if lockload is not None and not any(p.startswith("no-convergence") for p in res.problems):
+                await converge(cluster, converge_timeout_s)  # the holders' last releases and revocations applied
+                fenced, disagreements = await gather_fenced(cluster)
+                report = check_locks(lockload.records(), fenced)
+                res.problems.extend(disagreements + report.problems)
+                res.locks.update(report.stats)
+                res.locks.update({f"holder {k}": v for k, v in lockload.faults.items()})
             nemesis.check_processes()
     except TimeoutError:
         res.problems.append("stuck: the run overran its hard time limit")
     finally:
+        if lockload is not None:
+            await lockload.close()
         await cluster.close()
     res.elapsed_s = time.monotonic() - started
     for _node, what in sorted(nemesis.crashed.items()):
@@ -1146,6 +1173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check-timeout", type=float, default=None)
     p.add_argument("--snapshot-entries", type=int, default=200, help="nodes snapshot every N entries (200; 0: never)")
     p.add_argument("--snapshot-trailing", type=int, default=50, help="entries kept below a snapshot (50)")
+    p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs and logs after a pass too")
+    p.add_argument("--locks", type=int, default=3, help="lock contender processes (tests/e2e/locks.py; 0: none)")
+    p.add_argument("--lock-ttl", type=int, default=2, help="the contenders' lease TTL in seconds (2)")
+    p.add_argument("--unsafe-lock", action="store_true", help="plant the test-only lock bug (no waiting in line)")
     p.add_argument("--schedule", type=int, metavar="STEPS", help="print the first STEPS faults and exit")
     a = p.parse_args(argv)
     try:
@@ -1178,6 +1209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_timeout_s=a.check_timeout,
                 snapshot_entries=a.snapshot_entries,
                 snapshot_trailing=a.snapshot_trailing,
+                keep_data=a.keep_data,
+                locks=a.locks,
+                lock_ttl=a.lock_ttl,
+                unsafe_lock=a.unsafe_lock,
             )
         )
         print(res.summary(), flush=True)

@@ -196,10 +196,11 @@ async def _wait_deleted(client: Client, kv: KeyValue, seen_at: int, lost: asynci
     revision of the delete (``seen_at`` if lost)."""
     w = client.watch(kv.key, start_revision=seen_at + 1)
     await w.__aenter__()
+    nxt: asyncio.Future[Any] | None = None
     try:
         events = w.__aiter__()
         while True:
-            nxt: asyncio.Future[Any] = asyncio.ensure_future(events.__anext__())
+            nxt = asyncio.ensure_future(events.__anext__())
             waiting: set[asyncio.Future[Any]] = {nxt, lost}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if nxt not in done:
@@ -212,6 +213,8 @@ async def _wait_deleted(client: Client, kv: KeyValue, seen_at: int, lost: asynci
             if event.type == EventType.DELETE:
                 return int(event.kv.mod_revision)
     finally:
+        if nxt is not None and not nxt.done():
+            nxt.cancel()  # this wait was cancelled (the caller's deadline): so is the pending read of the watch
         # Ending the watch is a round trip to the node: the next waiter need not wait for it.
         closing = asyncio.ensure_future(w.__aexit__(None, None, None))
         _CLOSING.add(closing)
