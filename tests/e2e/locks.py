@@ -164,6 +164,7 @@ class LockWorkload:
             if kind == "kill":
                 h.proc.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(h.proc.wait, 5)
+                h.proc = None  # killed on purpose: not a crash, even if no new process follows
                 await asyncio.sleep(self.rng.uniform(0.2, 1.5))
                 if time.monotonic() < self.deadline:
                     self._spawn(h)

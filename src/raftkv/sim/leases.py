@@ -16,6 +16,17 @@ to have applied its revocation. An expiry must come no earlier than ``TTL / (1 +
 acknowledgement: "a lease expires no earlier than TTL after the last keep-alive the cluster acknowledged", on
 clocks that may run fast by up to the drift. The guarantee leans on check-quorum (a leader cut off from the
 majority stops acknowledging within an election timeout), so seeds without it do not run leases.
+
+The other side, in the liveness phase (:meth:`LeaseWorkload.settle`): once the cluster has healed and one
+leader leads, every lease the client stopped keeping alive must be gone, with its keys, from every member's
+store (within the run's liveness bound). And the leader must decide each expiry in time: it must propose the
+revocation no later than ``TTL / (1 - MAX_DRIFT)`` after the latest of
+* the last acknowledged keep-alive,
+* the moment the leader first held the lease,
+* the moment it took office (here the bound is TTL plus the extension),
+* the moment it was last resumed from a pause,
+plus one keeper period. That is "while a leader is up, no later than TTL plus the time to commit the revoke";
+the commit itself takes what the log takes.
 """
 
 from __future__ import annotations
@@ -48,6 +59,8 @@ class _LeaseState:
     seen_on: dict[NodeId, int] = field(default_factory=dict)
     """Nodes whose store holds the lease, with the incarnation that saw it (a restarted node rebuilds its store
     from an older point: the lease missing there for a while is no revocation)."""
+    first_seen: dict[NodeId, int] = field(default_factory=dict)
+    """When each node's current incarnation first held the lease (sim time)."""
 
 
 class LeaseWorkload:
@@ -68,6 +81,14 @@ class LeaseWorkload:
         self.expired = 0
         self.via: NodeId | None = None
         """The node the lease client keeps its leases alive through."""
+        self.promoted_ms: dict[NodeId, int] = {}
+        """When each node last took office as leader (its lessor promoted), sim time."""
+        self.stopped_ms: int | None = None
+        self.first_revoke: dict[tuple[NodeId, int], int] = {}
+        self.down: set[NodeId] = set()
+        self.back_ms: dict[NodeId, int] = {}
+        """When each node last came back from a pause or a crash (sim time)."""
+        """When each node first proposed each lease's expiry (sim time)."""
 
     def start(self) -> None:
         self.c.schedule(CHECK_MS, self.check)
@@ -75,6 +96,55 @@ class LeaseWorkload:
 
     def stop(self) -> None:
         self.active = False
+        self.stopped_ms = self.c.now
+
+    def _all_gone(self, members: tuple[NodeId, ...]) -> bool:
+        for i in members:
+            kv = self.c.nodes[i].kv
+            if kv is None:
+                return False
+            ttls = kv.lease_ttls
+            for state in self.leases.values():
+                if state.id in ttls or kv.get(b"lease/%d" % state.id) is not None:
+                    return False
+        return True
+
+    def settle(self, leader: NodeId, within_ms: int) -> None:
+        """The liveness side (module docstring): raise :class:`SafetyViolation` if a lapsed lease is still there
+        ``within_ms`` after the keep-alives stopped, or if the leader decided an expiry late. Runs the cluster
+        on; call once it has converged under ``leader``."""
+        c = self.c
+        members = c.members()
+        stopped = self.stopped_ms if self.stopped_ms is not None else c.now
+        if not c.run_until(lambda: self._all_gone(members), max(1, stopped + within_ms - c.now), CHECK_MS):
+            stores = [kv for i in members if (kv := c.nodes[i].kv) is not None]
+            left = sorted(s.id for s in self.leases.values() if any(s.id in kv.lease_ttls for kv in stores))
+            raise SafetyViolation(
+                f"liveness: leases {left[:5]} (or their keys) still there {c.now - stopped} ms after their "
+                f"keep-alives stopped, with node {leader} leading"
+            )
+        since = self.promoted_ms.get(leader, c.now)
+        ttl_ms = TTL_S * 1000 / (1 - MAX_DRIFT)
+        for state in self.leases.values():
+            if state.explicitly_revoked or state.gone_ms is None or state.gone_ms < since:
+                continue  # revoked by the client, or expired under an earlier leader
+            proposed = self.first_revoke.get((leader, state.id))
+            if proposed is None or any(t < since for (_i, lease), t in self.first_revoke.items() if lease == state.id):
+                continue  # an earlier leader's revocation, committed late
+            # The latest the leader's lessor can hold it to: a TTL after the last keep-alive, after the leader
+            # first saw the lease (a grant committed late starts late), or TTL plus the extension after taking
+            # office, each on a clock up to MAX_DRIFT slow. Its keeper must propose the revocation by then.
+            due = max(
+                state.last_ack_ms + ttl_ms,
+                state.first_seen.get(leader, since) + ttl_ms,
+                since + (TTL_S + self.extend_s) * 1000 / (1 - MAX_DRIFT),
+                self.back_ms.get(leader, 0),
+            )
+            if proposed > due + CHECK_MS:
+                raise SafetyViolation(
+                    f"lease {state.id}: leader {leader} proposed its expiry {proposed - state.last_ack_ms} ms after "
+                    f"its last acknowledged keep-alive, {proposed - due:.0f} ms past the latest its TTL allows"
+                )
 
     def _local_s(self, node_id: NodeId) -> float:
         return self.c.now / 1000 * self.rates.get(node_id, 1.0)
@@ -89,22 +159,30 @@ class LeaseWorkload:
             if node.core is None or node.kv is None or node.paused:
                 if node.core is None:
                     lessor.demote()
+                self.down.add(i)
                 continue
+            if i in self.down:
+                self.down.discard(i)
+                self.back_ms[i] = c.now  # a paused keeper decides nothing: its expiries wait for this moment
             now = self._local_s(i)
             if node.core.role is Role.LEADER:
                 if not lessor.leading:
                     lessor.promote(now, node.kv.lease_ttls, self.extend_s)
+                    self.promoted_ms[i] = c.now
                 else:
                     lessor.sync(now, node.kv.lease_ttls)
                 for lease in lessor.expired(now):
                     if c.now - self.revoking.get((i, lease), -(10**9)) >= 200:
                         self.revoking[(i, lease)] = c.now
+                        self.first_revoke.setdefault((i, lease), c.now)
                         c.propose(encode_command(LeaseRevoke(lease, expired=True)), via=i)
             elif lessor.leading:
                 lessor.demote()
             ttls = node.kv.lease_ttls
             for state in self.leases.values():
                 if state.id in ttls:
+                    if state.seen_on.get(i) != node.incarnation:
+                        state.first_seen[i] = c.now
                     state.seen_on[i] = node.incarnation
                 elif state.seen_on.get(i) == node.incarnation and state.gone_ms is None:
                     state.gone_ms = c.now  # the first node seen to have applied the revocation
