@@ -93,7 +93,7 @@ def test_a_foreign_layout_is_refused(tmp_path: Path) -> None:
     with env.begin(write=True) as txn:
         txn.put(b"format", b"something-else/9", db=env.open_db(b"meta", txn=txn))
     env.close()
-    with pytest.raises(KVBackendError, match=r"has layout something-else/9, this raftkv reads raftkv-kv-lmdb/3$"):
+    with pytest.raises(KVBackendError, match=r"has layout something-else/9, this raftkv reads raftkv-kv-lmdb/4$"):
         LMDBBackend(tmp_path / "kv")
     LMDBBackend(tmp_path / "other").close()  # the failed open released its path registration
     with pytest.raises(KVBackendError):

@@ -43,11 +43,14 @@ VOTE_STRESS: dict[str, Any] = {
 
 
 def _first_violation(hook: str, fixed: dict[str, Any], max_seeds: int) -> tuple[int, str]:
+    """The first seed whose run with ``hook`` breaks a safety check. Runs that only lose liveness are passed
+    over: a broken rule may also leave a cluster that never settles (seed 53 of VOTE_STRESS with forget_vote
+    churns through elections after converging, so its leases never expire), which is not the catch sought."""
     for seed in range(1, max_seeds + 1):
         opts = SimOptions.draw(seed, **fixed)
         opts.unsafe = (hook,)
         result = run_seed(seed, opts)
-        if not result.ok:
+        if not result.ok and "SafetyViolation: liveness:" not in str(result.failure):
             return seed, result.failure
     raise AssertionError(f"{max_seeds} seeds with {hook} enabled and the checker never noticed")
 

@@ -94,7 +94,8 @@ class Put(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="put"):
         _check_key(self.key)
         if len(self.value) > MAX_VALUE_BYTES:
             raise CommandError(f"value is {len(self.value)} bytes, more than the limit of {MAX_VALUE_BYTES}")
-        _check_non_negative(lease=self.lease)
+        if self.lease < 0:  # inline, not _check_non_negative: every replica decodes every put
+            _check_non_negative(lease=self.lease)
 
 
 class DeleteRange(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="del"):
@@ -330,7 +331,10 @@ class Request(msgspec.Struct, frozen=True, array_like=True, tag="req"):
     first_incomplete: int = 0
 
     def __post_init__(self) -> None:
-        _check_non_negative(session_id=self.session_id, time_ms=self.time_ms, first_incomplete=self.first_incomplete)
+        if self.session_id < 0 or self.time_ms < 0 or self.first_incomplete < 0:  # the hot path: no kwargs dict
+            _check_non_negative(
+                session_id=self.session_id, time_ms=self.time_ms, first_incomplete=self.first_incomplete
+            )
         if self.seq < 1:
             raise CommandError(f"seq must be >= 1, got {self.seq}")
         if self.first_incomplete > self.seq:

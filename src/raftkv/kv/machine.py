@@ -606,13 +606,7 @@ class KVStateMachine:
         return CompactResult(op.revision, self._revision)
 
     def _write(self, op: Write, index: int) -> Result:
-        match op:
-            case Compact():
-                return self._compact(op)
-            case LeaseGrant():
-                return self._grant(op, index)
-            case LeaseRevoke():
-                return self._revoke(op)
+        match op:  # the common case first: this runs for every write on every replica
             case Put():
                 if op.lease and self._wtxn().get_lease(op.lease) is None:
                     return _no_lease(op.lease)
@@ -620,6 +614,12 @@ class KVStateMachine:
                 put = self._put(op, revision)
                 self._revision = revision
                 return put
+            case Compact():
+                return self._compact(op)
+            case LeaseGrant():
+                return self._grant(op, index)
+            case LeaseRevoke():
+                return self._revoke(op)
             case DeleteRange():
                 deleted = self._delete(op, self._revision + 1, self._revision)
                 self._revision = deleted.revision
@@ -628,7 +628,8 @@ class KVStateMachine:
                 return self._transaction(op)
 
     def _put(self, op: Put, revision: int) -> PutResult:
-        txn = self._wtxn()
+        txn = self._txn
+        assert txn is not None  # inside apply()
         prev = txn.get(op.key)
         if prev is None:
             kv = KeyValue(op.key, op.value, revision, revision, 1, op.lease)

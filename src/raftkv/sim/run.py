@@ -578,11 +578,6 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
                 f"after healing ({_describe_nodes(c)}; {len(c.checker.reads)} reads unanswered)"
             )
         check_acknowledged(c)
-        if leases is not None:
-            leases.settle(c.leaders()[0], opts.liveness_ms)
-            # The revocations it waited for are commands: let every member apply them before comparing stores.
-            if not c.run_until(lambda: converged(c), opts.liveness_ms, check_every_ms=10):
-                raise SafetyViolation("liveness: the cluster did not settle again after the leases expired")
         if opts.kv_workload:
             check_history_agrees(c)
             history = driver.history()
@@ -590,6 +585,12 @@ def run_seed(seed: int, opts: SimOptions, trace: bool = False) -> RunResult:
             result.stats["history_ops"] = len(history)
             if verdict.kind is Kind.ILLEGAL:
                 raise SafetyViolation(f"linearizability: {verdict.reason}")
+        if leases is not None:  # after the safety checks: a diverged store can also leave a lease behind
+            leases.settle(c.leaders()[0], opts.liveness_ms)
+            # The revocations it waited for are commands: let every member apply them, then compare again.
+            if not c.run_until(lambda: converged(c), opts.liveness_ms, check_every_ms=10):
+                raise SafetyViolation("liveness: the cluster did not settle again after the leases expired")
+            check_history_agrees(c)
     except (SafetyViolation, RaftError) as e:  # RaftError: any error escaping the core is a bug found
         result.ok = False
         result.failure = f"{type(e).__name__}: {e}"

@@ -10,18 +10,25 @@ seven named sub-databases:
   current value of each live key. LMDB keeps keys sorted bytewise, which is exactly etcd's key order, so a
   range scan at the current revision is a cursor walk;
 * ``history``: revision ``>QQ (main, sub)`` (big-endian, so key order is revision order) -> a 19-byte prefix
-  ``<B tombstone><16 bytes: the revision of the put this record supersedes, zeros if none><H key length>``, the
-  user key, then the msgspec-encoded :class:`~raftkv.kv.backend.HistoryRecord` (the bytes a snapshot image
-  carries). A watch from a past revision is a cursor walk from it. The prefix lets physical compaction find
-  what each record makes garbage without decoding it;
-* ``key_revs`` (``dupsort``, fixed 17-byte values): user key -> ``>QQB (main, sub, tombstone)`` for each of
-  its records, sorted. A read at revision ``R`` finds a key's record with one ``MDB_GET_BOTH_RANGE`` seek to
-  ``(R + 1, 0)`` and a step back (or, when the key did not change after ``R``, just its last value), then one
-  ``history`` get: O(log n) per key, and a range at ``R`` walks the keys in order;
+  ``<B tombstone><16 bytes: the revision of the key's record just before this one (a put or a tombstone), zeros
+  if none><H key length>``, the user key, then the msgspec-encoded :class:`~raftkv.kv.backend.HistoryRecord` (the
+  bytes a snapshot image carries). A watch from a past revision is a cursor walk from it. The prefixes chain each
+  key's records newest to oldest;
+* ``graves``: user key -> the 16-byte revision of its tombstone, for each key whose newest record is a delete
+  (the head of its chain, as the ``data`` row is for a live key). A put that re-creates the key removes it.
+
+  **The index is the chain** (etcd keeps a B-tree of every key's revisions in memory; layout 3 kept it on disk,
+  as a ``dupsort`` table, and paid a random B-tree write on every put for it). A read at revision ``R`` starts
+  at the key's head: a live key whose ``data`` row is at or below ``R`` is answered from that row alone (the
+  common case: the key did not change after ``R``); otherwise it follows the prefixes back, one ``history`` get
+  per record newer than ``R``, and a record missing from ``history`` means compaction removed it, which it only
+  does to records no read at a retained revision can see. A range at ``R`` walks ``data`` and ``graves`` together
+  in key order. So a read at ``R`` costs O(log n) plus one get for each later change of that key (bounded by the
+  retention), and a put costs no index write at all: its predecessor is the ``data`` row the state machine just
+  read (or, for a key that was deleted, its ``graves`` entry);
 * physical compaction walks ``history`` from its scan position (``b"compact_scan"`` in ``meta``: a physical,
   per-node fact, outside :class:`~raftkv.kv.backend.Meta`), reading each record's predecessor from its prefix
-  (see ``raftkv.kv.backend``); a write costs three puts (``data``, ``history``, ``key_revs``), its predecessor
-  coming from the ``data`` row the state machine just read;
+  (see ``raftkv.kv.backend``), and drops a tombstone's ``graves`` entry with it;
 * ``sessions``: session id (8 bytes, big-endian so that key order is id order) -> msgspec-encoded
   :class:`~raftkv.kv.sessions.SessionRecord`;
 * ``leases``: lease id (8 bytes, big-endian) -> msgspec-encoded :class:`~raftkv.kv.backend.LeaseRecord`, and
@@ -58,6 +65,7 @@ An environment must not be opened twice in one process (LMDB forbids it: its loc
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Iterator
@@ -75,7 +83,6 @@ from raftkv.kv.backend import (
     ReadView,
     WriteTxn,
     encode_record,
-    garbage_from,
     tombstone,
 )
 from raftkv.kv.commands import KeyValue
@@ -90,14 +97,17 @@ FILE_NAME: Final = "kv.lmdb"
 DEFAULT_MAP_SIZE: Final = 16 << 30
 """16 GiB of address space; the file only grows as data is written."""
 
-_FORMAT: Final = b"raftkv-kv-lmdb/3"  # 2: sessions keep a window of results; 3: multi-version history, leases
+_FORMAT: Final = b"raftkv-kv-lmdb/4"
+"""2: sessions keep a window of results; 3: multi-version history, leases; 4: the history's prefixes chain each
+key's records and ``graves`` heads deleted keys' chains, instead of the ``key_revs`` index (3 is converted on
+open: :func:`_upgrade_from_3`)."""
+_LAYOUT_3: Final = b"raftkv-kv-lmdb/3"
 _HEADER_REST: Final = struct.Struct("<QQQ")  # create_revision, version, lease; after the 16-byte revision
 _HEADER_SIZE: Final = 16 + _HEADER_REST.size
 _META_KEY: Final = b"meta"
 _FORMAT_KEY: Final = b"format"
 
 _REV: Final = struct.Struct(">QQ")
-_KEY_REV: Final = struct.Struct(">QQB")
 _SCAN_KEY: Final = b"compact_scan"
 _PREFIX: Final = struct.Struct("<B16sH")
 _NO_REV: Final = bytes(16)
@@ -139,6 +149,64 @@ def _decode_header(key: bytes, raw: bytes) -> KeyValue:
     return KeyValue(key, b"", create, int.from_bytes(raw[:8]), version, lease)
 
 
+def _doomed(
+    txn: lmdb.Transaction[bytes], history: lmdb._Database, position: tuple[int, int], revision: int, budget: int
+) -> tuple[list[tuple[bytes, bytes, bool]], bool, bytes]:
+    """What physical compaction to ``revision`` removes, walking ``history`` from ``position`` and examining at
+    most ``budget`` records (-1: no bound): (key, revision, is a tombstone that may head its key's chain) of each
+    record to remove; whether the walk reached ``revision``; where the next walk starts.
+
+    For each record ``r`` at or below ``revision``: the record before it (its prefix names it) is garbage once
+    :func:`~raftkv.kv.backend.garbage_from` says so, and ``r`` itself if it is a tombstone older than
+    ``revision``. A walk that reaches ``revision`` leaves its position at ``(revision, 0)``: the records at
+    ``revision`` itself are examined again by the next compaction."""
+    doomed: list[tuple[bytes, bytes, bool]] = []
+    following = _REV.pack(revision, 0)
+    cursor = txn.cursor(db=history)
+    if not cursor.set_range(_REV.pack(*position)):
+        return doomed, True, following
+    for examined, (rev, raw) in enumerate(cursor.iternext(keys=True, values=True)):
+        main = int.from_bytes(rev[:8])
+        if main > revision:
+            break
+        if examined == budget:
+            return doomed, False, rev
+        dead, previous, key_len = _PREFIX.unpack_from(raw)
+        key = raw[_PREFIX.size : _PREFIX.size + key_len]
+        if previous != _NO_REV:
+            previous_main = int.from_bytes(previous[:8])
+            due = main if main > previous_main else previous_main + 1  # garbage_from(previous, r)
+            if due <= revision:
+                doomed.append((key, previous, False))
+        if dead and main < revision:
+            doomed.append((key, rev, True))
+    return doomed, True, following
+
+
+def _upgrade_from_3(
+    env: lmdb.Environment, txn: lmdb.Transaction[bytes], history: lmdb._Database, graves: lmdb._Database
+) -> None:
+    """Convert layout 3 in place, in the opening transaction (all or nothing): link each put that re-created a
+    deleted key to that key's tombstone, head each deleted key's chain in ``graves``, and drop ``key_revs``."""
+    key_revs = env.open_db(b"key_revs", txn=txn, dupsort=True, dupfixed=True)
+    cursor = txn.cursor(db=key_revs)
+    if cursor.first():
+        while True:
+            key = cursor.key()
+            revs: list[bytes] = list(cursor.iternext_dup(keys=False, values=True))
+            for before, after in itertools.pairwise(revs):
+                raw = txn.get(after[:16], db=history)
+                invariant(raw is not None, f"layout 3: key_revs names {_REV.unpack(after[:16])}, history lacks it")
+                assert raw is not None
+                if raw[1:17] == _NO_REV:  # a put after a delete: layout 3 left it unlinked
+                    txn.put(after[:16], raw[:1] + before[:16] + raw[17:], db=history)
+            if revs and revs[-1][16]:
+                txn.put(key, revs[-1][:16], db=graves)
+            if not cursor.next_nodup():
+                break
+    txn.drop(key_revs, delete=True)
+
+
 class LMDBBackend:
     """A :class:`~raftkv.kv.backend.Backend` on an LMDB environment at ``path`` (see the module docstring)."""
 
@@ -177,7 +245,7 @@ class LMDBBackend:
             with self._env.begin(write=True) as txn:
                 self._meta = self._env.open_db(b"meta", txn=txn)
                 found = txn.get(_FORMAT_KEY, db=self._meta)
-                if found is not None and found != _FORMAT:
+                if found is not None and found not in (_FORMAT, _LAYOUT_3):
                     older = found.startswith(b"raftkv-kv-lmdb/") and found < _FORMAT
                     raise KVBackendError(
                         f"the key-value store at {self.path} has layout {found.decode(errors='replace')}, this "
@@ -191,11 +259,13 @@ class LMDBBackend:
                     )
                 self._data = self._env.open_db(b"data", txn=txn)
                 self._history = self._env.open_db(b"history", txn=txn)
-                self._key_revs = self._env.open_db(b"key_revs", txn=txn, dupsort=True, dupfixed=True)
+                self._graves = self._env.open_db(b"graves", txn=txn)
                 self._sessions = self._env.open_db(b"sessions", txn=txn)
                 self._leases = self._env.open_db(b"leases", txn=txn)
                 self._lease_keys = self._env.open_db(b"lease_keys", txn=txn)
-                if found is None:
+                if found == _LAYOUT_3:
+                    _upgrade_from_3(self._env, txn, self._history, self._graves)
+                if found != _FORMAT:
                     txn.put(_FORMAT_KEY, _FORMAT, db=self._meta)
         except BaseException:
             self.close()
@@ -272,7 +342,7 @@ class LMDBBackend:
 
 
 class _LMDBView:
-    __slots__ = ("_b", "_last_get", "_txn")
+    __slots__ = ("_b", "_garbage_cache", "_last_get", "_txn")
 
     def __init__(self, backend: LMDBBackend, txn: lmdb.Transaction[bytes]) -> None:
         self._b = backend
@@ -280,6 +350,7 @@ class _LMDBView:
         self._last_get: tuple[bytes, bytes | None] | None = None
         """The last row :meth:`get` read: the state machine reads a key just before it writes it, and the write
         needs the row it replaces (the record it supersedes)."""
+        self._garbage_cache: tuple[int, set[bytes]] | None = None
 
     def meta(self) -> Meta:
         raw = self._txn.get(_META_KEY, db=self._b._meta)
@@ -346,55 +417,69 @@ class _LMDBView:
 
     # --- the history ---
 
-    @staticmethod
-    def _rev_at(cursor: lmdb.Cursor, key: bytes, revision: int) -> bytes | None:
-        """With ``cursor`` on ``key`` in ``key_revs``: the value of its newest record at or below ``revision``."""
-        cursor.last_dup()
-        last: bytes = cursor.value()  # type: ignore[assignment] # a cursor without buffers returns bytes
-        if int.from_bytes(last[:8]) <= revision:
-            return last  # the key did not change after ``revision``: the common case
-        # Some dup is >= (revision + 1, 0) (the last one is): seek to the first such, step back.
-        cursor.set_range_dup(key, _KEY_REV.pack(revision + 1, 0, 0))
-        return cursor.value() if cursor.prev_dup() else None  # type: ignore[return-value]
+    def _head(self, key: bytes) -> tuple[bytes, bytes | None]:
+        """The revision of ``key``'s newest record (zeros: none) and, for a live key, its ``data`` row."""
+        row = self._txn.get(key, db=self._b._data)
+        if row is not None:
+            return row[:16], row
+        grave = self._txn.get(key, db=self._b._graves)
+        return (_NO_REV if grave is None else grave), None
 
-    def _record(self, rev: bytes) -> HistoryRecord:
-        raw = self._txn.get(rev, db=self._b._history)
-        invariant(raw is not None, f"key_revs names revision {_REV.unpack(rev)} that history lacks")
-        assert raw is not None
-        return _RECORD_DECODER.decode(_encoded(raw))
+    def _resolve(self, key: bytes, head: bytes, row: bytes | None, revision: int) -> KeyValue | None:
+        """``key`` at ``revision``: walk its chain from ``head`` back to the first record at or below it."""
+        if row is not None and int.from_bytes(head[:8]) <= revision:
+            return _decode_kv(key, row)  # the key did not change after ``revision``: the common case
+        rev = head
+        while rev != _NO_REV:
+            raw = self._txn.get(rev, db=self._b._history)
+            if raw is None:
+                return None  # compacted: only records no retained revision can see are ever removed
+            if int.from_bytes(rev[:8]) <= revision:
+                return None if raw[0] else _RECORD_DECODER.decode(_encoded(raw)).kv
+            rev = raw[1:17]
+        return None
 
     def get_at(self, key: bytes, revision: int) -> KeyValue | None:
         if not key or len(key) > MAX_KEY_BYTES:
             return None
-        cursor = self._txn.cursor(db=self._b._key_revs)
-        if not cursor.set_key(key):
-            return None
-        found = self._rev_at(cursor, key, revision)
-        if found is None or found[16]:
-            return None
-        return self._record(found[:16]).kv
+        head, row = self._head(key)
+        return self._resolve(key, head, row, revision)
 
-    def _walk_at(self, start: bytes, end: bytes | None, revision: int) -> Iterator[tuple[bytes, bytes]]:
-        """(key, key_revs value) of each key in the range that is live at ``revision``, in key order."""
-        cursor = self._txn.cursor(db=self._b._key_revs)
-        if not cursor.set_range(start):
-            return
-        while True:
-            key = cursor.key()
-            if end is not None and key >= end:
-                return
-            found = self._rev_at(cursor, key, revision)
-            if found is not None and not found[16]:
-                yield key, found
-            if not cursor.next_nodup():
-                return
+    def _heads(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes, bytes | None]]:
+        """(key, head revision, data row or None) of every key in the range with a chain, in key order: the
+        ``data`` and ``graves`` tables merged (a key is in one of them at most)."""
+        live = self._txn.cursor(db=self._b._data)
+        dead = self._txn.cursor(db=self._b._graves)
+        a = live.set_range(start)
+        d = dead.set_range(start)
+        while a or d:
+            if a and (not d or live.key() < dead.key()):
+                key, row = live.key(), live.value()
+                if end is not None and key >= end:
+                    a = False
+                    continue
+                yield key, row[:16], row
+                a = live.next()
+            else:
+                key = dead.key()
+                if end is not None and key >= end:
+                    d = False
+                    continue
+                yield key, dead.value(), None
+                d = dead.next()
+
+    def _walk_at(self, start: bytes, end: bytes | None, revision: int) -> Iterator[KeyValue]:
+        for key, head, row in self._heads(start, end):
+            kv = self._resolve(key, head, row, revision)
+            if kv is not None:
+                yield kv
 
     def scan_at(
         self, start: bytes, end: bytes | None, revision: int, limit: int = 0, keys_only: bool = False
     ) -> list[KeyValue]:
         out: list[KeyValue] = []
-        for _key, found in self._walk_at(start, end, revision):
-            kv = self._record(found[:16]).kv
+        for found in self._walk_at(start, end, revision):
+            kv = found
             if keys_only:
                 kv = KeyValue(kv.key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
             out.append(kv)
@@ -417,30 +502,35 @@ class _LMDBView:
         return out
 
     def previous(self, record: HistoryRecord) -> HistoryRecord | None:
-        key = record.kv.key
-        cursor = self._txn.cursor(db=self._b._key_revs)
-        if not cursor.set_key(key):
+        raw = self._txn.get(_REV.pack(record.main, record.sub), db=self._b._history)
+        if raw is None or raw[1:17] == _NO_REV:
             return None
-        if cursor.set_range_dup(key, _KEY_REV.pack(record.main, record.sub, 0)):
-            if not cursor.prev_dup():
-                return None
-        else:
-            cursor.set_key(key)
-            cursor.last_dup()
-        return self._record(cursor.value()[:16])
+        before = self._txn.get(raw[1:17], db=self._b._history)
+        return None if before is None else _RECORD_DECODER.decode(_encoded(before))
+
+    def _chain(self, head: bytes) -> list[HistoryRecord]:
+        """The retained records of one key, oldest first, from the head of its chain."""
+        records: list[HistoryRecord] = []
+        rev = head
+        while rev != _NO_REV:
+            raw = self._txn.get(rev, db=self._b._history)
+            if raw is None:
+                break  # compacted below here
+            records.append(_RECORD_DECODER.decode(_encoded(raw)))
+            rev = raw[1:17]
+        records.reverse()
+        return records
 
     def key_histories(self, start: bytes, limit: int) -> list[list[HistoryRecord]]:
         out: list[list[HistoryRecord]] = []
-        cursor = self._txn.cursor(db=self._b._key_revs)
-        if limit <= 0 or not cursor.set_range(start):
+        if limit <= 0:
             return out
-        while len(out) < limit:
-            records = [self._record(cursor.value()[:16])]
-            while cursor.next_dup():
-                records.append(self._record(cursor.value()[:16]))
-            out.append(records)
-            if not cursor.next_nodup():
-                break
+        for _key, head, _row in self._heads(start, None):
+            records = self._chain(head)
+            if records:
+                out.append(records)
+                if len(out) == limit:
+                    break
         return out
 
     def history_size(self) -> int:
@@ -450,17 +540,21 @@ class _LMDBView:
         raw = self._txn.get(_SCAN_KEY, db=self._b._meta)
         return (0, 0) if raw is None else _REV.unpack(raw)
 
-    def _after(self, record: HistoryRecord) -> HistoryRecord | None:
-        """The record of the same key just after ``record``, if any."""
-        key = record.kv.key
-        cursor = self._txn.cursor(db=self._b._key_revs)
-        if not cursor.set_range_dup(key, _KEY_REV.pack(record.main, record.sub, 0)):
-            return None
-        return self._record(cursor.value()[:16]) if cursor.next_dup() else None
+    def _garbage(self, compact: int) -> set[bytes]:
+        """The records physical compaction to ``compact`` has yet to remove (what :meth:`_LMDBTxn.compact` would
+        remove with an unbounded budget), computed once per view: a snapshot image taken while compaction lags
+        skips them, so that it is the same on every node. Memory: 16 bytes a record of the backlog."""
+        cached = self._garbage_cache
+        if cached is not None and cached[0] == compact:
+            return cached[1]
+        found = _doomed(self._txn, self._b._history, self._scan_position(), compact, -1)[0]
+        doomed = {rev for _key, rev, _grave in found}
+        self._garbage_cache = (compact, doomed)
+        return doomed
 
     def history_image(self, start: tuple[int, int], limit: int) -> tuple[list[bytes], tuple[int, int] | None]:
         compact = self.meta().compact_revision
-        lagging = self._scan_position() < (compact, 0)
+        garbage = self._garbage(compact) if self._scan_position() < (compact, 0) else set()
         out: list[bytes] = []
         cursor = self._txn.cursor(db=self._b._history)
         if not cursor.set_range(_REV.pack(*start)):
@@ -470,13 +564,9 @@ class _LMDBView:
             if n == limit:
                 return out, _REV.unpack(rev)
             n += 1
-            encoded = _encoded(raw)
-            if lagging and int.from_bytes(rev[:8]) < compact:
-                record = _RECORD_DECODER.decode(encoded)
-                due = garbage_from(record, self._after(record))
-                if due is not None and due <= compact:
-                    continue  # garbage physical compaction has not removed yet
-            out.append(encoded)  # as encode_record wrote it: the same bytes on every node
+            if rev in garbage:
+                continue  # garbage physical compaction has not removed yet
+            out.append(_encoded(raw))  # as encode_record wrote it: the same bytes on every node
         return out, None
 
 
@@ -486,12 +576,11 @@ class _LMDBTxn(_LMDBView):
     History and index puts wait in two buffers until the commit, or until the transaction reads the history
     (each history read flushes first, so the transaction still reads its own writes)."""
 
-    __slots__ = ("_history_puts", "_index_puts")
+    __slots__ = ("_history_puts",)
 
     def __init__(self, backend: LMDBBackend, txn: lmdb.Transaction[bytes]) -> None:
         super().__init__(backend, txn)
         self._history_puts: list[tuple[bytes, bytes]] = []
-        self._index_puts: list[tuple[bytes, bytes]] = []
 
     def get_at(self, key: bytes, revision: int) -> KeyValue | None:
         self._flush()
@@ -531,46 +620,52 @@ class _LMDBTxn(_LMDBView):
         invariant(self._b._write is self, "use of a finished LMDB write transaction")
 
     def _write(self, record: HistoryRecord, operation: str) -> None:
-        """Record ``record`` in the history and make the current value follow it. The current row, whose first
-        16 bytes name the put this record supersedes, was usually just read by the state machine; the history
-        and index puts are buffered and written in bulk (:meth:`_flush`)."""
+        """Record ``record`` in the history and make the head of its key's chain follow it. The current row,
+        whose first 16 bytes are the key's newest record, was usually just read by the state machine; the
+        history puts are buffered and appended in bulk (:meth:`_flush`)."""
         b, txn = self._b, self._txn
         kv = record.kv
         key = kv.key
         rev = _REV.pack(record.main, record.sub)
+        dead = record.tombstone
+        lease = kv.lease
         try:
             cached = self._last_get
             old = cached[1] if cached is not None and cached[0] == key else txn.get(key, db=b._data)
             self._last_get = None
-            dead = record.tombstone
+            if old is not None:
+                before = old[:16]
+            else:
+                grave = txn.get(key, db=b._graves)
+                before = _NO_REV if grave is None else grave
+                if grave is not None and not dead:
+                    txn.delete(key, db=b._graves)  # re-created: its chain's head is the data row again
             if dead:
                 if old is not None:
                     txn.delete(key, db=b._data)
+                txn.put(key, rev, db=b._graves)
             else:
-                txn.put(key, rev + _HEADER_REST.pack(kv.create_revision, kv.version, kv.lease) + kv.value, db=b._data)
+                txn.put(key, rev + _HEADER_REST.pack(kv.create_revision, kv.version, lease) + kv.value, db=b._data)
             old_lease = 0 if old is None else int.from_bytes(old[32:40], "little")
-            if old_lease != kv.lease:  # a tombstone's kv has lease 0: the delete detaches
+            if old_lease != lease:  # a tombstone's kv has lease 0: the delete detaches
                 if old_lease:
                     txn.delete(_session_key(old_lease) + key, db=b._lease_keys)
-                if kv.lease:
-                    txn.put(_session_key(kv.lease) + key, b"", db=b._lease_keys)
+                if lease:
+                    txn.put(_session_key(lease) + key, b"", db=b._lease_keys)
         except lmdb.Error as exc:
             raise b._error(operation, exc) from exc
-        prefix = _PREFIX.pack(dead, _NO_REV if old is None else old[:16], len(key))
-        self._history_puts.append((rev, prefix + key + encode_record(record)))
-        self._index_puts.append((key, rev + (b"\x01" if dead else b"\x00")))
+        self._history_puts.append((rev, _PREFIX.pack(dead, before, len(key)) + key + encode_record(record)))
 
     def _flush(self) -> None:
-        """Write the buffered history and index puts: history keys only grow, so they are appended."""
-        history, index = self._history_puts, self._index_puts
+        """Write the buffered history puts: history keys only grow, so they are appended."""
+        history = self._history_puts
         if not history:
             return
         b, txn = self._b, self._txn
-        self._history_puts, self._index_puts = [], []
+        self._history_puts = []
         try:
             _consumed, added = txn.cursor(db=b._history).putmulti(history, overwrite=False, append=True)
             invariant(added == len(history), f"history revisions not increasing near {_REV.unpack(history[0][0])}")
-            txn.cursor(db=b._key_revs).putmulti(index, dupdata=True)
         except lmdb.Error as exc:
             raise b._error("write the history", exc) from exc
 
@@ -592,36 +687,14 @@ class _LMDBTxn(_LMDBView):
     def compact(self, revision: int, budget: int) -> bool:
         self._flush()
         b, txn = self._b, self._txn
-        doomed: list[tuple[bytes, bytes]] = []  # (key, key_revs value); removed after the walk
-        done = True
         try:
-            position = self._scan_position()
-            cursor = txn.cursor(db=b._history)
-            examined = 0
-            following = _REV.pack(revision, 0)
-            if cursor.set_range(_REV.pack(*position)):
-                for rev, raw in cursor.iternext(keys=True, values=True):
-                    if int.from_bytes(rev[:8]) > revision:
-                        break
-                    if examined == budget:
-                        done, following = False, rev
-                        break
-                    examined += 1
-                    dead, previous, key_len = _PREFIX.unpack_from(raw)
-                    key = raw[_PREFIX.size : _PREFIX.size + key_len]
-                    main = int.from_bytes(rev[:8])
-                    if previous != _NO_REV:  # a put this record superseded (tombstones are settled on their own)
-                        previous_main = int.from_bytes(previous[:8])
-                        due = main if main > previous_main else previous_main + 1
-                        if due <= revision:
-                            doomed.append((key, previous + b"\x00"))
-                    if dead and main < revision:
-                        doomed.append((key, rev + b"\x01"))
+            doomed, done, following = _doomed(txn, b._history, self._scan_position(), revision, budget)
             txn.put(_SCAN_KEY, following, db=b._meta)
-            for key, value in doomed:
-                # The predecessor may be gone already (removed by an earlier pass): deleting it again is a no-op.
-                txn.delete(value[:16], db=b._history)
-                txn.delete(key, value, db=b._key_revs)
+            for key, rev, grave in doomed:
+                # A predecessor may be gone already (removed by an earlier pass): deleting it again is a no-op.
+                txn.delete(rev, db=b._history)
+                if grave and txn.get(key, db=b._graves) == rev:
+                    txn.delete(key, db=b._graves)  # the deleted key's whole chain is gone
         except lmdb.Error as exc:
             raise b._error("compact", exc) from exc
         return done
@@ -661,10 +734,10 @@ class _LMDBTxn(_LMDBView):
     def clear(self) -> None:
         self._check()
         self._last_get = None
-        self._history_puts, self._index_puts = [], []
+        self._history_puts = []
         try:
             b = self._b
-            for db in (b._data, b._history, b._key_revs, b._sessions, b._leases, b._lease_keys):
+            for db in (b._data, b._history, b._graves, b._sessions, b._leases, b._lease_keys):
                 self._txn.drop(db, delete=False)
             self._txn.delete(_SCAN_KEY, db=self._b._meta)
             self._txn.put(_META_KEY, _ENCODER.encode(Meta()), db=self._b._meta)
