@@ -44,6 +44,7 @@ import contextlib
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -1160,6 +1161,9 @@ def _parse_ints(text: str, what: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM as Ctrl-C: asyncio then cancels the run, whose ``finally`` stops the nodes and holders by PID
+    # (the default action would leave them running).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     p = argparse.ArgumentParser(prog="python -m tests.e2e.torture", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", "--seeds", dest="seeds", default="1", help="a seed, a list 1,5,9 or a range 101..106")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of faults and client load (default 60)")
