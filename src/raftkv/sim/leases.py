@@ -70,6 +70,8 @@ class LeaseWorkload:
         self.c = cluster
         self.rng = random.Random(f"raftkv-sim-leases-{seed}")
         self.every_ms = every_ms
+        self.drift = MAX_DRIFT
+        """The clocks' bound, as the checker assumes it (a scenario that fixes every rate at 1 sets it to 0)."""
         self.rates = {i: 1 + self.rng.uniform(-MAX_DRIFT, MAX_DRIFT) for i in cluster.ids}
         # The longest election timeout, on the slowest clock's terms: the extension a new leader grants.
         self.extend_s = 2 * election_ticks * tick_ms / 1000 * (1 + 2 * MAX_DRIFT)
@@ -124,7 +126,7 @@ class LeaseWorkload:
                 f"keep-alives stopped, with node {leader} leading"
             )
         since = self.promoted_ms.get(leader, c.now)
-        ttl_ms = TTL_S * 1000 / (1 - MAX_DRIFT)
+        ttl_ms = TTL_S * 1000 / (1 - self.drift)
         for state in self.leases.values():
             if state.explicitly_revoked or state.gone_ms is None or state.gone_ms < since:
                 continue  # revoked by the client, or expired under an earlier leader
@@ -137,7 +139,7 @@ class LeaseWorkload:
             due = max(
                 state.last_ack_ms + ttl_ms,
                 state.first_seen.get(leader, since) + ttl_ms,
-                since + (TTL_S + self.extend_s) * 1000 / (1 - MAX_DRIFT),
+                since + (TTL_S + self.extend_s) * 1000 / (1 - self.drift),
                 self.back_ms.get(leader, 0),
             )
             if proposed > due + CHECK_MS:
@@ -155,7 +157,7 @@ class LeaseWorkload:
         for i in c.ids:
             node = c.nodes[i]
             lessor = self.lessors.setdefault(i, Lessor())
-            self.rates.setdefault(i, 1 + self.rng.uniform(-MAX_DRIFT, MAX_DRIFT))
+            self.rates.setdefault(i, 1 + self.rng.uniform(-self.drift, self.drift))
             if node.core is None or node.kv is None or node.paused:
                 if node.core is None:
                     lessor.demote()
@@ -195,11 +197,11 @@ class LeaseWorkload:
         self.expired += 1
         assert state.gone_ms is not None
         lived_ms = state.gone_ms - state.last_ack_ms
-        floor_ms = TTL_S * 1000 / (1 + MAX_DRIFT)
+        floor_ms = TTL_S * 1000 / (1 + self.drift)
         if lived_ms < floor_ms:
             raise SafetyViolation(
                 f"lease {state.id} expired {lived_ms} ms after the last keep-alive the cluster acknowledged, "
-                f"less than its TTL ({TTL_S} s) allows even on a clock {MAX_DRIFT:.0%} fast ({floor_ms:.0f} ms)"
+                f"less than its TTL ({TTL_S} s) allows even on a clock {self.drift:.0%} fast ({floor_ms:.0f} ms)"
             )
 
     def client(self) -> None:
