@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-check bench-snapshot bench-compare torture clean
+.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-trace bench-check bench-snapshot bench-compare torture clean
 
 setup: $(STAMP)
 
@@ -78,6 +78,9 @@ bench-mvcc: setup
 
 bench-coordination: setup
 	PYTHONPATH=. $(PY) bench/coordination.py
+
+bench-trace: setup
+	PYTHONPATH=. $(PY) bench/trace_put.py
 
 bench-check: setup
 	$(PY) bench/check.py

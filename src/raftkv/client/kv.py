@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from raftkv import trace
 from raftkv.client.admin import Admin, MemberReport
 from raftkv.client.recipes import Election, Lock
 from raftkv.client.router import Router
@@ -393,8 +394,12 @@ class Client:
     async def _send(self, calls: list[_Call]) -> None:
         deadline = max(c.deadline for c in calls)
         try:
+            if trace.ON:
+                trace.point("c.send", len(calls))
             encoded = await self.router.run(lambda conn, left: conn.execute(calls, left), deadline)
             results = [decode_result(data) for data in encoded]
+            if trace.ON:
+                trace.point("c.recv", len(calls))
         except RaftError as e:
             for call in calls:
                 if not call.future.done():

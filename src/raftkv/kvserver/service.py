@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from raftkv import trace
 from raftkv.kv.commands import (
     Command,
     LeaseKeepAlive,
@@ -68,6 +69,8 @@ class KVService:
         Raises ``NotLeader`` / ``TimeoutError`` / ``ProposalDropped`` / ``NodeFailed``.
         """
         node, kv = self.node, self.kv
+        if trace.ON:
+            trace.point("s.exec", len(commands))
         if self.unsafe_stale_reads:
             commands = [(c, serializable or isinstance(c, Range)) for c, serializable in commands]  # UNSAFE
         needs_leader = any(not (isinstance(c, Range) and serializable) for c, serializable in commands)
@@ -91,8 +94,14 @@ class KVService:
                 datas.append(encode_command(stamp(cmd, now_ms)))
         writes: list[tuple[int, asyncio.Future[Any]]] = []
         if datas:
-            _index, _term, futs = node.submit_batch(datas)
+            index, _term, futs = node.submit_batch(datas)
+            for fut in futs:
+                # If an earlier write fails or the deadline passes, the later futures are never awaited: their
+                # own failure (dropped, timed out) must not be logged as an exception nobody retrieved.
+                fut.add_done_callback(_retrieve)
             writes = list(zip(write_at, futs, strict=True))
+            if trace.ON:
+                trace.point("s.prop", int(index))
         async with asyncio.timeout(timeout):
             if linearizable:
                 await node.read_barrier(timeout=None)
@@ -100,4 +109,12 @@ class KVService:
                     results[k] = kv.read(rng)
             for k, fut in writes:
                 results[k] = await fut
+        if trace.ON:
+            trace.point("s.done", len(commands))
         return results
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+

@@ -43,12 +43,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from raftkv import trace
 from raftkv.errors import NodeFailed, Timeout
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.driver import ReadyPlanner
 from raftkv.raft.errors import InvariantViolation, NotLeader, ProposalDropped, invariant
 from raftkv.raft.membership import ChangeType, ConfChange, InvalidConfChange
-from raftkv.raft.messages import Message
+from raftkv.raft.messages import AppendEntries, AppendEntriesResponse, Message
 from raftkv.raft.node import RawNode, Status
 from raftkv.raft.ready import Ready, Role
 from raftkv.raft.types import (
@@ -759,6 +760,8 @@ class RaftNode:
         core = self.core
         if core is None or self._stopping:
             return
+        if trace.ON:
+            _trace_messages(messages, "in")
         for msg in messages:
             core.step(msg)
         self._wake.set()
@@ -975,6 +978,8 @@ class RaftNode:
                 while core.has_ready() and not self._stopping:
                     rd = core.ready()
                     self._observe(rd)
+                    if trace.ON:
+                        _trace_ready(rd)
                     if rd.messages:
                         transport.send(rd.messages)
                     # The decisions (apply early, defer a commit-only hard state, write on the loop) are made
@@ -992,6 +997,8 @@ class RaftNode:
                     if rd.snapshot is not None:
                         await self._restore_installed(rd.snapshot)
                     if rd.messages_after_sync:
+                        if trace.ON:
+                            _trace_messages(rd.messages_after_sync, "out")
                         transport.send(rd.messages_after_sync)
                     if rd.committed_entries and not plan.apply_early:
                         self._apply(rd.committed_entries)
@@ -1045,12 +1052,16 @@ class RaftNode:
         if rd.must_sync:
             wal.sync()
             self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+            if trace.ON and rd.entries:
+                trace.point("n.synced", int(rd.entries[-1].index))
         self.metrics.append_seconds.observe(time.perf_counter() - started)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         commands = [e for e in entries if e.type is EntryType.NORMAL]
         self._bytes_since_snapshot += sum(len(e.data) for e in commands)
         results = list(self.state_machine.apply(commands)) if commands else []
+        if trace.ON and entries:
+            trace.point("n.applied", int(entries[-1].index))
         by_index = {e.index: r for e, r in zip(commands, results, strict=True)}
         waiters = self._waiters
         for e in entries:
@@ -1111,3 +1122,18 @@ class RaftNode:
         for _index, _seq, afut in heap:
             if not afut.done():
                 afut.set_exception(error)
+
+
+def _trace_messages(messages: Sequence[Message], direction: str) -> None:
+    """Trace points for the appends and acknowledgements among ``messages`` (``raftkv.trace``)."""
+    for m in messages:
+        if isinstance(m, AppendEntries) and m.entries:
+            trace.point(f"n.ae.{direction}", int(m.entries[-1].index))
+        elif isinstance(m, AppendEntriesResponse) and not m.reject:
+            trace.point(f"n.ack.{direction}", int(m.index))
+
+
+def _trace_ready(rd: Ready) -> None:
+    if rd.committed_entries:
+        trace.point("n.commit", int(rd.committed_entries[-1].index))
+    _trace_messages(rd.messages, "out")
