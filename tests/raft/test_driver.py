@@ -67,11 +67,12 @@ def test_a_deferred_hard_state_that_changed_term_or_vote_is_a_bug() -> None:
         p.plan(ready(hs=HardState(Term(3), NodeId(1), Index(6))), Role.FOLLOWER)
 
 
-def test_only_a_followers_plain_write_runs_on_the_loop() -> None:
+def test_only_a_leaders_or_a_followers_plain_write_runs_on_the_loop() -> None:
     p = ReadyPlanner()
     w = ready(entries=(E5,), sync=True)
     assert p.plan(w, Role.FOLLOWER).on_loop
-    assert not p.plan(w, Role.LEADER).on_loop
+    assert p.plan(w, Role.LEADER).on_loop
+    assert not p.plan(w, Role.LEADER, writes_queued=True).on_loop
     assert not p.plan(w, Role.CANDIDATE).on_loop
     assert not p.plan(w, Role.FOLLOWER, writes_queued=True).on_loop
     meta = SnapshotMeta(Index(4), Term(1), ConfState.of_voters((NodeId(1),)))

@@ -20,10 +20,12 @@ its :class:`ReadyPlan` says:
    never behind the stored commit index in a harmful way (the log raises its commit to the applied index).
    Invariant: a deferred hard state differs from the durable one only in ``commit``; the next write carries
    the newest one.
-3. **Write on the loop.** A follower's write is on the commit path (its acknowledgement waits for it), so the
-   runtime performs it on the event loop thread instead of paying two thread hand-offs; the leader, snapshot
-   installs and writes queued behind a compaction use the WAL thread. The simulator has no threads; it records
-   the decision only.
+3. **Write on the loop.** A follower's write is on the commit path (its acknowledgement waits for it), and so,
+   in practice, is the leader's own (its vote is one of the two a 3-node commit needs, and a follower's write
+   on the loop finishes first: ``bench/trace_put.py`` showed the commit waiting for it). So the runtime
+   performs a leader's or a follower's plain write on the event loop thread instead of paying two thread
+   hand-offs; candidates, snapshot installs and writes queued behind a compaction use the WAL thread. The
+   simulator has no threads; it records the decision only.
 
 The planner holds the deferred hard state between Readies, so a driver keeps one planner per core and makes
 a new one when it builds a new core (a crash loses the deferred state, as a crash does).
@@ -32,6 +34,7 @@ a new one when it builds a new core (a crash loses the deferred state, as a cras
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from raftkv.raft.errors import invariant
 from raftkv.raft.ready import Ready, Role
@@ -49,7 +52,11 @@ class ReadyPlan:
     hard_state: HardState | None
     """The hard state to write with it: the Ready's own, or one deferred from an earlier Ready."""
     on_loop: bool
-    """The runtime writes on the event loop thread (a follower's plain write), not in the WAL thread."""
+    """The runtime writes on the event loop thread (a leader's or a follower's plain write), not in the WAL
+    thread."""
+
+
+_WRITES_ON_LOOP: Final = frozenset({Role.FOLLOWER, Role.LEADER})
 
 
 class ReadyPlanner:
@@ -81,5 +88,5 @@ class ReadyPlanner:
             else:
                 write = True
                 hard_state = rd.hard_state
-        on_loop = write and role is Role.FOLLOWER and rd.snapshot is None and not writes_queued
+        on_loop = write and role in _WRITES_ON_LOOP and rd.snapshot is None and not writes_queued
         return ReadyPlan(apply_early, write, hard_state, on_loop)
