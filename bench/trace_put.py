@@ -14,17 +14,19 @@ p90 in milliseconds:
 2. propose: the command is decoded, stamped and appended by the core;
 3. leader out: the ready loop sends the AppendEntries;
 4. leader -> follower: until the follower's loop has it (frames, one way);
-5. follower write: its WAL write and fsync;
-6. follower ack: the acknowledgement is sent;
-7. follower -> leader: until the leader's loop has it;
-8. commit: the leader's core commits (the first acknowledgement, with the leader's own write or the other
-   follower's: whichever the core needed);
-9. apply: the state machine applies it;
-10. reply: the ``execute`` coroutine resumes and returns;
-11. leader -> client: the results reach the client (capnp, one way).
+5. follower wakes: the core steps it and the ready loop takes the Ready;
+6. follower write: the Ready is planned and the WAL write done (the bytes handed to the file);
+7. follower fsync;
+8. follower ack: the acknowledgement is sent;
+9. follower -> leader: until the leader's loop has it;
+10. commit: the leader's core commits (the first acknowledgement, with the leader's own write or the other
+    follower's: whichever the core needed);
+11. apply: the state machine applies it;
+12. reply: the ``execute`` coroutine resumes and returns;
+13. leader -> client: the results reach the client (capnp, one way).
 
-The follower is the one whose acknowledgement came first. The leader's own fsync runs beside stages 3-7 (the
-WAL thread) and is printed apart. Each trace point costs ~1 µs, included in the figures.
+The follower is the one whose acknowledgement came first. The leader's own write and fsync run beside stages
+4-9 and are printed apart. Each trace point costs ~1 µs, included in the figures.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ STAGES = [
     ("propose", "s.exec", "s.prop"),
     ("leader out", "s.prop", "L:n.ae.out"),
     ("leader -> follower", "L:n.ae.out", "F:n.ae.in"),
-    ("follower write + fsync", "F:n.ae.in", "F:n.synced"),
+    ("follower wakes", "F:n.ae.in", "F:n.ready"),
+    ("follower write", "F:n.ready", "F:n.written"),
+    ("follower fsync", "F:n.written", "F:n.synced"),
     ("follower ack out", "F:n.synced", "F:n.ack.out"),
     ("follower -> leader", "F:n.ack.out", "L:n.ack.in"),
     ("commit", "L:n.ack.in", "L:n.commit"),
@@ -111,7 +115,7 @@ def breakdown(client: Events, nodes: dict[int, Events]) -> list[dict[str, float]
         if best is None:
             continue
         fev = nodes[best[1]]
-        for stage in ("n.ae.in", "n.synced", "n.ack.out"):
+        for stage in ("n.ae.in", "n.ready", "n.written", "n.synced", "n.ack.out"):
             e = first_after(fev, stage, t_prop, index)
             if e is not None:
                 at["F:" + stage] = e[0]
@@ -120,13 +124,13 @@ def breakdown(client: Events, nodes: dict[int, Events]) -> list[dict[str, float]
         row = {name: (at[b] - at[a]) / 1e6 for name, a, b in STAGES}
         row["total"] = (t_recv - t_send) / 1e6
         if "L:n.synced" in at:
-            row["leader's own write + fsync (beside 3-7)"] = (at["L:n.synced"] - t_prop) / 1e6
+            row["leader's own write + fsync (beside 4-9)"] = (at["L:n.synced"] - t_prop) / 1e6
         rows.append(row)
     return rows
 
 
 def summarize(rows: list[dict[str, float]], label: str) -> str:
-    names = [name for name, _a, _b in STAGES] + ["total", "leader's own write + fsync (beside 3-7)"]
+    names = [name for name, _a, _b in STAGES] + ["total", "leader's own write + fsync (beside 4-9)"]
     lines = [f"{label}: {len(rows)} puts matched", f"  {'stage':44s} {'p50 ms':>8s} {'p90 ms':>8s}"]
     for k, name in enumerate(names):
         xs = sorted(r[name] for r in rows if name in r)

@@ -48,11 +48,24 @@ def test_the_breakdown_matches_a_put_by_time_and_index_and_picks_the_first_ackno
         "n.synced": [(9 * ms, 42)],
         "s.done": [(13 * ms, 1)],
     }
-    fast = {"n.ae.in": [(4 * ms, 42)], "n.synced": [(6 * ms, 42)], "n.ack.out": [(7 * ms, 42)]}
-    slow = {"n.ae.in": [(5 * ms, 42)], "n.synced": [(8 * ms, 42)], "n.ack.out": [(9 * ms, 42)]}
+    fast = {
+        "n.ae.in": [(4 * ms, 42)],
+        "n.ready": [(4 * ms + 500, 42)],
+        "n.written": [(5 * ms, 42)],
+        "n.synced": [(6 * ms, 42)],
+        "n.ack.out": [(7 * ms, 42)],
+    }
+    slow = {
+        "n.ae.in": [(5 * ms, 42)],
+        "n.ready": [(5 * ms + 500, 42)],
+        "n.written": [(6 * ms, 42)],
+        "n.synced": [(8 * ms, 42)],
+        "n.ack.out": [(9 * ms, 42)],
+    }
     (row,) = b.breakdown(client, {1: leader, 2: slow, 3: fast})
     assert row["client -> leader"] == 1.0 and row["propose"] == 1.0
     assert row["leader -> follower"] == pytest.approx(1.0, abs=1e-5)  # the fast follower: 3 -> 4 ms
-    assert row["follower write + fsync"] == 2.0 and row["follower -> leader"] == 3.0
+    assert row["follower wakes"] == pytest.approx(0.0005) and row["follower write"] == pytest.approx(0.9995)
+    assert row["follower fsync"] == 1.0 and row["follower -> leader"] == 3.0
     assert row["leader -> client"] == 7.0 and row["total"] == 20.0
-    assert row["leader's own write + fsync (beside 3-7)"] == 7.0
+    assert row["leader's own write + fsync (beside 4-9)"] == 7.0

@@ -7,15 +7,18 @@ buffer, written to ``<dir>/<pid>.trace`` every 256 points and at exit. ``time.mo
 timeline. Call sites test :data:`ON` first (``if trace.ON: trace.point(...)``): off, a trace point costs one
 global lookup and a branch. On, a point costs ~1 µs; the breakdown subtracts nothing for it.
 
-Stages (the key is a log index unless said otherwise):
+Stages:
 
 * client: ``c.send`` (a batch goes to the node; key: the batch's size), ``c.recv`` (its results are back);
 * a node's KV service: ``s.exec`` (an ``execute`` call starts; key: its size), ``s.prop`` (its writes were
   proposed; key: the first index), ``s.done`` (its results are ready);
-* a node's ready loop: ``n.ae.out`` (an AppendEntries with entries is sent; key: its last index), ``n.ae.in``
-  (one is received), ``n.synced`` (the WAL holds entries up to the key, fsynced), ``n.ack.out`` (an
-  acknowledgement is sent; key: the index it acknowledges), ``n.ack.in`` (one is received), ``n.commit`` (the
-  commit index reached the key), ``n.applied`` (the state machine applied up to the key).
+* a node's ready loop (the key is a log index):
+  * ``n.ready``: it takes a Ready (the last index in the log);
+  * ``n.ae.out`` / ``n.ae.in``: an AppendEntries with entries is sent / received (its last index);
+  * ``n.written`` / ``n.synced``: the WAL wrote entries up to the key / and fsynced them;
+  * ``n.ack.out`` / ``n.ack.in``: an acknowledgement is sent / received (the index it acknowledges);
+  * ``n.commit``: the commit index reached the key;
+  * ``n.applied``: the state machine applied up to the key.
 """
 
 from __future__ import annotations

@@ -977,6 +977,8 @@ class RaftNode:
                 await self._wake.wait()
                 self._wake.clear()
                 while core.has_ready() and not self._stopping:
+                    if trace.ON:
+                        trace.point("n.ready", int(core.log.last_index()))
                     rd = core.ready()
                     self._observe(rd)
                     if trace.ON:
@@ -1050,6 +1052,8 @@ class RaftNode:
             wal.append(rd.entries)
         if hard_state is not None:
             wal.set_hard_state(hard_state)
+        if trace.ON and rd.entries:
+            trace.point("n.written", int(rd.entries[-1].index))
         if rd.must_sync:
             wal.sync()
             self.metrics.fsync_seconds.observe(time.perf_counter() - started)
