@@ -107,6 +107,33 @@ async def test_raftkv_lock_runs_a_command_under_the_lock_and_exits_with_its_code
     assert r.returncode == 3 and int(r.stdout.split()[1]) > int(token), "a later holder, a higher fencing token"
 
 
+async def test_raftkv_lock_terminates_its_command_when_the_lease_is_lost(cluster: ProcCluster) -> None:
+    """A lost session fails the holder: the lease behind ``raftkv lock`` is revoked (as if it had expired while
+    the holder was cut off), and the command it runs is terminated; ``lock`` exits 1 saying why."""
+    c = cluster
+    env = dict(os.environ, RAFTKV_ENDPOINTS=",".join(map(str, c.endpoints())))
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "raftkv.cli", "lock", "jobs/report", "--ttl", "3", "--",
+        sys.executable, "-c", "import time; time.sleep(60)",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stderr is not None
+    try:
+        key = (await asyncio.wait_for(holder.stdout.readline(), 10)).decode().strip()
+        assert key.startswith("jobs/report/"), key
+        lease_id = int(key.rsplit("/", 1)[1])
+        async with connect(c.endpoints(), cluster_id=c.cluster_id) as client:
+            await client.lease_revoke(lease_id)
+        code = await asyncio.wait_for(holder.wait(), 10)  # the keep-alive runs every TTL/3: within a second
+        err = (await holder.stderr.read()).decode()
+        assert code == 1, err
+        assert "lost the lock 'jobs/report'" in err and "terminated" in err, err
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+
+
 async def test_raftkv_elect_and_listen(cluster: ProcCluster) -> None:
     c = cluster
     env = dict(os.environ, RAFTKV_ENDPOINTS=",".join(map(str, c.endpoints())))
