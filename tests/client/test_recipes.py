@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
-from raftkv.client import LockLost, connect
+from raftkv.client import LockLost, connect, connect_sync
 from tests.runtime.cluster import kv_servers
 
 
@@ -117,6 +118,56 @@ async def test_an_election_campaign_proclaim_resign_observe(tmp_path: Path) -> N
             assert seen == [b"a-1", b"a-2", b"b-1"]
             await b.resign()
             assert await b.leader() is None
+    finally:
+        for s in servers:
+            await s.aclose()
+
+
+async def test_the_blocking_lock_election_and_lease(tmp_path: Path) -> None:
+    """The same recipes through ``connect_sync``: the lock excludes and hands over with a higher token, its lease
+    lost makes ``check`` raise, an election is won, proclaimed and observed; all from plain threads."""
+    servers = await kv_servers(tmp_path, 3)
+    try:
+        endpoints = [str(s.config.listen_client) for s in servers]
+
+        def locks() -> tuple[int, int, bool]:
+            with connect_sync(endpoints, cluster_id="test") as c:
+                first = c.lock("sync/jobs", ttl=5)
+                first.acquire()
+                second = c.lock("sync/jobs", ttl=5)
+                with pytest.raises(TimeoutError):
+                    second.acquire(timeout=0.5)  # held by the first
+                first.release()
+                with c.lock("sync/jobs", ttl=1) as held:
+                    token = held.token
+                    lease_id = int(held.key.rsplit(b"/", 1)[1])
+                    c.lease_revoke(lease_id)  # as if it had expired while the holder was cut off
+                    deadline = time.monotonic() + 5.0
+                    while not held.is_lost():
+                        assert time.monotonic() < deadline, "the lost lease was never noticed"
+                        time.sleep(0.05)
+                    with pytest.raises(LockLost):
+                        held.check()
+                return first.token, token, c.range("sync/jobs/", prefix=True).count == 0
+
+        first_token, later_token, released = await asyncio.to_thread(locks)
+        assert later_token > first_token and released
+
+        def elect() -> tuple[bytes | None, list[bytes], int]:
+            with connect_sync(endpoints, cluster_id="test") as c, c.lease(5) as lease:
+                e = c.election("sync/leader")
+                e.campaign("node-a")
+                e.proclaim("node-a v2")
+                leader = e.leader()
+                seen = []
+                for value in c.election("sync/leader").observe():
+                    seen.append(value)
+                    break  # the current leader's value first
+                e.resign()
+                return (leader.value if leader else None), seen, lease.id
+
+        value, seen, lease_id = await asyncio.to_thread(elect)
+        assert value == b"node-a v2" and seen == [b"node-a v2"] and lease_id > 0
     finally:
         for s in servers:
             await s.aclose()

@@ -43,7 +43,7 @@ from raftkv.client.admin import Admin, MemberReport, StatusReport, download_back
 from raftkv.client.connection import Connection, explain
 from raftkv.client.kv import Client, Lease, connect
 from raftkv.client.recipes import Election, Lock, LockLost
-from raftkv.client.sync import SyncClient, connect_sync
+from raftkv.client.sync import SyncClient, SyncElection, SyncLease, SyncLock, connect_sync
 from raftkv.client.watch import Watch
 from raftkv.errors import (
     Compacted,
@@ -84,6 +84,9 @@ __all__ = [
     "SessionExpired",
     "StatusReport",
     "SyncClient",
+    "SyncElection",
+    "SyncLease",
+    "SyncLock",
     "Timeout",
     "TxnFailed",
     "Unavailable",
