@@ -86,7 +86,24 @@ def serve(config_file: Path | None, id_: int | None, state_machine: str, **optio
     except ConfigError as e:
         fail(str(e))
     setup_logging(cfg.log_level, cfg.log_format)
+    _tune_gc()
     sys.exit(asyncio.run(_serve(cfg, state_machine)))
+
+
+GC_THRESHOLDS = (10_000, 20, 20)
+"""The node process's cyclic-GC thresholds (Python's defaults: 700, 10, 10)."""
+
+
+def _tune_gc() -> None:
+    """Fewer cyclic collections in a node: its hot paths allocate many short-lived objects (futures, frames,
+    msgspec structs) that reference counting frees, and a young-generation collection every 700 allocations
+    scans them for nothing. The objects of start-up (modules, the configuration) are frozen out of every scan.
+    Measured side by side (docs/benchmarks.md): sequential p50 1.99 -> 1.87 ms, node CPU per put at 64 in
+    flight 110 -> 106 µs, resident memory unchanged (~72 MB a node)."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _serve(cfg: Any, kind: Any) -> int:
