@@ -134,6 +134,40 @@ async def test_raftkv_lock_terminates_its_command_when_the_lease_is_lost(cluster
             await holder.wait()
 
 
+async def test_ctrl_c_while_waiting_for_the_lock_leaves_the_queue(cluster: ProcCluster) -> None:
+    c = cluster
+    env = dict(os.environ, RAFTKV_ENDPOINTS=",".join(map(str, c.endpoints())))
+
+    async def spawn() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "raftkv.cli", "lock", "jobs/queue",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    holder = await spawn()
+    waiter: asyncio.subprocess.Process | None = None
+    try:
+        assert holder.stdout is not None
+        await asyncio.wait_for(holder.stdout.readline(), 10)  # it holds the lock
+        waiter = await spawn()
+        async with connect(c.endpoints(), cluster_id=c.cluster_id) as client:
+            deadline = time.monotonic() + 10
+            while (await client.range("jobs/queue/", prefix=True)).count < 2:
+                assert time.monotonic() < deadline, "the waiter never queued"
+                await asyncio.sleep(0.05)
+            waiter.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(waiter.wait(), 10) == 0
+            assert (await client.range("jobs/queue/", prefix=True)).count == 1, "the waiter left the queue"
+            holder.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(holder.wait(), 10) == 0
+            assert (await client.range("jobs/queue/", prefix=True)).count == 0, "the holder released"
+    finally:
+        for p in (holder, waiter):
+            if p is not None and p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
 async def test_raftkv_elect_and_listen(cluster: ProcCluster) -> None:
     c = cluster
     env = dict(os.environ, RAFTKV_ENDPOINTS=",".join(map(str, c.endpoints())))
@@ -146,6 +180,7 @@ async def test_raftkv_elect_and_listen(cluster: ProcCluster) -> None:
 
     listener = await spawn("db-primary", "--listen")
     a = await spawn("db-primary", "host-a")
+    b: asyncio.subprocess.Process | None = None
     try:
         assert a.stdout is not None and listener.stdout is not None
         line = (await asyncio.wait_for(a.stdout.readline(), 10)).decode().split()
@@ -153,14 +188,18 @@ async def test_raftkv_elect_and_listen(cluster: ProcCluster) -> None:
         b = await spawn("db-primary", "host-b")
         assert (await asyncio.wait_for(listener.stdout.readline(), 10)).decode().strip() == "host-a"
         a.send_signal(signal.SIGINT)  # host-a resigns: host-b takes over
-        await a.wait()
+        assert await asyncio.wait_for(a.wait(), 10) == 0
         assert b.stdout is not None
         assert (await asyncio.wait_for(b.stdout.readline(), 10)).decode().split()[1] == "host-b"
         assert (await asyncio.wait_for(listener.stdout.readline(), 10)).decode().strip() == "host-b"
         b.send_signal(signal.SIGINT)
-        await b.wait()
+        assert await asyncio.wait_for(b.wait(), 10) == 0
+        listener.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(listener.wait(), 10) == 0
     finally:
-        for p in (listener, a):
+        for p in (listener, a, b):
+            if p is None:
+                continue
             if p.returncode is None:
                 p.kill()
                 await p.wait()
