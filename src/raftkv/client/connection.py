@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 A connection is dialled through a :class:`~raftkv.transport.streams.StreamLayer` (plain TCP by default; the one
 seam where TLS will plug in) and holds the node's bootstrap capability, cast to ``schema.Client``. Each method is
-one RPC of that interface and has a deadline: a stopped node never answers by itself, so every await on the
-network here is bounded. A call's wire error becomes the exception of the client's one table
-(:mod:`raftkv.client.errors`); a broken or closed connection raises ``OSError``, ``TimeoutError`` or
-``capnp.KjException``, which the retry loop treats as "drop this connection and try elsewhere" (:data:`BROKEN`).
+one RPC of that interface, but for the hot path: ``execute`` batches travel as frames on a second connection to
+the same port, the client data plane (:mod:`raftkv.client.frames`), at a fraction of a capnp call's cost
+(``execute_rpc`` keeps the capnp call, for comparison). Every method has a deadline: a stopped node never
+answers by itself, so every await on the network here is bounded. A call's wire error becomes the exception of
+the client's one table (:mod:`raftkv.client.errors`); a broken or closed connection raises ``OSError``,
+``TimeoutError`` or ``capnp.KjException``, which the retry loop treats as "drop this connection and try
+elsewhere" (:data:`BROKEN`).
 
 The ``Header`` every call carries is built once per connection, as a capnp struct: pycapnp copies a struct ~9x
 faster than it converts a dict. For the same reason ``execute`` fills its request field by field (a list of
@@ -20,11 +23,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.client.errors import check
+from raftkv.client.frames import ExecuteChannel, KvRequest
 from raftkv.errors import RaftError
 from raftkv.transport.address import Address
 from raftkv.transport.streams import PLAIN, StreamLayer
@@ -40,16 +44,6 @@ FAILED: Final[tuple[type[BaseException], ...]] = (*BROKEN, RaftError)
 RPC_SLACK_S: Final = 0.5
 """How much longer than the node's own deadline the client waits for an answer that carries one (``propose``,
 ``execute``): the node's ``timeout`` error is more useful than a local one."""
-
-
-class KvRequest(Protocol):
-    """One command of an ``execute`` batch."""
-
-    @property
-    def command(self) -> bytes: ...
-
-    @property
-    def serializable(self) -> bool: ...
 
 
 def explain(e: BaseException) -> str:
@@ -72,12 +66,17 @@ class Connection:
         """Every call's header (``from`` and ``to`` 0: a client), built once."""
         self._rpc: Any = None
         self._cap: Any = None
+        self._frames: ExecuteChannel | None = None
+        self._frames_dial = asyncio.Lock()
 
     async def open(self, timeout: float) -> None:
         self._rpc = await self.streams.dial_rpc(self.endpoint, timeout)
         self._cap = self._rpc.bootstrap().cast_as(schema.Client)
 
     def close(self) -> None:
+        frames, self._frames = self._frames, None
+        if frames is not None:
+            frames.close()
         rpc, self._rpc, self._cap = self._rpc, None, None
         if rpc is not None:
             with contextlib.suppress(*BROKEN):
@@ -149,7 +148,33 @@ class Connection:
     # --- Kv ---------------------------------------------------------------------------------------------------
 
     async def execute(self, requests: Sequence[KvRequest], timeout: float) -> list[bytes]:
-        """Run a batch of KV commands; returns their encoded results, in order."""
+        """Run a batch of KV commands; returns their encoded results, in order. The batch goes as a frame on
+        the client data plane (:mod:`raftkv.client.frames`), dialled beside the capnp connection on first use."""
+        async with asyncio.timeout(timeout + RPC_SLACK_S):
+            channel = await self._channel(timeout)
+            call_id, answer = channel.call(self.header, requests, int(timeout * 1000))
+            try:
+                return await answer
+            finally:
+                channel.forget(call_id)
+
+    async def _channel(self, timeout: float) -> ExecuteChannel:
+        channel = self._frames
+        if channel is None:
+            async with self._frames_dial:  # one dial however many batches start at once
+                channel = self._frames
+                if channel is None:
+                    _transport, channel = await self.streams.dial_plain(self.endpoint, ExecuteChannel, timeout)
+                    if self._rpc is None:  # closed while dialling
+                        channel.close()
+                        raise ConnectionResetError(f"the connection to {self.endpoint} is closed")
+                    self._frames = channel
+        if not channel.usable:
+            raise ConnectionResetError(f"{self.endpoint}: {channel.broken}")
+        return channel
+
+    async def execute_rpc(self, requests: Sequence[KvRequest], timeout: float) -> list[bytes]:
+        """``execute`` as a Cap'n Proto call (the node serves both; ``bench/client_plane.py`` compares them)."""
         request = self.cap.execute_request()
         request.header = self.header
         request.timeoutMs = int(timeout * 1000)

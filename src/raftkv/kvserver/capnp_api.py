@@ -32,12 +32,14 @@ from raftkv.kv.commands import decode_command, encode_result
 from raftkv.kv.errors import CommandError
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
+from raftkv.kvserver.frames_api import ExecuteFrames
 from raftkv.kvserver.service import KVService
 from raftkv.kvserver.watches import WatchRegistry
 from raftkv.raft.membership import ChangeType
 from raftkv.raft.types import NodeId, SnapshotMeta
 from raftkv.runtime.node import RaftNode
 from raftkv.transport.address import Address
+from raftkv.transport.frames import CLIENT_FRAME_MAGIC
 from raftkv.transport.snapshot_stream import conf_to_wire
 from raftkv.transport.streams import Listener, StreamLayer
 from raftkv.transport.wire import schema
@@ -79,7 +81,10 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         """The image this connection is downloading (``raftkv snapshot save``)."""
 
     def _check(self, header: Any, results: Any) -> bool:
-        cluster = str(header.clusterId)
+        return self.check_cluster(str(header.clusterId), results)
+
+    def check_cluster(self, cluster: str, results: Any) -> bool:
+        """Whether a request for ``cluster`` may be served here; if not, the error is set in ``results``."""
         expected = self.node.config.cluster_id
         if cluster and cluster != expected:
             results.error.code = "wrongCluster"
@@ -250,14 +255,23 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
     # --- Kv ------------------------------------------------------------------------------------------------
 
     async def execute(self, header: Any, requests: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
-        r = _context.results
-        if not self._check(header, r):
+        await self.execute_into(
+            str(header.clusterId),
+            [(bytes(q.command), bool(q.serializable)) for q in requests],
+            timeoutMs,
+            _context.results,
+        )
+
+    async def execute_into(self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any) -> None:
+        """``Kv.execute`` into ``r`` (its results or an ``ExecuteReturn``): the capnp call and the client data
+        plane's frames (raftkv/kvserver/frames_api.py) share it. Never raises but for cancellation."""
+        if not self.check_cluster(cluster, r):
             return
-        timeout = (timeoutMs or 5000) / 1000
+        timeout = (timeout_ms or 5000) / 1000
         try:
             if self.kv is None:
                 raise InvalidRequest(_NOT_KV)
-            commands = [(decode_command(bytes(q.command)), bool(q.serializable)) for q in requests]
+            commands = [(decode_command(command), serializable) for command, serializable in requests]
             results = await self.kv.execute(commands, timeout)
         except TimeoutError:
             r.error.code = "timeout"
@@ -310,7 +324,19 @@ async def serve_capnp(
     kv: KVService | None,
     watches: WatchRegistry | None,
 ) -> Listener:
-    """Serve the ``Client`` interface on ``address``; each connection gets its own :class:`ClientService`."""
+    """Serve the ``Client`` interface on ``address``; each connection gets its own :class:`ClientService`.
+
+    The same port takes the client data plane (``ExecuteCall`` frames, told apart by their first bytes):
+    :class:`raftkv.kvserver.frames_api.ExecuteFrames` serves them with a service of their own.
+    """
+
+    def service() -> ClientService:
+        return ClientService(node, admin, kv, watches)
+
     return await streams.listen(
-        address, lambda _close: ClientService(node, admin, kv, watches), name=f"node {node.id} client port"
+        address,
+        lambda _close: service(),
+        name=f"node {node.id} client port",
+        plain=lambda: ExecuteFrames(service(), node.id),
+        magic=CLIENT_FRAME_MAGIC,
     )

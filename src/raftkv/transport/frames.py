@@ -25,6 +25,9 @@ from raftkv.transport.wire import MAX_FRAME_BYTES
 
 FRAME_MAGIC = b"RKF1"
 """First bytes of a data plane connection (the peer port tells it from a Cap'n Proto stream by them)."""
+CLIENT_FRAME_MAGIC = b"RKC1"
+"""First bytes of a client data plane connection to a node's client port (``ExecuteCall`` frames in,
+``ExecuteReturn`` frames out; raftkv/kvserver/frames_api.py)."""
 FRAME_LEN = struct.Struct("<I")
 
 
@@ -66,6 +69,45 @@ class FrameSender(asyncio.Protocol):
             self.transport.abort()
 
 
+class FrameTooLarge(ValueError):
+    """A length prefix over the limit: the stream cannot be a frame stream (or the sender is hostile)."""
+
+
+class FrameBuffer:
+    """Reassembles length-prefixed frames from a byte stream split anywhere (both data planes use it)."""
+
+    __slots__ = ("buf", "limit")
+
+    def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; the frames it completed, in order. Raises :class:`FrameTooLarge` (the stream is
+        unusable after that: the caller closes the connection)."""
+        self.buf += data
+        out: list[bytes] = []
+        while (one := self.pop()) is not None:
+            out.append(one)
+        return out
+
+    def pop(self) -> bytes | None:
+        """The next whole frame, or None until more bytes come (``buf += data`` adds them). Raises
+        :class:`FrameTooLarge`."""
+        buf = self.buf
+        if len(buf) < FRAME_LEN.size:
+            return None
+        (size,) = FRAME_LEN.unpack_from(buf)
+        if size > self.limit:
+            raise FrameTooLarge(f"a frame of {size} bytes exceeds the {self.limit}-byte limit")
+        end = FRAME_LEN.size + size
+        if len(buf) < end:
+            return None
+        out = bytes(buf[FRAME_LEN.size : end])
+        del buf[:end]
+        return out
+
+
 class FrameReceiver(asyncio.Protocol):
     """Inbound data plane connection: ``FRAME_MAGIC``, then length-prefixed frames, each given to ``deliver``.
 
@@ -76,7 +118,7 @@ class FrameReceiver(asyncio.Protocol):
     def __init__(self, deliver: Callable[[bytes], bool], malformed: Callable[[str], None]) -> None:
         self._deliver = deliver
         self._malformed = malformed
-        self.buf = bytearray()
+        self.frames = FrameBuffer()
         self.transport: asyncio.Transport | None = None
         self.magic_seen = False
 
@@ -89,24 +131,23 @@ class FrameReceiver(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
         if not self.magic_seen:
+            buf = self.frames.buf
+            buf += data
             if len(buf) < len(FRAME_MAGIC):
                 return
             self.magic_seen = True
             del buf[: len(FRAME_MAGIC)]  # peeked at by the listener, so it is certainly ours
-        while self.transport is not None and len(buf) >= FRAME_LEN.size:
-            (size,) = FRAME_LEN.unpack_from(buf)
-            if size > MAX_FRAME_BYTES:
-                self._malformed(f"a frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
-                self.close()
+            data = b""
+        try:
+            frames = self.frames.feed(data)
+        except FrameTooLarge as e:
+            self._malformed(str(e))
+            self.close()
+            return
+        for data_frame in frames:
+            if self.transport is None:
                 return
-            end = FRAME_LEN.size + size
-            if len(buf) < end:
-                return
-            data_frame = bytes(buf[FRAME_LEN.size : end])
-            del buf[:end]
             if not self._deliver(data_frame):
                 self.close()
 

@@ -159,6 +159,22 @@ struct KvRequest {
   serializable @1 :Bool;   # reads only: answer from this node's state, without confirming leadership
 }
 
+struct ExecuteCall {
+  # One frame of the client data plane (raftkv/kvserver/frames_api.py), client to node: the arguments of
+  # `Kv.execute`, and an id the caller picks to match the answer. A frame costs a fraction of a capnp call.
+  id @0 :UInt64;
+  header @1 :Header;
+  requests @2 :List(KvRequest);
+  timeoutMs @3 :UInt32;
+}
+
+struct ExecuteReturn {
+  # The node's answer to the ExecuteCall with the same id (answers may come in any order): `Kv.execute`'s.
+  id @0 :UInt64;
+  results @1 :List(Data);
+  error @2 :Error;
+}
+
 # --- interfaces ---------------------------------------------------------------------------------------------
 
 interface Peer {
