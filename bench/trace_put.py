@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/trace_put.py                  # 300 puts back to back, 300 after 50 ms idle
     PYTHONPATH=. .venv/bin/python bench/trace_put.py --puts 100 --idle-ms 0,5,50
+    PYTHONPATH=. .venv/bin/python bench/trace_put.py --batch 64 --idle-ms 0  # 64 puts at once, one batch
 
 Three ``raftkv serve`` processes (fsync on, default settings) and one client in this process, all with
 ``RAFTKV_TRACE`` set (``raftkv.trace``: stage timestamps on the machine's monotonic clock, one file per
@@ -26,7 +27,10 @@ p90 in milliseconds:
 13. leader -> client: the results reach the client (capnp, one way).
 
 The follower is the one whose acknowledgement came first. The leader's own write and fsync run beside stages
-4-9 and are printed apart. Each trace point costs ~1 µs, included in the figures.
+4-9 and are printed apart, with the time an acknowledgement waited for the leader's loop to leave its own
+fsync. With ``--batch N`` each step makes N puts in one loop turn (the client sends them as one ``execute``
+batch, as 64 clients in flight do) and the stages are the batch's. Each trace point costs ~1 µs, included in
+the figures.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ STAGES = [
     ("leader -> client", "s.done", "c.recv"),
 ]
 
+
+OWN = "leader's own write + fsync (beside 4-9)"
+OWN_WRITE = "  of which the write (from 3.)"
+OWN_SYNC = "  of which the fsync"
+ACK_WAIT = "9. spent in the leader's own fsync"
 
 Events = dict[str, list[tuple[int, int]]]
 """stage -> sorted (time ns, key) of one process."""
@@ -98,7 +107,7 @@ def breakdown(client: Events, nodes: dict[int, Events]) -> list[dict[str, float]
             continue
         t_prop, index = prop
         at: dict[str, int] = {"c.send": t_send, "c.recv": t_recv, "s.exec": t_exec, "s.prop": t_prop}
-        for stage in ("n.ae.out", "n.ack.in", "n.commit", "n.applied", "n.synced"):
+        for stage in ("n.ae.out", "n.ack.in", "n.commit", "n.applied", "n.written", "n.synced"):
             e = first_after(lev, stage, t_prop, index)
             if e is not None:
                 at["L:" + stage] = e[0]
@@ -124,13 +133,18 @@ def breakdown(client: Events, nodes: dict[int, Events]) -> list[dict[str, float]
         row = {name: (at[b] - at[a]) / 1e6 for name, a, b in STAGES}
         row["total"] = (t_recv - t_send) / 1e6
         if "L:n.synced" in at:
-            row["leader's own write + fsync (beside 4-9)"] = (at["L:n.synced"] - t_prop) / 1e6
+            row[OWN] = (at["L:n.synced"] - t_prop) / 1e6
+            if "L:n.written" in at:
+                row[OWN_WRITE] = (at["L:n.written"] - at["L:n.ae.out"]) / 1e6
+                row[OWN_SYNC] = (at["L:n.synced"] - at["L:n.written"]) / 1e6
+            # How long the acknowledgement waited in the leader's socket while its loop was in its own fsync.
+            row[ACK_WAIT] = max(0, min(at["L:n.synced"], at["L:n.ack.in"]) - at["F:n.ack.out"]) / 1e6
         rows.append(row)
     return rows
 
 
 def summarize(rows: list[dict[str, float]], label: str) -> str:
-    names = [name for name, _a, _b in STAGES] + ["total", "leader's own write + fsync (beside 4-9)"]
+    names = [name for name, _a, _b in STAGES] + ["total", OWN, OWN_WRITE, OWN_SYNC, ACK_WAIT]
     lines = [f"{label}: {len(rows)} puts matched", f"  {'stage':44s} {'p50 ms':>8s} {'p90 ms':>8s}"]
     for k, name in enumerate(names):
         xs = sorted(r[name] for r in rows if name in r)
@@ -143,7 +157,9 @@ def summarize(rows: list[dict[str, float]], label: str) -> str:
     return "\n".join(lines)
 
 
-async def run(puts: int, idles_ms: list[float], root: Path, trace_dir: Path) -> dict[float, tuple[float, float]]:
+async def run(
+    puts: int, idles_ms: list[float], root: Path, trace_dir: Path, batch: int = 1
+) -> dict[float, tuple[float, float]]:
     from raftkv import trace
     from raftkv.cli.local import LocalCluster
     from raftkv.client import connect
@@ -161,7 +177,10 @@ async def run(puts: int, idles_ms: list[float], root: Path, trace_dir: Path) -> 
                 for k in range(puts):
                     if idle:
                         await asyncio.sleep(idle / 1000)
-                    await c.put(f"trace/{k}", "v" * 64)
+                    if batch == 1:
+                        await c.put(f"trace/{k}", "v" * 64)
+                    else:  # one loop turn: the client sends them as one execute batch
+                        await asyncio.gather(*(c.put(f"trace/{k}/{j}", "v" * 64) for j in range(batch)))
                 windows[idle] = (start, time.monotonic_ns())
             trace.flush()
     finally:
@@ -173,21 +192,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--puts", type=int, default=300)
     ap.add_argument("--idle-ms", default="0,50", help="pauses before each put, one run each (default 0,50)")
+    ap.add_argument("--batch", type=int, default=1, help="puts made at once per step (one execute batch; default 1)")
     a = ap.parse_args()
     idles = [float(x) for x in a.idle_ms.split(",")]
     with tempfile.TemporaryDirectory(prefix="raftkv-trace-") as tmp:
         trace_dir = Path(tmp) / "trace"
         os.environ["RAFTKV_TRACE"] = str(trace_dir)  # the node processes inherit it
-        windows = asyncio.run(run(a.puts, idles, Path(tmp) / "cluster", trace_dir))
+        windows = asyncio.run(run(a.puts, idles, Path(tmp) / "cluster", trace_dir, a.batch))
         files = {int(p.stem): load(p) for p in trace_dir.glob("*.trace")}
         client = files.pop(os.getpid(), None)
         if client is None or len(files) < 3:
             print(f"trace files missing: client {client is not None}, nodes {len(files)}", file=sys.stderr)
             return 1
+        what = "puts" if a.batch == 1 else f"batches of {a.batch} puts"
         for idle, (lo, hi) in windows.items():
             part = {s: [e for e in v if lo <= e[0] <= hi] for s, v in client.items()}
             rows = breakdown(part, files)
-            print(summarize(rows, f"{a.puts} sequential puts, {idle:g} ms idle before each"))
+            print(
+                summarize(
+                    rows,
+                    f"{a.puts} sequential {what}, {idle:g} ms idle before each",
+                )
+            )
     return 0
 
 
