@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ import capnp  # type: ignore[import-untyped]
 
 from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
+from raftkv.transport.tls import is_tls_client_hello
 from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
 
 log = logging.getLogger("raftkv.transport")
@@ -53,7 +55,24 @@ def describe(e: BaseException) -> str:
 
 
 class StreamLayer:
-    """How this process opens and accepts connections. Today plain TCP; the place where TLS will go."""
+    """How this process opens and accepts connections: plain TCP, or TLS with the contexts given
+    (:mod:`raftkv.transport.tls`): ``server_tls`` for the ports it listens on, ``client_tls`` for its dials."""
+
+    def __init__(
+        self,
+        server_tls: ssl.SSLContext | None = None,
+        client_tls: ssl.SSLContext | None = None,
+        handshake_timeout_s: float = 10.0,
+    ) -> None:
+        self.server_tls = server_tls
+        self.client_tls = client_tls
+        self.handshake_timeout_s = handshake_timeout_s
+
+    def _dial_tls(self, address: Address, timeout: float) -> dict[str, Any]:
+        if self.client_tls is None:
+            return {}
+        # The node's certificate must name the host dialled (an IP address in its SANs, or a DNS name).
+        return {"ssl": self.client_tls, "server_hostname": address.host, "ssl_handshake_timeout": max(timeout, 0.1)}
 
     async def dial_rpc(self, address: Address, timeout: float) -> Any:
         """A Cap'n Proto two-party client connected to ``address`` (``TimeoutError`` after ``timeout`` s).
@@ -61,7 +80,9 @@ class StreamLayer:
         ``client.bootstrap().cast_as(schema.X)`` gives the remote capability; ``client.close()`` hangs up.
         """
         async with asyncio.timeout(timeout):
-            stream = await capnp.AsyncIoStream.create_connection(host=address.host, port=address.port)
+            stream = await capnp.AsyncIoStream.create_connection(
+                host=address.host, port=address.port, **self._dial_tls(address, timeout)
+            )
         return capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT)
 
     async def dial_plain(
@@ -70,7 +91,7 @@ class StreamLayer:
         """A plain stream to ``address`` driven by ``protocol`` (``TimeoutError`` after ``timeout`` s)."""
         async with asyncio.timeout(timeout):
             transport, proto = await asyncio.get_running_loop().create_connection(
-                protocol, host=address.host, port=address.port
+                protocol, host=address.host, port=address.port, **self._dial_tls(address, timeout)
             )
         return transport, proto
 
@@ -85,7 +106,7 @@ class StreamLayer:
         sniff_timeout_s: float = 10.0,
     ) -> Listener:
         """Accept RPC connections on ``address`` (and plain ones that start with ``magic``, if ``plain``)."""
-        listener = Listener(name, bootstrap, plain, magic, sniff_timeout_s)
+        listener = Listener(name, bootstrap, plain, magic, sniff_timeout_s, self.server_tls, self.handshake_timeout_s)
         await listener.bind(address)
         return listener
 
@@ -109,6 +130,8 @@ class Listener:
         plain: Callable[[], asyncio.Protocol] | None,
         magic: bytes,
         sniff_timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout_s: float = 10.0,
     ) -> None:
         if plain is not None and not magic:
             raise ValueError("a listener for plain connections needs their magic bytes")
@@ -117,6 +140,8 @@ class Listener:
         self._plain = plain
         self._magic = magic
         self._sniff_timeout_s = sniff_timeout_s
+        self._tls = tls
+        self._handshake_timeout_s = handshake_timeout_s
         self._sockets: list[socket.socket] = []
         self._tasks = TaskSet(f"listener {name}")
         self._unsniffed: set[socket.socket] = set()
@@ -174,22 +199,38 @@ class Listener:
     async def _hand_over(self, conn: socket.socket) -> None:
         """Give an accepted socket to Cap'n Proto or to the plain protocol (by its first bytes, when needed)."""
         loop = asyncio.get_running_loop()
+        peer = _peer_of(conn)  # before a failed handshake closes it
         try:
+            if self._tls is not None:
+                await self._hand_over_tls(conn)
+                return
             plain = self._plain
             if plain is not None:
                 head = await self._sniff(conn)
                 if not head:
                     conn.close()
                     return
+                if is_tls_client_hello(head):
+                    log.warning(
+                        "%s: refused a TLS connection from %s: this port does not serve TLS (start the node "
+                        "with --cert-file and --key-file, or connect without TLS)",
+                        self.name,
+                        peer,
+                    )
+                    conn.close()
+                    return
                 if head == self._magic:
                     transport, _proto = await loop.connect_accepted_socket(plain, conn)
-                    live = {t for t in self._plain_transports if not t.is_closing()}
-                    live.add(transport)
-                    self._plain_transports = live
+                    self._track(transport)
                     return
             # What capnp.AsyncIoStream.create_server does for each connection it accepts (pycapnp's own
             # protocol factory; pyproject pins pycapnp below 3 for this private name).
             await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(self._serve_rpc), conn)
+        except ssl.SSLError as e:
+            # A client that does not speak TLS, or one whose certificate the CA did not sign: one line, then
+            # the connection is closed (the handshake never completed, so nothing was served).
+            log.warning("%s: refused a connection from %s: TLS handshake failed: %s", self.name, peer, e)
+            conn.close()
         except (TimeoutError, OSError) as e:
             log.debug("%s: dropped a connection before it spoke: %s", self.name, describe(e))
             conn.close()
@@ -201,6 +242,30 @@ class Listener:
             raise
         finally:
             self._unsniffed.discard(conn)
+
+    async def _hand_over_tls(self, conn: socket.socket) -> None:
+        """TLS first (the handshake), then the same choice by the first bytes, read inside TLS."""
+        loop = asyncio.get_running_loop()
+        sniffer = _TLSSniffer(self)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: sniffer, conn, ssl=self._tls, ssl_handshake_timeout=self._handshake_timeout_s
+        )
+        self._track(transport)
+
+    def _track(self, transport: asyncio.BaseTransport) -> None:
+        live = {t for t in self._plain_transports if not t.is_closing()}
+        live.add(transport)
+        self._plain_transports = live
+
+    def _chosen(self, buffered: bytes) -> asyncio.Protocol | None:
+        """The protocol for a TLS connection whose first bytes are ``buffered`` (None: too few bytes yet)."""
+        magic = self._magic
+        if self._plain is not None and len(buffered) < len(magic) and magic.startswith(buffered):
+            return None
+        if self._plain is not None and buffered.startswith(magic):
+            return self._plain()
+        proto: asyncio.Protocol = capnp.AsyncIoStream._connect(self._serve_rpc)
+        return proto
 
     async def _sniff(self, conn: socket.socket) -> bytes:
         """The first ``len(magic)`` bytes of ``conn``, peeked (not consumed); b"" if it closed first."""
@@ -264,3 +329,64 @@ class Listener:
             with contextlib.suppress(Exception):
                 server.close()
         self._rpc_servers.clear()
+
+
+def _peer_of(conn: socket.socket) -> str:
+    try:
+        host, port = conn.getpeername()[:2]
+    except OSError:
+        return "a client that left"
+    return f"{host}:{port}"
+
+
+class _TLSSniffer(asyncio.Protocol):
+    """The first protocol of an accepted TLS connection: once the first bytes are in, it hands the transport
+    to the protocol they call for (a frame plane's or Cap'n Proto's) and replays them to it. A connection that
+    says nothing for the listener's sniff timeout is closed."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):  # pragma: no cover - the loop gives one
+            raise TypeError(f"a stream transport is needed, got {type(transport).__name__}")
+        self.transport = transport
+        timeout = self.listener._sniff_timeout_s
+        self.timer = asyncio.get_running_loop().call_later(timeout, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        transport = self.transport
+        if transport is None:
+            return
+        proto = self.listener._chosen(self.buf)
+        if proto is None:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        _replay(proto, self.buf)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+
+def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:
+    """Give ``data`` to ``proto`` as if the transport had just read it (pycapnp's protocol is a buffered one)."""
+    if isinstance(proto, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buf = memoryview(proto.get_buffer(len(view)))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)
+            view = view[n:]
+    elif isinstance(proto, asyncio.Protocol):
+        proto.data_received(data)
