@@ -66,6 +66,11 @@ class NodeFailed(RaftError):
 class Unavailable(RaftError):
     """No endpoint answered (or none leads) before the deadline. A write's outcome is unknown."""
 
+    def __init__(self, message: str, last_error: str = "") -> None:
+        super().__init__(message)
+        self.last_error = last_error
+        """What went wrong at the last attempt ("endpoint: why"), "" if unknown."""
+
 
 class SessionExpired(RaftError):
     """The client's session expired (idle longer than its TTL); the write's outcome is unknown."""

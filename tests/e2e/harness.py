@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from raftkv.client import StatusReport, connect
 from raftkv.transport.address import Address
@@ -168,11 +169,13 @@ class ProcCluster:
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         seed: int = 0,
+        client_tls: Mapping[str, Path] | None = None,
     ) -> None:
         """``env``: extra environment variables for every node process (e.g. a test-only switch); ``extra_args``:
         more ``raftkv serve`` options (e.g. ``--snapshot-entries 500``); ``seed`` seeds the proxies' loss and
-        jitter."""
+        jitter; ``client_tls``: ``raftkv.connect``'s TLS arguments, for the harness's own status calls."""
         self.tmp = tmp
+        self.client_tls: dict[str, Any] = dict(client_tls or {})
         self.n = n
         self.cluster_id = cluster_id
         self.env = dict(env or {})
@@ -302,7 +305,7 @@ class ProcCluster:
     async def statuses(self, ids: list[int] | None = None) -> dict[int, StatusReport]:
         ids = ids or list(range(1, self.n + 1))
         out: dict[int, StatusReport] = {}
-        async with connect(self.endpoints(ids), cluster_id=self.cluster_id) as c:
+        async with connect(self.endpoints(ids), cluster_id=self.cluster_id, **self.client_tls) as c:
             for r in await c.admin.statuses(timeout=0.5):
                 if isinstance(r, StatusReport):
                     out[r.id] = r

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from raftkv.cli.common import endpoints_option, parse_endpoints, timeout_option
+from raftkv.cli.common import endpoints_option, parse_endpoints, timeout_option, tls_options
 
 
 @click.command()
@@ -22,7 +22,7 @@ def status(endpoints: str | None, as_json: bool, timeout: float) -> None:
     addrs = parse_endpoints(endpoints)
 
     async def run() -> list[StatusReport | tuple[str, str]]:
-        async with connect(addrs) as client:
+        async with connect(addrs, **tls_options()) as client:
             return await client.admin.statuses(timeout)
 
     results = asyncio.run(run())
@@ -68,7 +68,7 @@ def ping(endpoints: str | None, timeout: float) -> None:
 
     async def run() -> bool:
         ok = True
-        async with connect(addrs, timeout=timeout) as client:
+        async with connect(addrs, **tls_options(), timeout=timeout) as client:
             for addr in addrs:
                 try:
                     node, term, rtt = await client.admin.ping(addr, timeout)

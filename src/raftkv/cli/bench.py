@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from raftkv.cli.common import endpoints_option, fail, json_option, parse_endpoints
+from raftkv.cli.common import endpoints_option, fail, json_option, parse_endpoints, tls_options
 from raftkv.errors import RaftError
 
 
@@ -50,7 +50,7 @@ def bench(
     errors: list[str] = []
 
     async def run() -> float:
-        async with connect(addrs, timeout=10.0) as c:
+        async with connect(addrs, **tls_options(), timeout=10.0) as c:
             await c.put("bench/warmup", value)
             if gets:
                 await asyncio.gather(*(c.put(f"bench/{k}", value) for k in range(min(keys, 1000))))

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypedDict, TypeVar
 
 import click
 
@@ -38,9 +39,82 @@ def parse_endpoints(value: str | None) -> list[Address]:
         fail(str(e))
 
 
-endpoints_option = click.option(
-    "--endpoints", metavar="HOST:PORT,...", help=f"Client addresses of the nodes (or ${ENDPOINTS_ENV})."
-)
+CACERT_ENV, CERT_ENV, KEY_ENV = "RAFTKV_CACERT", "RAFTKV_CERT", "RAFTKV_KEY"
+_TLS_META = "raftkv.tls"
+
+
+def _keep_tls(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None and param.name:
+        ctx.meta.setdefault(_TLS_META, {})[param.name] = value
+
+
+def endpoints_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--endpoints`` and, with it, etcdctl's TLS flags ``--cacert --cert --key`` (or their environment
+    variables): every command that talks to a cluster takes all four. Read the TLS ones with
+    :func:`tls_options`."""
+    path = click.Path(dir_okay=False, path_type=Path)
+    for name, env, text in reversed(
+        (
+            ("--cacert", CACERT_ENV, "CA certificate (PEM) that signed the nodes' certificates: talk TLS."),
+            ("--cert", CERT_ENV, "This client's certificate (PEM), for nodes run with --client-cert-auth."),
+            ("--key", KEY_ENV, "The private key of --cert (PEM)."),
+        )
+    ):
+        f = click.option(
+            name,
+            f"tls_{name[2:]}",  # not "key": commands take a KEY argument
+            type=path,
+            envvar=env,
+            expose_value=False,
+            callback=_keep_tls,
+            help=f"{text} (or ${env})",
+        )(f)
+    return click.option(
+        "--endpoints", metavar="HOST:PORT,...", help=f"Client addresses of the nodes (or ${ENDPOINTS_ENV})."
+    )(f)
+
+
+class TLSArgs(TypedDict, total=False):
+    """``raftkv.connect``'s TLS keyword arguments."""
+
+    cacert: Path
+    cert: Path
+    key: Path
+
+
+def tls_options() -> TLSArgs:
+    """The TLS arguments for ``raftkv.connect`` from this command's ``--cacert --cert --key``; a file that does
+    not load exits 2 with one line naming it."""
+    from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context
+
+    ctx = click.get_current_context(silent=True)
+    kept: dict[str, Path] = ctx.meta.get(_TLS_META, {}) if ctx is not None else {}
+    given = TLSArgs()
+    if "tls_cacert" in kept:
+        given["cacert"] = kept["tls_cacert"]
+    if "tls_cert" in kept:
+        given["cert"] = kept["tls_cert"]
+    if "tls_key" in kept:
+        given["key"] = kept["tls_key"]
+    if given:
+        try:
+            client_context(TLSFiles(given.get("cert"), given.get("key"), given.get("cacert")))
+        except TLSConfigError as e:
+            fail(str(e))
+    return given
+
+
+def tls_streams() -> Any:
+    """The stream layer for this command's TLS flags (plain TCP without them), for the calls that take one."""
+    from raftkv.transport.streams import PLAIN, StreamLayer
+    from raftkv.transport.tls import TLSFiles, client_context
+
+    given = tls_options()
+    if not given:
+        return PLAIN
+    return StreamLayer(client_tls=client_context(TLSFiles(given.get("cert"), given.get("key"), given.get("cacert"))))
+
+
 timeout_option = click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per call.")
 
 
@@ -54,15 +128,24 @@ def client_call(endpoints: str | None, timeout: float, fn: Callable[[Any], Await
     from raftkv.errors import RaftError, Unavailable
 
     addrs = parse_endpoints(endpoints)
+    tls = tls_options()
 
     async def run() -> T:
-        async with connect(addrs, timeout=timeout) as client:
+        async with connect(addrs, timeout=timeout, **tls) as client:
             return await fn(client)
 
     try:
         return asyncio.run(run())
-    except Unavailable:
+    except Unavailable as e:
         shown = ",".join(map(str, addrs))
+        if "TLS" in e.last_error:  # the cluster may be fine: this client's TLS settings are not
+            fail(f"no leader reachable at {shown}: {e.last_error}", code=1)
+        if tls:  # TLS 1.3: a node refusing the client's certificate shows as a closed connection
+            fail(
+                f"no leader reachable at {shown}: is the cluster running, and does it accept this client's "
+                "certificate (--cert/--key, signed by the nodes' --trusted-ca-file)? try raftkv status",
+                code=1,
+            )
         fail(f"no leader reachable at {shown}: is the cluster running? try raftkv status", code=1)
     except RaftError as e:
         fail(str(e), code=1)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from raftkv.cli.common import endpoints_option, fail, parse_endpoints
+from raftkv.cli.common import endpoints_option, fail, parse_endpoints, tls_options
 from raftkv.errors import RaftError
 
 _ttl = click.option("--ttl", type=int, default=10, show_default=True, help="Seconds the lease lives unrefreshed.")
@@ -47,7 +47,7 @@ def lock(endpoints: str | None, ttl: int, name: str, command: tuple[str, ...]) -
 
     async def run() -> int:
         stop = _stop_on_signals()
-        async with connect(addrs) as c:
+        async with connect(addrs, **tls_options()) as c:
             held = c.lock(name, ttl=ttl)
             if not await _until(held.acquire(), stop):
                 return 0  # Ctrl-C while waiting: the place in the queue was given up
@@ -102,7 +102,7 @@ def elect(endpoints: str | None, ttl: int, name: str, proposal: str | None, list
 
     async def run() -> int:
         stop = _stop_on_signals()
-        async with connect(addrs) as c:
+        async with connect(addrs, **tls_options()) as c:
             election = c.election(name, ttl=ttl)
             if listen:
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from raftkv.cli.common import client_call, endpoints_option, fail, json_option, parse_endpoints
+from raftkv.cli.common import client_call, endpoints_option, fail, json_option, parse_endpoints, tls_options
 from raftkv.errors import RaftError
 
 
@@ -261,7 +261,7 @@ def watch(endpoints: str | None, key: str, prefix: bool, rev: int, as_json: bool
     addrs = parse_endpoints(endpoints)
 
     async def run() -> None:
-        async with connect(addrs) as c, c.watch(key, prefix=prefix, start_revision=rev) as w:
+        async with connect(addrs, **tls_options()) as c, c.watch(key, prefix=prefix, start_revision=rev) as w:
             async for ev in w:
                 kind = "PUT" if ev.type == EventType.PUT else "DELETE"
                 if as_json:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from raftkv.cli.common import client_call, endpoints_option, fail, json_option, parse_endpoints
+from raftkv.cli.common import client_call, endpoints_option, fail, json_option, parse_endpoints, tls_options
 from raftkv.errors import RaftError
 
 _timeout = click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds, retries included.")
@@ -67,7 +67,7 @@ def keep_alive(endpoints: str | None, lease_id: int, once: bool, timeout: float)
     addrs = parse_endpoints(endpoints)
 
     async def run() -> None:
-        async with connect(addrs, timeout=timeout) as c:
+        async with connect(addrs, **tls_options(), timeout=timeout) as c:
             while True:
                 ttl = await c.lease_keep_alive_once(lease_id)
                 click.echo(f"lease {lease_id} keepalived with TTL({ttl})")

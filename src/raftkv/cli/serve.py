@@ -30,6 +30,25 @@ from raftkv.cli.common import fail
     "`raftkv member add`); with an empty data dir the node learns the membership from the cluster instead of "
     "bootstrapping one. --peers is then not needed.",
 )
+@click.option(
+    "--cert-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TLS certificate of the client port (PEM); with --key-file the port speaks TLS only.",
+)
+@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Private key of --cert-file (PEM).")
+@click.option(
+    "--trusted-ca-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CA certificate (PEM) that signs client certificates; also trusted when dialling --join.",
+)
+@click.option(
+    "--client-cert-auth",
+    is_flag=True,
+    default=None,
+    help="Clients must present a certificate signed by --trusted-ca-file (mutual TLS).",
+)
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from raftkv.cli.common import endpoints_option, fail, parse_endpoints
+from raftkv.cli.common import endpoints_option, fail, parse_endpoints, tls_streams
 
 
 @click.group()
@@ -27,7 +27,7 @@ def snapshot_save(endpoints: str | None, file: Path, timeout: float) -> None:
 
     addrs = parse_endpoints(endpoints)
     try:
-        backup = Backup(*asyncio.run(download_backup(addrs, timeout)))
+        backup = Backup(*asyncio.run(download_backup(addrs, timeout, streams=tls_streams())))
         write_backup(file, backup)
     except BackupError as e:
         fail(str(e), code=1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -48,6 +49,13 @@ RPC_SLACK_S: Final = 0.5
 
 def explain(e: BaseException) -> str:
     """One line for a failed call, saying what most likely went wrong."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the node's certificate did not verify ({e.verify_message or e}): is --cacert the CA that "
+            "signed it, and does it name the address dialled?"
+        )
+    if isinstance(e, ssl.SSLError):
+        return f"TLS handshake failed ({e.reason or e}): does the node serve TLS, and accept this client's certificate?"
     if isinstance(e, TimeoutError):
         return "no answer before the deadline (is the node stopped or overloaded?)"
     if isinstance(e, ConnectionRefusedError):

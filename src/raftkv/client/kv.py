@@ -24,6 +24,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, TypeVar
 
 from raftkv import trace
@@ -73,6 +74,7 @@ from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.streams import PLAIN, StreamLayer
+from raftkv.transport.tls import TLSFiles, client_context
 
 Key = str | bytes
 Op = Put | DeleteRange | Range
@@ -493,12 +495,23 @@ async def connect(
     *,
     cluster_id: str = "",
     timeout: float = 5.0,
+    cacert: str | Path | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
     streams: StreamLayer = PLAIN,
 ) -> AsyncIterator[Client]:
-    """``async with raftkv.connect(["127.0.0.1:9001", ...]) as client: await client.put("k", "v")``."""
+    """``async with raftkv.connect(["127.0.0.1:9001", ...]) as client: await client.put("k", "v")``.
+
+    TLS (the nodes were started with ``--cert-file``): ``cacert`` is the CA that signed the nodes' certificates
+    (the system's CAs if omitted but ``cert`` is given); ``cert`` and ``key``, the client's own certificate, for
+    nodes started with ``--client-cert-auth``. A file that cannot be loaded raises ``ValueError`` naming it.
+    """
     addrs = [e if isinstance(e, Address) else Address.parse(e, "endpoint") for e in endpoints]
     if not addrs:
         raise ValueError("connect() needs at least one endpoint")
+    if streams is PLAIN and (cacert or cert or key):
+        files = TLSFiles(*(Path(f) if f else None for f in (cert, key, cacert)))
+        streams = StreamLayer(client_tls=client_context(files))
     async with kj_loop():
         client = Client(addrs, cluster_id, timeout, streams=streams)
         try:

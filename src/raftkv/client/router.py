@@ -115,7 +115,8 @@ class Router:
             await asyncio.sleep(backoff(attempt))
         unknown = "; the outcome of any write in flight is unknown" if role == "leader" else ""
         raise Unavailable(
-            f"no {role} reachable at {','.join(map(str, self.endpoints))} before the deadline ({last_error}){unknown}"
+            f"no {role} reachable at {','.join(map(str, self.endpoints))} before the deadline ({last_error}){unknown}",
+            last_error,
         )
 
     async def _attempt(self, op: Op[T], target: Address, left: float, own_connection: bool) -> T:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from raftkv.client.kv import Client, Lease, connect
@@ -49,11 +50,20 @@ CLOSE_TIMEOUT_S = 5.0
 class SyncClient:
     """The blocking client: the same operations, run on a private event loop thread."""
 
-    def __init__(self, endpoints: Sequence[str | Address], *, cluster_id: str = "", timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str | Address],
+        *,
+        cluster_id: str = "",
+        timeout: float = 5.0,
+        cacert: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
         self._thread.start()
-        self._cm = connect(endpoints, cluster_id=cluster_id, timeout=timeout)
+        self._cm = connect(endpoints, cluster_id=cluster_id, timeout=timeout, cacert=cacert, cert=cert, key=key)
         self._client: Client = self._run(self._cm.__aenter__())
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -90,9 +100,17 @@ class SyncClient:
         self.close()
 
 
-def connect_sync(endpoints: Sequence[str | Address], *, cluster_id: str = "", timeout: float = 5.0) -> SyncClient:
-    """``with raftkv.connect_sync([...]) as client: client.put("k", "v")``."""
-    return SyncClient(endpoints, cluster_id=cluster_id, timeout=timeout)
+def connect_sync(
+    endpoints: Sequence[str | Address],
+    *,
+    cluster_id: str = "",
+    timeout: float = 5.0,
+    cacert: str | Path | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+) -> SyncClient:
+    """``with raftkv.connect_sync([...]) as client: client.put("k", "v")`` (TLS arguments: see ``connect``)."""
+    return SyncClient(endpoints, cluster_id=cluster_id, timeout=timeout, cacert=cacert, cert=cert, key=key)
 
 
 class SyncLease:

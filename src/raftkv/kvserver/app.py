@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import IO, Any, Literal
@@ -131,6 +132,9 @@ class KVServer:
         self.retention = retention_of(config)
         self.config = config
         self.kind: MachineKind = state_machine
+        tls = config.client_tls()
+        if streams is PLAIN and tls is not None:
+            streams = StreamLayer(server_tls=tls)  # --cert-file and --key-file: the client port speaks TLS only
         self.streams = streams
         self._backend = backend
         self._owns_backend = False
@@ -189,7 +193,10 @@ class KVServer:
         if self.kv is not None and self.retention.enabled:
             self._compactor = asyncio.ensure_future(self._auto_compact(AutoCompactor(self.retention)))
         self._started = True
-        log.info("node %s: clients on %s (%s)", cfg.id, cfg.listen_client or "-", self.kind)
+        tls = " over TLS" if self.streams.server_tls is not None else ""
+        if self.streams.server_tls is not None and self.streams.server_tls.verify_mode == ssl.CERT_REQUIRED:
+            tls = " over mutual TLS"
+        log.info("node %s: clients on %s%s (%s)", cfg.id, cfg.listen_client or "-", tls, self.kind)
 
     async def _auto_compact(self, compactor: AutoCompactor) -> None:
         """While leader, propose the compactions ``compactor`` asks for (raftkv.kv.compactor); about once a
@@ -232,7 +239,9 @@ class KVServer:
         reaches it in the log or a snapshot from the leader."""
         where = ",".join(map(str, cfg.join))
         try:
-            async with connect(list(cfg.join), cluster_id=cfg.cluster_id, timeout=5.0) as client:
+            join_tls = cfg.join_tls()
+            streams = StreamLayer(client_tls=join_tls) if join_tls is not None else PLAIN
+            async with connect(list(cfg.join), cluster_id=cfg.cluster_id, timeout=5.0, streams=streams) as client:
                 members = await client.members(timeout=5.0)
         except RaftError as e:
             raise Unavailable(f"cannot join cluster {cfg.cluster_id!r} through {where}: {e}") from None

@@ -9,6 +9,10 @@ exits with code 2. Flags override the file. TOML keys are the flag names with un
     listen_peer = "10.0.0.1:7001"
     listen_client = "10.0.0.1:9001"
     peers = { 1 = "10.0.0.1:7001", 2 = "10.0.0.2:7001", 3 = "10.0.0.3:7001" }
+    cert_file = "/etc/raftkv/node1.crt"     # TLS on the client port (etcd's flag names)
+    key_file = "/etc/raftkv/node1.key"
+    trusted_ca_file = "/etc/raftkv/ca.crt"
+    client_cert_auth = true
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -25,6 +30,7 @@ from typing import Any
 from raftkv.errors import ConfigError
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address, AddressError
+from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context, server_context
 
 _CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -70,6 +76,15 @@ class NodeConfig:
     """``--auto-compaction-retention``: revisions, or a duration (``1h``; a bare number is hours) in periodic mode;
     0 turns automatic compaction of the KV history off (see raftkv.kv.compactor; the KV server validates both,
     as the runtime knows nothing of the store)."""
+    cert_file: Path | None = None
+    """``--cert-file``: the client port's TLS certificate (PEM; with ``--key-file``: the port serves TLS only)."""
+    key_file: Path | None = None
+    """``--key-file``: the private key of ``--cert-file`` (PEM, unencrypted)."""
+    trusted_ca_file: Path | None = None
+    """``--trusted-ca-file``: the CA that signs client certificates (with ``--client-cert-auth``); also the CA
+    this node trusts when it dials the client ports of ``--join``."""
+    client_cert_auth: bool = False
+    """``--client-cert-auth``: clients must present a certificate the trusted CA signed (mutual TLS)."""
     join: tuple[Address, ...] = ()
     """``--join``: client addresses of members of an existing cluster. A node with an empty data dir then
     joins it (it must have been added with ``raftkv member add`` first) instead of bootstrapping a new
@@ -111,6 +126,7 @@ class NodeConfig:
             raise ConfigError(f"--log-level {self.log_level!r}: use debug, info, warning or error")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format {self.log_format!r}: use text or json")
+        self.client_tls()  # the files must load now: a bad one is one line at start, not a failed handshake later
         if check_ports:
             listeners: list[tuple[str, Address | None]] = [
                 ("--listen-peer", self.listen_peer),
@@ -120,6 +136,31 @@ class NodeConfig:
             for flag, where in listeners:
                 if where is not None:
                     check_port_free(flag, where)
+
+    @property
+    def client_tls_files(self) -> TLSFiles:
+        return TLSFiles(self.cert_file, self.key_file, self.trusted_ca_file)
+
+    def client_tls(self) -> ssl.SSLContext | None:
+        """The client port's TLS context (None: plaintext); a bad file raises ``ConfigError`` naming it."""
+        files = self.client_tls_files
+        if not files.enabled and not self.client_cert_auth:
+            return None
+        try:
+            return server_context(files, self.client_cert_auth)
+        except TLSConfigError as e:
+            raise ConfigError(str(e)) from None
+
+    def join_tls(self) -> ssl.SSLContext | None:
+        """The context this node dials ``--join`` client ports with when its own client port serves TLS: it
+        trusts ``--trusted-ca-file`` and presents its own certificate (the members may require one)."""
+        if self.cert_file is None:
+            return None
+        flags = ("--cert-file", "--key-file", "--trusted-ca-file")
+        try:
+            return client_context(self.client_tls_files, flags)
+        except TLSConfigError as e:
+            raise ConfigError(str(e)) from None
 
 
 def check_port_free(flag: str, addr: Address) -> None:
@@ -241,7 +282,10 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
             cfg.snapshot_growth = float(values["snapshot_growth"])
         except (TypeError, ValueError):
             raise ConfigError(f"snapshot_growth must be a number, got {values['snapshot_growth']!r}") from None
-    for name in ("pre_vote", "check_quorum", "lazy_commit"):
+    for name in ("cert_file", "key_file", "trusted_ca_file"):
+        if values.get(name) not in (None, ""):
+            setattr(cfg, name, Path(str(values[name])))
+    for name in ("pre_vote", "check_quorum", "lazy_commit", "client_cert_auth"):
         if name in values:
             setattr(cfg, name, bool(values[name]))
     for name in ("log_level", "log_format", "auto_compaction_mode", "auto_compaction_retention"):

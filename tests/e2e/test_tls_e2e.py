@@ -1,0 +1,141 @@
+"""TLS on the client port with real processes: `raftkv serve` with etcd's TLS flags, the CLI with etcdctl's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from raftkv.client import connect
+from tests.e2e.harness import ProcCluster
+from tests.runtime.cluster import free_ports
+from tests.tlscerts import CA, Pair
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class TLSCluster:
+    c: ProcCluster
+    ca: CA
+    client: Pair
+    expired: Pair
+    stranger: Pair
+
+
+@pytest.fixture
+async def tls_cluster(tmp_path: Path) -> AsyncIterator[TLSCluster]:
+    ca = CA.make(tmp_path / "pki")
+    node = ca.issue(tmp_path / "pki", "node")  # one certificate for the three nodes: all on 127.0.0.1
+    client = ca.issue(tmp_path / "pki", "alice")
+    flags = ["--cert-file", str(node.cert), "--key-file", str(node.key)]
+    flags += ["--trusted-ca-file", str(ca.path), "--client-cert-auth"]
+    c = ProcCluster(
+        tmp_path, 3, extra_args=flags, client_tls={"cacert": ca.path, "cert": client.cert, "key": client.key}
+    )
+    await c.start()
+    try:
+        await c.wait_leader(timeout=15.0)
+        stranger = CA.make(tmp_path / "other", name="another CA").issue(tmp_path / "other", "mallory")
+        yield TLSCluster(c, ca, client, ca.issue(tmp_path / "pki", "alice", expired=True), stranger)
+    finally:
+        await c.close()
+
+
+def cli(t: TLSCluster, *args: str, pair: Pair | None = None, cacert: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, RAFTKV_ENDPOINTS=",".join(map(str, t.c.endpoints())))
+    tls = ["--cacert", str(t.ca.path)] if cacert else []
+    if pair is not None:
+        tls += ["--cert", str(pair.cert), "--key", str(pair.key)]
+    return subprocess.run(
+        [sys.executable, "-m", "raftkv.cli", *args, *tls, "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+async def test_the_cli_and_the_client_work_over_mutual_tls(tls_cluster: TLSCluster) -> None:
+    t = tls_cluster
+    r = await asyncio.to_thread(cli, t, "put", "greeting", "hello", pair=t.client)
+    assert r.returncode == 0, r.stderr
+    r = await asyncio.to_thread(cli, t, "get", "greeting", pair=t.client)
+    assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
+    r = await asyncio.to_thread(cli, t, "status", pair=t.client)
+    assert r.returncode == 0 and "leader" in r.stdout, r.stderr
+    async with connect(t.c.endpoints(), cluster_id="e2e", cacert=t.ca.path, cert=t.client.cert, key=t.client.key) as c:
+        kv = await c.get("greeting")
+        assert kv is not None and kv.value == b"hello"
+    assert "clients on" in t.c.logs(1) and "over mutual TLS" in t.c.logs(1)
+
+
+@pytest.mark.parametrize("who", ["plaintext", "no certificate", "expired certificate", "another CA"])
+async def test_clients_without_a_good_certificate_are_refused(tls_cluster: TLSCluster, who: str) -> None:
+    t = tls_cluster
+    pair = {"plaintext": None, "no certificate": None, "expired certificate": t.expired, "another CA": t.stranger}
+    r = await asyncio.to_thread(cli, t, "put", "k", "v", pair=pair[who], cacert=who != "plaintext")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stderr.startswith("raftkv: error:") and len(r.stderr.strip().splitlines()) == 1
+    logs = "".join(t.c.logs(i) for i in (1, 2, 3))
+    assert "refused a connection" in logs and "TLS handshake failed" in logs
+    r = await asyncio.to_thread(cli, t, "get", "k", pair=t.client)
+    assert r.returncode == 1 and r.stdout == ""  # nothing was written
+
+
+async def test_a_client_that_does_not_trust_the_ca_says_so(tls_cluster: TLSCluster, tmp_path: Path) -> None:
+    t = tls_cluster
+    other = CA.make(tmp_path / "third", name="a third CA")
+    env_ca = ["--cacert", str(other.path)]
+    r = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "raftkv.cli", "get", "k", *env_ca, "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, RAFTKV_ENDPOINTS=",".join(map(str, t.c.endpoints()))),
+        check=False,
+    )
+    assert r.returncode == 1 and "certificate did not verify" in r.stderr, r.stderr
+
+
+def test_a_missing_certificate_file_stops_serve_with_one_line(tmp_path: Path) -> None:
+    peer, client = free_ports(2)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raftkv.cli",
+            "serve",
+            "--id",
+            "1",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--listen-peer",
+            f"127.0.0.1:{peer}",
+            "--listen-client",
+            f"127.0.0.1:{client}",
+            "--peers",
+            f"1=127.0.0.1:{peer}",
+            "--cert-file",
+            str(tmp_path / "missing.crt"),
+            "--key-file",
+            str(tmp_path / "missing.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert (
+        r.stderr.strip()
+        == f"raftkv: error: --cert-file {tmp_path / 'missing.crt'}: cannot be read (No such file or directory)"
+    )
