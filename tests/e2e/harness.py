@@ -176,6 +176,8 @@ class ProcCluster:
         jitter; ``client_tls``: ``raftkv.connect``'s TLS arguments, for the harness's own status calls."""
         self.tmp = tmp
         self.client_tls: dict[str, Any] = dict(client_tls or {})
+        self.node_args: dict[int, list[str]] = {}
+        """More ``raftkv serve`` options for one node (e.g. its own certificate)."""
         self.n = n
         self.cluster_id = cluster_id
         self.env = dict(env or {})
@@ -217,6 +219,7 @@ class ProcCluster:
             "--peers",
             peers,
             *self.extra_args,
+            *self.node_args.get(i, ()),
         ]
 
     async def start(self) -> None:

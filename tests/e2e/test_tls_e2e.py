@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.client import connect
+from raftkv.errors import Unavailable
 from tests.e2e.harness import ProcCluster
 from tests.runtime.cluster import free_ports
 from tests.tlscerts import CA, Pair
@@ -139,3 +141,105 @@ def test_a_missing_certificate_file_stops_serve_with_one_line(tmp_path: Path) ->
         r.stderr.strip()
         == f"raftkv: error: --cert-file {tmp_path / 'missing.crt'}: cannot be read (No such file or directory)"
     )
+
+
+def peer_flags(ca: CA, pair: Pair) -> list[str]:
+    return [
+        "--peer-cert-file",
+        str(pair.cert),
+        "--peer-key-file",
+        str(pair.key),
+        "--peer-trusted-ca-file",
+        str(ca.path),
+    ]
+
+
+async def test_members_talk_mutual_tls_and_one_cannot_pose_as_another(tmp_path: Path) -> None:
+    ca = CA.make(tmp_path / "pki")
+    member = {i: ca.issue(tmp_path / "pki", f"node-{i}", dns=(f"node-{i}",)) for i in (1, 2, 3)}
+    c = ProcCluster(tmp_path, 3)
+    c.node_args = {1: peer_flags(ca, member[1]), 2: peer_flags(ca, member[2]), 3: peer_flags(ca, member[2])}
+    await c.start()  # node 3 shows node 2's certificate: the CA's, but not its own
+    try:
+        lead = await c.wait_leader([1, 2], timeout=15.0)
+        async with connect(c.endpoints([1, 2]), cluster_id="e2e") as client:
+            await client.put("k", "v")
+            kv = await client.get("k")
+            assert kv is not None and kv.value == b"v"
+
+        def refused() -> bool:
+            logs = c.logs(1) + c.logs(2)
+            return "names node-2, not node-3" in logs  # node 3's own links, refused by the header check
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not refused():
+            assert asyncio.get_running_loop().time() < deadline, c.logs(1) + c.logs(2)
+            await asyncio.sleep(0.1)
+        st = await c.statuses([3])
+        assert 3 not in st or st[3].leader != lead  # node 3 never joined the cluster
+        # And the other way: the links of nodes 1 and 2 to node 3 fail the name check of the dialler.
+        assert "certificate is not valid for 'node-3'" in c.logs(1) + c.logs(2)
+    finally:
+        await c.close()
+
+
+async def test_a_peer_without_tls_cannot_join_a_mutual_tls_cluster(tmp_path: Path) -> None:
+    ca = CA.make(tmp_path / "pki")
+    member = {i: ca.issue(tmp_path / "pki", f"node-{i}", dns=(f"node-{i}",)) for i in (1, 2)}
+    c = ProcCluster(tmp_path, 3)
+    c.node_args = {1: peer_flags(ca, member[1]), 2: peer_flags(ca, member[2])}
+    await c.start()  # node 3 speaks plaintext
+    try:
+        await c.wait_leader([1, 2], timeout=15.0)
+        deadline = asyncio.get_running_loop().time() + 10
+        while "TLS handshake failed" not in c.logs(1) + c.logs(2):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+    finally:
+        await c.close()
+
+
+async def test_sighup_reloads_the_certificates_for_new_connections(tmp_path: Path) -> None:
+    old_ca, new_ca = CA.make(tmp_path / "old", name="old CA"), CA.make(tmp_path / "new", name="new CA")
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "node.crt", live / "node.key"
+
+    def install(pair: Pair) -> None:
+        cert.write_bytes(pair.cert.read_bytes())
+        key.write_bytes(pair.key.read_bytes())
+
+    install(old_ca.issue(tmp_path / "old", "node"))
+    c = ProcCluster(
+        tmp_path, 3, extra_args=["--cert-file", str(cert), "--key-file", str(key)], client_tls={"cacert": old_ca.path}
+    )
+    await c.start()
+    try:
+        await c.wait_leader(timeout=15.0)
+
+        async def put_with(ca: CA) -> None:
+            async with connect(c.endpoints(), cluster_id="e2e", cacert=ca.path, timeout=2.0) as client:
+                await client.put("k", ca.name)
+
+        await put_with(old_ca)
+        install(new_ca.issue(tmp_path / "new", "node"))
+        await put_with(old_ca)  # nothing reloaded yet
+        for proc in c.procs.values():
+            proc.send_signal(signal.SIGHUP)
+        deadline = asyncio.get_running_loop().time() + 10
+        while not all("certificates reloaded for the client port" in c.logs(i) for i in (1, 2, 3)):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        await put_with(new_ca)
+        with pytest.raises(Unavailable, match="certificate did not verify"):
+            await put_with(old_ca)
+
+        key.write_text("not a key")  # a broken file: logged, and the certificates in use stay
+        c.procs[1].send_signal(signal.SIGHUP)
+        while "certificates not reloaded, the old ones stay in use" not in c.logs(1):
+            assert asyncio.get_running_loop().time() < deadline + 10
+            await asyncio.sleep(0.05)
+        await put_with(new_ca)
+        assert all(c.running(i) for i in (1, 2, 3))
+    finally:
+        await c.close()

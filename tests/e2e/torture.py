@@ -949,8 +949,10 @@ async def run_torture(
     locks: int = 0,
     lock_ttl: int = 2,
     unsafe_lock: bool = False,
+    peer_tls: bool = False,
 ) -> TortureResult:
-    """Run one torture test (see the module docstring) and return what it found; never raises on a finding."""
+    """Run one torture test (see the module docstring) and return what it found; never raises on a finding.
+    ``peer_tls``: the members talk mutual TLS, each with its own certificate of a CA made for the run."""
     if nodes not in (3, 5):
         raise ValueError("nodes must be 3 or 5")
     kinds = _parse_faults(faults)
@@ -968,6 +970,14 @@ async def run_torture(
     if snapshot_trailing is not None:
         args += ["--snapshot-trailing", str(snapshot_trailing)]
     cluster = ProcCluster(data, nodes, cluster_id=f"torture-{seed}", env=env, extra_args=args, seed=seed)
+    if peer_tls:
+        from tests.tlscerts import CA
+
+        ca = CA.make(out / "pki")
+        for i in range(1, nodes + 1):
+            pair = ca.issue(out / "pki", f"node-{i}", dns=(f"node-{i}",))
+            cluster.node_args[i] = ["--peer-cert-file", str(pair.cert), "--peer-key-file", str(pair.key)]
+            cluster.node_args[i] += ["--peer-trusted-ca-file", str(ca.path)]
     load = Workload(clients, keys_per_epoch, key_epoch_s, op_timeout_s)
     started = time.monotonic()
     history = History(started)
@@ -1181,6 +1191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--locks", type=int, default=3, help="lock contender processes (tests/e2e/locks.py; 0: none)")
     p.add_argument("--lock-ttl", type=int, default=2, help="the contenders' lease TTL in seconds (2)")
     p.add_argument("--unsafe-lock", action="store_true", help="plant the test-only lock bug (no waiting in line)")
+    p.add_argument("--peer-tls", action="store_true", help="members talk mutual TLS (a CA made for the run)")
     p.add_argument("--schedule", type=int, metavar="STEPS", help="print the first STEPS faults and exit")
     a = p.parse_args(argv)
     try:
@@ -1217,6 +1228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 locks=a.locks,
                 lock_ttl=a.lock_ttl,
                 unsafe_lock=a.unsafe_lock,
+                peer_tls=a.peer_tls,
             )
         )
         print(res.summary(), flush=True)

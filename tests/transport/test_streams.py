@@ -32,7 +32,7 @@ async def test_a_listener_tells_plain_from_rpc_and_closes_every_connection() -> 
     seen: list[bytes] = []
     async with kj_loop():
         listener = await PLAIN.listen(
-            address, lambda _close: _Echo(), name="test", plain=lambda: _Plain(seen), magic=b"MAGC"
+            address, lambda _close, _names: _Echo(), name="test", plain=lambda: _Plain(seen), magic=b"MAGC"
         )
         try:
             client = await PLAIN.dial_rpc(address, timeout=2.0)

@@ -78,7 +78,7 @@ async def _serve(layer: StreamLayer) -> AsyncIterator[Port]:
     seen: list[bytes] = []
     async with kj_loop():
         listener = await layer.listen(
-            address, lambda _close: _Echo(), name="tls test", plain=lambda: _Plain(seen), magic=MAGIC
+            address, lambda _close, _names: _Echo(), name="tls test", plain=lambda: _Plain(seen), magic=MAGIC
         )
         try:
             yield Port(address, listener, seen)

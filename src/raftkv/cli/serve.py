@@ -49,6 +49,26 @@ from raftkv.cli.common import fail
     default=None,
     help="Clients must present a certificate signed by --trusted-ca-file (mutual TLS).",
 )
+@click.option(
+    "--peer-cert-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="This member's TLS certificate on the peer port (PEM, with the DNS name node-<id>): mutual TLS between "
+    "members.",
+)
+@click.option("--peer-key-file", type=click.Path(path_type=Path), default=None, help="Private key of --peer-cert-file.")
+@click.option(
+    "--peer-trusted-ca-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CA certificate (PEM) that signs every member's peer certificate.",
+)
+@click.option(
+    "--peer-client-cert-auth",
+    is_flag=True,
+    default=None,
+    help="Members must present their certificates (always so with peer TLS; accepted for etcd's flag set).",
+)
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)

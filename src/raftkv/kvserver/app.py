@@ -300,13 +300,33 @@ class KVServer:
         if self._owns_backend and self._backend is not None:
             self._backend.close()
 
+    def reload_tls(self) -> None:
+        """SIGHUP: load every TLS file again (both ports); connections made from now on use the new
+        certificates, open ones keep theirs. A file that does not load is logged and changes nothing."""
+        node = self.running
+        try:
+            client = self.config.client_tls()
+            if client is not None and self.streams.server_tls is not None:
+                self.streams.replace_tls(client, self.streams.client_tls)
+            peer = node.reload_peer_tls()
+        except ConfigError as e:
+            log.error("node %s: SIGHUP: certificates not reloaded, the old ones stay in use: %s", node.id, e)
+            return
+        if client is None and not peer:
+            log.info("node %s: SIGHUP: no TLS configured, nothing to reload", node.id)
+            return
+        ports = " and ".join(p for p, on in (("client", client is not None), ("peer", peer)) if on)
+        log.info("node %s: SIGHUP: certificates reloaded for the %s port (new connections use them)", node.id, ports)
+
     async def serve_until_signal(self) -> int:
-        """Run until SIGTERM/SIGINT or a node failure; stop gracefully; 0, or 1 if the node failed."""
+        """Run until SIGTERM/SIGINT or a node failure; stop gracefully; 0, or 1 if the node failed. SIGHUP
+        reloads the TLS certificates (:meth:`reload_tls`)."""
         node = self.running
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         try:
             stopping = asyncio.ensure_future(stop.wait())
             failed = asyncio.ensure_future(node.stopped.wait())
@@ -318,7 +338,7 @@ class KVServer:
                 log.info("node %s: signal received, stopping", node.id)
             await self.aclose()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
         return 0 if node.failure is None else 1

@@ -335,7 +335,7 @@ async def serve_capnp(
 
     return await streams.listen(
         address,
-        lambda _close: service(),
+        lambda _close, _names: service(),
         name=f"node {node.id} client port",
         plain=lambda: ExecuteFrames(service(), node.id),
         magic=CLIENT_FRAME_MAGIC,

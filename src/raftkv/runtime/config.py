@@ -13,6 +13,9 @@ exits with code 2. Flags override the file. TOML keys are the flag names with un
     key_file = "/etc/raftkv/node1.key"
     trusted_ca_file = "/etc/raftkv/ca.crt"
     client_cert_auth = true
+    peer_cert_file = "/etc/raftkv/node1-peer.crt"   # mutual TLS between members (its DNS name: node-1)
+    peer_key_file = "/etc/raftkv/node1-peer.key"
+    peer_trusted_ca_file = "/etc/raftkv/ca.crt"
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from raftkv.errors import ConfigError
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address, AddressError
-from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context, server_context
+from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context, peer_contexts, server_context
 
 _CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -85,6 +88,15 @@ class NodeConfig:
     this node trusts when it dials the client ports of ``--join``."""
     client_cert_auth: bool = False
     """``--client-cert-auth``: clients must present a certificate the trusted CA signed (mutual TLS)."""
+    peer_cert_file: Path | None = None
+    """``--peer-cert-file``: this member's certificate on the peer port (PEM). It must carry the DNS name
+    ``node-<id>`` (``raftkv.transport.tls.member_name``): peers tell members apart by it."""
+    peer_key_file: Path | None = None
+    """``--peer-key-file``: its private key (PEM, unencrypted)."""
+    peer_trusted_ca_file: Path | None = None
+    """``--peer-trusted-ca-file``: the CA that signs every member's peer certificate."""
+    peer_client_cert_auth: bool = False
+    """``--peer-client-cert-auth`` (etcd's flag): peer TLS is always mutual here, so this only documents it."""
     join: tuple[Address, ...] = ()
     """``--join``: client addresses of members of an existing cluster. A node with an empty data dir then
     joins it (it must have been added with ``raftkv member add`` first) instead of bootstrapping a new
@@ -127,6 +139,7 @@ class NodeConfig:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format {self.log_format!r}: use text or json")
         self.client_tls()  # the files must load now: a bad one is one line at start, not a failed handshake later
+        self.peer_tls()
         if check_ports:
             listeners: list[tuple[str, Address | None]] = [
                 ("--listen-peer", self.listen_peer),
@@ -148,6 +161,16 @@ class NodeConfig:
             return None
         try:
             return server_context(files, self.client_cert_auth)
+        except TLSConfigError as e:
+            raise ConfigError(str(e)) from None
+
+    def peer_tls(self) -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+        """(server, client) contexts of the peer port under mutual TLS, or None (plaintext)."""
+        files = TLSFiles(self.peer_cert_file, self.peer_key_file, self.peer_trusted_ca_file)
+        if not files.enabled and not self.peer_client_cert_auth:
+            return None
+        try:
+            return peer_contexts(files)
         except TLSConfigError as e:
             raise ConfigError(str(e)) from None
 
@@ -282,10 +305,10 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
             cfg.snapshot_growth = float(values["snapshot_growth"])
         except (TypeError, ValueError):
             raise ConfigError(f"snapshot_growth must be a number, got {values['snapshot_growth']!r}") from None
-    for name in ("cert_file", "key_file", "trusted_ca_file"):
+    for name in ("cert_file", "key_file", "trusted_ca_file", "peer_cert_file", "peer_key_file", "peer_trusted_ca_file"):
         if values.get(name) not in (None, ""):
             setattr(cfg, name, Path(str(values[name])))
-    for name in ("pre_vote", "check_quorum", "lazy_commit", "client_cert_auth"):
+    for name in ("pre_vote", "check_quorum", "lazy_commit", "client_cert_auth", "peer_client_cert_auth"):
         if name in values:
             setattr(cfg, name, bool(values[name]))
     for name in ("log_level", "log_format", "auto_compaction_mode", "auto_compaction_retention"):

@@ -72,6 +72,7 @@ from raftkv.storage.snapshots import Snapshot
 from raftkv.transport.address import Address, AddressError
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.peers import Transport, TransportSettings
+from raftkv.transport.streams import PLAIN, StreamLayer
 
 log = logging.getLogger("raftkv.node")
 
@@ -255,6 +256,7 @@ class RaftNode:
             snapshot_received=self._snapshot_received,
             incoming_dir=str(data_dir.incoming),
             accept_peer=self._accept_peer,
+            streams=self._peer_streams(),
         )
         self._on_conf(conf)  # the committed configuration the links start from
         await self.transport.listen(cfg.listen_peer)
@@ -273,6 +275,22 @@ class RaftNode:
         log.info(
             "node %s serving cluster %r: peers on %s, data in %s", cfg.id, cfg.cluster_id, cfg.listen_peer, cfg.data_dir
         )
+
+    def reload_peer_tls(self) -> bool:
+        """Load the peer port's certificate files again (SIGHUP): new connections use them, open ones keep
+        theirs. False if peer TLS is off; a file that does not load raises ``ConfigError`` and changes nothing."""
+        tls = self.config.peer_tls()
+        if tls is None or self.transport is None:
+            return False
+        self.transport.streams.replace_tls(*tls)
+        return True
+
+    def _peer_streams(self) -> StreamLayer:
+        """Plain TCP, or mutual TLS on the peer port (``--peer-cert-file`` ...; ``NodeConfig.peer_tls``)."""
+        tls = self.config.peer_tls()
+        if tls is None:
+            return PLAIN
+        return StreamLayer(server_tls=tls[0], client_tls=tls[1])
 
     async def aclose(self, transfer_leadership: bool = True) -> None:
         """Stop the node: hand leadership over if that is quick and safe, then stop everything. Idempotent."""

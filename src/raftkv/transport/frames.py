@@ -21,6 +21,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
+from raftkv.transport.tls import cert_names
 from raftkv.transport.wire import MAX_FRAME_BYTES
 
 FRAME_MAGIC = b"RKF1"
@@ -111,21 +112,25 @@ class FrameBuffer:
 class FrameReceiver(asyncio.Protocol):
     """Inbound data plane connection: ``FRAME_MAGIC``, then length-prefixed frames, each given to ``deliver``.
 
-    ``deliver(frame)`` returns False to refuse the sender (the connection closes); ``malformed(why)`` is told
-    about a frame that cannot be one (before the connection closes).
+    ``deliver(frame, names)`` returns False to refuse the sender (the connection closes); ``names`` are what
+    the connection's TLS client certificate names. ``malformed(why)`` is told about a frame that cannot be one
+    (before the connection closes).
     """
 
-    def __init__(self, deliver: Callable[[bytes], bool], malformed: Callable[[str], None]) -> None:
+    def __init__(self, deliver: Callable[[bytes, frozenset[str]], bool], malformed: Callable[[str], None]) -> None:
         self._deliver = deliver
         self._malformed = malformed
         self.frames = FrameBuffer()
         self.transport: asyncio.Transport | None = None
         self.magic_seen = False
+        self.names: frozenset[str] = frozenset()
+        """What the connection's verified TLS client certificate names (``tls.cert_names``; empty without)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not isinstance(transport, asyncio.Transport):  # pragma: no cover - the listener gives one
             raise TypeError(f"a stream transport is needed, got {type(transport).__name__}")
         self.transport = transport
+        self.names = cert_names(transport.get_extra_info("peercert"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -148,7 +153,7 @@ class FrameReceiver(asyncio.Protocol):
         for data_frame in frames:
             if self.transport is None:
                 return
-            if not self._deliver(data_frame):
+            if not self._deliver(data_frame, self.names):
                 self.close()
 
     def close(self) -> None:

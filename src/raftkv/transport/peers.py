@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from raftkv.transport.codec import DecodeError, decode, encode_into
 from raftkv.transport.frames import FRAME_MAGIC, FrameReceiver, FrameSender, frame
 from raftkv.transport.snapshot_stream import SnapshotInbox, SnapshotSource, conf_from_wire, send_snapshot
 from raftkv.transport.streams import PLAIN, Listener, StreamLayer, describe
+from raftkv.transport.tls import member_name
 from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS, schema
 
 log = logging.getLogger("raftkv.transport")
@@ -123,11 +125,16 @@ def _header(cluster_id: str, src: NodeId, dst: NodeId, src_address: str = "") ->
     return schema.Header.new_message(clusterId=cluster_id, **fields).as_reader()
 
 
-def _check_header(t: Transport, header: Any) -> tuple[str, str, NodeId]:
-    """(error code, message, sender) of an inbound header; the code is "none" when it may be served."""
+def _check_header(t: Transport, header: Any, names: frozenset[str]) -> tuple[str, str, NodeId]:
+    """(error code, message, sender) of an inbound header on a connection whose TLS client certificate names
+    ``names``; the code is "none" when it may be served."""
     src = NodeId(int(getattr(header, "from")))  # "from" is a Python keyword
     if header.clusterId != t.cluster_id:
         return "wrongCluster", f"this is cluster {t.cluster_id!r}, not {header.clusterId!r}", src
+    if t.verify_names and member_name(src) not in names:
+        # Peer mutual TLS: a certificate of the cluster's CA is not enough, it must be this member's own.
+        shown = ", ".join(sorted(names)) or "no name"
+        return "unknownMember", f"the certificate of this connection names {shown}, not {member_name(src)}", src
     if src not in t.peers and not t.admit(src, str(header.fromAddress)):
         return "unknownMember", f"node {src} is not a member of cluster {t.cluster_id!r}", src
     if header.to not in (0, t.node_id):
@@ -197,14 +204,17 @@ class PeerLink:
             client: Any = None
             frames: FrameSender | None = None
             try:
-                client = await streams.dial_rpc(self.address, s.connect_timeout_s)
+                # Under peer TLS the certificate must be this member's own (tls.member_name), not just the CA's.
+                client = await streams.dial_rpc(self.address, s.connect_timeout_s, name=member_name(self.peer))
                 cap = client.bootstrap().cast_as(schema.Peer)
                 if not await self._handshake(cap):
                     # A configuration error (wrong cluster, wrong node at that address): retry slowly. Falls
                     # through to the backoff below — a `continue` here once skipped it and spun reconnecting.
                     raise _Refused()
                 if s.frames:
-                    _tr, frames = await streams.dial_plain(self.address, FrameSender, s.connect_timeout_s)
+                    _tr, frames = await streams.dial_plain(
+                        self.address, FrameSender, s.connect_timeout_s, name=member_name(self.peer)
+                    )
                 self.connected = True
                 self.ever_connected = True
                 backoff = s.backoff_initial_s
@@ -476,12 +486,14 @@ class PeerLink:
 class PeerService(schema.Peer.Server):  # type: ignore[misc]
     """The inbound side of one capnp connection; ``close`` hangs up on it."""
 
-    def __init__(self, transport: Transport, close: Callable[[], None]) -> None:
+    def __init__(self, transport: Transport, close: Callable[[], None], names: frozenset[str] = frozenset()) -> None:
         self.t = transport
         self._close = close
+        self.names = names
+        """What this connection's TLS client certificate names (checked against each header's sender)."""
 
     def _check(self, header: Any) -> tuple[str, str, NodeId]:
-        return _check_header(self.t, header)
+        return _check_header(self.t, header, self.names)
 
     def _refuse(self, code: str, message: str, results: Any) -> None:
         self.t.counters.refused += 1
@@ -606,6 +618,9 @@ class Transport:
         self.term = term
         self.client_address = client_address
         self.streams = streams
+        tls = streams.server_tls
+        self.verify_names = tls is not None and tls.verify_mode == ssl.CERT_REQUIRED
+        """Peer mutual TLS: each sender must be named by its connection's certificate (``_check_header``)."""
         self.snapshot_source = snapshot_source
         """Leader side: the newest snapshot (metadata and a chunk iterator); called in a worker thread."""
         self.on_snapshot_sent = on_snapshot_sent
@@ -629,7 +644,7 @@ class Transport:
         """Serve the peer port: capnp ``Peer`` connections and data plane frames on the same address."""
         self._listener = await self.streams.listen(
             address,
-            lambda close: PeerService(self, close),
+            lambda close, names: PeerService(self, close, names),
             name=f"node {self.node_id} peer port",
             plain=lambda: FrameReceiver(self._deliver_frame, self._malformed_frame),
             magic=FRAME_MAGIC,
@@ -739,7 +754,7 @@ class Transport:
 
     # --- receiving frames ------------------------------------------------------------------------------------
 
-    def _deliver_frame(self, data: bytes) -> bool:
+    def _deliver_frame(self, data: bytes, names: frozenset[str] = frozenset()) -> bool:
         """Decode one data plane frame and hand its messages to the node; False refuses the sender."""
         try:
             with schema.MessageBatch.from_bytes(
@@ -747,7 +762,7 @@ class Transport:
                 traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
                 nesting_limit=NESTING_LIMIT,
             ) as mb:
-                code, why, src = _check_header(self, mb.header)
+                code, why, src = _check_header(self, mb.header, names)
                 if code != "none":
                     self.counters.refused += 1
                     self.once.warn(f"refuse-{code}-{why}", "node %s refused a peer frame: %s", self.node_id, why)

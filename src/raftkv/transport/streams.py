@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -38,14 +39,15 @@ import capnp  # type: ignore[import-untyped]
 
 from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
-from raftkv.transport.tls import is_tls_client_hello
+from raftkv.transport.tls import cert_names, is_tls_client_hello
 from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
 
 log = logging.getLogger("raftkv.transport")
 
 _P = TypeVar("_P", bound=asyncio.Protocol)
-BootstrapFactory = Callable[[Callable[[], None]], Any]
-"""Makes the capnp server object of one accepted RPC connection; its argument closes that connection."""
+BootstrapFactory = Callable[[Callable[[], None], frozenset[str]], Any]
+"""Makes the capnp server object of one accepted RPC connection: its arguments close that connection, and
+name whoever the connection's verified TLS client certificate names (``tls.cert_names``; empty without one)."""
 
 
 def describe(e: BaseException) -> str:
@@ -68,30 +70,42 @@ class StreamLayer:
         self.client_tls = client_tls
         self.handshake_timeout_s = handshake_timeout_s
 
-    def _dial_tls(self, address: Address, timeout: float) -> dict[str, Any]:
+    def replace_tls(self, server_tls: ssl.SSLContext | None, client_tls: ssl.SSLContext | None) -> None:
+        """New contexts (certificates reloaded, SIGHUP) for the connections made from now on; the open ones
+        keep theirs. TLS cannot be turned on or off this way: a layer that has none keeps none."""
+        if (server_tls is None) != (self.server_tls is None) or (client_tls is None) != (self.client_tls is None):
+            raise ValueError("TLS cannot be turned on or off without a restart")
+        self.server_tls = server_tls
+        self.client_tls = client_tls
+
+    def _dial_tls(self, address: Address, timeout: float, name: str | None) -> dict[str, Any]:
         if self.client_tls is None:
             return {}
-        # The node's certificate must name the host dialled (an IP address in its SANs, or a DNS name).
-        return {"ssl": self.client_tls, "server_hostname": address.host, "ssl_handshake_timeout": max(timeout, 0.1)}
+        # The certificate must carry the name checked: the host dialled (an IP address in its SANs, or a DNS
+        # name), or the member name a peer link expects (``tls.member_name``).
+        hostname = name or address.host
+        return {"ssl": self.client_tls, "server_hostname": hostname, "ssl_handshake_timeout": max(timeout, 0.1)}
 
-    async def dial_rpc(self, address: Address, timeout: float) -> Any:
-        """A Cap'n Proto two-party client connected to ``address`` (``TimeoutError`` after ``timeout`` s).
+    async def dial_rpc(self, address: Address, timeout: float, *, name: str | None = None) -> Any:
+        """A Cap'n Proto two-party client connected to ``address`` (``TimeoutError`` after ``timeout`` s); under
+        TLS the node's certificate must name ``name`` (default: the host dialled).
 
         ``client.bootstrap().cast_as(schema.X)`` gives the remote capability; ``client.close()`` hangs up.
         """
         async with asyncio.timeout(timeout):
             stream = await capnp.AsyncIoStream.create_connection(
-                host=address.host, port=address.port, **self._dial_tls(address, timeout)
+                host=address.host, port=address.port, **self._dial_tls(address, timeout, name)
             )
         return capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT)
 
     async def dial_plain(
-        self, address: Address, protocol: Callable[[], _P], timeout: float
+        self, address: Address, protocol: Callable[[], _P], timeout: float, *, name: str | None = None
     ) -> tuple[asyncio.Transport, _P]:
-        """A plain stream to ``address`` driven by ``protocol`` (``TimeoutError`` after ``timeout`` s)."""
+        """A plain stream to ``address`` driven by ``protocol`` (``TimeoutError`` after ``timeout`` s); ``name``
+        as for :meth:`dial_rpc`."""
         async with asyncio.timeout(timeout):
             transport, proto = await asyncio.get_running_loop().create_connection(
-                protocol, host=address.host, port=address.port, **self._dial_tls(address, timeout)
+                protocol, host=address.host, port=address.port, **self._dial_tls(address, timeout, name)
             )
         return transport, proto
 
@@ -106,7 +120,7 @@ class StreamLayer:
         sniff_timeout_s: float = 10.0,
     ) -> Listener:
         """Accept RPC connections on ``address`` (and plain ones that start with ``magic``, if ``plain``)."""
-        listener = Listener(name, bootstrap, plain, magic, sniff_timeout_s, self.server_tls, self.handshake_timeout_s)
+        listener = Listener(name, bootstrap, plain, magic, sniff_timeout_s, self, self.handshake_timeout_s)
         await listener.bind(address)
         return listener
 
@@ -130,7 +144,7 @@ class Listener:
         plain: Callable[[], asyncio.Protocol] | None,
         magic: bytes,
         sniff_timeout_s: float,
-        tls: ssl.SSLContext | None = None,
+        layer: StreamLayer | None = None,
         handshake_timeout_s: float = 10.0,
     ) -> None:
         if plain is not None and not magic:
@@ -140,7 +154,9 @@ class Listener:
         self._plain = plain
         self._magic = magic
         self._sniff_timeout_s = sniff_timeout_s
-        self._tls = tls
+        self._layer = layer
+        """Whose ``server_tls`` each new connection gets: read at accept time, so that a context replaced by
+        :meth:`StreamLayer.replace_tls` (SIGHUP) serves the next connection, and open ones keep theirs."""
         self._handshake_timeout_s = handshake_timeout_s
         self._sockets: list[socket.socket] = []
         self._tasks = TaskSet(f"listener {name}")
@@ -200,9 +216,10 @@ class Listener:
         """Give an accepted socket to Cap'n Proto or to the plain protocol (by its first bytes, when needed)."""
         loop = asyncio.get_running_loop()
         peer = _peer_of(conn)  # before a failed handshake closes it
+        tls = self._layer.server_tls if self._layer is not None else None
         try:
-            if self._tls is not None:
-                await self._hand_over_tls(conn)
+            if tls is not None:
+                await self._hand_over_tls(conn, tls)
                 return
             plain = self._plain
             if plain is not None:
@@ -243,12 +260,12 @@ class Listener:
         finally:
             self._unsniffed.discard(conn)
 
-    async def _hand_over_tls(self, conn: socket.socket) -> None:
+    async def _hand_over_tls(self, conn: socket.socket, tls: ssl.SSLContext) -> None:
         """TLS first (the handshake), then the same choice by the first bytes, read inside TLS."""
         loop = asyncio.get_running_loop()
         sniffer = _TLSSniffer(self)
         transport, _ = await loop.connect_accepted_socket(
-            lambda: sniffer, conn, ssl=self._tls, ssl_handshake_timeout=self._handshake_timeout_s
+            lambda: sniffer, conn, ssl=tls, ssl_handshake_timeout=self._handshake_timeout_s
         )
         self._track(transport)
 
@@ -257,14 +274,15 @@ class Listener:
         live.add(transport)
         self._plain_transports = live
 
-    def _chosen(self, buffered: bytes) -> asyncio.Protocol | None:
+    def _chosen(self, buffered: bytes, transport: asyncio.Transport) -> asyncio.Protocol | None:
         """The protocol for a TLS connection whose first bytes are ``buffered`` (None: too few bytes yet)."""
         magic = self._magic
         if self._plain is not None and len(buffered) < len(magic) and magic.startswith(buffered):
             return None
         if self._plain is not None and buffered.startswith(magic):
             return self._plain()
-        proto: asyncio.Protocol = capnp.AsyncIoStream._connect(self._serve_rpc)
+        names = cert_names(transport.get_extra_info("peercert"))
+        proto: asyncio.Protocol = capnp.AsyncIoStream._connect(functools.partial(self._serve_rpc, names=names))
         return proto
 
     async def _sniff(self, conn: socket.socket) -> bytes:
@@ -287,7 +305,7 @@ class Listener:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.1)
 
-    async def _serve_rpc(self, stream: Any) -> None:
+    async def _serve_rpc(self, stream: Any, names: frozenset[str] = frozenset()) -> None:
         server: Any = None
 
         def close() -> None:
@@ -297,7 +315,7 @@ class Listener:
 
         server = capnp.TwoPartyServer(
             stream,
-            bootstrap=self._bootstrap(close),
+            bootstrap=self._bootstrap(close, names),
             traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
             nesting_limit=NESTING_LIMIT,
         )
@@ -362,7 +380,7 @@ class _TLSSniffer(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        proto = self.listener._chosen(self.buf)
+        proto = self.listener._chosen(self.buf, transport)
         if proto is None:
             return
         if self.timer is not None:

@@ -108,3 +108,48 @@ def is_tls_client_hello(head: bytes) -> bool:
     minus one as a little-endian 32-bit integer: these bytes would announce 791 segments or more, which no
     first message has; and the frame planes start with their magic."""
     return len(head) >= 2 and head[0] == 0x16 and head[1] == 0x03
+
+
+def member_name(node_id: int) -> str:
+    """The name a member's peer certificate carries: ``node-<id>``, as a DNS subject alternative name (or as
+    its common name, if the certificate has no SANs).
+
+    Peers are told apart by this name, not by their addresses: several members may share an address (one
+    machine, a NAT), and a certificate from the cluster's CA must not let one member pose as another."""
+    return f"node-{node_id}"
+
+
+def cert_names(peercert: object) -> frozenset[str]:
+    """The DNS names and common names of a verified certificate (``SSLObject.getpeercert()``'s dict); empty
+    for no certificate (a plaintext connection, or a TLS one whose client sent none)."""
+    if not isinstance(peercert, dict):
+        return frozenset()
+    names: set[str] = set()
+    for kind, value in peercert.get("subjectAltName", ()):
+        if kind == "DNS":
+            names.add(str(value))
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(str(value))
+    return frozenset(names)
+
+
+def peer_contexts(
+    files: TLSFiles,
+    flags: tuple[str, str, str] = ("--peer-cert-file", "--peer-key-file", "--peer-trusted-ca-file"),
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts of a peer port under mutual TLS: both sides present their member certificate
+    and trust only the cluster's peer CA. The dialler checks the name of the member it dials
+    (:func:`member_name`, as the TLS server name); the acceptor checks the sender's header against the names
+    in the certificate it was shown (``raftkv.transport.peers``)."""
+    if files.cert_file is None or files.trusted_ca_file is None:
+        raise TLSConfigError(
+            f"peer TLS is mutual: give {flags[0]}, {flags[1]} and {flags[2]} (this member's certificate and the "
+            "CA that signs every member's)"
+        )
+    server = server_context(files, client_cert_auth=True, flags=(*flags, "--peer-client-cert-auth"))
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    _load_ca(client, files.trusted_ca_file, flags[2])
+    _load_chain(client, files, (flags[0], flags[1]))
+    return server, client
