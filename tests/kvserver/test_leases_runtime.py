@@ -73,3 +73,35 @@ async def test_a_kept_alive_lease_outlives_its_ttl_and_survives_a_leader_change(
     finally:
         for s in servers:
             await s.aclose()
+
+
+async def test_a_revocation_that_does_not_commit_is_not_an_unretrieved_exception() -> None:
+    """Found by torture --peer-tls (seed 211): a leader that lost office with expiry revocations in flight
+    logged "Future exception was never retrieved" for each (ProposalDropped), as nobody awaits them."""
+    import gc
+    from types import SimpleNamespace
+
+    from raftkv.errors import ProposalDropped
+    from raftkv.kvserver.leases import LeaseKeeper
+
+    loop = asyncio.get_running_loop()
+    futs: list[asyncio.Future[object]] = []
+
+    def submit_batch(datas: list[bytes], timeout: float | None = None) -> tuple[int, int, list[asyncio.Future[object]]]:
+        futs[:] = [loop.create_future() for _ in datas]
+        return 7680, 6, list(futs)
+
+    cfg = SimpleNamespace(election_ticks=15, tick_ms=10)
+    node = SimpleNamespace(id=3, config=cfg, submit_batch=submit_batch)
+    keeper = LeaseKeeper(node, SimpleNamespace())  # type: ignore[arg-type]
+    unretrieved: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        assert keeper.propose_revoke(42)
+        futs[0].set_exception(ProposalDropped("index 7680 was taken by another leader's entry (term 7, not 6)"))
+        futs.clear()
+        await asyncio.sleep(0)  # the done callback runs
+        gc.collect()
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)

@@ -16,6 +16,7 @@ never proposed. A follower refuses them with ``NotLeader``, as it does writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -97,12 +98,27 @@ class LeaseKeeper:
                 if proposed is not None and now - proposed < 5.0:
                     continue
                 self._revoking[lease] = now
-                try:
-                    self.node.submit_batch([encode_command(LeaseRevoke(lease, expired=True))], timeout=5.0)
-                except RaftError as e:
-                    log.debug("node %s: revoking expired lease %s: %s", self.node.id, lease, e)
-                    continue
-                log.info("node %s: lease %s expired: revoking it", self.node.id, lease)
+                if self.propose_revoke(lease):
+                    log.info("node %s: lease %s expired: revoking it", self.node.id, lease)
+
+    def propose_revoke(self, lease: int) -> bool:
+        """Propose the expiry of ``lease``; whether it was proposed. Nobody awaits the outcome: a revocation
+        that does not commit (the leadership changed) is proposed again while the lease is still expired, so
+        its failure is only noted, never left unretrieved on the future."""
+        try:
+            _index, _term, futs = self.node.submit_batch(
+                [encode_command(LeaseRevoke(lease, expired=True))], timeout=5.0
+            )
+        except RaftError as e:
+            log.debug("node %s: revoking expired lease %s: %s", self.node.id, lease, e)
+            return False
+        for fut in futs:
+            fut.add_done_callback(functools.partial(self._revoke_done, lease))
+        return True
+
+    def _revoke_done(self, lease: int, fut: asyncio.Future[object]) -> None:
+        if not fut.cancelled() and (e := fut.exception()) is not None:
+            log.debug("node %s: the revocation of lease %s did not commit: %s", self.node.id, lease, e)
 
     def answer(self, query: LeaseQuery) -> Result:
         """A lease query, on the leader (the caller checked this node leads)."""

@@ -1,0 +1,109 @@
+"""What TLS costs: the same 3-node cluster in plaintext and with mutual TLS on both ports, side by side.
+
+    PYTHONPATH=. .venv/bin/python bench/tls_cost.py [--rounds 3] [--duration 6]
+
+For each round, two fresh clusters of three ``raftkv serve`` processes (fsync on), one after the other,
+alternating which goes first: plaintext, and TLS with ``--client-cert-auth`` on the client port and mutual TLS
+on the peer port (certificates made for the run by ``tests/tlscerts.py``; one node certificate naming
+127.0.0.1 and ``node-1..3``). Each runs ``raftkv bench`` (its client with ``--cacert --cert --key`` for TLS)
+for puts at 64 in flight and sequential puts, and the script prints one line per run and the medians per mode,
+with the CPU the three nodes spent per operation. Issue 17's aim: TLS within 20% of plaintext.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.tlscerts import CA
+
+from raftkv.cli.local import LocalCluster
+
+SHAPES = [("put@64", ["--clients", "64"]), ("sequential", ["--clients", "1"])]
+
+
+def cpu_us(lc: LocalCluster) -> float:
+    total = 0
+    for p in lc.procs.values():
+        with open(f"/proc/{p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total * 1_000_000 / os.sysconf("SC_CLK_TCK")
+
+
+def run(mode: str, root: Path, pki: dict[str, Path], duration: float) -> dict[str, tuple[float, float, float]]:
+    server = client = []
+    if mode == "tls":
+        server = ["--cert-file", str(pki["cert"]), "--key-file", str(pki["key"])]
+        server += ["--trusted-ca-file", str(pki["ca"]), "--client-cert-auth"]
+        server += ["--peer-cert-file", str(pki["cert"]), "--peer-key-file", str(pki["key"])]
+        server += ["--peer-trusted-ca-file", str(pki["ca"])]
+        client = ["--cacert", str(pki["ca"]), "--cert", str(pki["client"]), "--key", str(pki["client_key"])]
+    lc = LocalCluster(root, cluster_id="tlsbench", extra_args=tuple(server))
+    lc.start_all()
+    out: dict[str, tuple[float, float, float]] = {}
+    try:
+        endpoints = ",".join(map(str, lc.endpoints()))
+        cmd = [sys.executable, "-m", "raftkv.cli"]
+        for _ in range(150):
+            r = subprocess.run(
+                [*cmd, "status", "--json", "--endpoints", endpoints, "--timeout", "0.5", *client],
+                capture_output=True, text=True, check=False, timeout=30,
+            )  # fmt: skip
+            reports = [x for x in json.loads(r.stdout or "[]") if "leader" in x]
+            if len(reports) == 3 and len({x["leader"] for x in reports}) == 1 and reports[0]["leader"]:
+                break
+            time.sleep(0.2)
+        else:
+            raise SystemExit(f"bench/tls_cost.py: the {mode} cluster elected no leader")
+        for name, extra in SHAPES:
+            before = cpu_us(lc)
+            r = subprocess.run(
+                [*cmd, "bench", "--endpoints", endpoints, "--duration", str(duration), "--json", *extra, *client],
+                capture_output=True, text=True, check=True, timeout=duration + 60,
+            )  # fmt: skip
+            j = json.loads(r.stdout)
+            out[name] = (j["ops_per_s"], j["p50_ms"], (cpu_us(lc) - before) / max(1, j["ops"]))
+    finally:
+        lc.stop_all()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per shape (default 6)")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="raftkv-tls-bench-") as tmp:
+        ca = CA.make(Path(tmp) / "pki")
+        names = ("localhost", "node-1", "node-2", "node-3")
+        node = ca.issue(Path(tmp) / "pki", "node", dns=names)
+        alice = ca.issue(Path(tmp) / "pki", "alice")
+        pki = {"ca": ca.path, "cert": node.cert, "key": node.key, "client": alice.cert, "client_key": alice.key}
+        results: dict[str, list[dict[str, tuple[float, float, float]]]] = {"plain": [], "tls": []}
+        for rnd in range(a.rounds):
+            for mode in ("plain", "tls") if rnd % 2 == 0 else ("tls", "plain"):
+                got = run(mode, Path(tmp) / f"{mode}-{rnd}", pki, a.duration)
+                results[mode].append(got)
+                cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in got.items())
+                print(f"round {rnd + 1} {mode:5s}: {cells}", flush=True)
+        print("medians:")
+        med: dict[str, dict[str, list[float]]] = {}
+        for mode, runs in results.items():
+            med[mode] = {name: [statistics.median(r[name][k] for r in runs) for k in range(3)] for name, _x in SHAPES}
+            cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in med[mode].items())
+            print(f"  {mode:5s}: {cells}")
+        for name, _x in SHAPES:
+            p, t = med["plain"][name], med["tls"][name]
+            print(f"  {name}: TLS / plain ops/s {t[0] / p[0]:.2f}, p50 {t[1] / p[1]:.2f}, CPU per op {t[2] / p[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
