@@ -7,6 +7,7 @@ then ``raftkv.kvserver.KVServer`` assembles and runs the server.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def serve(config_file: Path | None, id_: int | None, state_machine: str, **optio
     except ConfigError as e:
         fail(str(e))
     setup_logging(cfg.log_level, cfg.log_format)
+    faulthandler.enable()  # a crash in a C extension (pycapnp, lmdb) leaves the Python stack in the node's log
     _tune_gc()
     sys.exit(asyncio.run(_serve(cfg, state_machine)))
 

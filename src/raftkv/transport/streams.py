@@ -93,9 +93,25 @@ class StreamLayer:
         ``client.bootstrap().cast_as(schema.X)`` gives the remote capability; ``client.close()`` hangs up.
         """
         async with asyncio.timeout(timeout):
-            stream = await capnp.AsyncIoStream.create_connection(
-                host=address.host, port=address.port, **self._dial_tls(address, timeout, name)
-            )
+            if self.client_tls is None:
+                stream = await capnp.AsyncIoStream.create_connection(host=address.host, port=address.port)
+            else:
+                # Over TLS, pycapnp gets a socketpair and a relay carries its bytes (Listener._chosen says why).
+                loop = asyncio.get_running_loop()
+                tls_side, pair = _Relay.pair()
+                await loop.create_connection(
+                    lambda: tls_side, host=address.host, port=address.port, **self._dial_tls(address, timeout, name)
+                )
+                local, remote = socket.socketpair()
+                try:
+                    local.setblocking(False)
+                    await loop.connect_accepted_socket(lambda: pair, local)
+                    stream = await capnp.AsyncIoStream.create_connection(sock=remote)
+                except BaseException:
+                    tls_side.close()
+                    local.close()
+                    remote.close()
+                    raise
         return capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT)
 
     async def dial_plain(
@@ -282,8 +298,30 @@ class Listener:
         if self._plain is not None and buffered.startswith(magic):
             return self._plain()
         names = cert_names(transport.get_extra_info("peercert"))
-        proto: asyncio.Protocol = capnp.AsyncIoStream._connect(functools.partial(self._serve_rpc, names=names))
-        return proto
+        # Cap'n Proto never runs on the TLS transport itself: pycapnp's protocol crashed the process (SIGSEGV)
+        # when a TLS stream broke under it (torture --peer-tls, seed 211: a lossy link, then the connection
+        # reset). It gets one end of a socketpair, the plain transport it is tested on, and a relay carries
+        # the bytes between the other end and TLS (_Relay). Only control traffic takes this extra hop: the
+        # hot paths are frames, which run on the TLS transport directly.
+        serve = functools.partial(self._serve_rpc, names=names)
+        tls_side, pair = _Relay.pair()
+
+        async def attach(local: socket.socket, remote: socket.socket) -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.connect_accepted_socket(lambda: pair, local)
+                await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(serve), remote)
+            except Exception as e:  # the loop or the KJ loop is going away: this connection only
+                log.debug("%s: could not relay a TLS connection to Cap'n Proto: %s", self.name, describe(e))
+                tls_side.close()
+                local.close()
+                remote.close()
+
+        local, remote = socket.socketpair()
+        local.setblocking(False)
+        remote.setblocking(False)
+        self._tasks.spawn(attach(local, remote), name=f"raftkv-tls-relay-{self.name}")
+        return tls_side
 
     async def _sniff(self, conn: socket.socket) -> bytes:
         """The first ``len(magic)`` bytes of ``conn``, peeked (not consumed); b"" if it closed first."""
@@ -408,3 +446,70 @@ def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:
             view = view[n:]
     elif isinstance(proto, asyncio.Protocol):
         proto.data_received(data)
+
+
+class _Relay(asyncio.Protocol):
+    """One side of a byte relay between a TLS transport and a socketpair end that pycapnp reads (see
+    ``Listener._chosen``). What one side receives, the other writes; what one side cannot send fast enough
+    pauses the other's reading; either side closing closes both. Bytes that arrive before the other side is
+    connected wait in ``pending``."""
+
+    def __init__(self) -> None:
+        self.other: _Relay | None = None
+        self.transport: asyncio.Transport | None = None
+        self.pending = bytearray()
+        self.closed = False
+
+    @staticmethod
+    def pair() -> tuple[_Relay, _Relay]:
+        a, b = _Relay(), _Relay()
+        a.other, b.other = b, a
+        return a, b
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):  # pragma: no cover - the loop gives one
+            raise TypeError(f"a stream transport is needed, got {type(transport).__name__}")
+        if self.closed:
+            transport.close()
+            return
+        self.transport = transport
+        if self.pending:
+            transport.write(bytes(self.pending))
+            self.pending.clear()
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+        elif not self.closed:
+            self.pending += data
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is not None:
+            self.other.send(data)
+
+    def eof_received(self) -> bool:
+        return False  # close this side; connection_lost closes the other
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.close()
+
+    def pause_writing(self) -> None:
+        other = self.other.transport if self.other is not None else None
+        if other is not None:
+            other.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self.other.transport if self.other is not None else None
+        if other is not None:
+            other.resume_reading()
+
+    def close(self) -> None:
+        """Close both sides (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        if self.other is not None:
+            self.other.close()
