@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-slow lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-trace bench-check bench-snapshot bench-compare torture clean
+.PHONY: setup demo sim-demo test test-slow fuzz lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-trace bench-check bench-snapshot bench-compare torture clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ sim-long: setup
 ## Tests marked slow (e.g. the 3,000-round WAL crash test); not part of `make test`.
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+## Property-based fuzzing of every decoder that reads outside bytes (tests/fuzz): CI runs 150 examples per
+## property; this runs FUZZ_EXAMPLES (default 20,000; ~6 min here).
+FUZZ_EXAMPLES ?= 20000
+fuzz: setup
+	RAFTKV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/fuzz
 
 ## The long torture runs (not in CI; ~32 min): real processes, every fault kind, histories checked.
 ## Six 300 s runs alternating 3 and 5 nodes; TORTURE_SEEDS / TORTURE_DURATION / TORTURE_FAULTS override.
