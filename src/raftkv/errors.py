@@ -41,9 +41,9 @@ from raftkv.storage.errors import (
 
 if TYPE_CHECKING:
     from raftkv.kv.commands import TxnResult
-    from raftkv.kv.errors import CommandError, Compacted, FutureRevision, KVError, LeaseNotFound
+    from raftkv.kv.errors import CommandError, Compacted, FutureRevision, KVError, LeaseNotFound, LimitExceeded
 
-_KV_ERRORS = ("CommandError", "Compacted", "FutureRevision", "KVError", "LeaseNotFound")
+_KV_ERRORS = ("CommandError", "Compacted", "FutureRevision", "KVError", "LeaseNotFound", "LimitExceeded")
 """Defined by the key-value state machine (``raftkv.kv.errors``); loaded on first use, so that an embedder of
 the runtime who never touches the KV store does not import it."""
 
@@ -122,6 +122,7 @@ __all__ = [
     "InvariantViolation",
     "KVError",
     "LeaseNotFound",
+    "LimitExceeded",
     "LogCompacted",
     "NodeFailed",
     "NotLeader",

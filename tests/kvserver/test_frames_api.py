@@ -139,7 +139,9 @@ async def test_a_frame_that_does_not_decode_closes_the_connection_and_fails_the_
     plane.executor.gates[b"held"] = asyncio.Event()
     _id, answer = plane.channel.call(HEADER, [Req(b"held")], 5000)
     await _until(lambda: plane.executor.running == 1)
-    with caplog.at_level(logging.WARNING, logger="raftkv.client"):
+    # DEBUG too: the first malformed frame of a kind in this process is a warning, later ones are debug
+    # (frames_api rate-limits them), and another test may have sent the first.
+    with caplog.at_level(logging.DEBUG, logger="raftkv.client"):
         plane.transport.write(struct.pack("<I", 8) + b"\xff" * 8)  # a length, then bytes that are no message
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(answer, 5)

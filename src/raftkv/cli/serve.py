@@ -70,6 +70,13 @@ from raftkv.cli.common import fail
     default=None,
     help="Members must present their certificates (always so with peer TLS; accepted for etcd's flag set).",
 )
+@click.option(
+    "--max-request-bytes",
+    type=int,
+    default=None,
+    help="Largest command a client may send, in bytes (default 1572864 = 1.5 MiB, etcd's).",
+)
+@click.option("--max-txn-ops", type=int, default=None, help="Most compares, and operations per branch, in a txn (128).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)

@@ -67,7 +67,7 @@ from raftkv.kv.commands import (
     decode_result,
     encode_command,
 )
-from raftkv.kv.errors import Compacted, ErrorCode, FutureRevision, LeaseNotFound
+from raftkv.kv.errors import Compacted, ErrorCode, FutureRevision, LeaseNotFound, LimitExceeded
 from raftkv.kv.keys import prefix_end
 from raftkv.raft.types import ConfState
 from raftkv.tasks import TaskSet
@@ -362,6 +362,8 @@ class Client:
                 raise SessionExpired(f"{result.message}; the write may or may not have been applied")
             if result.code == ErrorCode.LEASE_NOT_FOUND:
                 raise LeaseNotFound(getattr(op, "lease", 0) or getattr(op, "id", 0), result.message)
+            if result.code == ErrorCode.LIMIT_EXCEEDED:
+                raise LimitExceeded(result.message)
             if result.code not in (ErrorCode.COMPACTED, ErrorCode.FUTURE_REVISION):
                 raise RaftError(f"{result.code}: {result.message}")
         if result is None:
@@ -435,6 +437,8 @@ def _expect(result: Result | None, kind: type[R], revision: int = 0, lease: int 
             raise Compacted(revision, result.revision)
         if result.code == ErrorCode.FUTURE_REVISION:
             raise FutureRevision(revision, result.revision)
+        if result.code == ErrorCode.LIMIT_EXCEEDED:
+            raise LimitExceeded(result.message)
         raise RaftError(f"{result.code}: {result.message}")
     raise InvariantViolation(f"a {kind.__name__} was expected, the node answered {result!r}")
 

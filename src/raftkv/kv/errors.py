@@ -40,6 +40,10 @@ class ErrorCode(StrEnum):
     etcd's ``requested lease not found``."""
     LEASE_EXISTS = "lease_exists"
     """A grant asked for an id already in use. etcd's ``lease already exists``."""
+    LIMIT_EXCEEDED = "limit_exceeded"
+    """The request is over one of the node's limits (``--max-request-bytes``, ``--max-txn-ops``); the message
+    names the limit and its flag. Nothing was proposed. etcd's ``request is too large`` and ``too many
+    operations in txn request``."""
     FUTURE_REVISION = "future_revision"
     """A read or a compaction at a revision the store has not reached (``ErrorResult.revision``: the store's
     revision). etcd's ``mvcc: required revision is a future revision``."""
@@ -55,6 +59,11 @@ class CommandError(KVError, ValueError):
 
 class SnapshotError(KVError):
     """Bytes handed to ``restore`` are not a snapshot this version understands."""
+
+
+class LimitExceeded(KVError):
+    """A request over one of the node's limits; the message names the limit and the flag that sets it.
+    Retrying the same request will not help: make it smaller, or raise the limit on every node."""
 
 
 class Compacted(KVError):

@@ -28,8 +28,8 @@ from raftkv.errors import (
     ProposalDropped,
     Timeout,
 )
-from raftkv.kv.commands import decode_command, encode_result
-from raftkv.kv.errors import CommandError
+from raftkv.kv.commands import Command, ErrorResult, Request, Txn, decode_command, encode_result
+from raftkv.kv.errors import CommandError, ErrorCode
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.frames_api import ExecuteFrames
@@ -271,8 +271,19 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         try:
             if self.kv is None:
                 raise InvalidRequest(_NOT_KV)
-            commands = [(decode_command(command), serializable) for command, serializable in requests]
-            results = await self.kv.execute(commands, timeout)
+            refused: dict[int, ErrorResult] = {}
+            commands: list[tuple[Command, bool]] = []
+            for k, (command, serializable) in enumerate(requests):
+                decoded = decode_command(command)
+                why = self._over_limits(command, decoded)
+                if why is None:
+                    commands.append((decoded, serializable))
+                else:
+                    refused[k] = why  # this command only: the batch holds other callers' commands too
+            results = await self.kv.execute(commands, timeout) if commands else []
+            if refused:
+                rest = iter(results)
+                results = [refused[k] if k in refused else next(rest) for k in range(len(requests))]
         except TimeoutError:
             r.error.code = "timeout"
             r.error.message = f"not completed within {timeout} s; outcomes unknown, retry the batch as is"
@@ -283,6 +294,27 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         out = r.init("results", len(results))
         for k, res in enumerate(results):
             out[k] = encode_result(res)
+
+    def _over_limits(self, data: bytes, command: Command) -> ErrorResult | None:
+        """The refusal of a command over ``--max-request-bytes`` or ``--max-txn-ops``, or None (etcd's checks:
+        the request's size, and a txn's compares and each branch's operations)."""
+        cfg = self.node.config
+        if len(data) > cfg.max_request_bytes:
+            return ErrorResult(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"a request of {len(data)} bytes is over the limit of {cfg.max_request_bytes} "
+                "(--max-request-bytes on the nodes)",
+            )
+        txn = command.op if isinstance(command, Request) else command
+        if isinstance(txn, Txn):
+            most = max(len(txn.compare), len(txn.success), len(txn.failure))
+            if most > cfg.max_txn_ops:
+                return ErrorResult(
+                    ErrorCode.LIMIT_EXCEEDED,
+                    f"a txn of {len(txn.compare)} compares, {len(txn.success)} and {len(txn.failure)} operations "
+                    f"is over the limit of {cfg.max_txn_ops} of each (--max-txn-ops on the nodes)",
+                )
+        return None
 
     async def watch(
         self,

@@ -97,6 +97,11 @@ class NodeConfig:
     """``--peer-trusted-ca-file``: the CA that signs every member's peer certificate."""
     peer_client_cert_auth: bool = False
     """``--peer-client-cert-auth`` (etcd's flag): peer TLS is always mutual here, so this only documents it."""
+    max_request_bytes: int = 1_572_864
+    """``--max-request-bytes`` (etcd's flag and default, 1.5 MiB): the largest command a client may send (a put's
+    key and value, a txn, ...); a larger one is refused with ``LimitExceeded`` and never proposed."""
+    max_txn_ops: int = 128
+    """``--max-txn-ops`` (etcd's): at most this many compares, and as many operations per branch, in one txn."""
     join: tuple[Address, ...] = ()
     """``--join``: client addresses of members of an existing cluster. A node with an empty data dir then
     joins it (it must have been added with ``raftkv member add`` first) instead of bootstrapping a new
@@ -134,6 +139,10 @@ class NodeConfig:
             raise ConfigError(f"--snapshot-growth must be between 0 and 100, got {self.snapshot_growth}")
         if self.wal_segment_bytes < 64 << 10:
             raise ConfigError(f"--wal-segment-bytes must be at least 65536, got {self.wal_segment_bytes}")
+        if self.max_request_bytes < 1024:
+            raise ConfigError(f"--max-request-bytes must be at least 1024, got {self.max_request_bytes}")
+        if self.max_txn_ops < 1:
+            raise ConfigError(f"--max-txn-ops must be at least 1, got {self.max_txn_ops}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {self.log_level!r}: use debug, info, warning or error")
         if self.log_format not in ("text", "json"):
@@ -297,6 +306,8 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "snapshot_trailing",
         "wal_segment_bytes",
         "snapshot_bytes",
+        "max_request_bytes",
+        "max_txn_ops",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))
