@@ -12,13 +12,13 @@ from raftkv.transport.streams import PLAIN
 from raftkv.transport.wire import schema
 
 
-class _Echo(schema.Client.Server):  # type: ignore[misc]
+class EchoService(schema.Client.Server):  # type: ignore[misc]
     async def ping(self, header: Any, payload: Any, _context: Any, **_kw: Any) -> None:
         _context.results.payload = payload
         _context.results.nodeId = 42
 
 
-class _Plain(asyncio.Protocol):
+class PlainRecorder(asyncio.Protocol):
     def __init__(self, seen: list[bytes]) -> None:
         self.seen = seen
 
@@ -32,7 +32,7 @@ async def test_a_listener_tells_plain_from_rpc_and_closes_every_connection() -> 
     seen: list[bytes] = []
     async with kj_loop():
         listener = await PLAIN.listen(
-            address, lambda _close, _names: _Echo(), name="test", plain=lambda: _Plain(seen), magic=b"MAGC"
+            address, lambda _close, _names: EchoService(), name="test", plain=lambda: PlainRecorder(seen), magic=b"MAGC"
         )
         try:
             client = await PLAIN.dial_rpc(address, timeout=2.0)

@@ -8,7 +8,6 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import capnp  # type: ignore[import-untyped]
 import pytest
@@ -20,25 +19,12 @@ from raftkv.transport.streams import PLAIN, Listener, StreamLayer
 from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context, server_context
 from raftkv.transport.wire import schema
 from tests.tlscerts import CA, Pair
+from tests.transport.test_streams import EchoService, PlainRecorder
 
 MAGIC = b"MAGC"
 REFUSED = (ssl.SSLError, OSError, capnp.KjException)
 """How a refused handshake reaches the dialler: an SSL error, a reset, or (TLS 1.3, where the client's
 handshake ends before the server checks its certificate) Cap'n Proto's "disconnected" on the first call."""
-
-
-class _Echo(schema.Client.Server):  # type: ignore[misc]
-    async def ping(self, header: Any, payload: Any, _context: Any, **_kw: Any) -> None:
-        _context.results.payload = payload
-        _context.results.nodeId = 42
-
-
-class _Plain(asyncio.Protocol):
-    def __init__(self, seen: list[bytes]) -> None:
-        self.seen = seen
-
-    def data_received(self, data: bytes) -> None:
-        self.seen.append(data)
 
 
 @dataclass
@@ -78,7 +64,11 @@ async def _serve(layer: StreamLayer) -> AsyncIterator[Port]:
     seen: list[bytes] = []
     async with kj_loop():
         listener = await layer.listen(
-            address, lambda _close, _names: _Echo(), name="tls test", plain=lambda: _Plain(seen), magic=MAGIC
+            address,
+            lambda _close, _names: EchoService(),
+            name="tls test",
+            plain=lambda: PlainRecorder(seen),
+            magic=MAGIC,
         )
         try:
             yield Port(address, listener, seen)

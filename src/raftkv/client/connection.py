@@ -29,7 +29,7 @@ from typing import Any, Final
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.client.errors import check
-from raftkv.client.frames import ExecuteChannel, KvRequest
+from raftkv.client.frames import ExecuteChannel, KvRequest, fill_execute
 from raftkv.errors import RaftError
 from raftkv.transport.address import Address
 from raftkv.transport.streams import PLAIN, StreamLayer
@@ -184,14 +184,7 @@ class Connection:
     async def execute_rpc(self, requests: Sequence[KvRequest], timeout: float) -> list[bytes]:
         """``execute`` as a Cap'n Proto call (the node serves both; ``bench/client_plane.py`` compares them)."""
         request = self.cap.execute_request()
-        request.header = self.header
-        request.timeoutMs = int(timeout * 1000)
-        items = request.init("requests", len(requests))
-        for k, call in enumerate(requests):
-            item = items[k]
-            item.command = call.command
-            if call.serializable:
-                item.serializable = True
+        fill_execute(request, self.header, requests, int(timeout * 1000))
         async with asyncio.timeout(timeout + RPC_SLACK_S):
             r = await request.send()
         check(r.error)

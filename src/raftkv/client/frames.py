@@ -42,6 +42,19 @@ class KvRequest(Protocol):
     def serializable(self) -> bool: ...
 
 
+def fill_execute(builder: Any, header: Any, requests: Sequence[KvRequest], timeout_ms: int) -> None:
+    """The arguments of ``Kv.execute`` into ``builder`` (an ``ExecuteCall`` or the capnp call's request), field
+    by field: a list of dicts costs pycapnp ~5 µs per request to convert."""
+    builder.header = header
+    builder.timeoutMs = timeout_ms
+    items = builder.init("requests", len(requests))
+    for k, request in enumerate(requests):
+        item = items[k]
+        item.command = request.command
+        if request.serializable:
+            item.serializable = True
+
+
 class ExecuteChannel(asyncio.Protocol):
     """One client data plane connection, client side."""
 
@@ -76,14 +89,7 @@ class ExecuteChannel(asyncio.Protocol):
         call_id = next(self._ids)
         msg = schema.ExecuteCall.new_message()
         msg.id = call_id
-        msg.header = header
-        msg.timeoutMs = timeout_ms
-        items = msg.init("requests", len(requests))
-        for k, request in enumerate(requests):
-            item = items[k]
-            item.command = request.command
-            if request.serializable:
-                item.serializable = True
+        fill_execute(msg, header, requests, timeout_ms)
         fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         self.pending[call_id] = fut
         transport.write(frame(msg.to_bytes()))
