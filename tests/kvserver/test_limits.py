@@ -49,3 +49,37 @@ def test_the_limits_are_flags_with_etcds_defaults_and_bad_values_are_one_line(tm
         build_config({**base, "max_request_bytes": 10}).validate(check_ports=False)
     with pytest.raises(ConfigError, match="--max-txn-ops must be at least 1, got 0"):
         build_config({**base, "max_txn_ops": 0}).validate(check_ports=False)
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    nodes = await kv_servers(tmp_path, 1, max_connections=5)
+    try:
+        address = nodes[0].config.listen_client
+        assert address is not None
+        loop = asyncio.get_running_loop()
+        held = []
+        for _ in range(5):  # idle connections: each counts while the port waits for its first bytes
+            s = socket.create_connection((address.host, address.port))
+            held.append(s)
+        await asyncio.sleep(0.1)
+        with caplog.at_level(logging.WARNING, logger="raftkv.transport"):
+            extra = [socket.create_connection((address.host, address.port)) for _ in range(3)]
+            for s in extra:
+                s.setblocking(False)
+                async with asyncio.timeout(2):
+                    assert await loop.sock_recv(s, 1) == b""  # closed by the node at once
+                s.close()
+        lines = [r for r in caplog.records if "--max-connections 5" in r.getMessage()]
+        assert len(lines) == 1 and "5 connections are open" in lines[0].getMessage()
+        for s in held:
+            s.close()
+        async with connect([str(address)], cluster_id="test", timeout=5.0) as c:  # room again
+            await c.put("k", "v")
+    finally:
+        for n in nodes:
+            await n.aclose()

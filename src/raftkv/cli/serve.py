@@ -76,6 +76,12 @@ from raftkv.cli.common import fail
     default=None,
     help="Largest command a client may send, in bytes (default 1572864 = 1.5 MiB, etcd's).",
 )
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Connections open at once on each port, client and peer (default 1000; 0: no limit).",
+)
 @click.option("--max-txn-ops", type=int, default=None, help="Most compares, and operations per branch, in a txn (128).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")

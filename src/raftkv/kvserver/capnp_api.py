@@ -371,4 +371,5 @@ async def serve_capnp(
         name=f"node {node.id} client port",
         plain=lambda: ExecuteFrames(service(), node.id),
         magic=CLIENT_FRAME_MAGIC,
+        max_connections=node.config.max_connections,
     )

@@ -102,6 +102,9 @@ class NodeConfig:
     key and value, a txn, ...); a larger one is refused with ``LimitExceeded`` and never proposed."""
     max_txn_ops: int = 128
     """``--max-txn-ops`` (etcd's): at most this many compares, and as many operations per branch, in one txn."""
+    max_connections: int = 1000
+    """``--max-connections``: connections open at once on each port (client, peer); more are closed as they arrive,
+    with a log line every 10 s at most. 0: no limit (then the process's file descriptors are the limit)."""
     join: tuple[Address, ...] = ()
     """``--join``: client addresses of members of an existing cluster. A node with an empty data dir then
     joins it (it must have been added with ``raftkv member add`` first) instead of bootstrapping a new
@@ -141,6 +144,8 @@ class NodeConfig:
             raise ConfigError(f"--wal-segment-bytes must be at least 65536, got {self.wal_segment_bytes}")
         if self.max_request_bytes < 1024:
             raise ConfigError(f"--max-request-bytes must be at least 1024, got {self.max_request_bytes}")
+        if self.max_connections < 0:
+            raise ConfigError(f"--max-connections must be 0 (no limit) or more, got {self.max_connections}")
         if self.max_txn_ops < 1:
             raise ConfigError(f"--max-txn-ops must be at least 1, got {self.max_txn_ops}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -308,6 +313,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "snapshot_bytes",
         "max_request_bytes",
         "max_txn_ops",
+        "max_connections",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))

@@ -248,7 +248,7 @@ class RaftNode:
             self._peer_addresses(conf),
             self._on_messages,
             lambda: int(self.core.term) if self.core else 0,
-            TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000),
+            TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000, max_connections=cfg.max_connections),
             client_address=str(cfg.listen_client) if cfg.listen_client else "",
             on_peer_down=self._on_peer_down,
             snapshot_source=self._snapshot_source,

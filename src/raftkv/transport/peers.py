@@ -77,6 +77,8 @@ class TransportSettings:
     snapshot_call_timeout_s: float = 10.0
     frames: bool = True
     """Carry Raft messages as one-way frames on a plain stream (the data plane); off: as capnp ``send`` calls."""
+    max_connections: int = 0
+    """Connections open at once on the peer port (0: no limit); more are closed as they arrive."""
 
 
 @dataclass(slots=True)
@@ -649,6 +651,7 @@ class Transport:
             plain=lambda: FrameReceiver(self._deliver_frame, self._malformed_frame),
             magic=FRAME_MAGIC,
             sniff_timeout_s=SNIFF_TIMEOUT_S,
+            max_connections=self.settings.max_connections,
         )
 
     def start(self) -> None:

@@ -32,6 +32,7 @@ import functools
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -134,9 +135,12 @@ class StreamLayer:
         plain: Callable[[], asyncio.Protocol] | None = None,
         magic: bytes = b"",
         sniff_timeout_s: float = 10.0,
+        max_connections: int = 0,
     ) -> Listener:
-        """Accept RPC connections on ``address`` (and plain ones that start with ``magic``, if ``plain``)."""
+        """Accept RPC connections on ``address`` (and plain ones that start with ``magic``, if ``plain``); with
+        ``max_connections``, a connection beyond that many open ones is closed at once (``--max-connections``)."""
         listener = Listener(name, bootstrap, plain, magic, sniff_timeout_s, self, self.handshake_timeout_s)
+        listener.max_connections = max_connections
         await listener.bind(address)
         return listener
 
@@ -180,7 +184,12 @@ class Listener:
         """Accepted sockets not yet handed to a protocol (closed by ``aclose`` if their sniff never ran)."""
         self._rpc_servers: set[Any] = set()
         self._plain_transports: set[asyncio.BaseTransport] = set()
+        """Every connection handed to a protocol (the name is older than that), pruned as they close."""
         self._warned = False
+        self.max_connections = 0
+        """At most this many connections open at once (0: no limit); more are closed as they arrive."""
+        self.refused_over_limit = 0
+        self._limit_warned_at = -1e9
 
     @property
     def bound(self) -> list[tuple[str, int]]:
@@ -224,9 +233,34 @@ class Listener:
                 await asyncio.sleep(0.1)
                 continue
             self._warned = False
+            if self.max_connections and self.open_connections() >= self.max_connections:
+                self._refuse_over_limit(conn)
+                continue
             conn.setblocking(False)
             self._unsniffed.add(conn)
             self._tasks.spawn(self._hand_over(conn), name=f"raftkv-conn-{self.name}")
+
+    def open_connections(self) -> int:
+        """Connections open on this port: those still being sniffed and those served."""
+        live = {t for t in self._plain_transports if not t.is_closing()}
+        self._plain_transports = live
+        return len(self._unsniffed) + len(live)
+
+    def _refuse_over_limit(self, conn: socket.socket) -> None:
+        self.refused_over_limit += 1
+        now = time.monotonic()
+        if now - self._limit_warned_at >= 10.0:  # one line per 10 s however many are refused: no log flood
+            self._limit_warned_at = now
+            log.warning(
+                "%s: refused a connection from %s: %d connections are open, the limit (--max-connections %d); "
+                "%d refused so far",
+                self.name,
+                _peer_of(conn),
+                self.open_connections(),
+                self.max_connections,
+                self.refused_over_limit,
+            )
+        conn.close()
 
     async def _hand_over(self, conn: socket.socket) -> None:
         """Give an accepted socket to Cap'n Proto or to the plain protocol (by its first bytes, when needed)."""
@@ -258,7 +292,10 @@ class Listener:
                     return
             # What capnp.AsyncIoStream.create_server does for each connection it accepts (pycapnp's own
             # protocol factory; pyproject pins pycapnp below 3 for this private name).
-            await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(self._serve_rpc), conn)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: capnp.AsyncIoStream._connect(self._serve_rpc), conn
+            )
+            self._track(transport)
         except ssl.SSLError as e:
             # A client that does not speak TLS, or one whose certificate the CA did not sign: one line, then
             # the connection is closed (the handshake never completed, so nothing was served).
@@ -286,9 +323,9 @@ class Listener:
         self._track(transport)
 
     def _track(self, transport: asyncio.BaseTransport) -> None:
-        live = {t for t in self._plain_transports if not t.is_closing()}
-        live.add(transport)
-        self._plain_transports = live
+        self._plain_transports.add(transport)
+        if len(self._plain_transports) % 64 == 0:
+            self.open_connections()  # prune the closed ones now and then
 
     def _chosen(self, buffered: bytes, transport: asyncio.Transport) -> asyncio.Protocol | None:
         """The protocol for a TLS connection whose first bytes are ``buffered`` (None: too few bytes yet)."""
