@@ -85,8 +85,21 @@ class TLSArgs(TypedDict, total=False):
 def tls_options() -> TLSArgs:
     """The TLS arguments for ``raftkv.connect`` from this command's ``--cacert --cert --key``; a file that does
     not load exits 2 with one line naming it."""
-    from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context
+    given = _given_tls()
+    if given:
+        _client_context(given)  # the check: connect() builds its own
+    return given
 
+
+def tls_streams() -> Any:
+    """The stream layer for this command's TLS flags (plain TCP without them), for the calls that take one."""
+    from raftkv.transport.streams import PLAIN, StreamLayer
+
+    given = _given_tls()
+    return StreamLayer(client_tls=_client_context(given)) if given else PLAIN
+
+
+def _given_tls() -> TLSArgs:
     ctx = click.get_current_context(silent=True)
     kept: dict[str, Path] = ctx.meta.get(_TLS_META, {}) if ctx is not None else {}
     given = TLSArgs()
@@ -96,23 +109,16 @@ def tls_options() -> TLSArgs:
         given["cert"] = kept["tls_cert"]
     if "tls_key" in kept:
         given["key"] = kept["tls_key"]
-    if given:
-        try:
-            client_context(TLSFiles(given.get("cert"), given.get("key"), given.get("cacert")))
-        except TLSConfigError as e:
-            fail(str(e))
     return given
 
 
-def tls_streams() -> Any:
-    """The stream layer for this command's TLS flags (plain TCP without them), for the calls that take one."""
-    from raftkv.transport.streams import PLAIN, StreamLayer
-    from raftkv.transport.tls import TLSFiles, client_context
+def _client_context(given: TLSArgs) -> Any:
+    from raftkv.transport.tls import TLSConfigError, TLSFiles, client_context
 
-    given = tls_options()
-    if not given:
-        return PLAIN
-    return StreamLayer(client_tls=client_context(TLSFiles(given.get("cert"), given.get("key"), given.get("cacert"))))
+    try:
+        return client_context(TLSFiles(given.get("cert"), given.get("key"), given.get("cacert")))
+    except TLSConfigError as e:
+        fail(str(e))
 
 
 timeout_option = click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds per call.")

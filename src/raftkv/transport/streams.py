@@ -33,7 +33,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import capnp  # type: ignore[import-untyped]
@@ -46,6 +46,7 @@ from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
 log = logging.getLogger("raftkv.transport")
 
 _P = TypeVar("_P", bound=asyncio.Protocol)
+_T = TypeVar("_T")
 BootstrapFactory = Callable[[Callable[[], None], frozenset[str]], Any]
 """Makes the capnp server object of one accepted RPC connection: its arguments close that connection, and
 name whoever the connection's verified TLS client certificate names (``tls.cert_names``; empty without one)."""
@@ -98,21 +99,11 @@ class StreamLayer:
                 stream = await capnp.AsyncIoStream.create_connection(host=address.host, port=address.port)
             else:
                 # Over TLS, pycapnp gets a socketpair and a relay carries its bytes (Listener._chosen says why).
-                loop = asyncio.get_running_loop()
                 tls_side, pair = _Relay.pair()
-                await loop.create_connection(
+                await asyncio.get_running_loop().create_connection(
                     lambda: tls_side, host=address.host, port=address.port, **self._dial_tls(address, timeout, name)
                 )
-                local, remote = socket.socketpair()
-                try:
-                    local.setblocking(False)
-                    await loop.connect_accepted_socket(lambda: pair, local)
-                    stream = await capnp.AsyncIoStream.create_connection(sock=remote)
-                except BaseException:
-                    tls_side.close()
-                    local.close()
-                    remote.close()
-                    raise
+                stream = await _relayed(tls_side, pair, lambda sock: capnp.AsyncIoStream.create_connection(sock=sock))
         return capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS, nesting_limit=NESTING_LIMIT)
 
     async def dial_plain(
@@ -183,8 +174,8 @@ class Listener:
         self._unsniffed: set[socket.socket] = set()
         """Accepted sockets not yet handed to a protocol (closed by ``aclose`` if their sniff never ran)."""
         self._rpc_servers: set[Any] = set()
-        self._plain_transports: set[asyncio.BaseTransport] = set()
-        """Every connection handed to a protocol (the name is older than that), pruned as they close."""
+        self._served: set[asyncio.BaseTransport] = set()
+        """Every connection handed to a protocol (Cap'n Proto, a frame plane, TLS), pruned as they close."""
         self._warned = False
         self.max_connections = 0
         """At most this many connections open at once (0: no limit); more are closed as they arrive."""
@@ -242,8 +233,8 @@ class Listener:
 
     def open_connections(self) -> int:
         """Connections open on this port: those still being sniffed and those served."""
-        live = {t for t in self._plain_transports if not t.is_closing()}
-        self._plain_transports = live
+        live = {t for t in self._served if not t.is_closing()}
+        self._served = live
         return len(self._unsniffed) + len(live)
 
     def _refuse_over_limit(self, conn: socket.socket) -> None:
@@ -323,8 +314,8 @@ class Listener:
         self._track(transport)
 
     def _track(self, transport: asyncio.BaseTransport) -> None:
-        self._plain_transports.add(transport)
-        if len(self._plain_transports) % 64 == 0:
+        self._served.add(transport)
+        if len(self._served) % 64 == 0:
             self.open_connections()  # prune the closed ones now and then
 
     def _chosen(self, buffered: bytes, transport: asyncio.Transport) -> asyncio.Protocol | None:
@@ -343,21 +334,18 @@ class Listener:
         serve = functools.partial(self._serve_rpc, names=names)
         tls_side, pair = _Relay.pair()
 
-        async def attach(local: socket.socket, remote: socket.socket) -> None:
+        async def attach() -> None:
             loop = asyncio.get_running_loop()
             try:
-                await loop.connect_accepted_socket(lambda: pair, local)
-                await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(serve), remote)
+                await _relayed(
+                    tls_side,
+                    pair,
+                    lambda sock: loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(serve), sock),
+                )
             except Exception as e:  # the loop or the KJ loop is going away: this connection only
                 log.debug("%s: could not relay a TLS connection to Cap'n Proto: %s", self.name, describe(e))
-                tls_side.close()
-                local.close()
-                remote.close()
 
-        local, remote = socket.socketpair()
-        local.setblocking(False)
-        remote.setblocking(False)
-        self._tasks.spawn(attach(local, remote), name=f"raftkv-tls-relay-{self.name}")
+        self._tasks.spawn(attach(), name=f"raftkv-tls-relay-{self.name}")
         return tls_side
 
     async def _sniff(self, conn: socket.socket) -> bytes:
@@ -415,9 +403,9 @@ class Listener:
         for conn in list(self._unsniffed):
             conn.close()
         self._unsniffed.clear()
-        for transport in list(self._plain_transports):
+        for transport in list(self._served):
             transport.close()
-        self._plain_transports.clear()
+        self._served.clear()
         for server in list(self._rpc_servers):
             with contextlib.suppress(Exception):
                 server.close()
@@ -483,6 +471,22 @@ def _replay(proto: asyncio.BaseProtocol, data: bytes) -> None:
             view = view[n:]
     elif isinstance(proto, asyncio.Protocol):
         proto.data_received(data)
+
+
+async def _relayed(tls_side: _Relay, pair: _Relay, on_capnp_end: Callable[[socket.socket], Awaitable[_T]]) -> _T:
+    """Connect ``pair`` (the relay's far side from ``tls_side``) to one end of a new socketpair and hand the other
+    end to pycapnp through ``on_capnp_end``; if anything fails, close both sides and both ends, and re-raise."""
+    local, remote = socket.socketpair()
+    try:
+        local.setblocking(False)
+        remote.setblocking(False)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: pair, local)
+        return await on_capnp_end(remote)
+    except BaseException:
+        tls_side.close()
+        local.close()
+        remote.close()
+        raise
 
 
 class _Relay(asyncio.Protocol):
