@@ -23,6 +23,8 @@ _LAZY = {
     "Compacted": "raftkv.errors",
     "FutureRevision": "raftkv.errors",
     "LeaseNotFound": "raftkv.errors",
+    "AuthError": "raftkv.errors",
+    "PermissionDenied": "raftkv.errors",
     "WatchCancelled": "raftkv.errors",
     "TxnFailed": "raftkv.errors",
     "Timeout": "raftkv.errors",

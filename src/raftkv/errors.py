@@ -41,9 +41,29 @@ from raftkv.storage.errors import (
 
 if TYPE_CHECKING:
     from raftkv.kv.commands import TxnResult
-    from raftkv.kv.errors import CommandError, Compacted, FutureRevision, KVError, LeaseNotFound, LimitExceeded
+    from raftkv.kv.errors import (
+        CommandError,
+        Compacted,
+        FutureRevision,
+        KVError,
+        LeaseNotFound,
+        LimitExceeded,
+    )
 
-_KV_ERRORS = ("CommandError", "Compacted", "FutureRevision", "KVError", "LeaseNotFound", "LimitExceeded")
+_KV_ERRORS = (
+    "AuthError",
+    "CommandError",
+    "Compacted",
+    "FutureRevision",
+    "InvalidToken",
+    "KVError",
+    "LeaseNotFound",
+    "LimitExceeded",
+    "AuthError",
+    "InvalidToken",
+    "PermissionDenied",
+    "PermissionDenied",
+)
 """Defined by the key-value state machine (``raftkv.kv.errors``); loaded on first use, so that an embedder of
 the runtime who never touches the KV store does not import it."""
 

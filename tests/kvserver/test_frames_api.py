@@ -35,8 +35,11 @@ class Scripted:
     most_running: int = 0
     cancelled: int = 0
     seen: list[tuple[str, list[tuple[bytes, bool]], int]] = field(default_factory=list)
+    cert_user: str = ""
 
-    async def execute_into(self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any) -> None:
+    async def execute_into(
+        self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any, token: str = ""
+    ) -> None:
         self.seen.append((cluster, list(requests), timeout_ms))
         self.running += 1
         self.most_running = max(self.most_running, self.running)

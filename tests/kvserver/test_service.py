@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from raftkv.kv import KVStateMachine, MemoryBackend, Put
 from raftkv.kvserver.service import KVService
 from raftkv.raft.errors import ProposalDropped
-from raftkv.raft.types import Index, Term
+from raftkv.raft.types import Index, NodeId, Term
+from raftkv.runtime.config import NodeConfig
+from raftkv.transport.address import Address
 
 
 class _Node:
@@ -19,6 +22,7 @@ class _Node:
 
     id = 1
     is_leader = True
+    config = NodeConfig(id=NodeId(1), data_dir=Path("unused"), listen_peer=Address("127.0.0.1", 1), peers={})
 
     def __init__(self) -> None:
         self.futures: list[asyncio.Future[Any]] = []

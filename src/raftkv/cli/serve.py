@@ -83,6 +83,12 @@ from raftkv.cli.common import fail
     help="Connections open at once on each port, client and peer (default 1000; 0: no limit).",
 )
 @click.option("--max-txn-ops", type=int, default=None, help="Most compares, and operations per branch, in a txn (128).")
+@click.option(
+    "--auth-token-ttl",
+    type=int,
+    default=None,
+    help="Seconds an authentication token stays valid (default 300); clients renew theirs by themselves.",
+)
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)

@@ -67,15 +67,21 @@ def explain(e: BaseException) -> str:
 class Connection:
     """One connection to one node's client port. ``open`` it, call it, ``close`` it (idempotent)."""
 
-    def __init__(self, endpoint: Address, cluster_id: str = "", streams: StreamLayer = PLAIN) -> None:
+    def __init__(self, endpoint: Address, cluster_id: str = "", streams: StreamLayer = PLAIN, token: str = "") -> None:
         self.endpoint = endpoint
         self.streams = streams
-        self.header: Any = schema.Header.new_message(clusterId=cluster_id).as_reader()
-        """Every call's header (``from`` and ``to`` 0: a client), built once."""
+        self.cluster_id = cluster_id
+        self.header: Any = None
+        """Every call's header (``from`` and ``to`` 0: a client), built once per token."""
+        self.set_token(token)
         self._rpc: Any = None
         self._cap: Any = None
         self._frames: ExecuteChannel | None = None
         self._frames_dial = asyncio.Lock()
+
+    def set_token(self, token: str) -> None:
+        """Carry ``token`` (from ``Authenticate``; ``""``: none) in every call from now on."""
+        self.header = schema.Header.new_message(clusterId=self.cluster_id, token=token).as_reader()
 
     async def open(self, timeout: float) -> None:
         self._rpc = await self.streams.dial_rpc(self.endpoint, timeout)

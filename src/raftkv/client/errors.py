@@ -33,6 +33,7 @@ from raftkv.errors import (
     Timeout,
     WrongCluster,
 )
+from raftkv.kv.errors import InvalidToken, PermissionDenied
 from raftkv.raft.types import NodeId
 
 ERRORS: Final[Mapping[str, type[RaftError]]] = MappingProxyType(
@@ -50,6 +51,8 @@ ERRORS: Final[Mapping[str, type[RaftError]]] = MappingProxyType(
         "invalid": InvalidRequest,
         "invalidConfChange": InvalidConfChange,
         "confChangeInProgress": ConfChangeInProgress,
+        "unauthenticated": InvalidToken,
+        "permissionDenied": PermissionDenied,
     }
 )
 """Every wire ``ErrorCode`` but ``none``, and the ``raftkv.errors`` class a caller gets for it."""
@@ -81,6 +84,8 @@ def error_for(
         return Compacted(requested_revision, oldest_revision)
     if cls is None:  # a newer node's code: final, since nothing says a retry is safe
         return InternalError(f"unknown error code {code!r}: {message}")
+    if cls in (InvalidToken, PermissionDenied):
+        return cls(message or code)  # the node's message is the whole story (etcd's words)
     return cls(f"{code}: {message}" if message else code)
 
 

@@ -29,11 +29,14 @@ from typing import Final, TypeVar
 
 from raftkv import trace
 from raftkv.client.admin import Admin, MemberReport
+from raftkv.client.auth import AuthAdmin
 from raftkv.client.recipes import Election, Lock
 from raftkv.client.router import Router
 from raftkv.client.watch import MAX_QUEUED_EVENTS, Watch
 from raftkv.errors import InvariantViolation, RaftError, SessionExpired, TxnFailed
 from raftkv.kv.commands import (
+    Authenticate,
+    AuthenticateResult,
     Compact,
     CompactResult,
     Compare,
@@ -67,7 +70,15 @@ from raftkv.kv.commands import (
     decode_result,
     encode_command,
 )
-from raftkv.kv.errors import Compacted, ErrorCode, FutureRevision, LeaseNotFound, LimitExceeded
+from raftkv.kv.errors import (
+    AUTH_CODES,
+    Compacted,
+    ErrorCode,
+    FutureRevision,
+    LeaseNotFound,
+    LimitExceeded,
+    auth_error,
+)
 from raftkv.kv.keys import prefix_end
 from raftkv.raft.types import ConfState
 from raftkv.tasks import TaskSet
@@ -104,6 +115,14 @@ def _end(key: bytes, range_end: Key | None, prefix: bool) -> bytes | None:
     return prefix_end(key) if prefix else (_b(range_end) if range_end is not None else None)
 
 
+@dataclass(slots=True, frozen=True)
+class _Ask:
+    """A command sent on its own, outside the batches (``Authenticate``: the batches wait for its token)."""
+
+    command: bytes
+    serializable: bool = False
+
+
 @dataclass(slots=True)
 class _Call:
     command: bytes
@@ -127,6 +146,13 @@ class Client:
     """The endpoints, their connections and the retry loop, shared with :attr:`admin` and every watch."""
     admin: Admin = field(init=False)
     """Status, ping, the generic propose, backups, membership: on the same connections."""
+    user: str = ""
+    """Who the client is, once authentication is on (etcdctl's ``--user``); with :attr:`password` the client
+    authenticates before its first call and again whenever its token expires."""
+    password: str = field(default="", repr=False)
+    auth: AuthAdmin = field(init=False)
+    """Users, roles and permissions (etcd's Auth API)."""
+    _auth_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _pending: list[_Call] = field(default_factory=list, init=False)
     _flush_scheduled: bool = field(default=False, init=False)
     _tasks: TaskSet = field(init=False)
@@ -140,7 +166,32 @@ class Client:
     def __post_init__(self) -> None:
         self.router = Router(self.endpoints, self.cluster_id, self.streams)
         self.admin = Admin(self.router, self.timeout)
+        self.auth = AuthAdmin(lambda command, timeout: self._call(command, False, timeout))
         self._tasks = TaskSet("raftkv client")
+        if self.user:
+            self.router.reauthenticate = self.authenticate
+
+    async def authenticate(self, timeout: float | None = None) -> None:
+        """Exchange :attr:`user` and :attr:`password` for a token that every call then carries (the client
+        does it by itself before its first call and when a node refuses an expired token). Raises
+        :class:`~raftkv.errors.AuthError` for a wrong password or while authentication is off."""
+        stale = self.router.token
+        async with self._auth_lock:
+            if self.router.token != stale:
+                return  # another caller renewed it meanwhile
+            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+            ask = _Ask(encode_command(Authenticate(self.user, self.password)))
+            encoded = await self.router.run(lambda conn, left: conn.execute([ask], left), deadline, authenticate=False)
+            result = decode_result(encoded[0])
+            if isinstance(result, ErrorResult):
+                if result.code == ErrorCode.AUTH_NOT_ENABLED:
+                    self.router.authenticated = True  # etcd's client too: no token, calls go without one
+                    return
+                raise auth_error(result.code, result.message)
+            if not isinstance(result, AuthenticateResult):
+                raise InvariantViolation(f"the node answered Authenticate with {result!r}")
+            self.router.set_token(result.token)
+            self.router.authenticated = True
 
     # --- key-value operations ----------------------------------------------------------------------------
 
@@ -364,6 +415,8 @@ class Client:
                 raise LeaseNotFound(getattr(op, "lease", 0) or getattr(op, "id", 0), result.message)
             if result.code == ErrorCode.LIMIT_EXCEEDED:
                 raise LimitExceeded(result.message)
+            if result.code in AUTH_CODES:
+                raise auth_error(result.code, result.message)
             if result.code not in (ErrorCode.COMPACTED, ErrorCode.FUTURE_REVISION):
                 raise RaftError(f"{result.code}: {result.message}")
         if result is None:
@@ -439,6 +492,8 @@ def _expect(result: Result | None, kind: type[R], revision: int = 0, lease: int 
             raise FutureRevision(revision, result.revision)
         if result.code == ErrorCode.LIMIT_EXCEEDED:
             raise LimitExceeded(result.message)
+        if result.code in AUTH_CODES:
+            raise auth_error(result.code, result.message)
         raise RaftError(f"{result.code}: {result.message}")
     raise InvariantViolation(f"a {kind.__name__} was expected, the node answered {result!r}")
 
@@ -502,6 +557,8 @@ async def connect(
     cacert: str | Path | None = None,
     cert: str | Path | None = None,
     key: str | Path | None = None,
+    user: str = "",
+    password: str = "",
     streams: StreamLayer = PLAIN,
 ) -> AsyncIterator[Client]:
     """``async with raftkv.connect(["127.0.0.1:9001", ...]) as client: await client.put("k", "v")``.
@@ -509,6 +566,9 @@ async def connect(
     TLS (the nodes were started with ``--cert-file``): ``cacert`` is the CA that signed the nodes' certificates
     (the system's CAs if omitted but ``cert`` is given); ``cert`` and ``key``, the client's own certificate, for
     nodes started with ``--client-cert-auth``. A file that cannot be loaded raises ``ValueError`` naming it.
+
+    ``user`` and ``password``: who the client is once authentication is on (``raftkv auth enable``); it
+    authenticates before its first call and renews its token by itself.
     """
     addrs = [e if isinstance(e, Address) else Address.parse(e, "endpoint") for e in endpoints]
     if not addrs:
@@ -517,7 +577,7 @@ async def connect(
         files = TLSFiles(*(Path(f) if f else None for f in (cert, key, cacert)))
         streams = StreamLayer(client_tls=client_context(files))
     async with kj_loop():
-        client = Client(addrs, cluster_id, timeout, streams=streams)
+        client = Client(addrs, cluster_id, timeout, streams=streams, user=user, password=password)
         try:
             yield client
         finally:

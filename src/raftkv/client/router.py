@@ -25,6 +25,7 @@ from typing import Final, TypeVar
 from raftkv.client.connection import BROKEN, Connection, explain
 from raftkv.client.errors import RETRYABLE
 from raftkv.errors import NotLeader, Unavailable
+from raftkv.kv.errors import InvalidToken
 from raftkv.transport.address import Address, AddressError
 from raftkv.transport.streams import PLAIN, StreamLayer
 
@@ -53,10 +54,22 @@ class Router:
         self.leader: Address | None = None
         """Where the last redirection pointed (None: ask the endpoints in turn)."""
         self._conns: dict[Address, Connection] = {}
+        self.token = ""
+        """What every call carries to say who it is from (``Authenticate``'s answer; ``""``: nobody)."""
+        self.reauthenticate: Callable[[float], Awaitable[None]] | None = None
+        """Gets a new token (a client with a user and password sets it): before the first call, and when a node
+        refuses the token."""
+        self.authenticated = False
+        """Whether ``reauthenticate`` ran once (it sets this)."""
+
+    def set_token(self, token: str) -> None:
+        self.token = token
+        for conn in self._conns.values():
+            conn.set_token(token)
 
     async def dial(self, endpoint: Address, timeout: float) -> Connection:
         """A new connection of the caller's own (not pooled): the caller closes it."""
-        conn = Connection(endpoint, self.cluster_id, self.streams)
+        conn = Connection(endpoint, self.cluster_id, self.streams, self.token)
         await conn.open(timeout)
         return conn
 
@@ -81,15 +94,27 @@ class Router:
         for endpoint in list(self._conns):
             self.drop(endpoint)
 
-    async def run(self, op: Op[T], deadline: float, *, own_connection: bool = False, role: str = "leader") -> T:
+    async def run(
+        self,
+        op: Op[T],
+        deadline: float,
+        *,
+        own_connection: bool = False,
+        role: str = "leader",
+        authenticate: bool = True,
+    ) -> T:
         """Run ``op`` on the leader (or any node that answers), retrying until ``deadline`` (monotonic).
 
         With ``own_connection`` each attempt gets a new connection that ``op`` keeps if it succeeds (a watch:
         its events must not queue behind KV batches, nor its end break them); a failed attempt's is closed.
-        ``role`` names what was sought in the ``Unavailable`` message.
+        ``role`` names what was sought in the ``Unavailable`` message. ``authenticate``: get a token first if
+        the client has credentials and none yet (False for the ``Authenticate`` call itself).
         """
+        if authenticate and self.reauthenticate is not None and not self.authenticated:
+            await self.reauthenticate(max(0.1, deadline - time.monotonic()))
         attempt = 0
         last_error = "no endpoint tried"
+        renewed = False
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -112,6 +137,13 @@ class Router:
                 if self.leader == target:
                     self.leader = None
                 last_error = f"{target}: {explain(e)}"
+            except InvalidToken:
+                # The token expired (or its user changed): authenticate again, once per call, and retry.
+                if self.reauthenticate is None or renewed:
+                    raise
+                renewed = True
+                await self.reauthenticate(max(0.1, deadline - time.monotonic()))
+                continue
             await asyncio.sleep(backoff(attempt))
         unknown = "; the outcome of any write in flight is unknown" if role == "leader" else ""
         raise Unavailable(

@@ -15,6 +15,8 @@ stores four things and makes a batch of changes to them atomic:
 * the lease table (etcd's leases): ``lease_id -> LeaseRecord``, and which live keys each lease holds. The
   backend keeps that attachment itself, from the ``lease`` of each key's current value: a write that changes a
   key's lease (or deletes the key) moves it;
+* the auth store (users, roles, permissions: ``auth.py``) as one encoded blob, rewritten whole on each of its
+  (rare) changes;
 * :class:`Meta`: the store revision, the compaction revision, the state machine's clock, and
   ``applied_index``, the last log index whose effects are included. Written in the same transaction as the
   data, so after a restart the state machine resumes exactly after the last batch that reached the backend and
@@ -171,6 +173,10 @@ class ReadView(Protocol):
 
     def get_lease(self, lease_id: int) -> LeaseRecord | None: ...
 
+    def auth(self) -> bytes:
+        """The auth store's encoded state (``b""``: never written)."""
+        ...
+
     def lease_keys(self, lease_id: int) -> list[bytes]:
         """The live keys attached to ``lease_id``, in key order."""
         ...
@@ -251,6 +257,10 @@ class WriteTxn(ReadView, Protocol):
 
     def set_meta(self, meta: Meta) -> None: ...
 
+    def set_auth(self, data: bytes) -> None:
+        """Replace the auth store's encoded state."""
+        ...
+
     def clear(self) -> None:
         """Remove every key, record and session and reset the meta (a snapshot restore starts with this)."""
         ...
@@ -284,6 +294,7 @@ class MemoryBackend:
     """Dicts + sorted lists, with an undo log for abort. Not thread-safe; pure."""
 
     __slots__ = (
+        "_auth",
         "_by_key",
         "_data",
         "_hist",
@@ -315,6 +326,7 @@ class MemoryBackend:
         self._leases: dict[int, LeaseRecord] = {}
         self._lease_keys: dict[int, set[bytes]] = {}
         """Invariant: ``k in _lease_keys[l]`` iff ``_data[k].lease == l != 0``; no empty sets."""
+        self._auth = b""
         self._meta = Meta()
         self._txn: _MemoryTxn | None = None
 
@@ -382,6 +394,9 @@ class _MemoryView:
 
     def lease_keys(self, lease_id: int) -> list[bytes]:
         return sorted(self._b._lease_keys.get(lease_id, ()))
+
+    def auth(self) -> bytes:
+        return self._b._auth
 
     def _at(self, key: bytes, revision: int) -> HistoryRecord | None:
         revs = self._b._by_key.get(key)
@@ -593,13 +608,18 @@ class _MemoryTxn(_MemoryView):
         self._undo.append(partial(_restore_meta, b, b._meta))
         b._meta = meta
 
+    def set_auth(self, data: bytes) -> None:
+        b = self._live()
+        self._undo.append(partial(_restore_auth, b, b._auth))
+        b._auth = data
+
     def clear(self) -> None:
         b = self._live()
         saved = tuple(getattr(b, name) for name in _STATE)
         self._undo.append(partial(_restore_all, b, saved))
         b._data, b._keys, b._sessions, b._meta = {}, [], {}, Meta()
         b._hist, b._revs, b._by_key, b._hist_keys, b._scan = {}, [], {}, [], (0, 0)
-        b._leases, b._lease_keys = {}, {}
+        b._leases, b._lease_keys, b._auth = {}, {}, b""
 
     def commit(self) -> None:
         self._live()._txn = None
@@ -614,6 +634,7 @@ class _MemoryTxn(_MemoryView):
 
 
 _STATE = (
+    "_auth",
     "_data",
     "_keys",
     "_sessions",
@@ -694,3 +715,7 @@ def _restore_all(b: MemoryBackend, saved: tuple[object, ...]) -> None:
 
 def _restore_meta(b: MemoryBackend, meta: Meta) -> None:
     b._meta = meta
+
+
+def _restore_auth(b: MemoryBackend, data: bytes) -> None:
+    b._auth = data

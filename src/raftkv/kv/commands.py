@@ -279,6 +279,161 @@ class LeaseLeases(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="l
 
 LeaseQuery: TypeAlias = LeaseKeepAlive | LeaseTimeToLive | LeaseLeases
 """Node queries about leases: the leader answers them from its timers and its store, outside the log."""
+
+
+# --- users, roles and permissions (etcd's RBAC; the rules are in auth.py) -----------------------------------
+
+PermissionType: TypeAlias = Literal["read", "write", "readwrite"]
+PERMISSION_TYPES: Final = ("read", "write", "readwrite")
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name:
+        raise CommandError(f"{what} name must not be empty")
+    if len(name) > 256:
+        raise CommandError(f"{what} name is {len(name)} characters, more than the limit of 256")
+
+
+class Permission(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Leave to ``read``, ``write`` or ``readwrite`` the keys ``(key, range_end)`` (a single key, an interval, or
+    every key from ``key`` on: the ranges of :mod:`raftkv.kv.keys`)."""
+
+    type: PermissionType
+    key: bytes
+    range_end: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in PERMISSION_TYPES:
+            raise CommandError(f"permission type must be one of {', '.join(PERMISSION_TYPES)}, got {self.type!r}")
+        _check_single_key(self.key, self.range_end)
+
+
+class AuthEnable(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="auth_enable"):
+    """Turn authentication on (etcd's ``AuthEnable``): refused unless user ``root`` exists with role ``root``.
+    ``secret`` signs the tokens issued from then on; the node that proposes it draws it (the state machine
+    draws nothing), so every enable invalidates the tokens of the one before."""
+
+    secret: bytes = b""
+
+
+class AuthDisable(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="auth_disable"):
+    """Turn authentication off (root only while it is on)."""
+
+
+class UserAdd(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_add"):
+    """Add a user. A client sends ``password``; the node that receives it replaces it by ``password_hash`` (a
+    salted scrypt hash) before proposing, so that no password is ever written to the log: the state machine
+    refuses one that still carries ``password``. ``no_password``: the user can only be one by its TLS client
+    certificate (``--client-cert-auth``), never by a password."""
+
+    name: str
+    password: str = ""
+    password_hash: str = ""
+    no_password: bool = False
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "user")
+
+
+class UserDelete(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_delete"):
+    name: str
+
+
+class UserChangePassword(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_passwd"):
+    """Change a user's password (``password`` in, ``password_hash`` proposed, as :class:`UserAdd`); the
+    user's tokens issued before it stop working."""
+
+    name: str
+    password: str = ""
+    password_hash: str = ""
+
+
+class UserGrantRole(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_grant"):
+    user: str
+    role: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.role, "role")
+
+
+class UserRevokeRole(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_revoke"):
+    user: str
+    role: str
+
+
+class RoleAdd(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_add"):
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "role")
+
+
+class RoleDelete(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_delete"):
+    """Delete a role, and take it from every user that has it (etcd)."""
+
+    name: str
+
+
+class RoleGrantPermission(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_grant"):
+    """Give ``role`` a permission; one on the same range already there has its type replaced (etcd)."""
+
+    role: str
+    permission: Permission
+
+
+class RoleRevokePermission(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_revoke"):
+    """Take from ``role`` its permission on exactly ``(key, range_end)``."""
+
+    role: str
+    key: bytes
+    range_end: bytes | None = None
+
+
+AuthChange: TypeAlias = (
+    AuthEnable
+    | AuthDisable
+    | UserAdd
+    | UserDelete
+    | UserChangePassword
+    | UserGrantRole
+    | UserRevokeRole
+    | RoleAdd
+    | RoleDelete
+    | RoleGrantPermission
+    | RoleRevokePermission
+)
+"""Log commands that change the auth store (root only while authentication is on)."""
+
+
+class Authenticate(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="authenticate"):
+    """Exchange a user's password for a token (a node query: checked against the applied auth store)."""
+
+    name: str
+    password: str
+
+
+class AuthStatus(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="auth_status"):
+    """Whether authentication is on, and the auth store's revision (a node query, open to anyone)."""
+
+
+class UserGet(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_get"):
+    name: str
+
+
+class UserList(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_list"):
+    pass
+
+
+class RoleGet(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_get"):
+    name: str
+
+
+class RoleList(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_list"):
+    pass
+
+
+AuthQuery: TypeAlias = Authenticate | AuthStatus | UserGet | UserList | RoleGet | RoleList
+"""Node queries about users and roles, answered from the applied auth store after a read barrier."""
 """What a session :class:`Request` may wrap."""
 
 
@@ -341,7 +496,7 @@ class Request(msgspec.Struct, frozen=True, array_like=True, tag="req"):
             raise CommandError(f"first_incomplete {self.first_incomplete} is above the request's own seq {self.seq}")
 
 
-Command: TypeAlias = (
+LogCommand: TypeAlias = (
     Put
     | DeleteRange
     | Range
@@ -353,10 +508,32 @@ Command: TypeAlias = (
     | Compact
     | LeaseGrant
     | LeaseRevoke
-    | LeaseKeepAlive
-    | LeaseTimeToLive
-    | LeaseLeases
+    | AuthEnable
+    | AuthDisable
+    | UserAdd
+    | UserDelete
+    | UserChangePassword
+    | UserGrantRole
+    | UserRevokeRole
+    | RoleAdd
+    | RoleDelete
+    | RoleGrantPermission
+    | RoleRevokePermission
 )
+"""What a client's command proposes (and what :class:`Authed` may wrap)."""
+
+
+class Authed(msgspec.Struct, frozen=True, array_like=True, tag="as"):
+    """``command`` on behalf of ``user``: the node checked the user's permissions before proposing it, and the
+    state machine checks them again when it applies it, against the auth store as of that point of the log,
+    so that a permission revoked before the command's entry is never exercised after it (see auth.py).
+    Commands are wrapped once the auth store has been touched; the node's own (a lease's expiry) never are."""
+
+    user: str
+    command: LogCommand
+
+
+Command: TypeAlias = LogCommand | LeaseKeepAlive | LeaseTimeToLive | LeaseLeases | AuthQuery | Authed
 """Everything that may appear as an entry's data (node queries too: applied as no-ops, never proposed)."""
 
 TimedCommand: TypeAlias = OpenSession | KeepAlive | CloseSession | Request
@@ -452,6 +629,39 @@ class LeaseLeasesResult(msgspec.Struct, frozen=True, array_like=True, gc=False, 
     ids: tuple[int, ...]
 
 
+class AuthResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="auth"):
+    """A change to the auth store took effect; ``auth_revision`` counts the changes so far."""
+
+    auth_revision: int
+
+
+class AuthenticateResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="authenticate"):
+    """The token to carry in every request's header (it expires: the client then authenticates again)."""
+
+    token: str
+
+
+class AuthStatusResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="auth_status"):
+    enabled: bool
+    auth_revision: int
+
+
+class UserGetResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="user_get"):
+    name: str
+    roles: tuple[str, ...]
+
+
+class RoleGetResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="role_get"):
+    name: str
+    permissions: tuple[Permission, ...]
+
+
+class NamesResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="names"):
+    """The users, or the roles, sorted."""
+
+    names: tuple[str, ...]
+
+
 class ErrorResult(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="error"):
     """A command that was applied as a no-op, and why. Deterministic: every replica produces the same one.
 
@@ -474,6 +684,12 @@ Result: TypeAlias = (
     | LeaseKeepAliveResult
     | LeaseTimeToLiveResult
     | LeaseLeasesResult
+    | AuthResult
+    | AuthenticateResult
+    | AuthStatusResult
+    | UserGetResult
+    | RoleGetResult
+    | NamesResult
     | ErrorResult
 )
 
@@ -519,4 +735,7 @@ def stamp(command: Command, time_ms: int) -> Command:
     """
     if isinstance(command, OpenSession | KeepAlive | CloseSession | Request):
         return msgspec.structs.replace(command, time_ms=time_ms)
+    if isinstance(command, Authed):
+        inner = stamp(command.command, time_ms)
+        return command if inner is command.command else Authed(command.user, inner)  # type: ignore[arg-type]
     return command

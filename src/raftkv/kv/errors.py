@@ -47,6 +47,38 @@ class ErrorCode(StrEnum):
     FUTURE_REVISION = "future_revision"
     """A read or a compaction at a revision the store has not reached (``ErrorResult.revision``: the store's
     revision). etcd's ``mvcc: required revision is a future revision``."""
+    PERMISSION_DENIED = "permission_denied"
+    """The user's roles do not give it the permission the command needs (etcd's ``permission denied``); nothing
+    was applied."""
+    USER_EMPTY = "user_empty"
+    """Authentication is on and the request names no user: authenticate first (etcd's ``user name is
+    empty``)."""
+    AUTH_FAILED = "auth_failed"
+    """Wrong user name or password (etcd's ``authentication failed, invalid user ID or password``)."""
+    INVALID_TOKEN = "invalid_token"
+    """The request's token is not one this cluster issued, or it expired, or its user changed since (etcd's
+    ``invalid auth token``): authenticate again."""
+    AUTH_NOT_ENABLED = "auth_not_enabled"
+    """Authenticate while authentication is off (etcd's ``authentication is not enabled``)."""
+    USER_EXISTS = "user_exists"
+    """etcd's ``user name already exists``."""
+    USER_NOT_FOUND = "user_not_found"
+    """etcd's ``user name not found``."""
+    ROLE_EXISTS = "role_exists"
+    """etcd's ``role name already exists``."""
+    ROLE_NOT_FOUND = "role_not_found"
+    """etcd's ``role name not found``."""
+    ROLE_NOT_GRANTED = "role_not_granted"
+    """etcd's ``role is not granted to the user``."""
+    PERMISSION_NOT_GRANTED = "permission_not_granted"
+    """etcd's ``permission is not granted to the role``."""
+    ROOT_USER_NOT_EXIST = "root_user_not_exist"
+    """Enabling authentication needs a user ``root`` (etcd's ``root user does not exist``)."""
+    ROOT_ROLE_NOT_EXIST = "root_role_not_exist"
+    """... and that user needs role ``root`` (etcd's ``root user does not have root role``)."""
+    INVALID_AUTH_MGMT = "invalid_auth_mgmt"
+    """A change that would lock everyone out while authentication is on: deleting user ``root``, its role
+    ``root`` or that role (etcd's ``invalid auth management``)."""
 
 
 class KVError(RaftError):
@@ -64,6 +96,60 @@ class SnapshotError(KVError):
 class LimitExceeded(KVError):
     """A request over one of the node's limits; the message names the limit and the flag that sets it.
     Retrying the same request will not help: make it smaller, or raise the limit on every node."""
+
+
+class AuthError(KVError):
+    """A request refused by authentication or authorization; ``code`` is the :class:`ErrorCode` (user empty,
+    invalid token, wrong password, permission denied...), the message says what to do."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class PermissionDenied(AuthError):
+    """The user's roles do not allow this request (etcd's ``permission denied``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.PERMISSION_DENIED, message)
+
+
+class InvalidToken(AuthError):
+    """The request's token does not check out (expired, its user changed, another cluster's): the client
+    authenticates again by itself when it has the password."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_TOKEN, message)
+
+
+def auth_error(code: ErrorCode, message: str) -> AuthError:
+    """The exception of an auth ``ErrorResult`` code."""
+    if code == ErrorCode.PERMISSION_DENIED:
+        return PermissionDenied(message)
+    if code == ErrorCode.INVALID_TOKEN:
+        return InvalidToken(message)
+    return AuthError(code, message)
+
+
+AUTH_CODES = frozenset(
+    {
+        ErrorCode.PERMISSION_DENIED,
+        ErrorCode.USER_EMPTY,
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.INVALID_TOKEN,
+        ErrorCode.AUTH_NOT_ENABLED,
+        ErrorCode.USER_EXISTS,
+        ErrorCode.USER_NOT_FOUND,
+        ErrorCode.ROLE_EXISTS,
+        ErrorCode.ROLE_NOT_FOUND,
+        ErrorCode.ROLE_NOT_GRANTED,
+        ErrorCode.PERMISSION_NOT_GRANTED,
+        ErrorCode.ROOT_USER_NOT_EXIST,
+        ErrorCode.ROOT_ROLE_NOT_EXIST,
+        ErrorCode.INVALID_AUTH_MGMT,
+    }
+)
+"""The ``ErrorResult`` codes of authentication and of the auth store's rules (:class:`AuthError` on a client)."""
 
 
 class Compacted(KVError):

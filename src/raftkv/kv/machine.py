@@ -58,8 +58,14 @@ from typing import Final, Protocol
 
 import msgspec
 
+from raftkv.kv.auth import AuthStore, decode_state, encode_state
 from raftkv.kv.backend import Backend, HistoryRecord, LeaseRecord, Meta, ReadView, WriteTxn
 from raftkv.kv.commands import (
+    AuthChange,
+    AuthDisable,
+    Authed,
+    AuthEnable,
+    AuthResult,
     CloseSession,
     Command,
     Compact,
@@ -72,11 +78,8 @@ from raftkv.kv.commands import (
     KeyValue,
     LeaseGrant,
     LeaseGrantResult,
-    LeaseKeepAlive,
-    LeaseLeases,
     LeaseRevoke,
     LeaseRevokeResult,
-    LeaseTimeToLive,
     OpenSession,
     OpResult,
     Put,
@@ -85,9 +88,18 @@ from raftkv.kv.commands import (
     RangeResult,
     Request,
     Result,
+    RoleAdd,
+    RoleDelete,
+    RoleGrantPermission,
+    RoleRevokePermission,
     SessionResult,
     Txn,
     TxnResult,
+    UserAdd,
+    UserChangePassword,
+    UserDelete,
+    UserGrantRole,
+    UserRevokeRole,
     Write,
     decode_command,
 )
@@ -160,6 +172,12 @@ class SnapshotLeases(msgspec.Struct, frozen=True, array_like=True, tag="leases")
     leases: list[LeaseRecord]
 
 
+class SnapshotAuth(msgspec.Struct, frozen=True, array_like=True, tag="auth"):
+    """Format 4, optional: the auth store (``raftkv.kv.auth.AuthState``, encoded as the backend holds it)."""
+
+    data: bytes
+
+
 class SnapshotEnd(msgspec.Struct, frozen=True, array_like=True, tag="end"):
     """The last frame: counts, so a truncated stream is refused rather than installed short (``kv_count``
     counts history records in format 4)."""
@@ -169,7 +187,9 @@ class SnapshotEnd(msgspec.Struct, frozen=True, array_like=True, tag="end"):
     lease_count: int = 0
 
 
-SnapshotFrame = SnapshotHeader | SnapshotKVs | SnapshotHistory | SnapshotSessions | SnapshotLeases | SnapshotEnd
+SnapshotFrame = (
+    SnapshotHeader | SnapshotKVs | SnapshotHistory | SnapshotSessions | SnapshotLeases | SnapshotAuth | SnapshotEnd
+)
 
 _FRAME_LEN: Final = struct.Struct("<I")
 _MAX_FRAME_BYTES: Final = 1 << 30
@@ -206,6 +226,9 @@ def _snapshot_frames(view: ReadView) -> Iterator[bytes]:
     leases = view.leases()
     if leases:
         yield _frame(SnapshotLeases(leases))
+    auth = view.auth()
+    if auth:
+        yield _frame(SnapshotAuth(auth))
     yield _frame(SnapshotEnd(kv_count, len(sessions), len(leases)))
 
 
@@ -266,6 +289,8 @@ class KVStateMachine:
 
     __slots__ = (
         "_applied",
+        "_auth",
+        "_auth_changed",
         "_clock",
         "_compact_pending",
         "_compact_revision",
@@ -277,6 +302,7 @@ class KVStateMachine:
         "_sub_revision",
         "_txn",
         "backend",
+        "on_auth_change",
         "watch",
     )
 
@@ -298,6 +324,10 @@ class KVStateMachine:
         self._sessions = SessionTable()
         self._lease_ttls: dict[int, int] = {}
         """Every lease's granted TTL, as stored (the leader's lessor follows it)."""
+        self._auth = AuthStore()
+        self._auth_changed = False
+        self.on_auth_change: Callable[[], None] | None = None
+        """Called after a batch that changed the auth store is committed (open watches are checked again)."""
         self._load_state()
         self.watch = WatchHub(self._revision, watch_history_events)
         self.watch.compact(self._compact_revision)
@@ -307,6 +337,7 @@ class KVStateMachine:
             meta = view.meta()
             self._sessions = SessionTable(view.sessions())
             self._lease_ttls = {lease.id: lease.ttl_s for lease in view.leases()}
+            self._auth = AuthStore(decode_state(view.auth()))
         self._applied = meta.applied_index
         self._revision = meta.revision
         self._compact_revision = meta.compact_revision
@@ -339,6 +370,11 @@ class KVStateMachine:
         """The live keys attached to ``lease_id``, in key order."""
         with self.backend.read() as view:
             return view.lease_keys(lease_id)
+
+    @property
+    def auth(self) -> AuthStore:
+        """The auth store as applied (read it; only :meth:`apply` changes it)."""
+        return self._auth
 
     @property
     def compaction_pending(self) -> bool:
@@ -390,6 +426,7 @@ class KVStateMachine:
             txn.commit()
         except BaseException:
             self._events = []
+            self._auth_changed = False
             try:
                 txn.abort()
             finally:
@@ -398,6 +435,11 @@ class KVStateMachine:
             raise
         self._txn = None
         events, self._events = self._events, []
+        if self._auth_changed:
+            # Before the events are offered: a watch this change revoked gets none written after it.
+            self._auth_changed = False
+            if self.on_auth_change is not None:
+                self.on_auth_change()
         self.watch.publish(events, self._revision)
         if self.watch.compact_revision < self._compact_revision:
             self.watch.compact(self._compact_revision)
@@ -531,6 +573,12 @@ class KVStateMachine:
                         for lease in leases:
                             txn.put_lease(lease)
                         lease_count += len(leases)
+                    case SnapshotAuth(data):
+                        try:
+                            decode_state(data)
+                        except msgspec.DecodeError as exc:
+                            raise SnapshotError(f"not a key-value snapshot: its auth store: {exc}") from None
+                        txn.set_auth(data)
                     case SnapshotEnd():
                         counts = (frame.kv_count, frame.session_count, frame.lease_count)
                         if counts != (kv_count, session_count, lease_count):
@@ -552,6 +600,8 @@ class KVStateMachine:
         self._load_state()
         self.watch.reset(self._revision)
         self.watch.compact(self._compact_revision)
+        if self.on_auth_change is not None:
+            self.on_auth_change()
 
     # --- commands -------------------------------------------------------------------------------------------
 
@@ -569,9 +619,37 @@ class KVStateMachine:
                 return self._keep_alive(command)
             case CloseSession():
                 return self._close_session(command)
-            case LeaseKeepAlive() | LeaseTimeToLive() | LeaseLeases():
-                # Node queries are answered by the leader; one that reached the log is applied as a no-op.
+            case Authed():
+                # Checked again here, against the auth store as of this point of the log (auth.py).
+                if self._auth.enabled:
+                    why = self._auth.check(command.user, command.command, self._wtxn().lease_keys)
+                    if why is not None:
+                        return why
+                return self._execute(command.command, index)
+            case (
+                AuthEnable()
+                | AuthDisable()
+                | UserAdd()
+                | UserDelete()
+                | UserChangePassword()
+                | UserGrantRole()
+                | UserRevokeRole()
+                | RoleAdd()
+                | RoleDelete()
+                | RoleGrantPermission()
+                | RoleRevokePermission()
+            ):
+                return self._auth_change(command)
+            case _:
+                # Node queries are answered by a node; one that reached the log is applied as a no-op.
                 return ErrorResult(ErrorCode.INVALID_COMMAND, f"{type(command).__name__} is not a log command")
+
+    def _auth_change(self, change: AuthChange) -> Result:
+        result = self._auth.apply(change)
+        if isinstance(result, AuthResult):
+            self._wtxn().set_auth(encode_state(self._auth.state()))
+            self._auth_changed = True
+        return result
 
     def _wtxn(self) -> WriteTxn:
         txn = self._txn

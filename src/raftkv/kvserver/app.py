@@ -145,6 +145,8 @@ class KVServer:
         self._listener: Listener | None = None
         self._compactor: asyncio.Task[None] | None = None
         self.leases: LeaseKeeper | None = None
+        self.service: KVService | None = None
+        """The key-value service (None for the benchmark state machines); its ``auth`` authenticates clients."""
         """The leader's lease timers (None with a generic state machine)."""
         self._started = False
         self._closed = False
@@ -181,7 +183,7 @@ class KVServer:
             if self.kv is not None:
                 self.leases = LeaseKeeper(node, self.kv)
                 self.leases.start()
-                kv_service = KVService(node, self.kv, self.leases)
+                kv_service = self.service = KVService(node, self.kv, self.leases)
                 self.watches = WatchRegistry(self.kv, node.id)
             if cfg.listen_client is not None:
                 self._listener = await serve_capnp(

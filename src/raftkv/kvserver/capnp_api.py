@@ -28,8 +28,18 @@ from raftkv.errors import (
     ProposalDropped,
     Timeout,
 )
-from raftkv.kv.commands import Command, ErrorResult, Request, Txn, decode_command, encode_result
-from raftkv.kv.errors import CommandError, ErrorCode
+from raftkv.kv.commands import (
+    Authenticate,
+    AuthStatus,
+    Command,
+    ErrorResult,
+    Range,
+    Request,
+    Txn,
+    decode_command,
+    encode_result,
+)
+from raftkv.kv.errors import AuthError, CommandError, ErrorCode
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.frames_api import ExecuteFrames
@@ -72,11 +82,21 @@ class _CapnpSink:
 class ClientService(schema.Client.Server):  # type: ignore[misc]
     """One client connection's view of the node."""
 
-    def __init__(self, node: RaftNode, admin: Admin, kv: KVService | None, watches: WatchRegistry | None) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        admin: Admin,
+        kv: KVService | None,
+        watches: WatchRegistry | None,
+        cert_user: str = "",
+    ) -> None:
         self.node = node
         self.admin = admin
         self.kv = kv
         self.watches = watches
+        self.cert_user = cert_user
+        """The common name of the connection's verified TLS client certificate (``""``: none): the user of a
+        request without a token (``--client-cert-auth``, etcd's rule)."""
         self._backup: tuple[SnapshotMeta, bytes, int] | None = None
         """The image this connection is downloading (``raftkv snapshot save``)."""
 
@@ -95,6 +115,35 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             results.error.message = "the node is not serving"
             return False
         return True
+
+    def identify(self, token: str) -> str:
+        """The user a request with ``token`` comes from (``""``: nobody, or authentication is off); raises
+        ``AuthError`` for a token that does not check out."""
+        if self.kv is None:
+            return ""
+        return self.kv.auth.identify(token, self.cert_user)
+
+    def _admit_root(self, header: Any, r: Any, what: str) -> bool:
+        """Whether the request may run an admin operation (root's while authentication is on); if not, the
+        error is set in ``r``."""
+        if not self._check(header, r):
+            return False
+        if self.kv is None or not self.kv.kv.auth.enabled:
+            return True
+        try:
+            user = self.identify(str(header.token))
+        except AuthError as e:
+            self._fail(r, e, what)
+            return False
+        if self.kv.kv.auth.is_root(user):
+            return True
+        who = f"user {user!r}" if user else "a request without a user (authenticate first: --user)"
+        self._fail(
+            r,
+            AuthError(ErrorCode.PERMISSION_DENIED, f"permission denied: {who} may not {what}: it needs role root"),
+            what,
+        )
+        return False
 
     def _fail(self, r: Any, e: BaseException, what: str) -> None:
         """Encode an error: the expected kinds by their code, anything else as ``internal`` (and logged)."""
@@ -115,6 +164,8 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             err.code = "invalidConfChange"
         elif isinstance(e, ConfChangeInProgress):
             err.code = "confChangeInProgress"
+        elif isinstance(e, AuthError):
+            err.code = "unauthenticated" if e.code == ErrorCode.INVALID_TOKEN else "permissionDenied"
         else:
             log.error("node %s: %s failed: %s: %s", self.node.id, what, type(e).__name__, e, exc_info=e)
             err.code = "internal"
@@ -158,7 +209,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
 
     async def backupChunk(self, header: Any, offset: int, _context: Any, **_kw: Any) -> None:  # noqa: N802
         r = _context.results
-        if not self._check(header, r):
+        if not self._admit_root(header, r, "take a backup"):
             return
         try:
             if offset == 0 or self._backup is None:
@@ -202,7 +253,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
 
     async def memberChange(self, header: Any, change: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N802, N803
         r = _context.results
-        if not self._check(header, r):
+        if not self._admit_root(header, r, "change the members"):
             return
         try:
             kind = _CHANGE_KINDS[str(change.kind)]
@@ -223,7 +274,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
 
     async def leaderTransfer(self, header: Any, to: int, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N802, N803
         r = _context.results
-        if not self._check(header, r):
+        if not self._admit_root(header, r, "move the leadership"):
             return
         try:
             target = NodeId(int(to)) if to else None
@@ -237,7 +288,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
 
     async def propose(self, header: Any, data: Any, timeoutMs: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
         r = _context.results
-        if not self._check(header, r):
+        if not self._admit_root(header, r, "propose raw log entries"):
             return
         timeout = (timeoutMs or 5000) / 1000
         try:
@@ -260,9 +311,12 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             [(bytes(q.command), bool(q.serializable)) for q in requests],
             timeoutMs,
             _context.results,
+            str(header.token),
         )
 
-    async def execute_into(self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any) -> None:
+    async def execute_into(
+        self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any, token: str = ""
+    ) -> None:
         """``Kv.execute`` into ``r`` (its results or an ``ExecuteReturn``): the capnp call and the client data
         plane's frames (raftkv/kvserver/frames_api.py) share it. Never raises but for cancellation."""
         if not self.check_cluster(cluster, r):
@@ -280,7 +334,14 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
                     commands.append((decoded, serializable))
                 else:
                     refused[k] = why  # this command only: the batch holds other callers' commands too
-            results = await self.kv.execute(commands, timeout) if commands else []
+            try:
+                user = self.identify(token)
+            except AuthError:
+                # An expired token must not stop the client from getting a new one.
+                if not commands or not all(isinstance(c, Authenticate | AuthStatus) for c, _ in commands):
+                    raise
+                user = ""
+            results = await self.kv.execute(commands, timeout, user) if commands else []
             if refused:
                 rest = iter(results)
                 results = [refused[k] if k in refused else next(rest) for k in range(len(requests))]
@@ -331,11 +392,14 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         if not self._check(header, r):
             return
         try:
-            if self.watches is None:
+            if self.watches is None or self.kv is None:
                 raise InvalidRequest(_NOT_KV)
-            r.watchId = self.watches.start(
-                bytes(key), bytes(rangeEnd) if hasRangeEnd else None, int(startRevision), _CapnpSink(watcher)
-            )
+            user = self.identify(str(header.token))
+            start, end = bytes(key), bytes(rangeEnd) if hasRangeEnd else None
+            store = self.kv.kv.auth
+            if store.enabled and (why := store.check(user, Range(start, end or None), self.kv.kv.lease_keys)):
+                raise AuthError(why.code, why.message)
+            r.watchId = self.watches.start(start, end, int(startRevision), _CapnpSink(watcher), user)
         except Compacted as e:
             self._fail(r, e, "watch")
             r.compactRevision = e.oldest_revision
@@ -362,12 +426,12 @@ async def serve_capnp(
     :class:`raftkv.kvserver.frames_api.ExecuteFrames` serves them with a service of their own.
     """
 
-    def service() -> ClientService:
-        return ClientService(node, admin, kv, watches)
+    def service(cert_user: str = "") -> ClientService:
+        return ClientService(node, admin, kv, watches, cert_user)
 
     return await streams.listen(
         address,
-        lambda _close, _names: service(),
+        lambda _close, names: service(names.common_name),
         name=f"node {node.id} client port",
         plain=lambda: ExecuteFrames(service(), node.id),
         magic=CLIENT_FRAME_MAGIC,

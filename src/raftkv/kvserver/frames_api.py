@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 import capnp  # type: ignore[import-untyped]
 
 from raftkv.transport.frames import CLIENT_FRAME_MAGIC, FrameBuffer, FrameTooLarge, frame
+from raftkv.transport.tls import cert_names
 from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS, schema
 
 log = logging.getLogger("raftkv.client")
@@ -52,7 +53,12 @@ _warned: set[str] = set()
 class Executor(Protocol):
     """What serves the calls: ``ClientService.execute_into``."""
 
-    async def execute_into(self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any) -> None:
+    cert_user: str
+    """The common name of the connection's verified TLS client certificate (set when it connects)."""
+
+    async def execute_into(
+        self, cluster: str, requests: Sequence[tuple[bytes, bool]], timeout_ms: int, r: Any, token: str = ""
+    ) -> None:
         """Fill ``r`` (an ``ExecuteReturn`` builder) with the batch's results or its error; never raises."""
 
 
@@ -73,6 +79,7 @@ class ExecuteFrames(asyncio.Protocol):
         if not isinstance(transport, asyncio.Transport):  # pragma: no cover - the listener gives one
             raise TypeError(f"a stream transport is needed, got {type(transport).__name__}")
         self._stream = transport
+        self.service.cert_user = cert_names(transport.get_extra_info("peercert")).common_name
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stream = None
@@ -109,18 +116,21 @@ class ExecuteFrames(asyncio.Protocol):
             ) as call:
                 call_id = int(call.id)
                 cluster = str(call.header.clusterId)
+                token = str(call.header.token)
                 timeout_ms = int(call.timeoutMs)
                 requests = [(bytes(q.command), bool(q.serializable)) for q in call.requests]
         except (capnp.KjException, ValueError) as e:
             self._malformed(f"an ExecuteCall frame that does not decode: {e}")
             return
-        task = asyncio.get_running_loop().create_task(self._run(call_id, cluster, requests, timeout_ms))
+        task = asyncio.get_running_loop().create_task(self._run(call_id, cluster, requests, timeout_ms, token))
         self.running.add(task)
         task.add_done_callback(self._finished)
 
-    async def _run(self, call_id: int, cluster: str, requests: list[tuple[bytes, bool]], timeout_ms: int) -> None:
+    async def _run(
+        self, call_id: int, cluster: str, requests: list[tuple[bytes, bool]], timeout_ms: int, token: str
+    ) -> None:
         r = schema.ExecuteReturn.new_message(id=call_id)
-        await self.service.execute_into(cluster, requests, timeout_ms, r)
+        await self.service.execute_into(cluster, requests, timeout_ms, r, token)
         transport = self._stream
         if transport is not None and not transport.is_closing():
             transport.write(frame(r.to_bytes()))

@@ -57,8 +57,11 @@ class _Watch:
         range_end: bytes | None,
         start_revision: int,
         sink: WatchSink,
+        user: str = "",
     ) -> None:
         self.registry = registry
+        self.user = user
+        """Whose watch it is: its permission to read the range is checked again at every auth change."""
         self.id = watch_id
         self.key = key
         self.range_end = range_end
@@ -74,7 +77,7 @@ class _Watch:
         """Send the stored history from ``start_revision`` up to this revision before the live events (0: none)."""
 
     def offer(self, events: Sequence[Event]) -> None:
-        if self.closed:
+        if self.closed or self.cancel_reason:
             return
         start = self.start_revision
         matching = [
@@ -171,8 +174,22 @@ class WatchRegistry:
         self.watches: dict[int, _Watch] = {}
         self._next_id = 0
         self._tasks = TaskSet(f"node {node_id} watches")
+        kv.on_auth_change = self.recheck
 
-    def start(self, key: bytes, range_end: bytes | None, start_revision: int, sink: WatchSink) -> int:
+    def recheck(self) -> None:
+        """Cancel the watches whose user may no longer read their range (a permission or a role revoked, the
+        user deleted). The state machine calls it after a batch that changed the auth store and before that
+        batch's events are offered: no event written after the change reaches a watch it revoked."""
+        store = self.kv.auth
+        if not store.enabled:
+            return
+        for w in list(self.watches.values()):
+            if not w.cancel_reason and not store.allowed(w.user, "read", w.key, w.range_end):
+                who = repr(w.user) if store.users.get(w.user) is not None else f"{w.user!r} (deleted)"
+                w.cancel_reason = f"permission denied: user {who} may no longer read the watched keys"
+                w.wake.set()
+
+    def start(self, key: bytes, range_end: bytes | None, start_revision: int, sink: WatchSink, user: str = "") -> int:
         """Register a watch; raises ``raftkv.errors.Compacted`` if ``start_revision`` is compacted."""
         kv, hub = self.kv, self.kv.watch
         # History and registration in one synchronous step: nothing can be applied in between.
@@ -185,7 +202,7 @@ class WatchRegistry:
         else:
             history = hub.events_since(key, range_end, start_revision)
         self._next_id += 1
-        w = _Watch(self, self._next_id, key, range_end, start_revision, sink)
+        w = _Watch(self, self._next_id, key, range_end, start_revision, sink, user)
         w.catch_up_to = catch_up_to
         w.remove_listener = hub.add_listener(w.offer)
         self.watches[w.id] = w

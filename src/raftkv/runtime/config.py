@@ -102,6 +102,9 @@ class NodeConfig:
     key and value, a txn, ...); a larger one is refused with ``LimitExceeded`` and never proposed."""
     max_txn_ops: int = 128
     """``--max-txn-ops`` (etcd's): at most this many compares, and as many operations per branch, in one txn."""
+    auth_token_ttl: int = 300
+    """``--auth-token-ttl`` (etcd's flag and default): seconds a token from ``Authenticate`` stays valid; the
+    client then authenticates again by itself."""
     max_connections: int = 1000
     """``--max-connections``: connections open at once on each port (client, peer); more are closed as they arrive,
     with a log line every 10 s at most. 0: no limit (then the process's file descriptors are the limit)."""
@@ -146,6 +149,8 @@ class NodeConfig:
             raise ConfigError(f"--max-request-bytes must be at least 1024, got {self.max_request_bytes}")
         if self.max_connections < 0:
             raise ConfigError(f"--max-connections must be 0 (no limit) or more, got {self.max_connections}")
+        if self.auth_token_ttl < 1:
+            raise ConfigError(f"--auth-token-ttl must be at least 1 second, got {self.auth_token_ttl}")
         if self.max_txn_ops < 1:
             raise ConfigError(f"--max-txn-ops must be at least 1, got {self.max_txn_ops}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -314,6 +319,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "max_request_bytes",
         "max_txn_ops",
         "max_connections",
+        "auth_token_ttl",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))

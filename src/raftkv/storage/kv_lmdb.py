@@ -35,7 +35,8 @@ seven named sub-databases:
   ``lease_keys``: lease id (8 bytes) + user key -> ``b""`` for each live key attached to a lease, kept by
   ``_write`` from the lease in the row it replaces and the one it writes (a put without a lease costs nothing
   more);
-* ``meta``: ``b"meta"`` -> msgspec-encoded :class:`~raftkv.kv.backend.Meta` (applied index, revision, clock), and
+* ``meta``: ``b"meta"`` -> msgspec-encoded :class:`~raftkv.kv.backend.Meta` (applied index, revision, clock),
+  ``b"auth"`` -> the auth store's encoded state (absent until its first change: no layout change), and
   ``b"format"`` -> the layout version.
 
 Each applied batch is one LMDB write transaction, so the data, the sessions and ``Meta.applied_index`` change
@@ -105,6 +106,7 @@ _LAYOUT_3: Final = b"raftkv-kv-lmdb/3"
 _HEADER_REST: Final = struct.Struct("<QQQ")  # create_revision, version, lease; after the 16-byte revision
 _HEADER_SIZE: Final = 16 + _HEADER_REST.size
 _META_KEY: Final = b"meta"
+_AUTH_KEY: Final = b"auth"
 _FORMAT_KEY: Final = b"format"
 
 _REV: Final = struct.Struct(">QQ")
@@ -355,6 +357,10 @@ class _LMDBView:
     def meta(self) -> Meta:
         raw = self._txn.get(_META_KEY, db=self._b._meta)
         return Meta() if raw is None else _META_DECODER.decode(raw)
+
+    def auth(self) -> bytes:
+        raw = self._txn.get(_AUTH_KEY, db=self._b._meta)
+        return b"" if raw is None else bytes(raw)
 
     def get(self, key: bytes) -> KeyValue | None:
         if not key or len(key) > MAX_KEY_BYTES:
@@ -731,6 +737,12 @@ class _LMDBTxn(_LMDBView):
         except lmdb.Error as exc:
             raise self._b._error("set_meta", exc) from exc
 
+    def set_auth(self, data: bytes) -> None:
+        try:
+            self._txn.put(_AUTH_KEY, data, db=self._b._meta)
+        except lmdb.Error as exc:
+            raise self._b._error("set_auth", exc) from exc
+
     def clear(self) -> None:
         self._check()
         self._last_get = None
@@ -740,6 +752,7 @@ class _LMDBTxn(_LMDBView):
             for db in (b._data, b._history, b._graves, b._sessions, b._leases, b._lease_keys):
                 self._txn.drop(db, delete=False)
             self._txn.delete(_SCAN_KEY, db=self._b._meta)
+            self._txn.delete(_AUTH_KEY, db=self._b._meta)
             self._txn.put(_META_KEY, _ENCODER.encode(Meta()), db=self._b._meta)
         except lmdb.Error as exc:
             raise self._b._error("clear", exc) from exc

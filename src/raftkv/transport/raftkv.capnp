@@ -10,6 +10,7 @@ struct Header {
   to @2 :UInt64;        # the node the sender means to reach (0: whichever answers)
   fromAddress @3 :Text; # peers: where the sender listens for peers, so that a node whose configuration does not
                         # list the sender yet (its log lags the change that added it) can still answer it
+  token @4 :Text;       # clients: the token Authenticate gave (empty: none; see raftkv/kvserver/auth.py)
 }
 
 enum ErrorCode {
@@ -27,6 +28,8 @@ enum ErrorCode {
   invalid @11;          # a request that cannot be executed (e.g. a command that does not decode)
   invalidConfChange @12;    # a membership change that does not apply (an id already a member...): nothing changed
   confChangeInProgress @13; # the previous membership change is not committed yet (or the leader is brand new)
+  unauthenticated @14;  # the request's token does not check out (expired, another cluster's...): authenticate again
+  permissionDenied @15; # the request's user may not do this (authentication is on; see raftkv/kv/auth.py)
 }
 
 struct Error {

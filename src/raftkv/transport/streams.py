@@ -40,14 +40,14 @@ import capnp  # type: ignore[import-untyped]
 
 from raftkv.tasks import TaskSet
 from raftkv.transport.address import Address
-from raftkv.transport.tls import cert_names, is_tls_client_hello
+from raftkv.transport.tls import CertNames, cert_names, is_tls_client_hello
 from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
 
 log = logging.getLogger("raftkv.transport")
 
 _P = TypeVar("_P", bound=asyncio.Protocol)
 _T = TypeVar("_T")
-BootstrapFactory = Callable[[Callable[[], None], frozenset[str]], Any]
+BootstrapFactory = Callable[[Callable[[], None], CertNames], Any]
 """Makes the capnp server object of one accepted RPC connection: its arguments close that connection, and
 name whoever the connection's verified TLS client certificate names (``tls.cert_names``; empty without one)."""
 
@@ -368,7 +368,7 @@ class Listener:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.1)
 
-    async def _serve_rpc(self, stream: Any, names: frozenset[str] = frozenset()) -> None:
+    async def _serve_rpc(self, stream: Any, names: CertNames = CertNames()) -> None:  # noqa: B008 - immutable
         server: Any = None
 
         def close() -> None:

@@ -18,6 +18,7 @@ Cap'n Proto RPC and the frame data planes all run inside TLS.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,20 +120,34 @@ def member_name(node_id: int) -> str:
     return f"node-{node_id}"
 
 
-def cert_names(peercert: object) -> frozenset[str]:
+class CertNames(frozenset[str]):
+    """The names a verified certificate carries (a frozenset of its DNS names and common names), and its
+    subject's ``common_name`` (``""``: none), which is the user under ``--client-cert-auth`` (etcd's rule)."""
+
+    common_name: str
+
+    def __new__(cls, names: Iterable[str] = (), common_name: str = "") -> CertNames:
+        self = super().__new__(cls, names)
+        self.common_name = common_name
+        return self
+
+
+def cert_names(peercert: object) -> CertNames:
     """The DNS names and common names of a verified certificate (``SSLObject.getpeercert()``'s dict); empty
     for no certificate (a plaintext connection, or a TLS one whose client sent none)."""
     if not isinstance(peercert, dict):
-        return frozenset()
+        return CertNames()
     names: set[str] = set()
     for kind, value in peercert.get("subjectAltName", ()):
         if kind == "DNS":
             names.add(str(value))
+    common = ""
     for rdn in peercert.get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
                 names.add(str(value))
-    return frozenset(names)
+                common = common or str(value)
+    return CertNames(names, common)
 
 
 def peer_contexts(
