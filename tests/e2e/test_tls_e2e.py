@@ -83,6 +83,38 @@ async def test_the_cli_and_the_client_work_over_mutual_tls(tls_cluster: TLSClust
     assert "clients on" in t.c.logs(1) and "over mutual TLS" in t.c.logs(1)
 
 
+async def test_users_and_roles_over_the_cli_and_the_certificates_common_name_as_the_user(
+    tls_cluster: TLSCluster,
+) -> None:
+    """etcd's rule under --client-cert-auth: a request without a token is from its certificate's CN (alice)."""
+    t = tls_cluster
+
+    async def run(*args: str, code: int = 0) -> str:
+        r = await asyncio.to_thread(cli, t, *args, pair=t.client)
+        assert r.returncode == code, (args, r.stdout, r.stderr)
+        return r.stdout if code == 0 else r.stderr
+
+    assert await run("user", "add", "root", "--new-user-password", "rootpw") == "User root created\n"
+    await run("user", "grant-role", "root", "root")
+    await run("user", "add", "alice", "--no-password")
+    await run("role", "add", "app")
+    assert await run("role", "grant-permission", "app", "readwrite", "app/", "--prefix") == "Role app updated\n"
+    await run("user", "grant-role", "alice", "app")
+    assert await run("auth", "enable") == "Authentication Enabled\n"
+    await run("put", "app/x", "1")  # alice, by her certificate
+    assert "permission denied" in await run("put", "other", "1", code=1)
+    assert "permission denied" in await run("user", "list", code=1)
+    await run("put", "other", "1", "--user", "root:rootpw")
+    assert await run("user", "list", "--user", "root", "--password", "rootpw") == "alice\nroot\n"
+    assert "[app/, app0) (prefix app/)" in await run("role", "get", "app", "--user", "root:rootpw")
+    assert "authentication failed" in await run("get", "other", "--user", "root:wrong", code=1)
+    err = await run("get", "other", "--user", "root", code=2)  # no terminal to ask for the password on
+    assert "needs a password" in err and len(err.strip().splitlines()) == 1
+    assert "Authentication Status: true" in await run("auth", "status")
+    await run("auth", "disable", "--user", "root:rootpw")
+    assert await run("get", "other") == "1\n", "auth off: alice reads everything again"
+
+
 @pytest.mark.parametrize("who", ["plaintext", "no certificate", "expired certificate", "another CA"])
 async def test_clients_without_a_good_certificate_are_refused(tls_cluster: TLSCluster, who: str) -> None:
     t = tls_cluster

@@ -3,7 +3,8 @@
 ``serve`` runs a node (``serve.py``); ``status`` and ``ping`` ask nodes about themselves (``admin.py``); ``put``,
 ``get``, ``del``, ``txn``, ``watch`` and ``compaction`` are the key-value commands (``kv.py``); ``lease ...``
 the lease commands (``lease.py``); ``lock`` and ``elect`` the coordination recipes (``coordination.py``);
-``member list|add|promote|remove`` and ``leader transfer`` change the membership (``member.py``);
+``member list|add|promote|remove`` and ``leader transfer`` change the membership (``member.py``); ``user``,
+``role`` and ``auth`` manage users, roles and permissions (``auth.py``);
 ``snapshot save|restore`` takes
 and restores backups (``snapshot.py``); ``cluster up`` runs a local cluster of processes (``cluster.py``, over
 ``local.py``); ``bench`` loads a cluster (``bench.py``). Shared options and the error convention are in
@@ -18,6 +19,7 @@ from __future__ import annotations
 import click
 
 from raftkv.cli.admin import ping, status
+from raftkv.cli.auth import auth, role, user
 from raftkv.cli.bench import bench
 from raftkv.cli.cluster import cluster
 from raftkv.cli.coordination import elect, lock
@@ -50,6 +52,9 @@ for _command in (
     lock,
     elect,
     snapshot,
+    user,
+    role,
+    auth,
     cluster,
     bench,
 ):

@@ -40,18 +40,28 @@ def parse_endpoints(value: str | None) -> list[Address]:
 
 
 CACERT_ENV, CERT_ENV, KEY_ENV = "RAFTKV_CACERT", "RAFTKV_CERT", "RAFTKV_KEY"
+USER_ENV, PASSWORD_ENV = "RAFTKV_USER", "RAFTKV_PASSWORD"
 _TLS_META = "raftkv.tls"
 
 
-def _keep_tls(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+def _keep_tls(ctx: click.Context, param: click.Parameter, value: Path | str | None) -> None:
     if value is not None and param.name:
         ctx.meta.setdefault(_TLS_META, {})[param.name] = value
 
 
 def endpoints_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--endpoints`` and, with it, etcdctl's TLS flags ``--cacert --cert --key`` (or their environment
-    variables): every command that talks to a cluster takes all four. Read the TLS ones with
-    :func:`tls_options`."""
+    """``--endpoints`` and, with it, etcdctl's TLS flags ``--cacert --cert --key`` and its ``--user
+    --password`` (or their environment variables): every command that talks to a cluster takes them all.
+    Read the others with :func:`tls_options`."""
+    for name, env, text in reversed(
+        (
+            ("--user", USER_ENV, "Who to be once authentication is on: NAME or NAME:PASSWORD."),
+            ("--password", PASSWORD_ENV, "The password of --user (asked for when a terminal is attached)."),
+        )
+    ):
+        f = click.option(
+            name, f"auth_{name[2:]}", envvar=env, expose_value=False, callback=_keep_tls, help=f"{text} (or ${env})"
+        )(f)
     path = click.Path(dir_okay=False, path_type=Path)
     for name, env, text in reversed(
         (
@@ -75,19 +85,38 @@ def endpoints_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class TLSArgs(TypedDict, total=False):
-    """``raftkv.connect``'s TLS keyword arguments."""
+    """``raftkv.connect``'s TLS and authentication keyword arguments."""
 
     cacert: Path
     cert: Path
     key: Path
+    user: str
+    password: str
 
 
 def tls_options() -> TLSArgs:
-    """The TLS arguments for ``raftkv.connect`` from this command's ``--cacert --cert --key``; a file that does
-    not load exits 2 with one line naming it."""
+    """The TLS and authentication arguments for ``raftkv.connect`` from this command's ``--cacert --cert
+    --key --user --password``; a file that does not load exits 2 with one line naming it, and so does a
+    ``--user`` without a password when no terminal can ask for one."""
     given = _given_tls()
     if given:
         _client_context(given)  # the check: connect() builds its own
+    ctx = click.get_current_context(silent=True)
+    kept: dict[str, str] = ctx.meta.get(_TLS_META, {}) if ctx is not None else {}
+    user, password = kept.get("auth_user"), kept.get("auth_password")
+    if user:
+        name, colon, inline = user.partition(":")
+        if not name:
+            fail("--user needs a name: --user NAME or --user NAME:PASSWORD")
+        if colon:
+            password = inline
+        if password is None:
+            if not sys.stdin.isatty():
+                fail(f"--user {name} needs a password: --user {name}:PASSWORD, --password or ${PASSWORD_ENV}")
+            password = click.prompt("Password", hide_input=True, err=True)
+        given["user"], given["password"] = name, password or ""
+    elif password is not None:
+        fail("--password needs --user NAME")
     return given
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import click
 
-from raftkv.cli.common import endpoints_option, fail, parse_endpoints, tls_streams
+from raftkv.cli.common import endpoints_option, fail, parse_endpoints, tls_options
 
 
 @click.group()
@@ -22,14 +23,22 @@ def snapshot() -> None:
 def snapshot_save(endpoints: str | None, file: Path, timeout: float) -> None:
     """Write a consistent backup of the cluster's store to FILE (taken while the cluster keeps serving)."""
     from raftkv.backup import Backup, write_backup
-    from raftkv.client import download_backup
-    from raftkv.errors import BackupError
+    from raftkv.client import connect
+    from raftkv.errors import AuthError, BackupError
 
     addrs = parse_endpoints(endpoints)
+    options = tls_options()
+
+    async def download() -> tuple[Any, str, bytes]:
+        async with connect(addrs, timeout=timeout, **options) as client:
+            if client.user:
+                await client.authenticate()  # a backup is root's while authentication is on
+            return await client.admin.download_backup(timeout)
+
     try:
-        backup = Backup(*asyncio.run(download_backup(addrs, timeout, streams=tls_streams())))
+        backup = Backup(*asyncio.run(download()))
         write_backup(file, backup)
-    except BackupError as e:
+    except (BackupError, AuthError) as e:
         fail(str(e), code=1)
     except OSError as e:
         fail(f"cannot write {file}: {e.strerror}", code=1)
