@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from raftkv.client import connect
+from raftkv.client.connection import Connection
+from raftkv.transport.kjloop import kj_loop
+from raftkv.transport.wire import schema
 from raftkv.errors import LimitExceeded
 from raftkv.kv.commands import Put
-from tests.runtime.cluster import kv_servers
+from tests.runtime.cluster import kv_servers, wait_until
 
 
 async def test_an_over_limit_command_is_refused_alone_and_the_node_serves_on(tmp_path: Path) -> None:
@@ -80,6 +84,62 @@ async def test_connections_beyond_the_limit_are_closed_at_once_and_logged_once(
             s.close()
         async with connect([str(address)], cluster_id="test", timeout=5.0) as c:  # room again
             await c.put("k", "v")
+    finally:
+        for n in nodes:
+            await n.aclose()
+
+
+class _Recorder(schema.Watcher.Server):  # type: ignore[misc]
+    """A watcher that records events, or (``stall``) never finishes taking them."""
+
+    def __init__(self, stall: bool = False) -> None:
+        self.stall = stall
+        self.seen = 0
+        self.reasons: list[str] = []
+
+    async def events(self, events: Any, _context: Any, **_kw: Any) -> None:
+        self.seen += len(events)
+        if self.stall:
+            await asyncio.Event().wait()  # the node must give up on it, never wait for it
+
+    async def cancelled(self, reason: str, compactRevision: int, _context: Any, **_kw: Any) -> None:  # noqa: N803
+        self.reasons.append(str(reason))
+
+
+async def test_watchers_per_connection_and_pending_bytes_per_watcher_are_bounded(tmp_path: Path) -> None:
+    nodes = await kv_servers(tmp_path, 3, max_watchers_per_connection=3, max_watch_pending_bytes=1 << 20)
+    endpoints = [n.config.listen_client for n in nodes]
+    leader = next(n for n in nodes if n.running.is_leader)
+    assert leader.config.listen_client is not None
+    try:
+        async with kj_loop():
+            conn, other = (
+                Connection(leader.config.listen_client, "test"),
+                Connection(leader.config.listen_client, "test"),
+            )
+            await conn.open(2.0)
+            await other.open(2.0)
+            try:
+                ids = [await conn.watch(f"w{k}".encode(), None, 0, _Recorder(), 2.0) for k in range(3)]
+                with pytest.raises(LimitExceeded, match="--max-watchers-per-connection"):
+                    await conn.watch(b"w3", None, 0, _Recorder(), 2.0)
+                await other.watch(b"w3", None, 0, _Recorder(), 2.0)  # another connection has its own budget
+                await conn.cancel_watch(ids[0], 2.0)
+                await conn.watch(b"w4", None, 0, _Recorder(), 2.0)  # room again
+
+                stalled = _Recorder(stall=True)
+                await other.watch(b"big", None, 0, stalled, 2.0)
+                async with connect([str(e) for e in endpoints], cluster_id="test") as c:
+                    for _ in range(12):  # 1.2 MB of values: over the 1 MiB the stalled watcher may hold
+                        await c.put("big", b"x" * 100_000)
+                    await wait_until(lambda: bool(stalled.reasons), 4.0, "the stalled watch's cancellation")
+                    assert "--max-watch-pending-bytes" in stalled.reasons[0], stalled.reasons
+                    assert leader.watches is not None
+                    assert all(w.key != b"big" for w in leader.watches.watches.values()), "its buffer is gone"
+                    await c.put("after", "the node serves on")
+            finally:
+                conn.close()
+                other.close()
     finally:
         for n in nodes:
             await n.aclose()

@@ -84,6 +84,18 @@ from raftkv.cli.common import fail
 )
 @click.option("--max-txn-ops", type=int, default=None, help="Most compares, and operations per branch, in a txn (128).")
 @click.option(
+    "--max-watchers-per-connection",
+    type=int,
+    default=None,
+    help="Watches one client connection may hold open at once (default 1000).",
+)
+@click.option(
+    "--max-watch-pending-bytes",
+    type=int,
+    default=None,
+    help="Bytes of events a watch may have waiting for a slow watcher before it is cancelled (default 64 MiB).",
+)
+@click.option(
     "--auth-token-ttl",
     type=int,
     default=None,

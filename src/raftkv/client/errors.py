@@ -33,7 +33,7 @@ from raftkv.errors import (
     Timeout,
     WrongCluster,
 )
-from raftkv.kv.errors import InvalidToken, PermissionDenied
+from raftkv.kv.errors import InvalidToken, LimitExceeded, PermissionDenied
 from raftkv.raft.types import NodeId
 
 ERRORS: Final[Mapping[str, type[RaftError]]] = MappingProxyType(
@@ -53,6 +53,7 @@ ERRORS: Final[Mapping[str, type[RaftError]]] = MappingProxyType(
         "confChangeInProgress": ConfChangeInProgress,
         "unauthenticated": InvalidToken,
         "permissionDenied": PermissionDenied,
+        "limitExceeded": LimitExceeded,
     }
 )
 """Every wire ``ErrorCode`` but ``none``, and the ``raftkv.errors`` class a caller gets for it."""
@@ -84,7 +85,7 @@ def error_for(
         return Compacted(requested_revision, oldest_revision)
     if cls is None:  # a newer node's code: final, since nothing says a retry is safe
         return InternalError(f"unknown error code {code!r}: {message}")
-    if cls in (InvalidToken, PermissionDenied):
+    if cls in (InvalidToken, PermissionDenied, LimitExceeded):
         return cls(message or code)  # the node's message is the whole story (etcd's words)
     return cls(f"{code}: {message}" if message else code)
 

@@ -184,7 +184,7 @@ class KVServer:
                 self.leases = LeaseKeeper(node, self.kv)
                 self.leases.start()
                 kv_service = self.service = KVService(node, self.kv, self.leases)
-                self.watches = WatchRegistry(self.kv, node.id)
+                self.watches = WatchRegistry(self.kv, node.id, max_pending_bytes=cfg.max_watch_pending_bytes)
             if cfg.listen_client is not None:
                 self._listener = await serve_capnp(
                     self.streams, cfg.listen_client, node, admin, kv_service, self.watches

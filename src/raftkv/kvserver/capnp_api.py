@@ -39,7 +39,7 @@ from raftkv.kv.commands import (
     decode_command,
     encode_result,
 )
-from raftkv.kv.errors import AuthError, CommandError, ErrorCode
+from raftkv.kv.errors import AuthError, CommandError, ErrorCode, LimitExceeded
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.frames_api import ExecuteFrames
@@ -95,6 +95,8 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         self.kv = kv
         self.watches = watches
         self.cert_user = cert_user
+        self._watch_ids: set[int] = set()
+        """The watches this connection started (some may have ended since: pruned when counted)."""
         """The common name of the connection's verified TLS client certificate (``""``: none): the user of a
         request without a token (``--client-cert-auth``, etcd's rule)."""
         self._backup: tuple[SnapshotMeta, bytes, int] | None = None
@@ -166,6 +168,8 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             err.code = "confChangeInProgress"
         elif isinstance(e, AuthError):
             err.code = "unauthenticated" if e.code == ErrorCode.INVALID_TOKEN else "permissionDenied"
+        elif isinstance(e, LimitExceeded):
+            err.code = "limitExceeded"
         else:
             log.error("node %s: %s failed: %s: %s", self.node.id, what, type(e).__name__, e, exc_info=e)
             err.code = "internal"
@@ -399,7 +403,16 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
             store = self.kv.kv.auth
             if store.enabled and (why := store.check(user, Range(start, end or None), self.kv.kv.lease_keys)):
                 raise AuthError(why.code, why.message)
-            r.watchId = self.watches.start(start, end, int(startRevision), _CapnpSink(watcher), user)
+            open_ids = self._watch_ids = {i for i in self._watch_ids if i in self.watches.watches}
+            limit = self.node.config.max_watchers_per_connection
+            if len(open_ids) >= limit:
+                raise LimitExceeded(
+                    f"this connection already holds {len(open_ids)} watches, the limit "
+                    "(--max-watchers-per-connection on the nodes): cancel some, or watch a wider range"
+                )
+            watch_id = self.watches.start(start, end, int(startRevision), _CapnpSink(watcher), user)
+            open_ids.add(watch_id)
+            r.watchId = watch_id
         except Compacted as e:
             self._fail(r, e, "watch")
             r.compactRevision = e.oldest_revision

@@ -9,7 +9,8 @@ compacted) is served from the store's durable history: the watch notes the store
 registers, its task sends the history up to ``upto`` page by page (``KVStateMachine.history_events``, whole
 revisions per page, yielding between pages), and only then the live events it buffered meanwhile, which are
 all above ``upto``. Each watch has a bounded buffer; a watcher that falls more than
-``max_buffered`` events behind is cancelled with a reason rather than ever slowing the node down.
+``max_buffered`` events, or ``max_pending_bytes`` bytes of keys and values (``--max-watch-pending-bytes``),
+behind is cancelled with a reason rather than ever slowing the node down or growing its memory.
 
 Events leave through a :class:`WatchSink`, which a front end provides (the Cap'n Proto front end pushes them to
 a capability the client hosts). Every call to a sink has a deadline; a sink that does not take events in time
@@ -48,6 +49,11 @@ class WatchSink(Protocol):
         ...
 
 
+def _size(e: Event) -> int:
+    prev = e.prev_kv
+    return len(e.kv.key) + len(e.kv.value) + (len(prev.value) if prev is not None else 0)
+
+
 class _Watch:
     def __init__(
         self,
@@ -69,6 +75,8 @@ class _Watch:
         """Events below it are never sent: a watch resumed on a node that lags behind must not go back in time."""
         self.sink = sink
         self.queue: deque[Event] = deque()
+        self.pending_bytes = 0
+        """The keys and values (previous ones included) of the events in ``queue``."""
         self.wake = asyncio.Event()
         self.closed = False
         self.cancel_reason = ""
@@ -86,9 +94,16 @@ class _Watch:
         if not matching:
             return
         self.queue.extend(matching)
-        if len(self.queue) > self.registry.max_buffered:
+        self.pending_bytes += sum(_size(e) for e in matching)
+        registry = self.registry
+        if len(self.queue) > registry.max_buffered:
             self.cancel_reason = (
-                f"watcher too slow: more than {self.registry.max_buffered} events behind; re-read and watch again"
+                f"watcher too slow: more than {registry.max_buffered} events behind; re-read and watch again"
+            )
+        elif self.pending_bytes > registry.max_pending_bytes:
+            self.cancel_reason = (
+                f"watcher too slow: more than {registry.max_pending_bytes} bytes of events behind "
+                "(--max-watch-pending-bytes on the nodes); re-read and watch again"
             )
         self.wake.set()
 
@@ -118,6 +133,7 @@ class _Watch:
                 self.wake.clear()
                 while self.queue and not self.cancel_reason:
                     batch = [self.queue.popleft() for _ in range(min(len(self.queue), 512))]
+                    self.pending_bytes -= sum(_size(e) for e in batch)
                     call = asyncio.ensure_future(self.sink.events(batch))
                     # Race the call against a cancellation: a watcher stuck in a call must still learn, at once,
                     # that it fell too far behind (and the node must never wait on it).
@@ -165,11 +181,17 @@ class WatchRegistry:
     """The watches on one node's KV store."""
 
     def __init__(
-        self, kv: KVStateMachine, node_id: NodeId, max_buffered: int = 10_000, call_timeout_s: float = 5.0
+        self,
+        kv: KVStateMachine,
+        node_id: NodeId,
+        max_buffered: int = 10_000,
+        call_timeout_s: float = 5.0,
+        max_pending_bytes: int = 64 << 20,
     ) -> None:
         self.kv = kv
         self.node_id = node_id
         self.max_buffered = max_buffered
+        self.max_pending_bytes = max_pending_bytes
         self.call_timeout_s = call_timeout_s
         self.watches: dict[int, _Watch] = {}
         self._next_id = 0

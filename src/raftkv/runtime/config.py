@@ -102,6 +102,13 @@ class NodeConfig:
     key and value, a txn, ...); a larger one is refused with ``LimitExceeded`` and never proposed."""
     max_txn_ops: int = 128
     """``--max-txn-ops`` (etcd's): at most this many compares, and as many operations per branch, in one txn."""
+    max_watchers_per_connection: int = 1000
+    """``--max-watchers-per-connection``: watches one client connection may hold open at once; one more is
+    refused with ``LimitExceeded``."""
+    max_watch_pending_bytes: int = 64 << 20
+    """``--max-watch-pending-bytes`` (64 MiB): keys and values of events one watch may have waiting for a slow
+    watcher; past it the watch is cancelled (the watcher re-reads and watches again), so a stalled watcher
+    cannot grow the node's memory."""
     auth_token_ttl: int = 300
     """``--auth-token-ttl`` (etcd's flag and default): seconds a token from ``Authenticate`` stays valid; the
     client then authenticates again by itself."""
@@ -149,6 +156,12 @@ class NodeConfig:
             raise ConfigError(f"--max-request-bytes must be at least 1024, got {self.max_request_bytes}")
         if self.max_connections < 0:
             raise ConfigError(f"--max-connections must be 0 (no limit) or more, got {self.max_connections}")
+        if self.max_watchers_per_connection < 1:
+            raise ConfigError(
+                f"--max-watchers-per-connection must be at least 1, got {self.max_watchers_per_connection}"
+            )
+        if self.max_watch_pending_bytes < 1 << 20:
+            raise ConfigError(f"--max-watch-pending-bytes must be at least 1048576, got {self.max_watch_pending_bytes}")
         if self.auth_token_ttl < 1:
             raise ConfigError(f"--auth-token-ttl must be at least 1 second, got {self.auth_token_ttl}")
         if self.max_txn_ops < 1:
@@ -320,6 +333,8 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "max_txn_ops",
         "max_connections",
         "auth_token_ttl",
+        "max_watchers_per_connection",
+        "max_watch_pending_bytes",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))

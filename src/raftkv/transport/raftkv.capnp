@@ -30,6 +30,7 @@ enum ErrorCode {
   confChangeInProgress @13; # the previous membership change is not committed yet (or the leader is brand new)
   unauthenticated @14;  # the request's token does not check out (expired, another cluster's...): authenticate again
   permissionDenied @15; # the request's user may not do this (authentication is on; see raftkv/kv/auth.py)
+  limitExceeded @16;    # over one of the node's limits (the message names it and its flag): nothing was done
 }
 
 struct Error {
