@@ -10,10 +10,10 @@ import pytest
 
 from raftkv.client import connect
 from raftkv.client.connection import Connection
-from raftkv.transport.kjloop import kj_loop
-from raftkv.transport.wire import schema
 from raftkv.errors import LimitExceeded
 from raftkv.kv.commands import Put
+from raftkv.transport.kjloop import kj_loop
+from raftkv.transport.wire import schema
 from tests.runtime.cluster import kv_servers, wait_until
 
 
