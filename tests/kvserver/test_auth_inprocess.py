@@ -60,6 +60,15 @@ async def test_users_roles_and_permissions_end_to_end(tmp_path: Path) -> None:
             with pytest.raises(PermissionDenied):
                 await alice.auth.user_add("mallory", "x")
             with pytest.raises(PermissionDenied):
+                await alice.auth.user_grant_role("alice", "root")  # no granting itself more
+            with pytest.raises(PermissionDenied):
+                await alice.auth.role_grant_permission("app-reader", "readwrite", "", "\0")
+            with pytest.raises(PermissionDenied):
+                await alice.auth.disable()
+            with pytest.raises(PermissionDenied):
+                await alice.watch("other/", prefix=True).__anext__()  # no watching outside app/
+            assert (await alice.auth.status()).enabled, "still on"
+            with pytest.raises(PermissionDenied):
                 await alice.members()  # membership is open...
                 await alice.add_member(9, "127.0.0.1:1")
             assert (await alice.auth.user_get("alice")).roles == ("app-reader",), "a user may read itself"
