@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftkv.client import connect
 from raftkv.client.connection import Connection
 from raftkv.errors import LimitExceeded
-from raftkv.kv.commands import Put
+from raftkv.kv.commands import Compare, Put, Range, Request, Txn, decode_command, encode_command
+from raftkv.kvserver.capnp_api import _txn_shape
 from raftkv.transport.kjloop import kj_loop
 from raftkv.transport.wire import schema
 from tests.runtime.cluster import kv_servers, wait_until
@@ -143,3 +146,23 @@ async def test_watchers_per_connection_and_pending_bytes_per_watcher_are_bounded
     finally:
         for n in nodes:
             await n.aclose()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    compares=st.integers(0, 300),
+    success=st.integers(0, 70_000),
+    failure=st.integers(0, 300),
+    in_session=st.booleans(),
+)
+def test_the_txn_sizes_counted_before_decoding_are_the_decoded_ones(
+    compares: int, success: int, failure: int, in_session: bool
+) -> None:
+    """The pre-decode count (what refuses a 100k-op txn without building it) agrees with the real decoder."""
+    txn = Txn([Compare(b"c", "version", "=", 0)] * compares, [Put(b"k", b"")] * success, [Range(b"r")] * failure)
+    data = encode_command(Request(1, 1, 0, txn) if in_session else txn)
+    decoded = decode_command(data)
+    inner = decoded.op if isinstance(decoded, Request) else decoded
+    assert isinstance(inner, Txn)
+    assert _txn_shape(data) == (len(inner.compare), len(inner.success), len(inner.failure))
+    assert _txn_shape(encode_command(Put(b"k", b"v" * 20_000))) is None
