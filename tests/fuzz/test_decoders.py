@@ -260,3 +260,46 @@ def test_a_config_file_loads_or_is_one_config_error(tmp_path: Path, text: str) -
         cfg.validate(check_ports=False)
     except ConfigError as e:
         assert "\n" not in str(e)
+
+
+# --- authentication tokens ------------------------------------------------------------------------------------
+
+
+def _token_store() -> tuple[Any, str]:
+    from raftkv.kv.auth import AuthState, AuthStore, UserRecord
+    from raftkv.kvserver.auth import Authenticator
+
+    store = AuthStore(AuthState(True, 3, b"k" * 32, (UserRecord("alice", "h", (), 2),)))
+    auth = Authenticator(lambda: store, 300)
+    return auth, auth.issue("alice")
+
+
+_AUTH, _GOOD_TOKEN = _token_store()
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), _mutations(_GOOD_TOKEN.encode()).map(lambda b: b.decode("latin-1"))))
+def test_a_token_that_is_not_one_we_issued_is_refused_with_invalid_token(token: str) -> None:
+    """A token is bytes from outside: anything but a token this cluster signed is ``INVALID_TOKEN``, never a
+    crash and never a user."""
+    from raftkv.kv.errors import AuthError, ErrorCode
+
+    if token == _GOOD_TOKEN:
+        assert _AUTH.identify(token, None) == "alice"
+        return
+    try:
+        user = _AUTH.identify(token, None)
+    except AuthError as e:
+        assert e.code == ErrorCode.INVALID_TOKEN, e
+    else:
+        assert not token and user == "", f"{token!r} was taken for user {user!r}"
+
+
+def test_a_token_with_characters_appended_to_its_signature_is_refused() -> None:
+    """Found by the fuzz test above: base64 decoding skipped the stray characters and the token passed."""
+    from raftkv.kv.errors import AuthError
+
+    for tail in ("\x02\x02c", "=", "\n", "-"):
+        with contextlib.suppress(AuthError):
+            _AUTH.identify(_GOOD_TOKEN + tail, None)
+            raise AssertionError(f"a token with {tail!r} appended was accepted")

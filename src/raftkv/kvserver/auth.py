@@ -84,7 +84,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: a character outside the URL-safe alphabet is an error (``binascii.Error``, a ValueError)."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 class _Claims(msgspec.Struct, frozen=True, array_like=True):
@@ -131,7 +132,7 @@ class Authenticator:
 
     @staticmethod
     def _sign(secret: bytes, body: str) -> bytes:
-        return hmac.new(secret, body.encode(), hashlib.sha256).digest()
+        return hmac.new(secret, body.encode("utf-8", "replace"), hashlib.sha256).digest()
 
     def identify(self, token: str, cert_user: str | None) -> str:
         """Who a request comes from: ``""`` (nobody) while authentication is off or without credentials.
@@ -152,9 +153,11 @@ class Authenticator:
             parts = token.split(".")
             if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
                 raise invalid_token("not a raftkv token")
+            # The signature's one canonical spelling: base64 decoders skip stray characters, and a token with
+            # some appended must not pass (found by tests/fuzz/test_decoders.py).
+            expected = _b64(self._sign(store.secret, parts[1])).encode()
+            good = hmac.compare_digest(parts[2].encode("utf-8", "replace"), expected)
             try:
-                signature = _unb64(parts[2])
-                good = hmac.compare_digest(signature, self._sign(store.secret, parts[1]))
                 claims = _CLAIMS_DECODER.decode(_unb64(parts[1])) if good else None
             except (ValueError, msgspec.DecodeError):
                 raise invalid_token("it does not decode") from None
