@@ -36,19 +36,25 @@ def _dial(addr: Address, timeout: float = 5.0) -> socket.socket:
     return s
 
 
-def _closed_by_node(s: socket.socket, within: float = 5.0) -> bool:
-    """Whether the node closes ``s`` (EOF or reset) within ``within`` seconds; what it sends is drained."""
-    s.settimeout(0.2)
+def _ended(s: socket.socket, within: float = 5.0) -> str:
+    """How ``s`` ended within ``within`` seconds: "closed" (EOF: the node closed it), "reset" (the node, or the
+    kernel under a flood, reset it) or "" (still open); what the node sends is drained."""
+    s.settimeout(min(0.2, within))
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             if not s.recv(65536):
-                return True
+                return "closed"
         except TimeoutError:
             continue
         except OSError:
-            return True
-    return False
+            return "reset"
+    return ""
+
+
+def _closed_by_node(s: socket.socket, within: float = 5.0) -> bool:
+    """Whether the node closes ``s`` (EOF or reset) within ``within`` seconds."""
+    return bool(_ended(s, within))
 
 
 def random_bytes(addr: Address, connections: int = 50) -> str:
@@ -94,15 +100,19 @@ def idle_connections(addr: Address, count: int = 2000, hold_s: float = 0.0) -> s
                 socks.append(_dial(addr, timeout=2.0))
             except OSError:
                 break
-        time.sleep(0.5)  # the node closes the ones over its limit as they arrive: let it see them all
-        closed = sum(_closed_by_node(s, within=0.05) for s in socks)
+        time.sleep(2.0)  # the node accepts, and closes the ones over its limit, as fast as it can: let it catch up
+        ends = [_ended(s, within=0.01) for s in socks]
         if hold_s:
             time.sleep(hold_s)
     finally:
         for s in socks:
             s.close()
-    assert closed > 0, f"{count} idle connections: the node closed none (is --max-connections off?)"
-    return f"{len(socks)} idle connections: {closed} closed by the node at once, {len(socks) - closed} held"
+    closed, reset = ends.count("closed"), ends.count("reset")
+    assert closed + reset > 0, f"{count} idle connections: the node closed none (is --max-connections off?)"
+    return (
+        f"{len(socks)} idle connections: {closed} closed by the node, {reset} reset (the accept queue "
+        f"overflowed), {len(socks) - closed - reset} held"
+    )
 
 
 def slowloris(addr: Address, connections: int = 100, seconds: float = 3.0) -> str:
