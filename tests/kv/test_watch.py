@@ -103,6 +103,24 @@ def test_history_is_bounded_by_whole_revisions(make_backend: Callable[[], Backen
         sm.watch.events_since(b"a", None, 4)
 
 
+def test_history_is_bounded_by_bytes_too() -> None:
+    """Big values: the byte bound, not the event count, decides what stays (whole revisions, exact)."""
+    hub = WatchHub(revision=0, history_events=1000, history_bytes=1000)
+    for rev in range(1, 11):
+        prev = KeyValue(b"k", b"p" * 100, 1, rev - 1, rev - 1) if rev > 1 else None
+        hub.publish([Event(PUT, KeyValue(b"k", b"v" * 300, 1, rev, rev), prev)], rev)
+    # Each event holds 1 + 300 + 100 bytes (the first 301): two fit in 1000, three do not.
+    assert len(hub) == 2 and hub.oldest_revision == 9
+    assert [e.revision for e in hub.events_since(b"k", None, 9)] == [9, 10]
+    with pytest.raises(Compacted):
+        hub.events_since(b"k", None, 8)
+    hub.compact(10)
+    assert len(hub) == 1
+    hub.reset(10)
+    hub.publish([Event(PUT, KeyValue(b"k", b"v" * 300, 1, 11, 1))], 11)
+    assert len(hub) == 1, "reset forgot the bytes with the events"
+
+
 def test_a_revision_larger_than_the_history_leaves_it_empty() -> None:
     hub = WatchHub(revision=0, history_events=2)
     kvs = [KeyValue(k, b"", 0, 1, 0) for k in (b"a", b"b", b"c")]

@@ -7,7 +7,9 @@ Every change to a key produces one :class:`Event` (etcd's ``mvccpb.Event``): a P
 revision) set, and both carry ``prev_kv``, the pair before the change (``None`` when a put creates the key). The
 events of one revision (one put, one delete-range, one transaction) appear in the order the writes happened.
 
-:class:`WatchHub` keeps the most recent events, at most ``history_events`` of them, and only *whole* revisions:
+:class:`WatchHub` keeps the most recent events, at most ``history_events`` of them and at most ``history_bytes``
+of their keys and values (previous values included: 10,000 events of 1 MiB values would otherwise hold 20 GB),
+and only *whole* revisions:
 when it must drop events to stay in bound it drops the oldest revision entirely, so that "every event with
 revision >= oldest_revision is held" is exact. :meth:`WatchHub.events_since` answers a watch that starts in the
 past (etcd's ``start_revision``); asking for a revision older than that raises
@@ -37,6 +39,14 @@ from raftkv.kv.errors import Compacted
 from raftkv.kv.keys import key_in_range
 
 DEFAULT_HISTORY_EVENTS = 10_000
+DEFAULT_HISTORY_BYTES = 64 << 20
+"""The in-memory window's bound in bytes; a watch from before it is served from the durable history."""
+
+
+def event_size(e: Event) -> int:
+    """The bytes an event holds: its key, its value and its previous value."""
+    prev = e.prev_kv
+    return len(e.kv.key) + len(e.kv.value) + (len(prev.value) if prev is not None else 0)
 
 
 class EventType(IntEnum):
@@ -65,13 +75,30 @@ Listener = Callable[[Sequence[Event]], None]
 class WatchHub:
     """The event history of one state machine and its live listeners (see the module docstring)."""
 
-    __slots__ = ("_compact_revision", "_events", "_history_events", "_listeners", "_oldest_revision", "_revision")
+    __slots__ = (
+        "_bytes",
+        "_compact_revision",
+        "_events",
+        "_history_bytes",
+        "_history_events",
+        "_listeners",
+        "_oldest_revision",
+        "_revision",
+    )
 
-    def __init__(self, revision: int = 0, history_events: int = DEFAULT_HISTORY_EVENTS) -> None:
+    def __init__(
+        self,
+        revision: int = 0,
+        history_events: int = DEFAULT_HISTORY_EVENTS,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+    ) -> None:
         if history_events < 0:
             raise ValueError(f"history_events must be >= 0, got {history_events}")
         self._history_events = history_events
+        self._history_bytes = history_bytes
         self._events: deque[Event] = deque()
+        self._bytes = 0
+        """``sum(event_size(e) for e in _events)``."""
         self._listeners: list[Listener] = []
         self._revision = revision
         self._oldest_revision = revision + 1
@@ -102,13 +129,14 @@ class WatchHub:
         self._compact_revision = max(self._compact_revision, revision)
         events = self._events
         while events and events[0].revision < self._compact_revision:
-            events.popleft()
+            self._bytes -= event_size(events.popleft())
         if self._oldest_revision < self._compact_revision:
             self._oldest_revision = min(self._compact_revision, self._revision + 1)
 
     def reset(self, revision: int) -> None:
         """Drop the history (after a snapshot restore or a rollback): it starts again at ``revision``."""
         self._events.clear()
+        self._bytes = 0
         self._revision = revision
         self._oldest_revision = revision + 1
         self._compact_revision = 0
@@ -119,17 +147,21 @@ class WatchHub:
         if events:
             history = self._events
             history.extend(events)
+            self._bytes += sum(map(event_size, events))
             # Drop whole revisions from the front, so that oldest_revision stays exact: the shortest prefix that
-            # brings the history within bounds and ends at a revision boundary. (Popped in one tight loop: this
-            # runs for every applied batch on every replica once the history is full.)
-            excess = len(history) - self._history_events
-            if excess > 0:
+            # brings the history within bounds and ends at a revision boundary. (This runs for every applied
+            # batch on every replica once the history is full.)
+            if len(history) > self._history_events or self._bytes > self._history_bytes:
                 popleft = history.popleft
-                for _ in range(excess - 1):
-                    popleft()
-                dropped = popleft().revision
+                size = self._bytes
+                dropped = 0
+                while history and (len(history) > self._history_events or size > self._history_bytes):
+                    e = popleft()
+                    size -= event_size(e)
+                    dropped = e.revision
                 while history and history[0].revision == dropped:
-                    popleft()
+                    size -= event_size(popleft())
+                self._bytes = size
                 self._oldest_revision = dropped + 1
             for listener in list(self._listeners):
                 listener(events)

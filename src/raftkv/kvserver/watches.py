@@ -30,7 +30,7 @@ from typing import Protocol
 from raftkv.kv.errors import Compacted
 from raftkv.kv.keys import key_in_range
 from raftkv.kv.machine import KVStateMachine
-from raftkv.kv.watch import Event
+from raftkv.kv.watch import Event, event_size
 from raftkv.raft.types import NodeId
 from raftkv.tasks import TaskSet
 
@@ -47,11 +47,6 @@ class WatchSink(Protocol):
     async def cancelled(self, reason: str, compact_revision: int) -> None:
         """The node ended the watch (too slow, compacted); ``reason`` says why."""
         ...
-
-
-def _size(e: Event) -> int:
-    prev = e.prev_kv
-    return len(e.kv.key) + len(e.kv.value) + (len(prev.value) if prev is not None else 0)
 
 
 class _Watch:
@@ -94,7 +89,7 @@ class _Watch:
         if not matching:
             return
         self.queue.extend(matching)
-        self.pending_bytes += sum(_size(e) for e in matching)
+        self.pending_bytes += sum(map(event_size, matching))
         registry = self.registry
         if len(self.queue) > registry.max_buffered:
             self.cancel_reason = (
@@ -133,7 +128,7 @@ class _Watch:
                 self.wake.clear()
                 while self.queue and not self.cancel_reason:
                     batch = [self.queue.popleft() for _ in range(min(len(self.queue), 512))]
-                    self.pending_bytes -= sum(_size(e) for e in batch)
+                    self.pending_bytes -= sum(map(event_size, batch))
                     call = asyncio.ensure_future(self.sink.events(batch))
                     # Race the call against a cancellation: a watcher stuck in a call must still learn, at once,
                     # that it fell too far behind (and the node must never wait on it).
