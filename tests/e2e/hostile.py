@@ -160,10 +160,17 @@ def _refused(results: Any, flag: str) -> ErrorResult:
 
 
 def huge_value(addr: Address) -> str:
-    # A put of 50 MB, encoded by hand (the client refuses to build one): refused by size, never decoded.
-    command = msgspec.msgpack.encode(["put", b"huge", os.urandom(50 << 20)])
+    # Puts encoded by hand (the client refuses to build them). 3 MB: refused by size, never decoded.
+    command = msgspec.msgpack.encode(["put", b"big", os.urandom(3 << 20)])
     refused = _refused(_frames_call(addr, [command]), "--max-request-bytes")
-    return f"a 50 MB put: {refused.message}"
+    # 50 MB: its frame is over what a node reads at all; the connection is closed before the frame is read.
+    with _dial(addr) as s:
+        call = schema.ExecuteCall.new_message(id=1, timeoutMs=5000)
+        call.init("requests", 1)[0].command = msgspec.msgpack.encode(["put", b"huge", os.urandom(50 << 20)])
+        with suppress(OSError):  # the node may close it while this is still sending
+            s.sendall(CLIENT_FRAME_MAGIC + frame(call.to_bytes()))
+        assert _closed_by_node(s), "a 50 MB frame was not refused"
+    return f"a 3 MB put: {refused.message}; a 50 MB put: connection closed before its frame was read"
 
 
 def huge_txn(addr: Address) -> str:
@@ -212,7 +219,7 @@ ATTACKS: dict[str, Attack] = {
     "truncated frames": truncated_frames,
     "2,000 idle connections": idle_connections,
     "slowloris": slowloris,
-    "50 MB value": huge_value,
+    "3 MB and 50 MB values": huge_value,
     "100k-op txn": huge_txn,
 }
 """Every attack but the stalled watcher (which needs writes to watch: ``stalled_watcher``)."""

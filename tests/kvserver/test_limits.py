@@ -166,3 +166,18 @@ def test_the_txn_sizes_counted_before_decoding_are_the_decoded_ones(
     assert isinstance(inner, Txn)
     assert _txn_shape(data) == (len(inner.compare), len(inner.success), len(inner.failure))
     assert _txn_shape(encode_command(Put(b"k", b"v" * 20_000))) is None
+
+
+async def test_the_client_cuts_its_batches_by_bytes_under_the_nodes_frame_limit(tmp_path: Path) -> None:
+    """100 puts of 100 KB at once: 10 MB, over the 4.25 MiB frame a node reads; the client sends it in parts."""
+    nodes = await kv_servers(tmp_path, 3)
+    try:
+        async with connect([str(n.config.listen_client) for n in nodes], cluster_id="test") as c:
+            value = b"v" * 100_000
+            await c.put("first", "opens the session")  # so that the 100 below go in one loop turn
+            await asyncio.gather(*(c.put(f"big/{k}", value) for k in range(100)))
+            r = await c.range("big/", prefix=True, count_only=True)
+            assert r.count == 100
+    finally:
+        for n in nodes:
+            await n.aclose()

@@ -105,6 +105,9 @@ R = TypeVar(
 
 MAX_BATCH: Final = 1024
 """Calls per ``execute`` RPC at most."""
+MAX_BATCH_BYTES: Final = 4 << 20
+"""Command bytes per ``execute`` batch at most (a single bigger command goes alone): the nodes close a client
+data plane connection whose frame is over ``max(4 MiB, --max-request-bytes)`` and some slack."""
 
 
 def _b(value: Key) -> bytes:
@@ -445,8 +448,16 @@ class Client:
                 call.future.cancel()  # the client closed within the turn the calls were made in
             return
         for group in ([c for c in calls if c.serializable], [c for c in calls if not c.serializable]):
-            for start in range(0, len(group), MAX_BATCH):
-                self._tasks.spawn(self._send(group[start : start + MAX_BATCH]), name="raftkv-client-batch")
+            batch: list[_Call] = []
+            size = 0
+            for call in group:
+                if batch and (len(batch) == MAX_BATCH or size + len(call.command) > MAX_BATCH_BYTES):
+                    self._tasks.spawn(self._send(batch), name="raftkv-client-batch")
+                    batch, size = [], 0
+                batch.append(call)
+                size += len(call.command)
+            if batch:
+                self._tasks.spawn(self._send(batch), name="raftkv-client-batch")
 
     async def _send(self, calls: list[_Call]) -> None:
         deadline = max(c.deadline for c in calls)

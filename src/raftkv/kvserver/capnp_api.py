@@ -42,7 +42,7 @@ from raftkv.kv.commands import (
 from raftkv.kv.errors import AuthError, CommandError, ErrorCode, LimitExceeded
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
-from raftkv.kvserver.frames_api import ExecuteFrames
+from raftkv.kvserver.frames_api import ExecuteFrames, frame_limit
 from raftkv.kvserver.service import KVService
 from raftkv.kvserver.watches import WatchRegistry
 from raftkv.raft.membership import ChangeType
@@ -493,7 +493,7 @@ async def serve_capnp(
         address,
         lambda _close, names: service(names.common_name),
         name=f"node {node.id} client port",
-        plain=lambda: ExecuteFrames(service(), node.id),
+        plain=lambda: ExecuteFrames(service(), node.id, frame_limit(node.config.max_request_bytes)),
         magic=CLIENT_FRAME_MAGIC,
         max_connections=node.config.max_connections,
     )

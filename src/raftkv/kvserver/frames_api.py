@@ -37,9 +37,21 @@ import capnp  # type: ignore[import-untyped]
 
 from raftkv.transport.frames import CLIENT_FRAME_MAGIC, FrameBuffer, FrameTooLarge, frame
 from raftkv.transport.tls import cert_names
-from raftkv.transport.wire import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS, schema
+from raftkv.transport.wire import MAX_FRAME_BYTES, NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS, schema
 
 log = logging.getLogger("raftkv.client")
+
+BATCH_BYTES: Final = 4 << 20
+"""What the client puts in one batch at most (``raftkv.client.kv.MAX_BATCH_BYTES``; one bigger command goes
+alone)."""
+
+
+def frame_limit(max_request_bytes: int) -> int:
+    """The longest ``ExecuteCall`` frame a node reads: a client's fullest batch, or its one biggest command a
+    node may still answer with ``LimitExceeded`` (twice ``--max-request-bytes``), and room for the frame's own
+    fields. A longer one closes the connection before it is read: a 50 MB put is not buffered."""
+    return max(BATCH_BYTES, 2 * max_request_bytes) + (256 << 10)
+
 
 MAX_IN_FLIGHT: Final = 256
 """``execute`` calls one connection may have running at once (the client coalesces its calls into batches of up
@@ -65,11 +77,11 @@ class Executor(Protocol):
 class ExecuteFrames(asyncio.Protocol):
     """One client data plane connection, node side."""
 
-    def __init__(self, service: Executor, node_id: int) -> None:
+    def __init__(self, service: Executor, node_id: int, frame_limit: int = MAX_FRAME_BYTES) -> None:
         self.service = service
         self.node_id = node_id
         self._stream: asyncio.Transport | None = None
-        self.frames = FrameBuffer()
+        self.frames = FrameBuffer(frame_limit)
         self.magic_seen = False
         self.running: set[asyncio.Task[None]] = set()
         self.reading = True
