@@ -15,10 +15,15 @@ from raftkv.kv.commands import (
     Authed,
     AuthEnable,
     AuthResult,
+    CloseSession,
     Compact,
     ErrorResult,
+    Internal,
+    KeepAlive,
     LeaseGrant,
     LeaseRevoke,
+    LeaseRevokeResult,
+    OpenSession,
     Permission,
     PutResult,
     Request,
@@ -26,6 +31,8 @@ from raftkv.kv.commands import (
     RoleDelete,
     RoleGrantPermission,
     RoleRevokePermission,
+    SessionResult,
+    TxnResult,
     UserAdd,
     UserChangePassword,
     UserDelete,
@@ -60,10 +67,12 @@ def _enabled(feed: Feeder) -> None:
 # --- intervals ---------------------------------------------------------------------------------------------
 
 _KEYS = st.lists(st.sampled_from([b"a", b"b", b"\0", b"\xff"]), max_size=3).map(b"".join)
-_RANGE = st.tuples(_KEYS, st.one_of(st.none(), st.just(FROM_KEY), _KEYS))
+_RANGE = st.tuples(_KEYS, st.one_of(st.none(), st.just(FROM_KEY), _KEYS)).filter(
+    lambda r: bool(r[0]) or bool(r[1])  # a single key (no range_end, or b"") is never empty (keys.py)
+)
 
 
-@given(perms=st.lists(_RANGE, max_size=5), wanted=_RANGE, probes=st.lists(_KEYS, max_size=30))
+@given(perms=st.lists(_RANGE, max_size=5), wanted=_RANGE, probes=st.lists(_KEYS.filter(bool), max_size=30))
 def test_coverage_of_merged_intervals_agrees_with_key_by_key_membership(
     perms: list[tuple[bytes, bytes | None]], wanted: tuple[bytes, bytes | None], probes: list[bytes]
 ) -> None:
@@ -73,7 +82,7 @@ def test_coverage_of_merged_intervals_agrees_with_key_by_key_membership(
     key, end = wanted
     if covers(merged, interval(key, end)):
         # Every key of the wanted range (among the probes, and its bounds) is in some permission.
-        for probe in [*probes, key]:
+        for probe in [*probes, key] if key else probes:
             if key_in_range(probe, key, end):
                 assert any(key_in_range(probe, k, e) for k, e in perms), (probe, perms, wanted)
     elif not end:
@@ -209,3 +218,46 @@ def test_the_auth_store_survives_a_snapshot_and_a_reopen(
     assert other.snapshot() == image
     reopened = KVStateMachine(sm.backend)  # what a restart reads back
     assert reopened.auth.state() == sm.auth.state() and reopened.auth.enabled
+
+
+def test_a_session_serves_only_its_owner_while_auth_is_on(feed: Feeder) -> None:
+    """Found by review: session ids are log indexes, easy to guess; another user must neither read the results a
+    session keeps nor spend its sequence numbers."""
+    _enabled(feed)
+    opened = feed.one(Authed("alice", OpenSession(60_000, time_ms=1)))
+    assert isinstance(opened, SessionResult)
+    sid = opened.session_id
+    secret_read = Txn([], [Range(b"a/secret")], [])
+    assert isinstance(feed.one(Authed("root", Put(b"a/secret", b"TOPSECRET"))), PutResult)
+    kept = feed.one(Authed("alice", Request(sid, 1, 2, secret_read)))
+    assert isinstance(kept, TxnResult)
+    for theft in (
+        Request(sid, 1, 3, Put(b"b", b"x")),  # a retry of seq 1 would answer alice's kept result
+        Request(sid, 2, 3, Put(b"b", b"x")),  # and seq 2 would be spent for her
+        KeepAlive(sid, 3),
+        CloseSession(sid, 3),
+    ):
+        result = feed.one(Authed("root" if isinstance(theft, CloseSession) else "alice2", theft))
+        assert _code(result) in (ErrorCode.SESSION_EXPIRED, ErrorCode.PERMISSION_DENIED), (theft, result)
+        assert "TOPSECRET" not in repr(result)
+    assert isinstance(feed.one(Authed("alice", Request(sid, 2, 4, Put(b"b", b"mine")))), PutResult), "hers still"
+
+
+def test_a_command_on_nobodys_behalf_is_refused_while_auth_is_on_but_a_nodes_own_is_not(feed: Feeder) -> None:
+    """Found by review: a leader that had not applied the enable proposed bare commands, applied unchecked."""
+    feed(LeaseGrant(10, id=7))
+    _enabled(feed)
+    for bare in (Put(b"b", b"1"), UserGrantRole("alice", "root"), AuthDisable()):
+        assert _code(feed.one(bare)) == ErrorCode.USER_EMPTY, bare
+    assert feed.sm.auth.enabled and not feed.sm.auth.is_root("alice")
+    assert isinstance(feed.one(Internal(LeaseRevoke(7, expired=True))), LeaseRevokeResult)
+
+
+def test_all_keys_from_the_empty_key_and_a_second_enable(feed: Feeder) -> None:
+    _enabled(feed)
+    feed(Authed("root", RoleGrantPermission("reader", Permission("read", b"\0", FROM_KEY))))  # etcd's "all keys"
+    none: Callable[[int], list[bytes]] = lambda _lease: []  # noqa: E731
+    assert feed.sm.auth.check("alice", Range(b"", FROM_KEY), none) is None
+    secret, revision = feed.sm.auth.secret, feed.sm.auth.revision
+    assert isinstance(feed.one(Authed("root", AuthEnable(b"other"))), AuthResult)
+    assert (feed.sm.auth.secret, feed.sm.auth.revision) == (secret, revision), "etcd: enabling again is a no-op"

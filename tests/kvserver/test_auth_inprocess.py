@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from raftkv.client import connect
-from raftkv.errors import AuthError, PermissionDenied, WatchCancelled
+from raftkv.errors import AuthError, InvalidRequest, PermissionDenied, WatchCancelled
+from raftkv.kv.commands import Authed, UserGrantRole, encode_command
 from raftkv.kv.errors import ErrorCode
 from tests.runtime.cluster import kv_servers, wait_until
 
@@ -83,7 +84,13 @@ async def test_users_roles_and_permissions_end_to_end(tmp_path: Path) -> None:
                         kv = await one.get("app/config", serializable=True)
                         assert kv is not None and kv.value == b"v1"
         async with connect(endpoints, cluster_id="test", user="root", password="rootpw") as root:
+            # The raw propose would skip every check (found by review): it takes no key-value command, not even
+            # root's (a leader that had not applied the enable yet would let anyone's through).
+            forged = encode_command(Authed("root", UserGrantRole("alice", "root")))
+            with pytest.raises(InvalidRequest, match=r"goes through Kv\.execute"):
+                await root.admin.propose(forged, timeout=5.0)
             assert await root.auth.user_list() == ["alice", "root"]
+            assert (await root.auth.user_get("alice")).roles == ("app-reader",), "nothing forged"
             assert sorted(await root.auth.role_list()) == ["app-reader"]
             await root.put("app/config", "v2")
             await root.auth.disable()

@@ -125,9 +125,10 @@ def interval(key: bytes, range_end: bytes | None) -> Interval:
     """The keys of ``(key, range_end)`` (:mod:`raftkv.kv.keys`' conventions) as one interval."""
     if is_single_key(range_end):
         return key, key + b"\0"  # the smallest key above ``key``
+    start = key or b"\0"  # keys are never empty: [b"", ...) and [b"\0", ...) hold the same keys (etcd's "all keys")
     if range_end == FROM_KEY:
-        return key, None
-    return key, range_end
+        return start, None
+    return start, range_end
 
 
 def _start(i: Interval) -> bytes:
@@ -279,6 +280,8 @@ class AuthStore:
 
     def apply(self, change: AuthChange) -> AuthResult | ErrorResult:
         """Apply one change; an ``ErrorResult`` leaves the store as it was (etcd's error cases)."""
+        if isinstance(change, AuthEnable) and self.enabled:
+            return AuthResult(self.revision)  # etcd: a no-op, and the tokens issued stay good
         result = self._apply(change)
         if result is None:
             self.revision += 1

@@ -533,7 +533,15 @@ class Authed(msgspec.Struct, frozen=True, array_like=True, tag="as"):
     command: LogCommand
 
 
-Command: TypeAlias = LogCommand | LeaseKeepAlive | LeaseTimeToLive | LeaseLeases | AuthQuery | Authed
+class Internal(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="node"):
+    """A command a node proposes on its own account: the leader revoking an expired lease, the automatic
+    compaction. It is applied whoever the users are; it may wrap nothing else (the state machine refuses any
+    other command in it), and a client may not send one."""
+
+    command: LeaseRevoke | Compact
+
+
+Command: TypeAlias = LogCommand | LeaseKeepAlive | LeaseTimeToLive | LeaseLeases | AuthQuery | Authed | Internal
 """Everything that may appear as an entry's data (node queries too: applied as no-ops, never proposed)."""
 
 TimedCommand: TypeAlias = OpenSession | KeepAlive | CloseSession | Request

@@ -74,6 +74,7 @@ from raftkv.kv.commands import (
     DeleteRange,
     DeleteResult,
     ErrorResult,
+    Internal,
     KeepAlive,
     KeyValue,
     LeaseGrant,
@@ -301,6 +302,7 @@ class KVStateMachine:
         "_sub",
         "_sub_revision",
         "_txn",
+        "_user",
         "backend",
         "on_auth_change",
         "watch",
@@ -326,6 +328,8 @@ class KVStateMachine:
         """Every lease's granted TTL, as stored (the leader's lessor follows it)."""
         self._auth = AuthStore()
         self._auth_changed = False
+        self._user = ""
+        """Whose command is being applied (the ``Authed`` user; ``""`` for the others)."""
         self.on_auth_change: Callable[[], None] | None = None
         """Called after a batch that changed the auth store is committed (open watches are checked again)."""
         self._load_state()
@@ -414,6 +418,11 @@ class KVStateMachine:
                     command = decode_command(entry.data)
                 except CommandError as exc:
                     results.append(ErrorResult(ErrorCode.INVALID_COMMAND, str(exc)))
+                    continue
+                if self._auth.enabled and not isinstance(command, Authed | Internal):
+                    # Whatever admitted it (a leader that had not applied the enable yet), a command on nobody's
+                    # behalf is refused while authentication is on: every replica alike (auth.py).
+                    results.append(ErrorResult(ErrorCode.USER_EMPTY, "user name is empty: authenticate first"))
                     continue
                 results.append(self._execute(command, entry.index))
             self._sessions.purge(self._clock, txn)
@@ -625,7 +634,14 @@ class KVStateMachine:
                     why = self._auth.check(command.user, command.command, self._wtxn().lease_keys)
                     if why is not None:
                         return why
-                return self._execute(command.command, index)
+                self._user = command.user
+                try:
+                    return self._execute(command.command, index)
+                finally:
+                    self._user = ""
+            case Internal():
+                # A node's own revoke or compaction (the decoder admits nothing else in it): whoever the users are.
+                return self._write(command.command, index)
             case (
                 AuthEnable()
                 | AuthDisable()
@@ -875,6 +891,8 @@ class KVStateMachine:
         record = sessions.live(req.session_id, self._clock, txn)
         if record is None:
             return _no_session(req.session_id)
+        if (mismatch := self._not_owner(record)) is not None:
+            return mismatch
         # The client's acknowledgements: it has replies for everything below first_incomplete (§6.3). Legacy
         # requests (0) acknowledge everything before themselves: one request in flight per session.
         low = max(record.low_seq, req.first_incomplete or req.seq)
@@ -907,13 +925,13 @@ class KVStateMachine:
                 bisect.insort(merged, (req.seq, result), key=seq_of)
                 pending = tuple(merged)
         # Any request, even a retry or a stale one, proves the client is alive.
-        sessions.update(SessionRecord(record.session_id, record.ttl_ms, low, self._clock, pending))
+        sessions.update(SessionRecord(record.session_id, record.ttl_ms, low, self._clock, pending, record.owner))
         return result
 
     def _open_session(self, cmd: OpenSession, index: int) -> Result:
         self._advance_clock(cmd.time_ms)
         # The session id is the index of this entry: unique, and the same on every replica.
-        self._sessions.open(SessionRecord(index, cmd.ttl_ms, 0, self._clock), self._wtxn())
+        self._sessions.open(SessionRecord(index, cmd.ttl_ms, 0, self._clock, owner=self._user), self._wtxn())
         return SessionResult(index)
 
     def _keep_alive(self, cmd: KeepAlive) -> Result:
@@ -922,13 +940,29 @@ class KVStateMachine:
         record = self._sessions.live(cmd.session_id, self._clock, txn)
         if record is None:
             return _no_session(cmd.session_id)
+        if (mismatch := self._not_owner(record)) is not None:
+            return mismatch
         self._sessions.update(
-            SessionRecord(record.session_id, record.ttl_ms, record.low_seq, self._clock, record.results)
+            SessionRecord(record.session_id, record.ttl_ms, record.low_seq, self._clock, record.results, record.owner)
         )
         return SessionResult(cmd.session_id)
 
+    def _not_owner(self, record: SessionRecord) -> ErrorResult | None:
+        """While authentication is on, a session serves only the user that opened it: anyone else would read
+        its kept results, or spend its sequence numbers. Answered as an expired session, so that a client
+        opens one of its own (one opened before authentication was on has no owner: the same)."""
+        if self._auth.enabled and record.owner != self._user:
+            return ErrorResult(
+                ErrorCode.SESSION_EXPIRED,
+                f"session {record.session_id} belongs to another user: open a session of your own",
+            )
+        return None
+
     def _close_session(self, cmd: CloseSession) -> Result:
         self._advance_clock(cmd.time_ms)
+        record = self._sessions.live(cmd.session_id, self._clock, self._wtxn())
+        if record is not None and (mismatch := self._not_owner(record)) is not None:
+            return mismatch
         self._sessions.close(cmd.session_id, self._wtxn())
         return SessionResult(cmd.session_id)
 

@@ -62,6 +62,9 @@ class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
     low_seq: int
     last_active_ms: int
     results: tuple[tuple[int, Result], ...] = ()
+    owner: str = ""
+    """The user that opened it (``""``: none, or before any user existed); while authentication is on, only
+    that user may use, refresh or close it, so that nobody reads another's kept results."""
 
     def results_from(self, low: int) -> tuple[tuple[int, Result], ...]:
         """The results with ``seq >= low``: a suffix, found by bisection (``results`` is in seq order)."""

@@ -35,7 +35,7 @@ from typing import IO, Any, Literal
 from raftkv.client import connect
 from raftkv.errors import ConfigError, RaftError, Unavailable
 from raftkv.kv.backend import Backend
-from raftkv.kv.commands import Compact, CompactResult, encode_command
+from raftkv.kv.commands import Compact, CompactResult, Internal, encode_command
 from raftkv.kv.compactor import AutoCompactor, Retention, parse_retention
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvserver.admin import Admin
@@ -221,7 +221,7 @@ class KVServer:
             if target is None:
                 continue
             try:
-                _index, _term, (fut,) = node.submit_batch([encode_command(Compact(target))], timeout=5.0)
+                _index, _term, (fut,) = node.submit_batch([encode_command(Internal(Compact(target)))], timeout=5.0)
                 result = await fut
             except RaftError as e:
                 log.debug("node %s: automatic compaction at revision %s not done: %s", node.id, target, e)

@@ -295,6 +295,17 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         if not self._admit_root(header, r, "propose raw log entries"):
             return
         timeout = (timeoutMs or 5000) / 1000
+        if self.kv is not None and _is_command(bytes(data)):
+            # The raw propose would skip the sessions, the limits and the permission checks of Kv.execute (a
+            # forged Authed above all): on a key-value node it takes only bytes that are no command.
+            self._fail(
+                r,
+                InvalidRequest(
+                    "a key-value command goes through Kv.execute (the client's put, get, txn...), not the raw propose"
+                ),
+                "propose",
+            )
+            return
         try:
             index, term, result = await self.node.propose_indexed(bytes(data), timeout)
         except NotLeader:
@@ -443,6 +454,15 @@ costs ~14 ms to build and ~1 ms to count (a txn within --max-txn-ops of small ke
 _SHAPE: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _TXN_TAG: Final = msgspec.msgpack.encode("txn")
 _REQUEST_TAG: Final = msgspec.msgpack.encode("req")
+_AUTHED_TAG: Final = msgspec.msgpack.encode("as")
+
+
+def _is_command(data: bytes) -> bool:
+    try:
+        decode_command(data)
+    except CommandError:
+        return False
+    return True
 
 
 def _array_length(raw: bytes) -> int:
@@ -462,6 +482,8 @@ def _txn_shape(data: bytes) -> tuple[int, int, int] | None:
     counted from the MessagePack array headers without building any op; None for anything else."""
     try:
         parts = _SHAPE.decode(data)
+        if len(parts) >= 3 and bytes(parts[0]) == _AUTHED_TAG:
+            parts = _SHAPE.decode(parts[2])
         if len(parts) >= 5 and bytes(parts[0]) == _REQUEST_TAG:
             parts = _SHAPE.decode(parts[4])
     except msgspec.DecodeError:

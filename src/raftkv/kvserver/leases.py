@@ -24,6 +24,7 @@ import time
 from raftkv.errors import RaftError
 from raftkv.kv.commands import (
     ErrorResult,
+    Internal,
     LeaseKeepAlive,
     LeaseKeepAliveResult,
     LeaseLeases,
@@ -107,7 +108,7 @@ class LeaseKeeper:
         its failure is only noted, never left unretrieved on the future."""
         try:
             _index, _term, futs = self.node.submit_batch(
-                [encode_command(LeaseRevoke(lease, expired=True))], timeout=5.0
+                [encode_command(Internal(LeaseRevoke(lease, expired=True)))], timeout=5.0
             )
         except RaftError as e:
             log.debug("node %s: revoking expired lease %s: %s", self.node.id, lease, e)

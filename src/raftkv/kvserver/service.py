@@ -36,6 +36,7 @@ from raftkv.kv.commands import (
     AuthStatusResult,
     Command,
     ErrorResult,
+    Internal,
     LeaseKeepAlive,
     LeaseLeases,
     LeaseTimeToLive,
@@ -123,8 +124,8 @@ class KVService:
                     linearizable.append((k, cmd))
             elif isinstance(cmd, AuthQuery):
                 linearizable.append((k, cmd))  # the store as of now: after the read barrier
-            elif isinstance(cmd, Authed):
-                results[k] = ErrorResult(ErrorCode.INVALID_COMMAND, "a client may not send an Authed command")
+            elif isinstance(cmd, Authed | Internal):
+                results[k] = ErrorResult(ErrorCode.INVALID_COMMAND, f"a client may not send {type(cmd).__name__}")
             else:
                 proposed: Command = cmd
                 if isinstance(cmd, UserAdd | UserChangePassword | AuthEnable):
