@@ -32,6 +32,20 @@ from raftkv.kv import (
     Txn,
     prefix_end,
 )
+from raftkv.kv.commands import (
+    AuthDisable,
+    Authed,
+    AuthEnable,
+    Permission,
+    RoleAdd,
+    RoleDelete,
+    RoleGrantPermission,
+    RoleRevokePermission,
+    UserAdd,
+    UserDelete,
+    UserGrantRole,
+    UserRevokeRole,
+)
 from raftkv.storage.kv_lmdb import LMDBBackend
 from tests.kv.kvtestlib import entries, split
 
@@ -72,6 +86,22 @@ compares = st.one_of(
 ops = st.one_of(puts, deletes, reads)
 txns = st.builds(Txn, st.lists(compares, max_size=2), st.lists(ops, max_size=4), st.lists(ops, max_size=3))
 writes = st.one_of(puts, deletes, txns)
+users = st.sampled_from(["root", "alice", "bob", ""])
+permissions = ranges().flatmap(
+    lambda r: st.builds(Permission, st.sampled_from(["read", "write", "readwrite"]), st.just(r[0]), st.just(r[1]))
+)
+auth_changes = st.one_of(
+    st.builds(UserAdd, users.filter(bool), st.just(""), st.just("scrypt$h")),
+    st.builds(UserGrantRole, users.filter(bool), st.sampled_from(["root", "r1", "r2"])),
+    st.builds(UserRevokeRole, users.filter(bool), st.sampled_from(["root", "r1"])),
+    st.builds(RoleAdd, st.sampled_from(["r1", "r2"])),
+    st.builds(RoleDelete, st.sampled_from(["r1", "r2"])),
+    st.builds(RoleGrantPermission, st.sampled_from(["r1", "r2"]), permissions),
+    ranges().flatmap(lambda r: st.builds(RoleRevokePermission, st.just("r1"), st.just(r[0]), st.just(r[1]))),
+    st.builds(UserDelete, users.filter(bool)),
+    st.just(AuthEnable(b"secret")),
+    st.just(AuthDisable()),
+)
 
 
 @st.composite
@@ -86,7 +116,9 @@ def logs(draw: st.DrawFn, max_size: int = 40) -> list[Command | bytes]:
         clock = max(0, clock + draw(st.integers(-30, 60)))
         index = len(out) + 1
         kind = draw(
-            st.sampled_from(["put", "del", "range", "txn", "open", "req", "req", "req", "keep", "close", "junk"])
+            st.sampled_from(
+                ["put", "del", "range", "txn", "open", "req", "req", "req", "keep", "close", "junk", "auth", "auth"]
+            )
         )
         sid = draw(st.sampled_from(opened)) if opened and draw(st.integers(0, 9)) else draw(st.integers(1, 50))
         if kind == "open":
@@ -102,10 +134,14 @@ def logs(draw: st.DrawFn, max_size: int = 40) -> list[Command | bytes]:
             out.append(KeepAlive(sid, clock))
         elif kind == "close":
             out.append(CloseSession(sid, clock))
+        elif kind == "auth":
+            out.append(draw(auth_changes))
         elif kind == "junk":
             out.append(draw(st.sampled_from([b"\xc1", b"\x91\xa3put", b"\x92\xa4open\x00"])))
         else:
             out.append(draw({"put": puts, "del": deletes, "range": reads, "txn": txns}[kind]))
+        if kind not in ("junk",) and draw(st.integers(0, 2)) == 0:  # on someone's behalf (or nobody's: "")
+            out[-1] = Authed(draw(users), out[-1])  # type: ignore[arg-type]
     return out
 
 
@@ -141,7 +177,9 @@ def test_memory_and_lmdb_agree_whatever_the_batching(
                 _run(machines[1], log, cuts_a),
                 _run(machines[2], log, cuts_b),
             ]
-            states = [(m.snapshot(), m.sessions(), m.revision, m.clock_ms, m.applied_index) for m in machines]
+            states = [
+                (m.snapshot(), m.sessions(), m.revision, m.clock_ms, m.applied_index, m.auth.state()) for m in machines
+            ]
             assert runs[1] == runs[0]
             assert runs[2] == runs[0]
             assert states[1] == states[0]
