@@ -15,14 +15,11 @@ value and the memory stays bounded.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
+from bench.local_runs import raftkv_bench, wait_leader
 from tests.e2e import hostile
 
 from raftkv.cli.local import LocalCluster
@@ -38,29 +35,8 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def leader_of(lc: LocalCluster) -> int:
-    endpoints = ",".join(map(str, lc.endpoints()))
-    for _ in range(150):
-        r = subprocess.run(
-            [sys.executable, "-m", "raftkv.cli", "status", "--json", "--endpoints", endpoints, "--timeout", "0.5"],
-            capture_output=True, text=True, check=False, timeout=30,
-        )  # fmt: skip
-        reports = [x for x in json.loads(r.stdout or "[]") if "leader" in x]
-        if len(reports) == 3 and len({x["leader"] for x in reports}) == 1 and reports[0]["leader"]:
-            return int(reports[0]["leader"])
-        time.sleep(0.2)
-    raise SystemExit("bench/hostile.py: no leader")
-
-
 def write_loop(lc: LocalCluster, duration: float) -> dict[str, float]:
-    endpoints = ",".join(map(str, lc.endpoints()))
-    r = subprocess.run(
-        [sys.executable, "-m", "raftkv.cli", "bench", "--endpoints", endpoints, "--clients", "1",
-         "--duration", str(duration), "--json"],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
-    )  # fmt: skip
-    out: dict[str, float] = json.loads(r.stdout)
-    return out
+    return raftkv_bench(lc, duration, ["--clients", "1"])
 
 
 def under_attack(
@@ -102,7 +78,7 @@ def main() -> None:
         lc = LocalCluster(Path(tmp), extra_args=("--max-watch-pending-bytes", "1048576"))
         lc.start_all()
         try:
-            lead = leader_of(lc)
+            lead = wait_leader(lc)
             target = lc.endpoints()[lead - 1]
             pid = lc.procs[lead].pid
             write_loop(lc, 2.0)  # warm up

@@ -13,29 +13,16 @@ with the CPU the three nodes spent per operation. Issue 17's aim: TLS within 20%
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench.local_runs import cpu_us, raftkv_bench, wait_leader
 from tests.tlscerts import CA
 
 from raftkv.cli.local import LocalCluster
 
 SHAPES = [("put@64", ["--clients", "64"]), ("sequential", ["--clients", "1"])]
-
-
-def cpu_us(lc: LocalCluster) -> float:
-    total = 0
-    for p in lc.procs.values():
-        with open(f"/proc/{p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total * 1_000_000 / os.sysconf("SC_CLK_TCK")
 
 
 def run(mode: str, root: Path, pki: dict[str, Path], duration: float) -> dict[str, tuple[float, float, float]]:
@@ -50,26 +37,10 @@ def run(mode: str, root: Path, pki: dict[str, Path], duration: float) -> dict[st
     lc.start_all()
     out: dict[str, tuple[float, float, float]] = {}
     try:
-        endpoints = ",".join(map(str, lc.endpoints()))
-        cmd = [sys.executable, "-m", "raftkv.cli"]
-        for _ in range(150):
-            r = subprocess.run(
-                [*cmd, "status", "--json", "--endpoints", endpoints, "--timeout", "0.5", *client],
-                capture_output=True, text=True, check=False, timeout=30,
-            )  # fmt: skip
-            reports = [x for x in json.loads(r.stdout or "[]") if "leader" in x]
-            if len(reports) == 3 and len({x["leader"] for x in reports}) == 1 and reports[0]["leader"]:
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit(f"bench/tls_cost.py: the {mode} cluster elected no leader")
+        wait_leader(lc, client, f"the {mode} cluster")
         for name, extra in SHAPES:
             before = cpu_us(lc)
-            r = subprocess.run(
-                [*cmd, "bench", "--endpoints", endpoints, "--duration", str(duration), "--json", *extra, *client],
-                capture_output=True, text=True, check=True, timeout=duration + 60,
-            )  # fmt: skip
-            j = json.loads(r.stdout)
+            j = raftkv_bench(lc, duration, [*extra, *client])
             out[name] = (j["ops_per_s"], j["p50_ms"], (cpu_us(lc) - before) / max(1, j["ops"]))
     finally:
         lc.stop_all()
