@@ -18,6 +18,7 @@ follower too.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
@@ -114,6 +115,8 @@ class Router:
             await self.reauthenticate(max(0.1, deadline - time.monotonic()))
         attempt = 0
         last_error = "no endpoint tried"
+        tls_error = ""
+        """A TLS failure seen on the way: it says what to fix even when the last attempt only ran out of time."""
         renewed = False
         while True:
             left = deadline - time.monotonic()
@@ -137,6 +140,8 @@ class Router:
                 if self.leader == target:
                     self.leader = None
                 last_error = f"{target}: {explain(e)}"
+                if isinstance(e, ssl.SSLError) and not tls_error:
+                    tls_error = last_error
             except InvalidToken:
                 # The token expired (or its user changed): authenticate again, once per call, and retry.
                 if self.reauthenticate is None or renewed:
@@ -145,6 +150,8 @@ class Router:
                 await self.reauthenticate(max(0.1, deadline - time.monotonic()))
                 continue
             await asyncio.sleep(backoff(attempt))
+        if tls_error and tls_error != last_error:
+            last_error = f"{last_error}; before that {tls_error}"
         unknown = "; the outcome of any write in flight is unknown" if role == "leader" else ""
         raise Unavailable(
             f"no {role} reachable at {','.join(map(str, self.endpoints))} before the deadline ({last_error}){unknown}",
