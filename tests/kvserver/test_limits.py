@@ -21,7 +21,7 @@ from tests.runtime.cluster import kv_servers, wait_until
 
 
 async def test_an_over_limit_command_is_refused_alone_and_the_node_serves_on(tmp_path: Path) -> None:
-    nodes = await kv_servers(tmp_path, 3, max_request_bytes=64 * 1024, max_txn_ops=4)
+    nodes = await kv_servers(tmp_path, 3, max_request_bytes=64 * 1024, max_txn_ops=4, max_key_bytes=16)
     try:
         async with connect([str(n.config.listen_client) for n in nodes], cluster_id="test") as c:
             big, small = b"x" * (100 * 1024), b"y" * 100
@@ -40,6 +40,14 @@ async def test_an_over_limit_command_is_refused_alone_and_the_node_serves_on(tmp
             assert (await c.range("t/", prefix=True)).count == 0
             r = await c.txn([], ops[:4])  # at the limit: fine
             assert r.succeeded and (await c.range("t/", prefix=True)).count == 4
+
+            with pytest.raises(LimitExceeded, match=r"a key of 17 bytes is over the limit of 16 \(--max-key-bytes"):
+                await c.put("k" * 17, "v")
+            with pytest.raises(LimitExceeded, match="--max-key-bytes"):
+                await c.txn([Compare(b"c" * 20, "version", "=", 0)], [])  # a compared key counts too
+            with pytest.raises(LimitExceeded, match="--max-key-bytes"):
+                await c.range("a", "z" * 17)  # and a range end
+            await c.put("k" * 16, "v")  # at the limit: fine
     finally:
         for n in nodes:
             await n.aclose()
@@ -52,6 +60,9 @@ def test_the_limits_are_flags_with_etcds_defaults_and_bad_values_are_one_line(tm
     base = {"id": 1, "data_dir": str(tmp_path), "listen_peer": "127.0.0.1:7001", "peers": "1=127.0.0.1:7001"}
     cfg = build_config(base)
     assert (cfg.max_request_bytes, cfg.max_txn_ops) == (1_572_864, 128)
+    assert (cfg.max_key_bytes, cfg.max_watchers_per_connection, cfg.max_watch_pending_bytes) == (511, 1000, 64 << 20)
+    with pytest.raises(ConfigError, match=r"--max-key-bytes must be 1\.\.511"):
+        build_config({**base, "max_key_bytes": 600}).validate(check_ports=False)
     with pytest.raises(ConfigError, match="--max-request-bytes must be at least 1024, got 10"):
         build_config({**base, "max_request_bytes": 10}).validate(check_ports=False)
     with pytest.raises(ConfigError, match="--max-txn-ops must be at least 1, got 0"):

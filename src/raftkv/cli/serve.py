@@ -84,6 +84,9 @@ from raftkv.cli.common import fail
 )
 @click.option("--max-txn-ops", type=int, default=None, help="Most compares, and operations per branch, in a txn (128).")
 @click.option(
+    "--max-key-bytes", type=int, default=None, help="Longest key (and range end) a client may send (1..511, 511)."
+)
+@click.option(
     "--max-watchers-per-connection",
     type=int,
     default=None,

@@ -13,7 +13,7 @@ watcher capability the client hosts, through :class:`_CapnpSink`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -32,7 +32,9 @@ from raftkv.kv.commands import (
     Authenticate,
     AuthStatus,
     Command,
+    DeleteRange,
     ErrorResult,
+    Put,
     Range,
     Request,
     Txn,
@@ -40,6 +42,7 @@ from raftkv.kv.commands import (
     encode_result,
 )
 from raftkv.kv.errors import AuthError, CommandError, ErrorCode, LimitExceeded
+from raftkv.kv.keys import MAX_KEY_BYTES
 from raftkv.kv.watch import Event
 from raftkv.kvserver.admin import Admin
 from raftkv.kvserver.frames_api import ExecuteFrames, frame_limit
@@ -348,7 +351,7 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
                     why = self._over_ops(_txn_shape(command))  # a 100k-op txn: counted, never built
                 if why is None:
                     decoded = decode_command(command)
-                    why = self._too_many_ops(decoded)
+                    why = self._too_many_ops(decoded) or self._key_too_long(decoded)
                     if why is None:
                         commands.append((decoded, serializable))
                         continue
@@ -392,6 +395,20 @@ class ClientService(schema.Client.Server):  # type: ignore[misc]
         if isinstance(txn, Txn):
             return self._over_ops((len(txn.compare), len(txn.success), len(txn.failure)))
         return None
+
+    def _key_too_long(self, command: Command) -> ErrorResult | None:
+        """The refusal of a key (or range end) over ``--max-key-bytes``; nothing to check at its default, the
+        state machine's own limit (511)."""
+        limit = self.node.config.max_key_bytes
+        if limit >= MAX_KEY_BYTES:
+            return None
+        longest = max((len(k) for k in _keys_of(command)), default=0)
+        if longest <= limit:
+            return None
+        return ErrorResult(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"a key of {longest} bytes is over the limit of {limit} (--max-key-bytes on the nodes)",
+        )
 
     def _over_ops(self, shape: tuple[int, int, int] | None) -> ErrorResult | None:
         limit = self.node.config.max_txn_ops
@@ -463,6 +480,25 @@ def _is_command(data: bytes) -> bool:
     except CommandError:
         return False
     return True
+
+
+def _keys_of(command: Command) -> Iterator[bytes]:
+    """Every key and range end a command names (inside a session request and a txn too)."""
+    match command:
+        case Request():
+            yield from _keys_of(command.op)
+        case Put():
+            yield command.key
+        case DeleteRange() | Range():
+            yield command.key
+            yield command.range_end or b""
+        case Txn():
+            for c in command.compare:
+                yield c.key
+            for op in (*command.success, *command.failure):
+                yield from _keys_of(op)
+        case _:
+            return
 
 
 def _array_length(raw: bytes) -> int:

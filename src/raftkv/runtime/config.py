@@ -102,6 +102,9 @@ class NodeConfig:
     key and value, a txn, ...); a larger one is refused with ``LimitExceeded`` and never proposed."""
     max_txn_ops: int = 128
     """``--max-txn-ops`` (etcd's): at most this many compares, and as many operations per branch, in one txn."""
+    max_key_bytes: int = 511
+    """``--max-key-bytes``: the longest key (and range end) a client may send, at most 511 (LMDB's key size,
+    which every node enforces alike in the state machine); a longer one is refused with ``LimitExceeded``."""
     max_watchers_per_connection: int = 1000
     """``--max-watchers-per-connection``: watches one client connection may hold open at once; one more is
     refused with ``LimitExceeded``."""
@@ -156,6 +159,8 @@ class NodeConfig:
             raise ConfigError(f"--max-request-bytes must be at least 1024, got {self.max_request_bytes}")
         if self.max_connections < 0:
             raise ConfigError(f"--max-connections must be 0 (no limit) or more, got {self.max_connections}")
+        if not 1 <= self.max_key_bytes <= 511:
+            raise ConfigError(f"--max-key-bytes must be 1..511 (LMDB's key size), got {self.max_key_bytes}")
         if self.max_watchers_per_connection < 1:
             raise ConfigError(
                 f"--max-watchers-per-connection must be at least 1, got {self.max_watchers_per_connection}"
@@ -335,6 +340,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         "auth_token_ttl",
         "max_watchers_per_connection",
         "max_watch_pending_bytes",
+        "max_key_bytes",
     ):
         if name in values:
             setattr(cfg, name, _int(values[name], name))
