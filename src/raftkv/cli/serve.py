@@ -106,6 +106,7 @@ from raftkv.cli.common import fail
 )
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
 @click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
+@click.option("--listen-etcd", metavar="HOST:PORT", help="Serve etcd's v3 gRPC API here, for etcdctl and etcd clients.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
 @click.option("--tick-ms", type=int, default=None, help="Tick length (default 10 ms).")

@@ -146,6 +146,8 @@ class KVServer:
         self._compactor: asyncio.Task[None] | None = None
         self.leases: LeaseKeeper | None = None
         self.service: KVService | None = None
+        self._etcd: tuple[Any, Any] | None = None
+        """The etcd gateway's gRPC server and its raftkv client (``--listen-etcd``)."""
         """The key-value service (None for the benchmark state machines); its ``auth`` authenticates clients."""
         """The leader's lease timers (None with a generic state machine)."""
         self._started = False
@@ -189,6 +191,8 @@ class KVServer:
                 self._listener = await serve_capnp(
                     self.streams, cfg.listen_client, node, admin, kv_service, self.watches
                 )
+            if cfg.listen_etcd is not None and kv_service is not None and cfg.listen_client is not None:
+                self._etcd = await self._serve_etcd(cfg.listen_etcd, cfg.listen_client, kv_service)
         except BaseException:
             await self.aclose(transfer_leadership=False)
             raise
@@ -288,6 +292,10 @@ class KVServer:
                 await self.node.stopped.wait()
             return
         self._closed = True
+        if self._etcd is not None:
+            server, client = self._etcd
+            await server.stop(0.5)
+            await client.aclose()
         if self._compactor is not None:
             self._compactor.cancel()
             await asyncio.gather(self._compactor, return_exceptions=True)
@@ -301,6 +309,20 @@ class KVServer:
             await self._listener.aclose()
         if self._owns_backend and self._backend is not None:
             self._backend.close()
+
+    async def _serve_etcd(self, address: Address, client_port: Address, service: KVService) -> tuple[Any, Any]:
+        """The etcd gateway (raftkv.kvserver.etcd_api), with a raftkv client of this node's own client port
+        (its retry loop follows the redirection to the leader)."""
+        # Imported here: grpc (and the client) cost a node that does not serve the gateway nothing.
+        from raftkv.client import Client  # noqa: PLC0415
+        from raftkv.kvserver.etcd_api import serve_etcd  # noqa: PLC0415
+
+        client = Client([client_port], self.config.cluster_id, timeout=5.0, streams=self.streams)
+        try:
+            return await serve_etcd(address, self.running, service, client), client
+        except BaseException:
+            await client.aclose()
+            raise
 
     def reload_tls(self) -> None:
         """SIGHUP: load every TLS file again (both ports); connections made from now on use the new

@@ -48,6 +48,8 @@ class NodeConfig:
     cluster_id: str = "raftkv"
     listen_client: Address | None = None
     listen_metrics: Address | None = None
+    listen_etcd: Address | None = None
+    """``--listen-etcd``: serve etcd's v3 gRPC API here (raftkv.kvserver.etcd_api); off unless given."""
     tick_ms: int = 10
     election_ticks: int = 15
     heartbeat_ticks: int = 5
@@ -143,6 +145,13 @@ class NodeConfig:
             raise ConfigError(f"--listen-client and --listen-peer are both {self.listen_peer}: use two ports")
         if self.listen_metrics is not None and self.listen_metrics in (self.listen_peer, self.listen_client):
             raise ConfigError(f"--listen-metrics {self.listen_metrics} is already used by another listener")
+        if self.listen_etcd is not None:
+            if self.listen_etcd in (self.listen_peer, self.listen_client, self.listen_metrics):
+                raise ConfigError(f"--listen-etcd {self.listen_etcd} is already used by another listener")
+            if self.listen_client is None:
+                raise ConfigError("--listen-etcd needs --listen-client: the gateway goes through the client port")
+            if self.cert_file is not None:
+                raise ConfigError("--listen-etcd does not serve TLS yet: leave out --cert-file, or --listen-etcd")
         if self.tick_ms < 1:
             raise ConfigError(f"tick_ms must be >= 1, got {self.tick_ms}")
         if not self.election_ticks > self.heartbeat_ticks >= 1:
@@ -182,6 +191,7 @@ class NodeConfig:
                 ("--listen-peer", self.listen_peer),
                 ("--listen-client", self.listen_client),
                 ("--listen-metrics", self.listen_metrics),
+                ("--listen-etcd", self.listen_etcd),
             ]
             for flag, where in listeners:
                 if where is not None:
@@ -323,6 +333,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         cluster_id=str(values.get("cluster_id", "raftkv")),
         listen_client=_address(values["listen_client"], "--listen-client") if values.get("listen_client") else None,
         listen_metrics=_address(values["listen_metrics"], "--listen-metrics") if values.get("listen_metrics") else None,
+        listen_etcd=_address(values["listen_etcd"], "--listen-etcd") if values.get("listen_etcd") else None,
         join=join,
     )
     for name in (

@@ -1,0 +1,338 @@
+"""The etcd v3 gateway: etcd's gRPC API (package ``etcdserverpb``) on ``--listen-etcd``, for etcdctl and the etcd
+client libraries (issue 18; docs/etcd-gateway.md says what is served so far and how it maps).
+
+Theory of operation
+-------------------
+A front end like ``capnp_api.py``: it decodes etcd's requests into raftkv commands and encodes the results in
+etcd's messages. It runs grpcio's asyncio server on the node's event loop. The protocol files are ours, written
+from etcd's published field numbers (``etcdpb/*.proto``), and compiled when the gateway starts
+(``grpc.protos_and_services``, from grpcio-tools): nothing generated is kept in the tree.
+
+Every node serves every call, as etcd does (its clients spread over the endpoints and ignore the leader):
+writes and linearizable reads go through a raftkv client of the node's own client port, whose retry loop
+follows the node's redirection to the leader and whose session makes each write exactly-once; serializable
+reads are answered from this node's store.
+
+Revisions. An empty etcd store is at revision 1 and its first write makes 2; an empty raftkv store is at 0
+and its first write makes 1. The gateway adds 1 to every revision it sends (headers, create and mod revisions)
+and takes 1 from every revision it receives (a range's revision and its min/max filters, a compaction, a
+compare on create or mod revision), so that etcd's clients see etcd's numbers.
+
+Errors carry etcd's gRPC codes and exact messages, which the Go client matches on ("etcdserver: mvcc: required
+revision has been compacted", "etcdserver: requested lease not found", ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import grpc  # type: ignore[import-untyped]
+import msgspec
+
+from raftkv.errors import RaftError, Unavailable
+from raftkv.kv.commands import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    DeleteRange,
+    DeleteResult,
+    ErrorResult,
+    KeyValue,
+    Op,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    SortOrder,
+    SortTarget,
+)
+from raftkv.kv.errors import AuthError, Compacted, ErrorCode, FutureRevision, LeaseNotFound, LimitExceeded
+
+log = logging.getLogger("raftkv.etcd")
+
+_PROTO_DIR: Final = Path(__file__).parent / "etcdpb"
+T = TypeVar("T")
+API_VERSION: Final = "3.4.0"
+"""What ``Status`` answers as the version: the etcd API level the gateway follows (etcdctl prints it)."""
+
+_SORT_ORDERS: Final[tuple[SortOrder, ...]] = ("none", "ascend", "descend")
+_SORT_TARGETS: Final[tuple[SortTarget, ...]] = ("key", "version", "create", "mod", "value")
+_COMPARE_OPS: Final[tuple[CompareOp, ...]] = ("=", ">", "<", "!=")
+_COMPARE_TARGETS: Final[tuple[CompareTarget, ...]] = ("version", "create", "mod", "value", "lease")
+
+
+def load_protos() -> tuple[Any, Any]:
+    """(messages, services) of ``etcdpb/rpc.proto``, compiled now (grpcio-tools)."""
+    sys.path.insert(0, str(_PROTO_DIR))  # protos_and_services finds the file and its imports on sys.path
+    try:
+        compiled: tuple[Any, Any] = grpc.protos_and_services("rpc.proto")
+        return compiled
+    finally:
+        sys.path.remove(str(_PROTO_DIR))
+
+
+def cluster_number(cluster_id: str) -> int:
+    """etcd's cluster id is a number: raftkv's is a name; this is its stable 64-bit hash."""
+    return int.from_bytes(hashlib.sha256(cluster_id.encode()).digest()[:8], "big")
+
+
+def _in(revision: int) -> int:
+    """A revision an etcd client sent, as raftkv's (0 keeps its meaning: "current", "no bound")."""
+    return max(0, revision - 1) if revision > 0 else 0
+
+
+def _out(revision: int) -> int:
+    return revision + 1
+
+
+class Unsupported(ValueError):
+    """A field the gateway does not serve yet: the call fails with INVALID_ARGUMENT naming it."""
+
+
+class Gateway:
+    """The encoding both ways, and the calls: ``local`` answers serializable reads from this node
+    (``KVService.execute``), ``client`` is a raftkv client of the node's own client port (the rest)."""
+
+    def __init__(self, node: Any, local: Any, client: Any, pb: Any) -> None:
+        self.node = node
+        self.local = local
+        self.client = client
+        self.pb = pb
+        self.cluster_id = cluster_number(node.config.cluster_id)
+
+    # --- etcd -> raftkv ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def range_of(r: Any) -> Range:
+        return Range(
+            bytes(r.key),
+            bytes(r.range_end) or None,
+            int(r.limit),
+            bool(r.keys_only),
+            bool(r.count_only),
+            _in(int(r.revision)),
+            _SORT_ORDERS[int(r.sort_order)],
+            _SORT_TARGETS[int(r.sort_target)],
+            _in(int(r.min_mod_revision)),
+            _in(int(r.max_mod_revision)),
+            _in(int(r.min_create_revision)),
+            _in(int(r.max_create_revision)),
+        )
+
+    @staticmethod
+    def put_of(r: Any) -> Put:
+        if r.ignore_value or r.ignore_lease:
+            raise Unsupported("ignore_value and ignore_lease are not served by raftkv's gateway yet")
+        return Put(bytes(r.key), bytes(r.value), bool(r.prev_kv), int(r.lease))
+
+    @staticmethod
+    def delete_of(r: Any) -> DeleteRange:
+        return DeleteRange(bytes(r.key), bytes(r.range_end) or None, bool(r.prev_kv))
+
+    def op_of(self, op: Any) -> Op:
+        kind = op.WhichOneof("request")
+        if kind == "request_range":
+            return self.range_of(op.request_range)
+        if kind == "request_put":
+            return self.put_of(op.request_put)
+        if kind == "request_delete_range":
+            return self.delete_of(op.request_delete_range)
+        raise Unsupported("a txn inside a txn is not served by raftkv's gateway yet")
+
+    @staticmethod
+    def compare_of(c: Any) -> Compare:
+        if c.range_end:
+            raise Unsupported("a compare over a range (range_end) is not served by raftkv's gateway yet")
+        target = _COMPARE_TARGETS[int(c.target)]
+        value: bytes | int
+        if target == "value":
+            value = bytes(c.value)
+        elif target == "create":
+            value = _in(int(c.create_revision)) if c.create_revision else 0
+        elif target == "mod":
+            value = _in(int(c.mod_revision)) if c.mod_revision else 0
+        elif target == "version":
+            value = int(c.version)
+        else:
+            value = int(c.lease)
+        return Compare(bytes(c.key), target, _COMPARE_OPS[int(c.result)], value)
+
+    # --- raftkv -> etcd ---------------------------------------------------------------------------------
+
+    def header(self, revision: int) -> Any:
+        return self.pb.ResponseHeader(
+            cluster_id=self.cluster_id, member_id=int(self.node.id), revision=_out(revision), raft_term=self.node.term
+        )
+
+    def kv_out(self, kv: KeyValue) -> Any:
+        return self.pb.kv__pb2.KeyValue(
+            key=kv.key,
+            create_revision=_out(kv.create_revision),
+            mod_revision=_out(kv.mod_revision),
+            version=kv.version,
+            value=kv.value,
+            lease=kv.lease,
+        )
+
+    def range_out(self, r: RangeResult) -> Any:
+        return self.pb.RangeResponse(
+            header=self.header(r.revision), kvs=[self.kv_out(kv) for kv in r.kvs], more=r.more, count=r.count
+        )
+
+    def put_out(self, r: PutResult) -> Any:
+        prev = self.kv_out(r.prev_kv) if r.prev_kv is not None else None
+        return self.pb.PutResponse(header=self.header(r.revision), prev_kv=prev)
+
+    def delete_out(self, r: DeleteResult) -> Any:
+        return self.pb.DeleteRangeResponse(
+            header=self.header(r.revision), deleted=r.deleted, prev_kvs=[self.kv_out(kv) for kv in r.prev_kvs]
+        )
+
+    # --- the calls ----------------------------------------------------------------------------------------
+
+    async def range(self, request: Any) -> Any:
+        rng = self.range_of(request)
+        if int(request.revision) == 1:
+            # etcd's revision 1 is the empty store, raftkv's 0, which a Range cannot name (0 is "now").
+            kv = self.local.kv
+            if kv.compact_revision > 0:
+                raise Compacted(0, kv.compact_revision)
+            return self.pb.RangeResponse(header=self.header(kv.revision))
+        if int(request.max_mod_revision) == 1 or int(request.max_create_revision) == 1:
+            # No key was written at or before etcd's revision 1; raftkv's bound 0 would mean "no bound".
+            rng = msgspec.structs.replace(rng, count_only=True)
+        if request.serializable:
+            (result,) = await self.local.execute([(rng, True)], 5.0)
+            if isinstance(result, ErrorResult):
+                raise _error_of(result, rng.revision)
+            assert isinstance(result, RangeResult)
+        else:
+            result = await self.client.range(
+                rng.key,
+                rng.range_end,
+                limit=rng.limit,
+                keys_only=rng.keys_only,
+                count_only=rng.count_only,
+                revision=rng.revision,
+                sort_order=rng.sort_order,
+                sort_target=rng.sort_target,
+                min_mod_revision=rng.min_mod_revision,
+                max_mod_revision=rng.max_mod_revision,
+                min_create_revision=rng.min_create_revision,
+                max_create_revision=rng.max_create_revision,
+            )
+        return self.range_out(result)
+
+    async def put(self, request: Any) -> Any:
+        op = self.put_of(request)
+        return self.put_out(await self.client.put(op.key, op.value, prev_kv=op.prev_kv, lease=op.lease))
+
+    async def delete_range(self, request: Any) -> Any:
+        op = self.delete_of(request)
+        return self.delete_out(await self.client.delete(op.key, op.range_end, prev_kv=op.prev_kv))
+
+    async def txn(self, request: Any) -> Any:
+        compares = [self.compare_of(c) for c in request.compare]
+        success = [self.op_of(o) for o in request.success]
+        failure = [self.op_of(o) for o in request.failure]
+        r = await self.client.txn(compares, success, failure)
+        responses = []
+        for one in r.responses:
+            if isinstance(one, PutResult):
+                responses.append(self.pb.ResponseOp(response_put=self.put_out(one)))
+            elif isinstance(one, DeleteResult):
+                responses.append(self.pb.ResponseOp(response_delete_range=self.delete_out(one)))
+            else:
+                responses.append(self.pb.ResponseOp(response_range=self.range_out(one)))
+        return self.pb.TxnResponse(header=self.header(r.revision), succeeded=r.succeeded, responses=responses)
+
+    async def compact(self, request: Any) -> Any:
+        r = await self.client.compact(_in(int(request.revision)))
+        return self.pb.CompactionResponse(header=self.header(r.revision))
+
+    async def status(self, _request: Any) -> Any:
+        s = self.node.status()
+        return self.pb.StatusResponse(
+            header=self.header(self.local.kv.revision),
+            version=API_VERSION,
+            leader=int(s.leader or 0),
+            raftIndex=int(s.commit),
+            raftTerm=int(s.term),
+            raftAppliedIndex=int(s.applied),
+        )
+
+
+def _error_of(result: ErrorResult, revision: int) -> Exception:
+    if result.code == ErrorCode.COMPACTED:
+        return Compacted(revision, result.revision)
+    if result.code == ErrorCode.FUTURE_REVISION:
+        return FutureRevision(revision, result.revision)
+    return RaftError(f"{result.code}: {result.message}")
+
+
+async def _answer(context: Any, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn``; a raftkv error ends the call with etcd's gRPC code and message."""
+    code, message = grpc.StatusCode.INVALID_ARGUMENT, ""
+    try:
+        return await fn()
+    except Compacted:
+        code, message = grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"
+    except FutureRevision:
+        code, message = grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"
+    except LeaseNotFound:
+        code, message = grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found"
+    except LimitExceeded as e:
+        too_many = "--max-txn-ops" in str(e)
+        message = "etcdserver: too many operations in txn request" if too_many else "etcdserver: request is too large"
+    except AuthError as e:
+        if e.code == ErrorCode.PERMISSION_DENIED:
+            code, message = grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"
+        else:
+            message = f"etcdserver: {e}"
+    except Unavailable:
+        code, message = grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
+    except (RaftError, ValueError) as e:  # CommandError (an empty key...) and Unsupported are ValueErrors
+        message = f"etcdserver: {e}"
+    await context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
+    """Start the gateway's gRPC server on ``address``; the caller stops it (``await server.stop(grace)``)."""
+    pb, services = load_protos()
+    gw = Gateway(node, local, client, pb)
+
+    class KV(services.KVServicer):  # type: ignore[misc, name-defined]
+        async def Range(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.range(request))
+
+        async def Put(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.put(request))
+
+        async def DeleteRange(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.delete_range(request))
+
+        async def Txn(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.txn(request))
+
+        async def Compact(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.compact(request))
+
+    class Maintenance(services.MaintenanceServicer):  # type: ignore[misc, name-defined]
+        async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.status(request))
+
+    server = grpc.aio.server()
+    services.add_KVServicer_to_server(KV(), server)
+    services.add_MaintenanceServicer_to_server(Maintenance(), server)
+    port = server.add_insecure_port(f"{address.host}:{address.port}")
+    if not port:
+        raise OSError(f"--listen-etcd {address}: cannot listen there")
+    await server.start()
+    log.info("node %s: etcd v3 gateway on %s", node.id, address)
+    return server

@@ -1,0 +1,149 @@
+"""The etcd v3 gateway (issue 18) on a 3-node cluster in process, through a gRPC client of etcd's own protocol:
+every node serves every call (followers forward), revisions are etcd's, errors carry etcd's codes and words."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+import pytest
+
+from raftkv.kv import MemoryBackend
+from raftkv.kvserver import KVServer
+from raftkv.kvserver.etcd_api import load_protos
+from raftkv.transport.address import Address
+from tests.runtime.cluster import configs, free_ports, leader_of, wait_until
+
+PB, SERVICES = load_protos()
+
+
+@pytest.fixture
+async def gateways(tmp_path: Path) -> AsyncIterator[list[tuple[KVServer, Any, Any]]]:
+    """Three nodes, each with --listen-etcd; per node: (server, KV stub, Maintenance stub)."""
+    cfgs = configs(tmp_path, 3)
+    for cfg, port in zip(cfgs, free_ports(3), strict=True):
+        cfg.listen_etcd = Address("127.0.0.1", port)
+    servers = [KVServer(cfg, backend=MemoryBackend()) for cfg in cfgs]
+    channels = []
+    try:
+        for s in servers:
+            await s.start()
+        await wait_until(lambda: leader_of(servers) is not None, 5.0, "a leader")
+        out = []
+        for s in servers:
+            assert s.config.listen_etcd is not None
+            ch = grpc.aio.insecure_channel(str(s.config.listen_etcd))
+            channels.append(ch)
+            out.append((s, SERVICES.KVStub(ch), SERVICES.MaintenanceStub(ch)))
+        yield out
+    finally:
+        for ch in channels:
+            await ch.close()
+        for s in servers:
+            await s.aclose()
+
+
+async def test_put_get_delete_txn_through_every_node_with_etcds_revisions(gateways: list[Any]) -> None:
+    (_s1, kv1, _m1), (_s2, kv2, _m2), (_s3, kv3, m3) = gateways
+    first = await kv1.Put(PB.PutRequest(key=b"a", value=b"1"))
+    assert first.header.revision == 2, "etcd: an empty store is at 1, its first write makes 2"
+    await kv2.Put(PB.PutRequest(key=b"b", value=b"2"))  # whichever node: a follower forwards
+    got = await kv3.Range(PB.RangeRequest(key=b"a", range_end=b"c"))
+    assert [(kv.key, kv.value, kv.create_revision, kv.version) for kv in got.kvs] == [
+        (b"a", b"1", 2, 1),
+        (b"b", b"2", 3, 1),
+    ]
+    assert (got.count, got.more, got.header.revision) == (2, False, 3)
+    old = await kv3.Range(PB.RangeRequest(key=b"a", revision=2, serializable=False))
+    assert [kv.value for kv in old.kvs] == [b"1"]
+    put = await kv1.Put(PB.PutRequest(key=b"a", value=b"one", prev_kv=True))
+    assert put.prev_kv.value == b"1" and put.header.revision == 4
+    txn = await kv2.Txn(
+        PB.TxnRequest(
+            compare=[PB.Compare(key=b"a", target=PB.Compare.VALUE, result=PB.Compare.EQUAL, value=b"one")],
+            success=[PB.RequestOp(request_put=PB.PutRequest(key=b"c", value=b"3"))],
+            failure=[PB.RequestOp(request_range=PB.RangeRequest(key=b"a"))],
+        )
+    )
+    assert txn.succeeded and txn.responses[0].WhichOneof("response") == "response_put"
+    mod = await kv3.Txn(  # a compare on a mod revision, in etcd's numbers
+        PB.TxnRequest(compare=[PB.Compare(key=b"a", target=PB.Compare.MOD, result=PB.Compare.EQUAL, mod_revision=4)])
+    )
+    assert mod.succeeded
+    gone = await kv1.DeleteRange(PB.DeleteRangeRequest(key=b"a", range_end=b"\0", prev_kv=True))
+    assert gone.deleted == 3 and sorted(kv.key for kv in gone.prev_kvs) == [b"a", b"b", b"c"]
+    local = await kv3.Range(PB.RangeRequest(key=b"a", range_end=b"\0", serializable=True))
+    assert local.header.member_id == 3
+    status = await m3.Status(PB.StatusRequest())
+    assert status.version == "3.4.0" and status.leader in (1, 2, 3) and status.header.member_id == 3
+
+
+async def test_errors_carry_etcds_codes_and_messages(gateways: list[Any]) -> None:
+    (_s1, kv1, _m1), _second, _third = gateways
+    for k in range(3):
+        await kv1.Put(PB.PutRequest(key=b"k", value=b"%d" % k))
+    await kv1.Compact(PB.CompactionRequest(revision=3))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await kv1.Range(PB.RangeRequest(key=b"k", revision=2))
+    assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert e.value.details() == "etcdserver: mvcc: required revision has been compacted"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await kv1.Range(PB.RangeRequest(key=b"k", revision=99))
+    assert e.value.details() == "etcdserver: mvcc: required revision is a future revision"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await kv1.Put(PB.PutRequest(key=b"k", value=b"v", lease=12345))
+    assert (e.value.code(), e.value.details()) == (grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
+    ops = [PB.RequestOp(request_put=PB.PutRequest(key=b"t%d" % k, value=b"")) for k in range(129)]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await kv1.Txn(PB.TxnRequest(success=ops))
+    assert e.value.details() == "etcdserver: too many operations in txn request"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await kv1.Put(PB.PutRequest(key=b"", value=b"v"))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def etcdctl(endpoints: list[str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["etcdctl", f"--endpoints={','.join(endpoints)}", "--command-timeout=5s", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, ETCDCTL_API="3"),
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_puts_gets_deletes_and_runs_a_txn(gateways: list[Any]) -> None:
+    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+
+    async def run(*args: str, stdin: str | None = None) -> str:
+        r = await asyncio.to_thread(etcdctl, endpoints, *args, stdin=stdin)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    assert await run("put", "greeting", "hello") == "OK\n"
+    assert await run("put", "app/a", "A") == "OK\n"
+    assert await run("put", "app/b", "B") == "OK\n"
+    assert await run("get", "greeting") == "greeting\nhello\n"
+    assert await run("get", "app/", "--prefix", "--keys-only") == "app/a\n\napp/b\n\n"
+    assert await run("get", "app/", "--prefix", "--limit", "1", "--print-value-only") == "A\n"
+    assert (
+        await run("get", "app/", "--prefix", "--sort-by", "KEY", "--order", "DESCEND", "--print-value-only") == "B\nA\n"
+    )
+    assert await run("get", "greeting", "--rev", "2", "--print-value-only") == "hello\n"
+    assert await run("get", "greeting", "--consistency", "s", "--print-value-only") == "hello\n"
+    assert await run("get", "a", "--from-key", "--keys-only") == "app/a\n\napp/b\n\ngreeting\n\n"
+    txn = 'value("greeting") = "hello"\n\nput greeting bonjour\n\nput greeting nope\n\n'
+    assert (await run("txn", stdin=txn)).startswith("SUCCESS")
+    assert await run("get", "greeting", "--print-value-only") == "bonjour\n"
+    assert await run("del", "app/", "--prefix") == "2\n"
+    assert "3.4.0" in await run("endpoint", "status")
+    assert await run("get", "greeting", "--rev", "1") == "", "etcd's revision 1: the store before any write"
