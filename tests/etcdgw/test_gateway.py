@@ -147,3 +147,25 @@ async def test_the_real_etcdctl_puts_gets_deletes_and_runs_a_txn(gateways: list[
     assert await run("del", "app/", "--prefix") == "2\n"
     assert "3.4.0" in await run("endpoint", "status")
     assert await run("get", "greeting", "--rev", "1") == "", "etcd's revision 1: the store before any write"
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_grants_keeps_alive_lists_and_revokes_a_lease(gateways: list[Any]) -> None:
+    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+
+    async def run(*args: str) -> str:
+        r = await asyncio.to_thread(etcdctl, endpoints, *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    granted = await run("lease", "grant", "30")
+    assert granted.startswith("lease ") and granted.rstrip().endswith("granted with TTL(30s)"), granted
+    lease_hex = granted.split()[1]
+    await run("put", "svc/a", "up", "--lease", lease_hex)
+    assert "granted with TTL(30s)" in await run("lease", "timetolive", lease_hex, "--keys")
+    assert "svc/a" in await run("lease", "timetolive", lease_hex, "--keys")
+    assert f"lease {lease_hex} keepalived with TTL(30)" in await run("lease", "keep-alive", "--once", lease_hex)
+    assert lease_hex in await run("lease", "list")
+    assert await run("lease", "revoke", lease_hex) == f"lease {lease_hex} revoked\n"
+    assert await run("get", "svc/a") == "", "the lease's key went with it"
+    assert "already expired" in await run("lease", "timetolive", lease_hex)

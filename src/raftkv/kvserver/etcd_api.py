@@ -24,6 +24,7 @@ revision has been compacted", "etcdserver: requested lease not found", ...).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sys
@@ -255,6 +256,39 @@ class Gateway:
         r = await self.client.compact(_in(int(request.revision)))
         return self.pb.CompactionResponse(header=self.header(r.revision))
 
+    # --- leases (etcd's Lease service) ---
+
+    async def lease_grant(self, request: Any) -> Any:
+        r = await self.client.lease_grant(int(request.TTL), lease_id=int(request.ID))
+        return self.pb.LeaseGrantResponse(header=self.header(r.revision), ID=r.id, TTL=r.ttl_s)
+
+    async def lease_revoke(self, request: Any) -> Any:
+        r = await self.client.lease_revoke(int(request.ID))
+        return self.pb.LeaseRevokeResponse(header=self.header(r.revision))
+
+    async def lease_keep_alive(self, request: Any) -> Any:
+        try:
+            ttl = await self.client.lease_keep_alive_once(int(request.ID))
+        except LeaseNotFound:
+            ttl = 0  # etcd answers a keep-alive of a lease that is gone with TTL 0 (-1 in etcdctl's words)
+        return self.pb.LeaseKeepAliveResponse(header=self.header(self.local.kv.revision), ID=request.ID, TTL=ttl)
+
+    async def lease_time_to_live(self, request: Any) -> Any:
+        header = self.header(self.local.kv.revision)
+        try:
+            r = await self.client.lease_time_to_live(int(request.ID), keys=bool(request.keys))
+        except LeaseNotFound:  # etcd: TTL -1 for a lease that does not exist, not an error
+            return self.pb.LeaseTimeToLiveResponse(header=header, ID=request.ID, TTL=-1)
+        return self.pb.LeaseTimeToLiveResponse(
+            header=header, ID=r.id, TTL=r.ttl_s, grantedTTL=r.granted_ttl_s, keys=list(r.keys)
+        )
+
+    async def lease_leases(self, _request: Any) -> Any:
+        ids = await self.client.leases()
+        return self.pb.LeaseLeasesResponse(
+            header=self.header(self.local.kv.revision), leases=[self.pb.LeaseStatus(ID=i) for i in ids]
+        )
+
     async def status(self, _request: Any) -> Any:
         s = self.node.status()
         return self.pb.StatusResponse(
@@ -327,8 +361,27 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
         async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await _answer(context, lambda: gw.status(request))
 
+    class Lease(services.LeaseServicer):  # type: ignore[misc, name-defined]
+        async def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.lease_grant(request))
+
+        async def LeaseRevoke(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.lease_revoke(request))
+
+        async def LeaseKeepAlive(self, requests: Any, context: Any) -> Any:  # noqa: N802
+            # A stream: one answer per keep-alive the client sends, until it hangs up.
+            async for request in requests:
+                yield await _answer(context, functools.partial(gw.lease_keep_alive, request))
+
+        async def LeaseTimeToLive(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.lease_time_to_live(request))
+
+        async def LeaseLeases(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.lease_leases(request))
+
     server = grpc.aio.server()
     services.add_KVServicer_to_server(KV(), server)
+    services.add_LeaseServicer_to_server(Lease(), server)
     services.add_MaintenanceServicer_to_server(Maintenance(), server)
     port = server.add_insecure_port(f"{address.host}:{address.port}")
     if not port:
