@@ -169,3 +169,55 @@ async def test_the_real_etcdctl_grants_keeps_alive_lists_and_revokes_a_lease(gat
     assert await run("lease", "revoke", lease_hex) == f"lease {lease_hex} revoked\n"
     assert await run("get", "svc/a") == "", "the lease's key went with it"
     assert "already expired" in await run("lease", "timetolive", lease_hex)
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_watches_from_a_past_revision_with_prev_kv(gateways: list[Any]) -> None:
+    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+    (_s, kv1, _m1) = gateways[0]
+    await kv1.Put(PB.PutRequest(key=b"w/a", value=b"1"))  # etcd revision 2
+    await kv1.Put(PB.PutRequest(key=b"w/a", value=b"2"))  # 3
+    await kv1.DeleteRange(PB.DeleteRangeRequest(key=b"w/a"))  # 4
+    proc = await asyncio.create_subprocess_exec(
+        "etcdctl", f"--endpoints={','.join(endpoints)}", "watch", "w/", "--prefix", "--rev", "3", "--prev-kv",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ, ETCDCTL_API="3"),
+    )  # fmt: skip
+    try:
+        await kv1.Put(PB.PutRequest(key=b"w/b", value=b"live"))  # 5: a live event after the replay
+        lines: list[str] = []
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):
+            while len(lines) < 11:
+                lines.append((await proc.stdout.readline()).decode().rstrip("\n"))
+        # From revision 3 on: the put of "2" (with its previous value), the delete (with it), the live put.
+        assert lines == ["PUT", "w/a", "1", "w/a", "2", "DELETE", "w/a", "2", "w/a", "", "PUT"], lines
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_a_watch_stream_creates_cancels_and_reports_compaction(gateways: list[Any]) -> None:
+    (_s, kv1, _m1), (_s2, _kv2, _m2), (s3, _kv3, _m3) = gateways
+    for k in range(3):
+        await kv1.Put(PB.PutRequest(key=b"c", value=b"%d" % k))
+    await kv1.Compact(PB.CompactionRequest(revision=3))
+    assert s3.kv is not None and s3.config.listen_etcd is not None
+    await wait_until(lambda: s3.kv is not None and s3.kv.compact_revision == 2, 5.0, "node 3 applies the compaction")
+    async with grpc.aio.insecure_channel(str(s3.config.listen_etcd)) as ch:
+        stream = SERVICES.WatchStub(ch).Watch()
+        await stream.write(PB.WatchRequest(create_request=PB.WatchCreateRequest(key=b"c", start_revision=2)))
+        created = await stream.read()
+        assert created.created and created.watch_id == 0
+        refused = await stream.read()
+        assert refused.canceled and refused.compact_revision == 3 and "compacted" in refused.cancel_reason
+        await stream.write(PB.WatchRequest(create_request=PB.WatchCreateRequest(key=b"c", filters=[0])))  # NOPUT
+        second = await stream.read()
+        assert second.created and second.watch_id == 1
+        await kv1.Put(PB.PutRequest(key=b"c", value=b"filtered out"))
+        await kv1.DeleteRange(PB.DeleteRangeRequest(key=b"c"))
+        event = await stream.read()
+        assert [e.type for e in event.events] == [1] and event.watch_id == 1, "only the delete passes NOPUT"
+        await stream.write(PB.WatchRequest(cancel_request=PB.WatchCancelRequest(watch_id=1)))
+        cancelled = await stream.read()
+        assert cancelled.canceled and cancelled.watch_id == 1
+        await stream.done_writing()

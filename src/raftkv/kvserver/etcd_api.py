@@ -24,11 +24,13 @@ revision has been compacted", "etcdserver: requested lease not found", ...).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import itertools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -53,6 +55,7 @@ from raftkv.kv.commands import (
     SortTarget,
 )
 from raftkv.kv.errors import AuthError, Compacted, ErrorCode, FutureRevision, LeaseNotFound, LimitExceeded
+from raftkv.kv.watch import Event
 
 log = logging.getLogger("raftkv.etcd")
 
@@ -173,7 +176,7 @@ class Gateway:
     def kv_out(self, kv: KeyValue) -> Any:
         return self.pb.kv__pb2.KeyValue(
             key=kv.key,
-            create_revision=_out(kv.create_revision),
+            create_revision=_out(kv.create_revision) if kv.create_revision else 0,  # 0 in a delete event
             mod_revision=_out(kv.mod_revision),
             version=kv.version,
             value=kv.value,
@@ -255,6 +258,97 @@ class Gateway:
     async def compact(self, request: Any) -> Any:
         r = await self.client.compact(_in(int(request.revision)))
         return self.pb.CompactionResponse(header=self.header(r.revision))
+
+    # --- watches (etcd's Watch service: one bidirectional stream carries many watches) ---
+
+    def event_out(self, e: Event, prev_kv: bool) -> Any:
+        prev = self.kv_out(e.prev_kv) if prev_kv and e.prev_kv is not None else None
+        return self.pb.kv__pb2.Event(type=int(e.type), kv=self.kv_out(e.kv), prev_kv=prev)
+
+    async def watch_stream(self, requests: Any) -> AsyncIterator[Any]:
+        """etcd's Watch: creates and cancels arrive on ``requests``; answers and events leave as yielded."""
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        pumps: dict[int, tuple[asyncio.Task[None], Any]] = {}
+        ids = itertools.count()
+
+        async def pump(watch_id: int, watch: Any, create: Any) -> None:
+            skip = {int(f) for f in create.filters}  # NOPUT = 0 = PUT's type, NODELETE = 1 = DELETE's
+            try:
+                async for event in watch:
+                    if int(event.type) in skip:
+                        continue
+                    ev = self.event_out(event, bool(create.prev_kv))
+                    header = self.header(self.local.kv.revision)
+                    await out.put(self.pb.WatchResponse(header=header, watch_id=watch_id, events=[ev]))
+            except Compacted as e:
+                await out.put(
+                    self.pb.WatchResponse(
+                        header=self.header(self.local.kv.revision),
+                        watch_id=watch_id,
+                        canceled=True,
+                        compact_revision=_out(e.oldest_revision),
+                        cancel_reason="etcdserver: mvcc: required revision has been compacted",
+                    )
+                )
+            except RaftError as e:  # WatchCancelled (too slow, a permission revoked), Unavailable
+                await out.put(
+                    self.pb.WatchResponse(
+                        header=self.header(self.local.kv.revision),
+                        watch_id=watch_id,
+                        canceled=True,
+                        cancel_reason=str(e),
+                    )
+                )
+
+        async def read() -> None:
+            async for request in requests:
+                kind = request.WhichOneof("request_union")
+                if kind == "create_request":
+                    create = request.create_request
+                    watch_id = next(ids)
+                    start = int(create.start_revision)
+                    # etcd's revision s is raftkv's s - 1; etcd's 1 (the empty store) has no events: from 1 on.
+                    watch = self.client.watch(
+                        bytes(create.key),
+                        bytes(create.range_end) or None,
+                        start_revision=max(1, start - 1) if start > 0 else 0,
+                    )
+                    header = self.header(self.local.kv.revision)
+                    await out.put(self.pb.WatchResponse(header=header, watch_id=watch_id, created=True))
+                    pumps[watch_id] = (asyncio.ensure_future(pump(watch_id, watch, create)), watch)
+                elif kind == "cancel_request":
+                    watch_id = int(request.cancel_request.watch_id)
+                    found = pumps.pop(watch_id, None)
+                    if found is not None:
+                        found[0].cancel()
+                        await found[1].aclose()
+                    header = self.header(self.local.kv.revision)
+                    await out.put(self.pb.WatchResponse(header=header, watch_id=watch_id, canceled=True))
+                elif kind == "progress_request":
+                    await out.put(self.pb.WatchResponse(header=self.header(self.local.kv.revision), watch_id=-1))
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                getting = asyncio.ensure_future(out.get())
+                await asyncio.wait({getting, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getting.done():
+                    yield getting.result()
+                    continue
+                getting.cancel()
+                if reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]
+                if not pumps:
+                    return  # the client closed its side and holds no watch
+                await asyncio.gather(*(t for t, _w in pumps.values()), return_exceptions=True)
+                while not out.empty():
+                    yield out.get_nowait()
+                return
+        finally:
+            reader.cancel()
+            for task, watch in pumps.values():
+                task.cancel()
+                await watch.aclose()
 
     # --- leases (etcd's Lease service) ---
 
@@ -361,6 +455,11 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
         async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await _answer(context, lambda: gw.status(request))
 
+    class Watch(services.WatchServicer):  # type: ignore[misc, name-defined]
+        async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+            async for response in gw.watch_stream(requests):
+                yield response
+
     class Lease(services.LeaseServicer):  # type: ignore[misc, name-defined]
         async def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await _answer(context, lambda: gw.lease_grant(request))
@@ -382,6 +481,7 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
     server = grpc.aio.server()
     services.add_KVServicer_to_server(KV(), server)
     services.add_LeaseServicer_to_server(Lease(), server)
+    services.add_WatchServicer_to_server(Watch(), server)
     services.add_MaintenanceServicer_to_server(Maintenance(), server)
     port = server.add_insecure_port(f"{address.host}:{address.port}")
     if not port:
