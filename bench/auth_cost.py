@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 from pathlib import Path
 
-from bench.local_runs import cpu_us, raftkv_bench, wait_leader
+from bench.local_runs import cpu_us, interleaved, raftkv_bench, wait_leader
 
 from raftkv.cli.local import LocalCluster
 from raftkv.client import connect
@@ -62,22 +61,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per shape (default 6)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="raftkv-auth-bench-") as tmp:
-        results: dict[str, list[dict[str, tuple[float, float, float]]]] = {"off": [], "on": []}
-        for rnd in range(a.rounds):
-            for mode in ("off", "on") if rnd % 2 == 0 else ("on", "off"):
-                got = run(mode, Path(tmp) / f"{mode}-{rnd}", a.duration)
-                results[mode].append(got)
-                cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in got.items())
-                print(f"round {rnd + 1} {mode:3s}: {cells}", flush=True)
-        print("medians:")
-        med: dict[str, dict[str, list[float]]] = {}
-        for mode, runs in results.items():
-            med[mode] = {name: [statistics.median(r[name][k] for r in runs) for k in range(3)] for name, _x in SHAPES}
-            cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in med[mode].items())
-            print(f"  {mode:3s}: {cells}")
-        for name, _x in SHAPES:
-            p, t = med["off"][name], med["on"][name]
-            print(f"  {name}: on / off ops/s {t[0] / p[0]:.2f}, p50 {t[1] / p[1]:.2f}, CPU per op {t[2] / p[2]:.2f}")
+        shapes = [name for name, _x in SHAPES]
+        interleaved(
+            ("off", "on"), a.rounds, shapes, lambda mode, rnd: run(mode, Path(tmp) / f"{mode}-{rnd}", a.duration)
+        )
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from raftkv.cli.local import LocalCluster
@@ -50,3 +51,34 @@ def raftkv_bench(lc: LocalCluster, duration: float, args: Sequence[str] = ()) ->
     )  # fmt: skip
     out: dict[str, Any] = json.loads(r.stdout)
     return out
+
+
+Figures = dict[str, tuple[float, float, float]]
+"""Per shape: (ops/s, p50 ms, node CPU µs per op)."""
+
+
+def _cells(got: Figures) -> str:
+    return "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in got.items())
+
+
+def interleaved(modes: tuple[str, str], rounds: int, shapes: Sequence[str], run: Callable[[str, int], Figures]) -> None:
+    """``run(mode, round)`` for both modes in every round, alternating which goes first (the machine is shared
+    and noisy: side by side, never one after the other); prints each run, the medians and the ratios."""
+    base, other = modes
+    results: dict[str, list[Figures]] = {base: [], other: []}
+    width = max(map(len, modes))
+    for rnd in range(rounds):
+        for mode in modes if rnd % 2 == 0 else modes[::-1]:
+            got = run(mode, rnd)
+            results[mode].append(got)
+            print(f"round {rnd + 1} {mode:{width}s}: {_cells(got)}", flush=True)
+    print("medians:")
+    med: dict[str, dict[str, list[float]]] = {}
+    for mode, runs in results.items():
+        med[mode] = {name: [statistics.median(r[name][k] for r in runs) for k in range(3)] for name in shapes}
+        print(f"  {mode:{width}s}: {_cells({k: (v[0], v[1], v[2]) for k, v in med[mode].items()})}")
+    for name in shapes:
+        b, o = med[base][name], med[other][name]
+        print(
+            f"  {name}: {other} / {base} ops/s {o[0] / b[0]:.2f}, p50 {o[1] / b[1]:.2f}, CPU per op {o[2] / b[2]:.2f}"
+        )

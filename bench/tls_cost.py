@@ -13,11 +13,10 @@ with the CPU the three nodes spent per operation. Issue 17's aim: TLS within 20%
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
-from bench.local_runs import cpu_us, raftkv_bench, wait_leader
+from bench.local_runs import cpu_us, interleaved, raftkv_bench, wait_leader
 from tests.tlscerts import CA
 
 from raftkv.cli.local import LocalCluster
@@ -58,22 +57,13 @@ def main() -> None:
         node = ca.issue(Path(tmp) / "pki", "node", dns=names)
         alice = ca.issue(Path(tmp) / "pki", "alice")
         pki = {"ca": ca.path, "cert": node.cert, "key": node.key, "client": alice.cert, "client_key": alice.key}
-        results: dict[str, list[dict[str, tuple[float, float, float]]]] = {"plain": [], "tls": []}
-        for rnd in range(a.rounds):
-            for mode in ("plain", "tls") if rnd % 2 == 0 else ("tls", "plain"):
-                got = run(mode, Path(tmp) / f"{mode}-{rnd}", pki, a.duration)
-                results[mode].append(got)
-                cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in got.items())
-                print(f"round {rnd + 1} {mode:5s}: {cells}", flush=True)
-        print("medians:")
-        med: dict[str, dict[str, list[float]]] = {}
-        for mode, runs in results.items():
-            med[mode] = {name: [statistics.median(r[name][k] for r in runs) for k in range(3)] for name, _x in SHAPES}
-            cells = "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in med[mode].items())
-            print(f"  {mode:5s}: {cells}")
-        for name, _x in SHAPES:
-            p, t = med["plain"][name], med["tls"][name]
-            print(f"  {name}: TLS / plain ops/s {t[0] / p[0]:.2f}, p50 {t[1] / p[1]:.2f}, CPU per op {t[2] / p[2]:.2f}")
+        shapes = [name for name, _x in SHAPES]
+        interleaved(
+            ("plain", "tls"),
+            a.rounds,
+            shapes,
+            lambda mode, rnd: run(mode, Path(tmp) / f"{mode}-{rnd}", pki, a.duration),
+        )
 
 
 if __name__ == "__main__":
