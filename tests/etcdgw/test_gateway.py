@@ -80,6 +80,13 @@ async def test_put_get_delete_txn_through_every_node_with_etcds_revisions(gatewa
     assert gone.deleted == 3 and sorted(kv.key for kv in gone.prev_kvs) == [b"a", b"b", b"c"]
     local = await kv3.Range(PB.RangeRequest(key=b"a", range_end=b"\0", serializable=True))
     assert local.header.member_id == 3
+    async with grpc.aio.insecure_channel(str(gateways[0][0].config.listen_etcd)) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await SERVICES.AuthStub(ch).Authenticate(PB.AuthenticateRequest(name="root", password="x"))
+        assert (e.value.code(), e.value.details()) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "etcdserver: authentication is not enabled",
+        )
     status = await m3.Status(PB.StatusRequest())
     assert status.version == "3.4.0" and status.leader in (1, 2, 3) and status.header.member_id == 3
 
@@ -221,3 +228,22 @@ async def test_a_watch_stream_creates_cancels_and_reports_compaction(gateways: l
         cancelled = await stream.read()
         assert cancelled.canceled and cancelled.watch_id == 1
         await stream.done_writing()
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_lists_adds_and_removes_members(gateways: list[Any]) -> None:
+    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+
+    async def run(*args: str) -> str:
+        r = await asyncio.to_thread(etcdctl, endpoints, *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    listed = (await run("member", "list")).splitlines()
+    assert len(listed) == 3 and all("started, node-" in line for line in listed), listed
+    assert all(f"http://{s.config.listen_peer}" in " ".join(listed) for s, _kv, _m in gateways)
+    added = await run("member", "add", "node-4", "--peer-urls=http://127.0.0.1:1", "--learner")
+    assert "Member" in added and "added to cluster" in added, added
+    assert len((await run("member", "list")).splitlines()) == 4
+    assert "removed from cluster" in await run("member", "remove", "4")
+    assert len((await run("member", "list")).splitlines()) == 3

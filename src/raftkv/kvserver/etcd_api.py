@@ -383,6 +383,49 @@ class Gateway:
             header=self.header(self.local.kv.revision), leases=[self.pb.LeaseStatus(ID=i) for i in ids]
         )
 
+    # --- members (etcd's Cluster service) ---
+
+    @staticmethod
+    def _url(address: str) -> list[str]:
+        return [f"http://{address}"] if address else []
+
+    async def members_out(self) -> list[Any]:
+        return [
+            self.pb.Member(
+                ID=m.id,
+                name=f"node-{m.id}",
+                peerURLs=self._url(m.peer_address),
+                clientURLs=self._url(m.client_address),
+                isLearner=m.learner,
+            )
+            for m in await self.client.members()
+        ]
+
+    async def member_list(self, _request: Any) -> Any:
+        members = await self.members_out()
+        return self.pb.MemberListResponse(header=self.header(self.local.kv.revision), members=members)
+
+    async def member_add(self, request: Any) -> Any:
+        """etcd picks the new member's id; here it is one above the highest (start the node with that --id)."""
+        if len(request.peerURLs) != 1:
+            raise Unsupported("a member has exactly one peer URL here")
+        peer = str(request.peerURLs[0]).split("://", 1)[-1]
+        new_id = max((m.id for m in await self.client.members()), default=0) + 1
+        await self.client.add_member(new_id, peer, learner=bool(request.isLearner))
+        members = await self.members_out()
+        added = next(m for m in members if new_id == m.ID)
+        return self.pb.MemberAddResponse(header=self.header(self.local.kv.revision), member=added, members=members)
+
+    async def member_remove(self, request: Any) -> Any:
+        await self.client.remove_member(int(request.ID))
+        members = await self.members_out()
+        return self.pb.MemberRemoveResponse(header=self.header(self.local.kv.revision), members=members)
+
+    async def member_promote(self, request: Any) -> Any:
+        await self.client.promote_member(int(request.ID))
+        members = await self.members_out()
+        return self.pb.MemberPromoteResponse(header=self.header(self.local.kv.revision), members=members)
+
     async def status(self, _request: Any) -> Any:
         s = self.node.status()
         return self.pb.StatusResponse(
@@ -478,10 +521,36 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
         async def LeaseLeases(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await _answer(context, lambda: gw.lease_leases(request))
 
+    class Cluster(services.ClusterServicer):  # type: ignore[misc, name-defined]
+        async def MemberList(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.member_list(request))
+
+        async def MemberAdd(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.member_add(request))
+
+        async def MemberRemove(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.member_remove(request))
+
+        async def MemberPromote(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.member_promote(request))
+
+        async def MemberUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: a member's peer address does not change")
+
+    class Auth(services.AuthServicer):  # type: ignore[misc, name-defined]
+        async def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
+            if not local.kv.auth.enabled:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "raftkv's etcd gateway does not carry users yet: use raftkv's client"
+            )
+
     server = grpc.aio.server()
     services.add_KVServicer_to_server(KV(), server)
     services.add_LeaseServicer_to_server(Lease(), server)
     services.add_WatchServicer_to_server(Watch(), server)
+    services.add_ClusterServicer_to_server(Cluster(), server)
+    services.add_AuthServicer_to_server(Auth(), server)
     services.add_MaintenanceServicer_to_server(Maintenance(), server)
     port = server.add_insecure_port(f"{address.host}:{address.port}")
     if not port:
