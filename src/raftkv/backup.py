@@ -22,11 +22,12 @@ network I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import crc32c
 
@@ -67,7 +68,27 @@ def _conf_of_json(doc: Any) -> ConfState:
     return ConfState(tuple(members))  # checks the ids: unique, positive, in order
 
 
-def write_backup(path: Path, backup: Backup) -> None:
+ETCD_PAGE: Final = 512
+"""etcdctl finds the SHA-256 of a snapshot by its size: a multiple of 512 bytes (bbolt's pages), plus 32."""
+
+
+def etcd_framed(data: bytes) -> bytes:
+    """``data`` as etcd's Snapshot stream carries a database: zero-padded to a multiple of 512 bytes, then its
+    SHA-256 appended (what etcdctl checks before it keeps the file)."""
+    padded = data + b"\0" * (-len(data) % ETCD_PAGE)
+    return padded + hashlib.sha256(padded).digest()
+
+
+def is_etcd_framed(raw: bytes) -> bool:
+    return len(raw) % ETCD_PAGE == 32 and hashlib.sha256(raw[:-32]).digest() == raw[-32:]
+
+
+def backup_bytes(backup: Backup) -> bytes:
+    """The file ``write_backup`` writes, as bytes (the etcd gateway streams it as etcd's snapshot)."""
+    return _header(backup) + backup.image
+
+
+def _header(backup: Backup) -> bytes:
     header = {
         "format": FORMAT,
         "cluster_id": backup.cluster_id,
@@ -77,9 +98,13 @@ def write_backup(path: Path, backup: Backup) -> None:
         "size": len(backup.image),
         "crc32c": crc32c.crc32c(backup.image),
     }
+    return json.dumps(header).encode() + b"\n"
+
+
+def write_backup(path: Path, backup: Backup) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        f.write(json.dumps(header).encode() + b"\n")
+        f.write(_header(backup))
         f.write(backup.image)
         f.flush()
         os.fsync(f.fileno())
@@ -109,6 +134,8 @@ def read_backup(path: Path) -> Backup:
         meta = SnapshotMeta(Index(int(header["index"])), Term(int(header["term"])), _conf_of_json(header["conf"]))
     except (ValueError, KeyError, TypeError) as e:
         raise BackupError(f"{path} is not a raftkv backup ({e})") from None
+    if sep and len(image) > size and is_etcd_framed(raw) and not image[size:-32].strip(b"\0"):
+        image = image[:size]  # saved by etcdctl from the etcd gateway: zero padding and a SHA-256 after it
     if not sep or len(image) != size:
         raise BackupError(f"{path} is truncated: {len(image)} of {size} bytes; take the backup again")
     if crc32c.crc32c(image) != crc:

@@ -4,6 +4,8 @@ every node serves every call (followers forward), revisions are etcd's, errors c
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 
+from raftkv.backup import read_backup
 from raftkv.kv import MemoryBackend
 from raftkv.kvserver import KVServer
 from raftkv.kvserver.etcd_api import load_protos
@@ -247,3 +250,37 @@ async def test_the_real_etcdctl_lists_adds_and_removes_members(gateways: list[An
     assert len((await run("member", "list")).splitlines()) == 4
     assert "removed from cluster" in await run("member", "remove", "4")
     assert len((await run("member", "list")).splitlines()) == 3
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_operates_the_cluster(gateways: list[Any], tmp_path: Path) -> None:
+    """etcd's own recipes (lock) and operator commands, each output parsed."""
+    servers = [s for s, _kv, _m in gateways]
+    endpoints = [str(s.config.listen_etcd) for s in servers]
+
+    async def run(*args: str, only: str | None = None) -> str:
+        r = await asyncio.to_thread(etcdctl, [only] if only else endpoints, *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout + r.stderr  # etcdctl writes some answers (endpoint health) on stderr
+
+    assert await run("lock", "jobs/nightly", "--", "echo", "held the lock") == "held the lock\n"
+    healthy = (await run("endpoint", "health")).splitlines()
+    assert len(healthy) == 3 and all("is healthy: successfully committed proposal" in line for line in healthy)
+    status = json.loads(await run("endpoint", "status", "-w", "json"))
+    leaders = {s["Status"]["leader"] for s in status}
+    assert len(status) == 3 and len(leaders) == 1 and {s["Status"]["version"] for s in status} == {"3.4.0"}
+    assert await run("alarm", "list") == ""
+    (leader,) = leaders
+    target = next(s.config.id for s in servers if s.config.id != leader)
+    moved = await run("move-leader", f"{target:x}")
+    assert moved == f"Leadership transferred from {leader:x} to {target:x}\n", moved
+    await wait_until(lambda: (lead := leader_of(servers)) is not None and lead.config.id == target, 5.0, "the move")
+    await run("put", "k", "v")
+    assert (await run("compaction", "2")).startswith("compacted revision 2")
+    saved = tmp_path / "etcd.snap"
+    out = await run("snapshot", "save", str(saved), only=endpoints[0])
+    assert f"Snapshot saved at {saved}" in out, out
+    data = saved.read_bytes()
+    assert hashlib.sha256(data[:-32]).digest() == data[-32:], "etcd's framing: the SHA-256 appended"
+    restored = read_backup(saved)  # raftkv snapshot restore takes the file etcdctl saved
+    assert restored.cluster_id == "test" and restored.meta.index > 0

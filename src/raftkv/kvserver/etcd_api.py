@@ -37,6 +37,7 @@ from typing import Any, Final, TypeVar
 import grpc  # type: ignore[import-untyped]
 import msgspec
 
+from raftkv.backup import Backup, backup_bytes, etcd_framed
 from raftkv.errors import RaftError, Unavailable
 from raftkv.kv.commands import (
     Compare,
@@ -61,6 +62,8 @@ log = logging.getLogger("raftkv.etcd")
 
 _PROTO_DIR: Final = Path(__file__).parent / "etcdpb"
 T = TypeVar("T")
+SNAPSHOT_CHUNK: Final = 32 << 10
+"""Bytes per Snapshot message (etcd sends 32 KiB)."""
 API_VERSION: Final = "3.4.0"
 """What ``Status`` answers as the version: the etcd API level the gateway follows (etcdctl prints it)."""
 
@@ -256,6 +259,12 @@ class Gateway:
         return self.pb.TxnResponse(header=self.header(r.revision), succeeded=r.succeeded, responses=responses)
 
     async def compact(self, request: Any) -> Any:
+        if int(request.revision) <= 1:
+            # etcd's revision 1 is the empty store: compacting there removes nothing (raftkv has no revision 0).
+            kv = self.local.kv
+            if kv.compact_revision > 0:
+                raise Compacted(0, kv.compact_revision)
+            return self.pb.CompactionResponse(header=self.header(kv.revision))
         r = await self.client.compact(_in(int(request.revision)))
         return self.pb.CompactionResponse(header=self.header(r.revision))
 
@@ -426,6 +435,30 @@ class Gateway:
         members = await self.members_out()
         return self.pb.MemberPromoteResponse(header=self.header(self.local.kv.revision), members=members)
 
+    # --- the rest of Maintenance ---
+
+    async def alarm(self, request: Any) -> Any:
+        """raftkv raises no alarm in the store (a full disk stops the node, see docs/operations.md): the list is
+        empty, and activating one is refused."""
+        if int(request.action) != 0:
+            raise Unsupported("raftkv keeps no alarms to activate or deactivate")
+        return self.pb.AlarmResponse(header=self.header(self.local.kv.revision))
+
+    async def move_leader(self, request: Any) -> Any:
+        await self.client.transfer_leader(int(request.targetID))
+        return self.pb.MoveLeaderResponse(header=self.header(self.local.kv.revision))
+
+    async def snapshot(self) -> AsyncIterator[Any]:
+        """A ``raftkv snapshot save`` backup file (``raftkv snapshot restore`` reads it), in etcd's framing:
+        chunks with the bytes remaining, and the SHA-256 of the whole as the last 32 bytes (etcdctl checks it)."""
+        meta, cluster_id, image = await self.client.admin.download_backup(30.0)
+        data = etcd_framed(backup_bytes(Backup(meta, cluster_id, image)))
+        header = self.header(self.local.kv.revision)
+        for start in range(0, len(data), SNAPSHOT_CHUNK):
+            blob = data[start : start + SNAPSHOT_CHUNK]
+            remaining = len(data) - start - len(blob)
+            yield self.pb.SnapshotResponse(header=header, remaining_bytes=remaining, blob=blob)
+
     async def status(self, _request: Any) -> Any:
         s = self.node.status()
         return self.pb.StatusResponse(
@@ -497,6 +530,23 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
     class Maintenance(services.MaintenanceServicer):  # type: ignore[misc, name-defined]
         async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await _answer(context, lambda: gw.status(request))
+
+        async def Alarm(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.alarm(request))
+
+        async def MoveLeader(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await _answer(context, lambda: gw.move_leader(request))
+
+        async def Defragment(self, request: Any, context: Any) -> Any:  # noqa: N802
+            # LMDB reuses freed pages by itself: there is nothing to defragment.
+            return gw.pb.DefragmentResponse(header=gw.header(local.kv.revision))
+
+        async def Snapshot(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+            try:
+                async for chunk in gw.snapshot():
+                    yield chunk
+            except (RaftError, OSError) as e:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {e}")
 
     class Watch(services.WatchServicer):  # type: ignore[misc, name-defined]
         async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
