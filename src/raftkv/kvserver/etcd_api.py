@@ -4,9 +4,10 @@ client libraries (issue 18; docs/etcd-gateway.md says what is served so far and 
 Theory of operation
 -------------------
 A front end like ``capnp_api.py``: it decodes etcd's requests into raftkv commands and encodes the results in
-etcd's messages. It runs grpcio's asyncio server on the node's event loop. The protocol files are ours, written
-from etcd's published field numbers (``etcdpb/*.proto``), and compiled when the gateway starts
-(``grpc.protos_and_services``, from grpcio-tools): nothing generated is kept in the tree.
+etcd's messages. grpcio's threaded server decodes each call in a handler thread and runs its coroutine on the
+node's event loop (:class:`_OnNode`); see :func:`serve_etcd` for why not its asyncio server. The protocol files
+are ours, written from etcd's published field numbers (``etcdpb/*.proto``), and compiled when the gateway
+starts (``grpc.protos_and_services``, from grpcio-tools): nothing generated is kept in the tree.
 
 Every node serves every call, as etcd does (its clients spread over the endpoints and ignore the leader):
 writes and linearizable reads go through a raftkv client of the node's own client port, whose retry loop
@@ -25,12 +26,13 @@ revision has been compacted", "etcdserver: requested lease not found", ...).
 from __future__ import annotations
 
 import asyncio
-import functools
+import concurrent.futures
 import hashlib
 import itertools
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -459,6 +461,9 @@ class Gateway:
             remaining = len(data) - start - len(blob)
             yield self.pb.SnapshotResponse(header=header, remaining_bytes=remaining, blob=blob)
 
+    async def defragment(self) -> Any:
+        return self.pb.DefragmentResponse(header=self.header(self.local.kv.revision))
+
     async def status(self, _request: Any) -> Any:
         s = self.node.status()
         return self.pb.StatusResponse(
@@ -479,11 +484,12 @@ def _error_of(result: ErrorResult, revision: int) -> Exception:
     return RaftError(f"{result.code}: {result.message}")
 
 
-async def _answer(context: Any, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn``; a raftkv error ends the call with etcd's gRPC code and message."""
+def _answer(context: Any, run: Callable[[Awaitable[T]], T], call: Awaitable[T]) -> T:
+    """``run(call)`` (the coroutine, on the node's loop); a raftkv error ends the call with etcd's gRPC code and
+    message (``context.abort`` raises)."""
     code, message = grpc.StatusCode.INVALID_ARGUMENT, ""
     try:
-        return await fn()
+        return run(call)
     except Compacted:
         code, message = grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"
     except FutureRevision:
@@ -498,104 +504,187 @@ async def _answer(context: Any, fn: Callable[[], Awaitable[T]]) -> T:
             code, message = grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"
         else:
             message = f"etcdserver: {e}"
-    except Unavailable:
+    except (Unavailable, TimeoutError):
         code, message = grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
     except (RaftError, ValueError) as e:  # CommandError (an empty key...) and Unsupported are ValueErrors
         message = f"etcdserver: {e}"
-    await context.abort(code, message)
+    context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
-async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
-    """Start the gateway's gRPC server on ``address``; the caller stops it (``await server.stop(grace)``)."""
+class _OnNode:
+    """Runs the gateway's coroutines on the node's event loop, from grpcio's handler threads, and waits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0) -> None:
+        self.loop = loop
+        self.timeout_s = timeout_s
+
+    def __call__(self, call: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(_awaited(call), self.loop).result(self.timeout_s)
+
+    def stream(self, items: AsyncIterator[T], context: Any) -> Iterator[T]:
+        """The items of an async iterator that runs on the node's loop, one at a time, in this thread, with no
+        deadline (a watch waits for its events as long as they take). When the call ends (the client hung up),
+        the wait is cancelled and the iterator closed on the node's loop: no thread and no watch stay behind."""
+        current: list[concurrent.futures.Future[T]] = []
+        context.add_callback(lambda: [f.cancel() for f in current])
+        try:
+            while True:
+                future = asyncio.run_coroutine_threadsafe(_next(items), self.loop)
+                current[:] = [future]
+                try:
+                    yield future.result()
+                except (StopAsyncIteration, concurrent.futures.CancelledError):
+                    return
+        finally:
+            for f in current:
+                f.cancel()
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None and not self.loop.is_closed():
+                asyncio.run_coroutine_threadsafe(aclose(), self.loop)
+
+
+async def _awaited(call: Awaitable[T]) -> T:
+    return await call
+
+
+async def _next(items: AsyncIterator[T]) -> T:
+    return await items.__anext__()
+
+
+async def _from_thread(requests: Iterator[Any], loop: asyncio.AbstractEventLoop) -> AsyncIterator[Any]:
+    """A blocking request iterator (grpcio's, in a reader thread) as an async one on the node's loop."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    def read() -> None:
+        try:
+            for request in requests:
+                loop.call_soon_threadsafe(queue.put_nowait, request)
+        except Exception:  # the client went away: the stream ends
+            pass
+        loop.call_soon_threadsafe(queue.put_nowait, done)
+
+    threading.Thread(target=read, name="raftkv-etcd-watch-reader", daemon=True).start()
+    while (request := await queue.get()) is not done:
+        yield request
+
+
+class GatewayServer:
+    """The gateway's gRPC server (grpcio's threaded server) and how to stop it from the node's loop."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    async def stop(self, grace: float) -> None:
+        await asyncio.to_thread(lambda: self.server.stop(grace).wait(grace + 5))
+
+
+HANDLER_THREADS: Final = 256
+"""grpcio handler threads: each call in flight (and each open watch stream) holds one while it waits."""
+
+
+async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> GatewayServer:
+    """Start the gateway's gRPC server on ``address``; the caller stops it (``await server.stop(grace)``).
+
+    grpcio's threaded server, not its asyncio one: the asyncio server takes one new call per turn of the event
+    loop it runs on, and a node's loop turns every millisecond or two, so 64 calls in flight reached the log
+    one at a time (docs/etcd-gateway.md). Here each call is decoded in a handler thread and its coroutine runs
+    on the node's loop (``_OnNode``), where calls made at once are batched as usual."""
     pb, services = load_protos()
     gw = Gateway(node, local, client, pb)
+    on_node = _OnNode(asyncio.get_running_loop())
+    loop = on_node.loop
+
+    def answer(context: Any, call: Awaitable[T]) -> T:
+        return _answer(context, on_node, call)
 
     class KV(services.KVServicer):  # type: ignore[misc, name-defined]
-        async def Range(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.range(request))
+        def Range(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.range(request))
 
-        async def Put(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.put(request))
+        def Put(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.put(request))
 
-        async def DeleteRange(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.delete_range(request))
+        def DeleteRange(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.delete_range(request))
 
-        async def Txn(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.txn(request))
+        def Txn(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.txn(request))
 
-        async def Compact(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.compact(request))
+        def Compact(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.compact(request))
 
     class Maintenance(services.MaintenanceServicer):  # type: ignore[misc, name-defined]
-        async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.status(request))
+        def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.status(request))
 
-        async def Alarm(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.alarm(request))
+        def Alarm(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.alarm(request))
 
-        async def MoveLeader(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.move_leader(request))
+        def MoveLeader(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.move_leader(request))
 
-        async def Defragment(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def Defragment(self, request: Any, context: Any) -> Any:  # noqa: N802
             # LMDB reuses freed pages by itself: there is nothing to defragment.
-            return gw.pb.DefragmentResponse(header=gw.header(local.kv.revision))
+            return answer(context, gw.defragment())
 
-        async def Snapshot(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        def Snapshot(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
             try:
-                async for chunk in gw.snapshot():
-                    yield chunk
+                yield from on_node.stream(gw.snapshot(), context)
             except (RaftError, OSError) as e:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {e}")
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {e}")
 
     class Watch(services.WatchServicer):  # type: ignore[misc, name-defined]
-        async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-            async for response in gw.watch_stream(requests):
-                yield response
+        def Watch(self, requests: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+            yield from on_node.stream(gw.watch_stream(_from_thread(requests, loop)), context)
 
     class Lease(services.LeaseServicer):  # type: ignore[misc, name-defined]
-        async def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.lease_grant(request))
+        def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.lease_grant(request))
 
-        async def LeaseRevoke(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.lease_revoke(request))
+        def LeaseRevoke(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.lease_revoke(request))
 
-        async def LeaseKeepAlive(self, requests: Any, context: Any) -> Any:  # noqa: N802
+        def LeaseKeepAlive(self, requests: Any, context: Any) -> Iterator[Any]:  # noqa: N802
             # A stream: one answer per keep-alive the client sends, until it hangs up.
-            async for request in requests:
-                yield await _answer(context, functools.partial(gw.lease_keep_alive, request))
+            for request in requests:
+                yield answer(context, gw.lease_keep_alive(request))
 
-        async def LeaseTimeToLive(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.lease_time_to_live(request))
+        def LeaseTimeToLive(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.lease_time_to_live(request))
 
-        async def LeaseLeases(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.lease_leases(request))
+        def LeaseLeases(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.lease_leases(request))
 
     class Cluster(services.ClusterServicer):  # type: ignore[misc, name-defined]
-        async def MemberList(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.member_list(request))
+        def MemberList(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.member_list(request))
 
-        async def MemberAdd(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.member_add(request))
+        def MemberAdd(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.member_add(request))
 
-        async def MemberRemove(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.member_remove(request))
+        def MemberRemove(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.member_remove(request))
 
-        async def MemberPromote(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await _answer(context, lambda: gw.member_promote(request))
+        def MemberPromote(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return answer(context, gw.member_promote(request))
 
-        async def MemberUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: a member's peer address does not change")
+        def MemberUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: a member's peer address does not change")
 
     class Auth(services.AuthServicer):  # type: ignore[misc, name-defined]
-        async def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
             if not local.kv.auth.enabled:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
-            await context.abort(
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+            context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, "raftkv's etcd gateway does not carry users yet: use raftkv's client"
             )
 
-    server = grpc.aio.server()
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="raftkv-etcd"),
+        maximum_concurrent_rpcs=HANDLER_THREADS,
+    )
     services.add_KVServicer_to_server(KV(), server)
     services.add_LeaseServicer_to_server(Lease(), server)
     services.add_WatchServicer_to_server(Watch(), server)
@@ -605,6 +694,6 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Any:
     port = server.add_insecure_port(f"{address.host}:{address.port}")
     if not port:
         raise OSError(f"--listen-etcd {address}: cannot listen there")
-    await server.start()
+    server.start()
     log.info("node %s: etcd v3 gateway on %s", node.id, address)
-    return server
+    return GatewayServer(server)
