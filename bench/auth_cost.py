@@ -17,7 +17,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench.local_runs import cpu_us, interleaved, raftkv_bench, wait_leader
+from bench.local_runs import bench_shapes, interleaved, wait_leader
 
 from raftkv.cli.local import LocalCluster
 from raftkv.client import connect
@@ -41,18 +41,13 @@ def run(mode: str, root: Path, duration: float) -> dict[str, tuple[float, float,
     client = ["--user", "bench:benchpw"] if mode == "on" else []
     lc = LocalCluster(root, cluster_id="authbench")
     lc.start_all()
-    out: dict[str, tuple[float, float, float]] = {}
     try:
         wait_leader(lc, (), f"the {mode} cluster")
         if mode == "on":
             asyncio.run(enable_auth([str(e) for e in lc.endpoints()]))
-        for name, extra in SHAPES:
-            before = cpu_us(lc)
-            j = raftkv_bench(lc, duration, [*extra, *client])
-            out[name] = (j["ops_per_s"], j["p50_ms"], (cpu_us(lc) - before) / max(1, j["ops"]))
+        return bench_shapes(lc, SHAPES, duration, client)
     finally:
         lc.stop_all()
-    return out
 
 
 def main() -> None:

@@ -57,6 +57,18 @@ Figures = dict[str, tuple[float, float, float]]
 """Per shape: (ops/s, p50 ms, node CPU µs per op)."""
 
 
+def bench_shapes(
+    lc: LocalCluster, shapes: Sequence[tuple[str, Sequence[str]]], duration: float, client_args: Sequence[str] = ()
+) -> Figures:
+    """One ``raftkv bench`` run per shape (its name, its flags), with the CPU the nodes spent per operation."""
+    out: Figures = {}
+    for name, extra in shapes:
+        before = cpu_us(lc)
+        j = raftkv_bench(lc, duration, [*extra, *client_args])
+        out[name] = (j["ops_per_s"], j["p50_ms"], (cpu_us(lc) - before) / max(1, j["ops"]))
+    return out
+
+
 def _cells(got: Figures) -> str:
     return "  ".join(f"{k} {v[0]:,.0f}/s p50 {v[1]:.2f} ms cpu {v[2]:.0f} µs/op" for k, v in got.items())
 

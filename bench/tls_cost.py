@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench.local_runs import cpu_us, interleaved, raftkv_bench, wait_leader
+from bench.local_runs import bench_shapes, interleaved, wait_leader
 from tests.tlscerts import CA
 
 from raftkv.cli.local import LocalCluster
@@ -34,16 +34,11 @@ def run(mode: str, root: Path, pki: dict[str, Path], duration: float) -> dict[st
         client = ["--cacert", str(pki["ca"]), "--cert", str(pki["client"]), "--key", str(pki["client_key"])]
     lc = LocalCluster(root, cluster_id="tlsbench", extra_args=tuple(server))
     lc.start_all()
-    out: dict[str, tuple[float, float, float]] = {}
     try:
         wait_leader(lc, client, f"the {mode} cluster")
-        for name, extra in SHAPES:
-            before = cpu_us(lc)
-            j = raftkv_bench(lc, duration, [*extra, *client])
-            out[name] = (j["ops_per_s"], j["p50_ms"], (cpu_us(lc) - before) / max(1, j["ops"]))
+        return bench_shapes(lc, SHAPES, duration, client)
     finally:
         lc.stop_all()
-    return out
 
 
 def main() -> None:

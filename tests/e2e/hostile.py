@@ -100,8 +100,14 @@ def idle_connections(addr: Address, count: int = 2000, hold_s: float = 0.0) -> s
                 socks.append(_dial(addr, timeout=2.0))
             except OSError:
                 break
-        time.sleep(2.0)  # the node accepts, and closes the ones over its limit, as fast as it can: let it catch up
-        ends = [_ended(s, within=0.01) for s in socks]
+        # The node accepts, and closes the ones over its limit, as fast as it can: count until the count stops
+        # growing (no new close for 0.5 s once one came), within 10 s.
+        ends = [""] * len(socks)
+        deadline, quiet_since = time.monotonic() + 10.0, time.monotonic()
+        while time.monotonic() < deadline and (not any(ends) or time.monotonic() - quiet_since < 0.5):
+            for k, s in enumerate(socks):
+                if not ends[k] and (end := _ended(s, within=0.001)):
+                    ends[k], quiet_since = end, time.monotonic()
         if hold_s:
             time.sleep(hold_s)
     finally:

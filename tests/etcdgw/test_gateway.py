@@ -130,14 +130,19 @@ def etcdctl(endpoints: list[str], *args: str, stdin: str | None = None) -> subpr
     )
 
 
+async def ctl(endpoints: list[str], *args: str, stdin: str | None = None, with_stderr: bool = False) -> str:
+    """etcdctl's output (stderr too with ``with_stderr``: it writes some answers there); it must succeed."""
+    r = await asyncio.to_thread(etcdctl, endpoints, *args, stdin=stdin)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout + r.stderr if with_stderr else r.stdout
+
+
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
 async def test_the_real_etcdctl_puts_gets_deletes_and_runs_a_txn(gateways: list[Any]) -> None:
     endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
 
     async def run(*args: str, stdin: str | None = None) -> str:
-        r = await asyncio.to_thread(etcdctl, endpoints, *args, stdin=stdin)
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r.stdout
+        return await ctl(endpoints, *args, stdin=stdin)
 
     assert await run("put", "greeting", "hello") == "OK\n"
     assert await run("put", "app/a", "A") == "OK\n"
@@ -164,9 +169,7 @@ async def test_the_real_etcdctl_grants_keeps_alive_lists_and_revokes_a_lease(gat
     endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
 
     async def run(*args: str) -> str:
-        r = await asyncio.to_thread(etcdctl, endpoints, *args)
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r.stdout
+        return await ctl(endpoints, *args)
 
     granted = await run("lease", "grant", "30")
     assert granted.startswith("lease ") and granted.rstrip().endswith("granted with TTL(30s)"), granted
@@ -238,9 +241,7 @@ async def test_the_real_etcdctl_lists_adds_and_removes_members(gateways: list[An
     endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
 
     async def run(*args: str) -> str:
-        r = await asyncio.to_thread(etcdctl, endpoints, *args)
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r.stdout
+        return await ctl(endpoints, *args)
 
     listed = (await run("member", "list")).splitlines()
     assert len(listed) == 3 and all("started, node-" in line for line in listed), listed
@@ -259,9 +260,7 @@ async def test_the_real_etcdctl_operates_the_cluster(gateways: list[Any], tmp_pa
     endpoints = [str(s.config.listen_etcd) for s in servers]
 
     async def run(*args: str, only: str | None = None) -> str:
-        r = await asyncio.to_thread(etcdctl, [only] if only else endpoints, *args)
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r.stdout + r.stderr  # etcdctl writes some answers (endpoint health) on stderr
+        return await ctl([only] if only else endpoints, *args, with_stderr=True)  # endpoint health: on stderr
 
     assert await run("lock", "jobs/nightly", "--", "echo", "held the lock") == "held the lock\n"
     healthy = (await run("endpoint", "health")).splitlines()

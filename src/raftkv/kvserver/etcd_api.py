@@ -32,7 +32,7 @@ import itertools
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -484,7 +484,7 @@ def _error_of(result: ErrorResult, revision: int) -> Exception:
     return RaftError(f"{result.code}: {result.message}")
 
 
-def _answer(context: Any, run: Callable[[Awaitable[T]], T], call: Awaitable[T]) -> T:
+def _answer(context: Any, run: Callable[[Coroutine[Any, Any, T]], T], call: Coroutine[Any, Any, T]) -> T:
     """``run(call)`` (the coroutine, on the node's loop); a raftkv error ends the call with etcd's gRPC code and
     message (``context.abort`` raises)."""
     code, message = grpc.StatusCode.INVALID_ARGUMENT, ""
@@ -519,8 +519,8 @@ class _OnNode:
         self.loop = loop
         self.timeout_s = timeout_s
 
-    def __call__(self, call: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(_awaited(call), self.loop).result(self.timeout_s)
+    def __call__(self, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, self.loop).result(self.timeout_s)
 
     def stream(self, items: AsyncIterator[T], context: Any) -> Iterator[T]:
         """The items of an async iterator that runs on the node's loop, one at a time, in this thread, with no
@@ -542,10 +542,6 @@ class _OnNode:
             aclose = getattr(items, "aclose", None)
             if aclose is not None and not self.loop.is_closed():
                 asyncio.run_coroutine_threadsafe(aclose(), self.loop)
-
-
-async def _awaited(call: Awaitable[T]) -> T:
-    return await call
 
 
 async def _next(items: AsyncIterator[T]) -> T:
@@ -596,7 +592,7 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Gatewa
     on_node = _OnNode(asyncio.get_running_loop())
     loop = on_node.loop
 
-    def answer(context: Any, call: Awaitable[T]) -> T:
+    def answer(context: Any, call: Coroutine[Any, Any, T]) -> T:
         return _answer(context, on_node, call)
 
     class KV(services.KVServicer):  # type: ignore[misc, name-defined]
