@@ -4,10 +4,12 @@ every node serves every call (followers forward), revisions are etcd's, errors c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from raftkv.backup import read_backup
 from raftkv.kv import MemoryBackend
 from raftkv.kvserver import KVServer
 from raftkv.kvserver.etcd_api import load_protos
+from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
 from tests.runtime.cluster import configs, free_ports, leader_of, wait_until
 
@@ -236,21 +239,126 @@ async def test_a_watch_stream_creates_cancels_and_reports_compaction(gateways: l
         await stream.done_writing()
 
 
+async def test_hundreds_of_open_watch_streams_hold_no_call_back_and_leave_nothing_when_closed(
+    gateways: list[Any],
+) -> None:
+    """Each open watch stream once held one of 256 handler threads: 300 of them blocked every other call.
+    On the asyncio server they cost a task each; when their client hangs up, every watch they made is gone."""
+    (_s1, _kv1, _m1), (_s2, _kv2, _m2), (s3, kv3, _m3) = gateways
+    servers = [g[0] for g in gateways]
+    assert s3.config.listen_etcd is not None
+    async with grpc.aio.insecure_channel(str(s3.config.listen_etcd)) as ch:
+        stub = SERVICES.WatchStub(ch)
+        streams = [stub.Watch() for _ in range(300)]
+        for stream in streams:
+            await stream.write(PB.WatchRequest(create_request=PB.WatchCreateRequest(key=b"w")))
+        created = await asyncio.wait_for(asyncio.gather(*(st.read() for st in streams)), 30)
+        assert all(c.created for c in created)
+        put = await asyncio.wait_for(kv3.Put(PB.PutRequest(key=b"w", value=b"seen")), 10)
+        events = await asyncio.wait_for(asyncio.gather(*(st.read() for st in streams)), 30)
+        assert {(e.events[0].kv.value, e.events[0].kv.mod_revision) for e in events} == {
+            (b"seen", put.header.revision)
+        }, "every stream gets the event, with etcd's revision"
+        assert sum(len(s.watches.watches) for s in servers if s.watches is not None) >= 300
+        for stream in streams:
+            stream.cancel()
+    await wait_until(
+        lambda: sum(len(s.watches.watches) for s in servers if s.watches is not None) == 0,
+        10.0,
+        "every watch of the closed streams cancelled on the nodes",
+    )
+
+
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
-async def test_the_real_etcdctl_lists_adds_and_removes_members(gateways: list[Any]) -> None:
-    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+async def test_the_real_etcdctl_lists_adds_promotes_and_removes_members(gateways: list[Any], tmp_path: Path) -> None:
+    """A learner added with etcdctl, started with the id etcdctl printed, caught up, promoted, removed. The
+    members' client URLs are their etcd gateways: ``--cluster`` reaches every one of them."""
+    servers = [s for s, _kv, _m in gateways]
+    endpoints = [str(s.config.listen_etcd) for s in servers]
 
     async def run(*args: str) -> str:
-        return await ctl(endpoints, *args)
+        return await ctl(endpoints, *args, with_stderr=True)
 
     listed = (await run("member", "list")).splitlines()
     assert len(listed) == 3 and all("started, node-" in line for line in listed), listed
-    assert all(f"http://{s.config.listen_peer}" in " ".join(listed) for s, _kv, _m in gateways)
-    added = await run("member", "add", "node-4", "--peer-urls=http://127.0.0.1:1", "--learner")
+    assert all(f"http://{s.config.listen_peer}" in " ".join(listed) for s in servers)
+    assert all(f"http://{e}" in " ".join(listed) for e in endpoints), "clientURLs: the etcd gateways"
+    health = (await run("endpoint", "health", "--cluster")).splitlines()
+    assert sorted(line.split(" ")[0] for line in health) == sorted(f"http://{e}" for e in endpoints), health
+    status = json.loads(await run("endpoint", "status", "--cluster", "-w", "json"))
+    assert sorted(s["Endpoint"] for s in status) == sorted(f"http://{e}" for e in endpoints)
+
+    peer_port, client_port, etcd_port = free_ports(3)
+    added = await run("member", "add", "node-4", f"--peer-urls=http://127.0.0.1:{peer_port}", "--learner")
     assert "Member" in added and "added to cluster" in added, added
-    assert len((await run("member", "list")).splitlines()) == 4
-    assert "removed from cluster" in await run("member", "remove", "4")
-    assert len((await run("member", "list")).splitlines()) == 3
+    new_id = int(added.split()[1], 16)
+    assert new_id == 4, "one above the highest id: the id to start the new node with"
+    base = servers[0].config
+    cfg = dataclasses.replace(
+        base,
+        id=NodeId(new_id),
+        data_dir=tmp_path / "node4",
+        listen_peer=Address("127.0.0.1", peer_port),
+        listen_client=Address("127.0.0.1", client_port),
+        listen_etcd=Address("127.0.0.1", etcd_port),
+        peers={**base.peers, NodeId(new_id): Address("127.0.0.1", peer_port)},
+        join=(base.listen_client,),
+    )
+    fourth = KVServer(cfg, backend=MemoryBackend())
+    await fourth.start()
+    try:
+        lead = leader_of(servers)
+        assert lead is not None
+        await wait_until(lambda: fourth.running.applied_index >= lead.running.applied_index, 10.0, "the catch-up")
+        learner_row = next(line for line in (await run("member", "list")).splitlines() if line.startswith("4,"))
+        assert learner_row.endswith(", true"), learner_row
+        promoted = await run("member", "promote", "4")
+        assert promoted.startswith("Member                4 promoted in cluster"), promoted
+        voter_row = next(line for line in (await run("member", "list")).splitlines() if line.startswith("4,"))
+        assert voter_row.endswith(", false"), voter_row
+        assert "removed from cluster" in await run("member", "remove", "4")
+        assert len((await run("member", "list")).splitlines()) == 3
+    finally:
+        await fourth.aclose()
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_campaigns_observes_and_hands_over_an_election(gateways: list[Any]) -> None:
+    """etcd's own election recipe, run by etcdctl: the first campaigner leads, a listener sees it; when the
+    leader's session ends, the waiting campaigner leads and the listener sees that too."""
+    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+
+    async def start(*args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            "etcdctl", f"--endpoints={','.join(endpoints)}", "elect", "jobs", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ, ETCDCTL_API="3"),
+        )  # fmt: skip
+
+    async def lines(proc: asyncio.subprocess.Process, n: int) -> list[str]:
+        assert proc.stdout is not None
+        async with asyncio.timeout(15):
+            return [(await proc.stdout.readline()).decode().rstrip("\n") for _ in range(n)]
+
+    first = await start("alpha")
+    procs = [first]
+    try:
+        key_a, value_a = await lines(first, 2)
+        assert key_a.startswith("jobs/") and value_a == "alpha", (key_a, value_a)
+        listener = await start("--listen")
+        procs.append(listener)
+        assert await lines(listener, 2) == [key_a, "alpha"]
+        second = await start("beta")
+        procs.append(second)
+        first.send_signal(signal.SIGINT)  # etcdctl resigns (its session's lease revoked) and exits
+        assert await asyncio.wait_for(first.wait(), 10) == 0
+        key_b, value_b = await lines(second, 2)
+        assert key_b.startswith("jobs/") and key_b != key_a and value_b == "beta"
+        assert await lines(listener, 2) == [key_b, "beta"]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")

@@ -4,8 +4,8 @@ client libraries (issue 18; docs/etcd-gateway.md says what is served so far and 
 Theory of operation
 -------------------
 A front end like ``capnp_api.py``: it decodes etcd's requests into raftkv commands and encodes the results in
-etcd's messages. grpcio's threaded server decodes each call in a handler thread and runs its coroutine on the
-node's event loop (:class:`_OnNode`); see :func:`serve_etcd` for why not its asyncio server. The protocol files
+etcd's messages. grpcio's asyncio server runs on a loop and thread of its own and carries each call to the
+node's event loop, where it runs, in batches (:class:`_Bridge`); :func:`serve_etcd` says why. The protocol files
 are ours, written from etcd's published field numbers (``etcdpb/*.proto``), and compiled when the gateway
 starts (``grpc.protos_and_services``, from grpcio-tools): nothing generated is kept in the tree.
 
@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -401,12 +402,15 @@ class Gateway:
         return [f"http://{address}"] if address else []
 
     async def members_out(self) -> list[Any]:
+        """etcd's members. Their clientURLs are their etcd gateways (what etcd's clients dial, as learned in the
+        peer handshake), empty for a member that serves none: its raftkv client port speaks another protocol."""
+        transport = self.node.transport
         return [
             self.pb.Member(
                 ID=m.id,
                 name=f"node-{m.id}",
                 peerURLs=self._url(m.peer_address),
-                clientURLs=self._url(m.client_address),
+                clientURLs=self._url(transport.etcd_address_of(m.id) if transport is not None else ""),
                 isLearner=m.learner,
             )
             for m in await self.client.members()
@@ -484,212 +488,286 @@ def _error_of(result: ErrorResult, revision: int) -> Exception:
     return RaftError(f"{result.code}: {result.message}")
 
 
-def _answer(context: Any, run: Callable[[Coroutine[Any, Any, T]], T], call: Coroutine[Any, Any, T]) -> T:
-    """``run(call)`` (the coroutine, on the node's loop); a raftkv error ends the call with etcd's gRPC code and
-    message (``context.abort`` raises)."""
-    code, message = grpc.StatusCode.INVALID_ARGUMENT, ""
-    try:
-        return run(call)
-    except Compacted:
-        code, message = grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"
-    except FutureRevision:
-        code, message = grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"
-    except LeaseNotFound:
-        code, message = grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found"
-    except LimitExceeded as e:
-        too_many = "--max-txn-ops" in str(e)
+def _status_of(error: BaseException) -> tuple[Any, str] | None:
+    """etcd's gRPC code and exact message for a raftkv error (None: not one of ours, let it through)."""
+    if isinstance(error, Compacted):
+        return grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"
+    if isinstance(error, FutureRevision):
+        return grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"
+    if isinstance(error, LeaseNotFound):
+        return grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found"
+    if isinstance(error, LimitExceeded):
+        too_many = "--max-txn-ops" in str(error)
         message = "etcdserver: too many operations in txn request" if too_many else "etcdserver: request is too large"
-    except AuthError as e:
-        if e.code == ErrorCode.PERMISSION_DENIED:
-            code, message = grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"
-        else:
-            message = f"etcdserver: {e}"
-    except (Unavailable, TimeoutError):
-        code, message = grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
-    except (RaftError, ValueError) as e:  # CommandError (an empty key...) and Unsupported are ValueErrors
-        message = f"etcdserver: {e}"
-    context.abort(code, message)
-    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+        return grpc.StatusCode.INVALID_ARGUMENT, message
+    if isinstance(error, AuthError):
+        if error.code == ErrorCode.PERMISSION_DENIED:
+            return grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"
+        return grpc.StatusCode.INVALID_ARGUMENT, f"etcdserver: {error}"
+    if isinstance(error, (Unavailable, TimeoutError)):
+        return grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
+    if isinstance(error, (RaftError, ValueError)):  # CommandError (an empty key...) and Unsupported are ValueErrors
+        return grpc.StatusCode.INVALID_ARGUMENT, f"etcdserver: {error}"
+    return None
 
 
-class _OnNode:
-    """Runs the gateway's coroutines on the node's event loop, from grpcio's handler threads, and waits."""
+class _Bridge:
+    """Carries the gateway's calls from its own loop (the gRPC server's, in its thread) to the node's loop and
+    their answers back, a batch per hop each way: one wake-up of the other loop carries every call made since
+    the last one, so 64 calls in flight cost a few hops, not 128 (each ``call_soon_threadsafe`` writes to the
+    loop's wake-up pipe)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0) -> None:
-        self.loop = loop
-        self.timeout_s = timeout_s
+    def __init__(self, node_loop: asyncio.AbstractEventLoop, gateway_loop: asyncio.AbstractEventLoop) -> None:
+        self.node_loop = node_loop
+        self.gateway_loop = gateway_loop
+        self._lock = threading.Lock()  # guards both lists: each is filled in one thread and emptied in the other
+        self._calls: list[tuple[Coroutine[Any, Any, Any], asyncio.Future[Any]]] = []
+        self._answers: list[tuple[asyncio.Future[Any], asyncio.Task[Any]]] = []
 
-    def __call__(self, call: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(call, self.loop).result(self.timeout_s)
+    async def __call__(self, call: Coroutine[Any, Any, T]) -> T:
+        """``call``'s result, run on the node's loop (awaited on the gateway's)."""
+        answer: asyncio.Future[T] = self.gateway_loop.create_future()
+        with self._lock:
+            self._calls.append((call, answer))
+            first = len(self._calls) == 1
+        if first:
+            self.node_loop.call_soon_threadsafe(self._start)
+        return await answer
 
-    def stream(self, items: AsyncIterator[T], context: Any) -> Iterator[T]:
-        """The items of an async iterator that runs on the node's loop, one at a time, in this thread, with no
-        deadline (a watch waits for its events as long as they take). When the call ends (the client hung up),
-        the wait is cancelled and the iterator closed on the node's loop: no thread and no watch stay behind."""
-        current: list[concurrent.futures.Future[T]] = []
-        context.add_callback(lambda: [f.cancel() for f in current])
-        try:
-            while True:
-                future = asyncio.run_coroutine_threadsafe(_next(items), self.loop)
-                current[:] = [future]
-                try:
-                    yield future.result()
-                except (StopAsyncIteration, concurrent.futures.CancelledError):
-                    return
-        finally:
-            for f in current:
-                f.cancel()
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None and not self.loop.is_closed():
-                asyncio.run_coroutine_threadsafe(aclose(), self.loop)
+    def _start(self) -> None:  # on the node's loop
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for call, answer in calls:
+            self.node_loop.create_task(call).add_done_callback(functools.partial(self._done, answer))
+
+    def _done(self, answer: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:  # on the node's loop
+        with self._lock:
+            self._answers.append((answer, task))
+            first = len(self._answers) == 1
+        if first and not self.gateway_loop.is_closed():
+            self.gateway_loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:  # on the gateway's loop
+        with self._lock:
+            answers, self._answers = self._answers, []
+        for answer, task in answers:
+            if answer.done():  # the caller gave up (its client hung up)
+                continue
+            if task.cancelled():
+                answer.cancel()
+            elif (error := task.exception()) is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(task.result())
 
 
-async def _next(items: AsyncIterator[T]) -> T:
-    return await items.__anext__()
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
-async def _from_thread(requests: Iterator[Any], loop: asyncio.AbstractEventLoop) -> AsyncIterator[Any]:
-    """A blocking request iterator (grpcio's, in a reader thread) as an async one on the node's loop."""
+async def _carried(items: AsyncIterable[T], source: asyncio.AbstractEventLoop) -> AsyncIterator[T]:
+    """The items of ``items``, an async iterable that must run on the loop ``source``, as an async iterator on
+    the running loop, item by item. When the consumer stops (its call ended), the producer is cancelled and
+    closed on its own loop: no task and no watch stay behind."""
+    here = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    done = object()
+    end = object()
 
-    def read() -> None:
+    async def pump() -> None:  # on ``source``
         try:
-            for request in requests:
-                loop.call_soon_threadsafe(queue.put_nowait, request)
-        except Exception:  # the client went away: the stream ends
-            pass
-        loop.call_soon_threadsafe(queue.put_nowait, done)
+            async for item in items:
+                here.call_soon_threadsafe(queue.put_nowait, item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # carried to the consumer, which raises it
+            here.call_soon_threadsafe(queue.put_nowait, _Failed(e))
+        else:
+            here.call_soon_threadsafe(queue.put_nowait, end)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
-    threading.Thread(target=read, name="raftkv-etcd-watch-reader", daemon=True).start()
-    while (request := await queue.get()) is not done:
-        yield request
+    pumping = asyncio.run_coroutine_threadsafe(pump(), source)
+    try:
+        while (item := await queue.get()) is not end:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        pumping.cancel()
 
 
 class GatewayServer:
-    """The gateway's gRPC server (grpcio's threaded server) and how to stop it from the node's loop."""
+    """The gateway's gRPC server, on its own thread and event loop, and how to stop it from the node's loop."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, thread: threading.Thread, loop: asyncio.AbstractEventLoop, server: Any) -> None:
+        self.thread = thread
+        self.loop = loop
         self.server = server
 
     async def stop(self, grace: float) -> None:
-        await asyncio.to_thread(lambda: self.server.stop(grace).wait(grace + 5))
-
-
-HANDLER_THREADS: Final = 256
-"""grpcio handler threads: each call in flight (and each open watch stream) holds one while it waits."""
+        """Stop the server (calls in flight get ``grace`` seconds), then its loop and thread."""
+        if self.loop.is_closed():
+            return
+        stopping = asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(stopping), grace + 5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            await asyncio.to_thread(self.thread.join, 5)
 
 
 async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> GatewayServer:
     """Start the gateway's gRPC server on ``address``; the caller stops it (``await server.stop(grace)``).
 
-    grpcio's threaded server, not its asyncio one: the asyncio server takes one new call per turn of the event
-    loop it runs on, and a node's loop turns every millisecond or two, so 64 calls in flight reached the log
-    one at a time (docs/etcd-gateway.md). Here each call is decoded in a handler thread and its coroutine runs
-    on the node's loop (``_OnNode``), where calls made at once are batched as usual."""
+    grpcio's asyncio server on a loop of its own, in a thread of its own (the "gateway loop"), and every call's
+    work (decode, the raftkv call, encode) on the node's loop, carried there and back in batches
+    (:class:`_Bridge`). Not on the node's loop itself: grpcio's asyncio server takes one new call per turn of
+    the loop it runs on, and a busy node's loop turns every millisecond or two, so 64 calls in flight reached
+    the log one at a time. Not grpcio's threaded server either: a thread per call in flight, each woken through
+    the GIL, cost ~1 ms of CPU per put (docs/etcd-gateway.md)."""
+    node_loop = asyncio.get_running_loop()
+    ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, Any]] = concurrent.futures.Future()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            server = loop.run_until_complete(_start(address, node, local, client, node_loop, loop))
+        except BaseException as e:  # handed to serve_etcd, which raises it
+            ready.set_exception(e)
+            loop.close()
+            return
+        ready.set_result((loop, server))
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"raftkv-etcd-{node.id}", daemon=True)
+    thread.start()
+    loop, server = await asyncio.wrap_future(ready)
+    log.info("node %s: etcd v3 gateway on %s", node.id, address)
+    return GatewayServer(thread, loop, server)
+
+
+async def _start(
+    address: Any, node: Any, local: Any, client: Any, node_loop: asyncio.AbstractEventLoop, loop: Any
+) -> Any:
+    """The gRPC server, started on the gateway's loop (the running one)."""
     pb, services = load_protos()
     gw = Gateway(node, local, client, pb)
-    on_node = _OnNode(asyncio.get_running_loop())
-    loop = on_node.loop
+    on_node = _Bridge(node_loop, loop)
 
-    def answer(context: Any, call: Coroutine[Any, Any, T]) -> T:
-        return _answer(context, on_node, call)
+    async def answer(context: Any, call: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await on_node(call)
+        except Exception as e:
+            status = _status_of(e)
+            if status is None:
+                raise
+            await context.abort(*status)  # raises
+            raise AssertionError("unreachable: context.abort raises") from e  # pragma: no cover
 
     class KV(services.KVServicer):  # type: ignore[misc, name-defined]
-        def Range(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.range(request))
+        async def Range(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.range(request))
 
-        def Put(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.put(request))
+        async def Put(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.put(request))
 
-        def DeleteRange(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.delete_range(request))
+        async def DeleteRange(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.delete_range(request))
 
-        def Txn(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.txn(request))
+        async def Txn(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.txn(request))
 
-        def Compact(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.compact(request))
+        async def Compact(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.compact(request))
 
     class Maintenance(services.MaintenanceServicer):  # type: ignore[misc, name-defined]
-        def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.status(request))
+        async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.status(request))
 
-        def Alarm(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.alarm(request))
+        async def Alarm(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.alarm(request))
 
-        def MoveLeader(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.move_leader(request))
+        async def MoveLeader(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.move_leader(request))
 
-        def Defragment(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def Defragment(self, request: Any, context: Any) -> Any:  # noqa: N802
             # LMDB reuses freed pages by itself: there is nothing to defragment.
-            return answer(context, gw.defragment())
+            return await answer(context, gw.defragment())
 
-        def Snapshot(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+        async def Snapshot(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
             try:
-                yield from on_node.stream(gw.snapshot(), context)
+                async for chunk in _carried(gw.snapshot(), node_loop):
+                    yield chunk
             except (RaftError, OSError) as e:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {e}")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {e}")
 
     class Watch(services.WatchServicer):  # type: ignore[misc, name-defined]
-        def Watch(self, requests: Any, context: Any) -> Iterator[Any]:  # noqa: N802
-            yield from on_node.stream(gw.watch_stream(_from_thread(requests, loop)), context)
+        async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+            async for response in _carried(gw.watch_stream(_carried(requests, loop)), node_loop):
+                yield response
 
     class Lease(services.LeaseServicer):  # type: ignore[misc, name-defined]
-        def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.lease_grant(request))
+        async def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.lease_grant(request))
 
-        def LeaseRevoke(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.lease_revoke(request))
+        async def LeaseRevoke(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.lease_revoke(request))
 
-        def LeaseKeepAlive(self, requests: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+        async def LeaseKeepAlive(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
             # A stream: one answer per keep-alive the client sends, until it hangs up.
-            for request in requests:
-                yield answer(context, gw.lease_keep_alive(request))
+            async for request in requests:
+                yield await answer(context, gw.lease_keep_alive(request))
 
-        def LeaseTimeToLive(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.lease_time_to_live(request))
+        async def LeaseTimeToLive(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.lease_time_to_live(request))
 
-        def LeaseLeases(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.lease_leases(request))
+        async def LeaseLeases(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.lease_leases(request))
 
     class Cluster(services.ClusterServicer):  # type: ignore[misc, name-defined]
-        def MemberList(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.member_list(request))
+        async def MemberList(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.member_list(request))
 
-        def MemberAdd(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.member_add(request))
+        async def MemberAdd(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.member_add(request))
 
-        def MemberRemove(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.member_remove(request))
+        async def MemberRemove(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.member_remove(request))
 
-        def MemberPromote(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return answer(context, gw.member_promote(request))
+        async def MemberPromote(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.member_promote(request))
 
-        def MemberUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: a member's peer address does not change")
+        async def MemberUpdate(self, request: Any, context: Any) -> Any:  # noqa: N802
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: a member's peer address does not change")
 
     class Auth(services.AuthServicer):  # type: ignore[misc, name-defined]
-        def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
             if not local.kv.auth.enabled:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
-            context.abort(
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+            await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, "raftkv's etcd gateway does not carry users yet: use raftkv's client"
             )
 
-    server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="raftkv-etcd"),
-        maximum_concurrent_rpcs=HANDLER_THREADS,
-    )
+    server = grpc.aio.server()
     services.add_KVServicer_to_server(KV(), server)
     services.add_LeaseServicer_to_server(Lease(), server)
     services.add_WatchServicer_to_server(Watch(), server)
     services.add_ClusterServicer_to_server(Cluster(), server)
     services.add_AuthServicer_to_server(Auth(), server)
     services.add_MaintenanceServicer_to_server(Maintenance(), server)
-    port = server.add_insecure_port(f"{address.host}:{address.port}")
+    try:
+        port = server.add_insecure_port(f"{address.host}:{address.port}")
+    except RuntimeError:
+        port = 0
     if not port:
         raise OSError(f"--listen-etcd {address}: cannot listen there")
-    server.start()
-    log.info("node %s: etcd v3 gateway on %s", node.id, address)
-    return GatewayServer(server)
+    await server.start()
+    return server

@@ -166,6 +166,8 @@ class PeerLink:
         self.ever_connected = False
         self.client_address = ""
         """The peer's client address, as it told us in the handshake ("" if it has none or is unknown)."""
+        self.etcd_address = ""
+        """The peer's etcd gateway address (``--listen-etcd``), as it told us in the handshake ("" if none)."""
         self.snapshot_request: InstallSnapshot | None = None
         """The core asked to send this peer a snapshot; streamed by its own task, beside the normal traffic."""
         self.snapshot_streaming: InstallSnapshot | None = None
@@ -280,6 +282,7 @@ class PeerLink:
             return False
         self.t.once.clear(f"refused-{self.peer}")
         self.client_address = str(r.clientAddress)
+        self.etcd_address = str(r.etcdAddress)
         return True
 
     async def _pump_until_disconnect(self, client: Any, cap: Any, frames: FrameSender | None) -> None:
@@ -538,6 +541,7 @@ class PeerService(schema.Peer.Server):  # type: ignore[misc]
         results.nodeId = self.t.node_id
         results.term = self.t.term()
         results.clientAddress = self.t.client_address
+        results.etcdAddress = self.t.etcd_address
 
     async def installSnapshot(self, header: Any, chunk: Any, _context: Any, **_kw: Any) -> None:  # noqa: N802
         """Follower side of §7: collect the chunks (the inbox); on the last, verified, hand the file over."""
@@ -601,6 +605,7 @@ class Transport:
         client_address: str = "",
         on_peer_down: Callable[[NodeId], None] | None = None,
         *,
+        etcd_address: str = "",
         streams: StreamLayer = PLAIN,
         snapshot_source: SnapshotSource | None = None,
         on_snapshot_sent: Callable[[NodeId, bool], None] | None = None,
@@ -619,6 +624,9 @@ class Transport:
         self.on_messages = on_messages
         self.term = term
         self.client_address = client_address
+        self.etcd_address = etcd_address
+        """Where this node serves etcd's gRPC API ("" if it does not): told to peers in the handshake, so that
+        any node's gateway can list every member's etcd endpoint (etcd's clientURLs)."""
         self.streams = streams
         tls = streams.server_tls
         self.verify_names = tls is not None and tls.verify_mode == ssl.CERT_REQUIRED
@@ -754,6 +762,13 @@ class Transport:
         """The client address ``peer`` announced in its handshake ("" if unknown)."""
         link = self.links.get(peer)
         return link.client_address if link is not None else ""
+
+    def etcd_address_of(self, peer: NodeId) -> str:
+        """The etcd gateway address ``peer`` announced in its handshake ("" if it has none or is unknown)."""
+        if peer == self.node_id:
+            return self.etcd_address
+        link = self.links.get(peer)
+        return link.etcd_address if link is not None else ""
 
     # --- receiving frames ------------------------------------------------------------------------------------
 

@@ -192,9 +192,9 @@ interface Peer {
   send @0 (header :Header, messages :List(Message)) -> (error :Error);
 
   # The seed's echo: returns what it was given, with the answering node's id and term (and where its clients
-  # connect, so that a follower can point clients at the leader).
+  # connect, so that a follower can point clients at the leader; etcdAddress: its etcd gateway, "" if none).
   ping @1 (header :Header, payload :Data)
-      -> (payload :Data, nodeId :UInt64, term :UInt64, clientAddress :Text, error :Error);
+      -> (payload :Data, nodeId :UInt64, term :UInt64, clientAddress :Text, error :Error, etcdAddress :Text);
 
   # Streamed by a leader to a follower whose log is behind the leader's first index (Raft §7), in chunks
   # (raftkv/transport/snapshot_stream.py).
