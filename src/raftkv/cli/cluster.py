@@ -21,8 +21,16 @@ def cluster() -> None:
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=Path("raftkv-data"), show_default=True, help="Kept."
 )
-@click.option("--base-port", type=int, default=7001, show_default=True, help="Peer ports from here; clients +100.")
-def up(nodes: int, data_dir: Path, base_port: int) -> None:
+@click.option(
+    "--base-port", type=int, default=7001, show_default=True, help="Peer ports from here; clients +100, etcd +200."
+)
+@click.option(
+    "--etcd/--no-etcd",
+    default=True,
+    show_default=True,
+    help="Serve etcd's v3 API (for etcdctl and etcd's clients) on each node, ports from --base-port + 200.",
+)
+def up(nodes: int, data_dir: Path, base_port: int, etcd: bool) -> None:
     """Start NODES local nodes, show a live status line, stop them all on Ctrl-C."""
     from rich.live import Live
 
@@ -33,18 +41,24 @@ def up(nodes: int, data_dir: Path, base_port: int) -> None:
 
     if nodes < 1:
         fail(f"--nodes must be >= 1, got {nodes}")
-    lc = LocalCluster(data_dir, nodes, cluster_id="local", base_port=base_port)
+    lc = LocalCluster(data_dir, nodes, cluster_id="local", base_port=base_port, etcd=etcd)
     try:
         for i in lc.ids:
             check_port_free("--base-port", Address("127.0.0.1", lc.peer[i]))
             check_port_free("--base-port", Address("127.0.0.1", lc.client[i]))
+            if etcd:
+                check_port_free("--base-port", Address("127.0.0.1", lc.etcd[i]))
     except ConfigError as e:
         fail(f"{e}; choose another --base-port")
     lc.start_all()
     endpoints = ",".join(map(str, lc.endpoints()))
     click.echo(f"{nodes} nodes starting; data and logs in {data_dir}/")
     click.echo(f"export {ENDPOINTS_ENV}={endpoints}")
+    if etcd:
+        click.echo(f"export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={','.join(map(str, lc.etcd_endpoints()))}")
     click.echo("then try: raftkv put hello world; raftkv get hello; raftkv status   (Ctrl-C stops the cluster)")
+    if etcd:
+        click.echo("    and etcd's tools on the etcd endpoints: etcdctl get hello; etcdctl member list")
 
     async def watch_status(live: Live) -> None:
         async with connect(lc.endpoints(), cluster_id="local") as c:

@@ -62,17 +62,21 @@ class LocalCluster:
         cluster_id: str = "local",
         base_port: int | None = None,
         extra_args: tuple[str, ...] = (),
+        etcd: bool = False,
     ) -> None:
-        """Peer ports ``base_port + i - 1``, client ports ``base_port + 100 + i - 1`` (or free ones)."""
+        """Peer ports ``base_port + i - 1``, client ports ``base_port + 100 + i - 1``, and with ``etcd`` the
+        etcd gateways on ``base_port + 200 + i - 1`` (or free ones)."""
         self.root = root
         self.cluster_id = cluster_id
         self.ids = list(range(1, n + 1))
         if base_port is None:
-            ports = free_ports(2 * n)
+            ports = free_ports(3 * n)
         else:
-            ports = [base_port + i for i in range(n)] + [base_port + 100 + i for i in range(n)]
+            ports = [base_port + offset + i for offset in (0, 100, 200) for i in range(n)]
         self.peer = {i: ports[i - 1] for i in self.ids}
         self.client = {i: ports[n + i - 1] for i in self.ids}
+        self.etcd = {i: ports[2 * n + i - 1] for i in self.ids} if etcd else {}
+        """Each node's ``--listen-etcd`` port (empty: no gateway)."""
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.extra_args = extra_args
         """More ``raftkv serve`` flags for every node (e.g. snapshot settings)."""
@@ -89,6 +93,7 @@ class LocalCluster:
                 sys.executable, "-m", "raftkv.cli", "serve", "--id", str(i), "--cluster-id", self.cluster_id,
                 "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
                 "--listen-client", f"127.0.0.1:{self.client[i]}", *members, *self.extra_args,
+                *(["--listen-etcd", f"127.0.0.1:{self.etcd[i]}"] if i in self.etcd else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -110,6 +115,10 @@ class LocalCluster:
 
     def endpoints(self, ids: list[int] | None = None) -> list[Address]:
         return [Address("127.0.0.1", self.client[i]) for i in (ids or self.ids)]
+
+    def etcd_endpoints(self) -> list[Address]:
+        """The etcd gateways, for etcdctl and etcd's client libraries (empty without ``etcd``)."""
+        return [Address("127.0.0.1", self.etcd[i]) for i in self.ids if i in self.etcd]
 
     def exited(self) -> dict[int, int]:
         """Nodes whose process has exited, with the exit code."""
