@@ -7,7 +7,7 @@ SIM_SEEDS ?= 1..300
 SIM_LONG_SEEDS ?= 1..10000
 
 
-.PHONY: setup demo sim-demo test test-tools test-slow fuzz lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-trace bench-check bench-snapshot bench-compare torture clean
+.PHONY: setup demo sim-demo test test-tools compat-clients test-slow fuzz lint typecheck unit sim-sweep sim-long bench bench-core bench-wal bench-cluster bench-membership bench-mvcc bench-coordination bench-trace bench-check bench-snapshot bench-compare torture clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ sim-demo: setup
 	$(PY) -m raftkv.sim --seed 1 --nodes 3 --verbose-summary
 
 ## Everything CI runs: lint, strict typing of the pure packages, unit + scenario tests, a simulator sweep.
-test: setup test-tools lint typecheck unit sim-sweep
+test: setup test-tools compat-clients lint typecheck unit sim-sweep
 
 ## The real etcdctl for the etcd gateway's tests (Debian's etcd-client), installed when absent and possible;
 ## without it those tests skip and say why.
@@ -34,6 +34,18 @@ test-tools:
 	@command -v etcdctl >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		timeout 180 apt-get install -y -q etcd-client >/dev/null 2>&1; } || \
 		echo "etcdctl is not installed and could not be: the etcd gateway's etcdctl tests will skip"
+
+## The etcd client libraries the gateway's tests run unchanged (python-etcd3, aetcd), in a virtualenv of their
+## own (their generated etcdserverpb code cannot share a process, or a protobuf runtime setting, with ours);
+## built when absent and possible, else those tests skip and say why.
+COMPAT_VENV := .venv-compat
+compat-clients: $(COMPAT_VENV)/.installed-stamp
+
+$(COMPAT_VENV)/.installed-stamp: tests/etcdgw/compat/requirements.txt
+	@{ $(PYTHON) -m venv $(COMPAT_VENV) && \
+		timeout 300 $(COMPAT_VENV)/bin/pip install --quiet -r tests/etcdgw/compat/requirements.txt >/dev/null 2>&1 && \
+		touch $@; } || \
+		{ rm -rf $(COMPAT_VENV); echo "the etcd client libraries could not be installed: their gateway tests will skip"; }
 
 lint: setup
 	$(PY) -m ruff check src tests bench examples
@@ -108,4 +120,4 @@ bench-compare: setup
 	PYTHONPATH=. $(PY) bench/compare.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -362,6 +362,33 @@ async def test_the_real_etcdctl_campaigns_observes_and_hands_over_an_election(ga
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_hashkv_agrees_across_members_and_stays_the_same_for_a_past_revision(gateways: list[Any]) -> None:
+    servers = [s for s, _kv, _m in gateways]
+    endpoints = [str(s.config.listen_etcd) for s in servers]
+    (_s, kv1, m1) = gateways[0]
+    for k in range(5):
+        await kv1.Put(PB.PutRequest(key=b"h%d" % (k % 3), value=b"%d" % k))
+    at = (await kv1.Range(PB.RangeRequest(key=b"h0"))).header.revision  # etcd's numbering: 6
+
+    def applied_everywhere() -> bool:
+        return all(s.kv is not None and s.kv.revision + 1 >= at for s in servers)
+
+    await wait_until(applied_everywhere, 5.0, "every member at the revision")
+    hashes = json.loads(await ctl(endpoints, "endpoint", "hashkv", "-w", "json"))
+    assert len(hashes) == 3 and len({h["HashKV"]["hash"] for h in hashes}) == 1, hashes
+    assert hashes[0]["HashKV"]["hash"] != 0 and hashes[0]["HashKV"]["compact_revision"] == -1
+    before = hashes[0]["HashKV"]["hash"]
+    await kv1.Put(PB.PutRequest(key=b"h1", value=b"later"))
+    now = await m1.HashKV(PB.HashKVRequest())
+    assert now.hash != before, "a new write changes the hash of the whole history"
+    past = json.loads(await ctl(endpoints, "endpoint", "hashkv", f"--rev={at}", "-w", "json"))
+    assert {h["HashKV"]["hash"] for h in past} == {before}, "the hash at a past revision does not move"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await m1.HashKV(PB.HashKVRequest(revision=at + 10))
+    assert e.value.details() == "etcdserver: mvcc: required revision is a future revision"
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
 async def test_the_real_etcdctl_operates_the_cluster(gateways: list[Any], tmp_path: Path) -> None:
     """etcd's own recipes (lock) and operator commands, each output parsed."""
     servers = [s for s, _kv, _m in gateways]

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, Protocol
 
+import crc32c
 import msgspec
 
 from raftkv.kv.auth import AuthStore, decode_state, encode_state
@@ -104,7 +105,7 @@ from raftkv.kv.commands import (
     Write,
     decode_command,
 )
-from raftkv.kv.errors import CommandError, Compacted, ErrorCode, SnapshotError
+from raftkv.kv.errors import CommandError, Compacted, ErrorCode, FutureRevision, SnapshotError
 from raftkv.kv.keys import is_single_key, key_in_range, scan_bounds
 from raftkv.kv.sessions import MAX_PENDING_RESULTS, SessionRecord, SessionTable, seq_of
 from raftkv.kv.watch import DEFAULT_HISTORY_EVENTS, Event, EventType, WatchHub
@@ -201,6 +202,31 @@ _FRAME_DECODER: Final = msgspec.msgpack.Decoder(SnapshotFrame)
 def _frame(item: SnapshotFrame | _SnapshotHistoryOut) -> bytes:
     body = _SNAPSHOT_ENCODER.encode(item)
     return _FRAME_LEN.pack(len(body)) + body
+
+
+_RECORD_DECODER: Final = msgspec.msgpack.Decoder(HistoryRecord)
+
+
+def hash_history(view: ReadView, revision: int = 0) -> tuple[int, int]:
+    """CRC-32C of the retained history up to ``revision`` (0: all of it) and the revision it reaches: equal on
+    every node that applied the same log (etcd's HashKV, to compare members). The records are hashed as a
+    snapshot image carries them (``history_image``: what compaction keeps, whatever physical removal has done
+    yet on this node). A revision above the store's or below its compaction is refused, as a read is."""
+    meta = view.meta()
+    upto = revision or meta.revision
+    if upto > meta.revision:
+        raise FutureRevision(upto, meta.revision)
+    if 0 < revision < meta.compact_revision:
+        raise Compacted(revision, meta.compact_revision)
+    crc = 0
+    position: tuple[int, int] | None = (0, 0)
+    while position is not None:
+        raws, position = view.history_image(position, SNAPSHOT_BATCH_KEYS)
+        for raw in raws:
+            if _RECORD_DECODER.decode(raw).main > upto:  # the image is in revision order: the rest is later
+                return crc, upto
+            crc = crc32c.crc32c(raw, value=crc)
+    return crc, upto
 
 
 def _snapshot_frames(view: ReadView) -> Iterator[bytes]:

@@ -59,6 +59,7 @@ from raftkv.kv.commands import (
     SortTarget,
 )
 from raftkv.kv.errors import AuthError, Compacted, ErrorCode, FutureRevision, LeaseNotFound, LimitExceeded
+from raftkv.kv.machine import hash_history
 from raftkv.kv.watch import Event
 
 log = logging.getLogger("raftkv.etcd")
@@ -465,6 +466,26 @@ class Gateway:
             remaining = len(data) - start - len(blob)
             yield self.pb.SnapshotResponse(header=header, remaining_bytes=remaining, blob=blob)
 
+    async def hash_kv(self, request: Any) -> Any:
+        """etcd's HashKV, answered by this node from its own store: the CRC-32C of the retained history up to
+        the revision (``hash_history``), equal on members that applied the same log. compact_revision is -1
+        before any compaction, as etcd's."""
+        revision = int(request.revision)
+        kv = self.local.kv
+        with kv.backend.read() as view:
+            crc, _upto = hash_history(view, _in(revision)) if revision != 1 else (0, 0)  # etcd's 1: nothing yet
+            compact = view.meta().compact_revision
+        return self.pb.HashKVResponse(
+            header=self.header(kv.revision), hash=crc, compact_revision=_out(compact) if compact else -1
+        )
+
+    async def hash(self, _request: Any) -> Any:
+        """etcd's Hash (of its whole database): here the same hash as HashKV of everything."""
+        kv = self.local.kv
+        with kv.backend.read() as view:
+            crc, _upto = hash_history(view)
+        return self.pb.HashResponse(header=self.header(kv.revision), hash=crc)
+
     async def defragment(self) -> Any:
         return self.pb.DefragmentResponse(header=self.header(self.local.kv.revision))
 
@@ -697,6 +718,12 @@ async def _start(
 
         async def MoveLeader(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await answer(context, gw.move_leader(request))
+
+        async def HashKV(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.hash_kv(request))
+
+        async def Hash(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await answer(context, gw.hash(request))
 
         async def Defragment(self, request: Any, context: Any) -> Any:  # noqa: N802
             # LMDB reuses freed pages by itself: there is nothing to defragment.
