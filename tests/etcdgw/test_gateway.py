@@ -13,6 +13,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -20,7 +21,7 @@ import pytest
 
 from raftkv.backup import read_backup
 from raftkv.kv import MemoryBackend
-from raftkv.kvserver import KVServer
+from raftkv.kvserver import KVServer, etcd_api
 from raftkv.kvserver.etcd_api import load_protos
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
@@ -359,6 +360,57 @@ async def test_the_real_etcdctl_campaigns_observes_and_hands_over_an_election(ga
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
+
+
+async def test_progress_notify_reports_a_revision_the_watch_has_everything_up_to(
+    gateways: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(etcd_api, "PROGRESS_NOTIFY_INTERVAL_S", 0.3)
+    (_s1, kv1, _m1), _second, (s3, _kv3, _m3) = gateways
+    for k in range(3):
+        await kv1.Put(PB.PutRequest(key=b"other%d" % k, value=b"x"))  # etcd revisions 2..4
+    await wait_until(lambda: s3.kv is not None and s3.kv.revision == 3, 5.0, "node 3 at the writes")
+    assert s3.config.listen_etcd is not None
+    async with grpc.aio.insecure_channel(str(s3.config.listen_etcd)) as ch:
+        stream = SERVICES.WatchStub(ch).Watch()
+        create = PB.WatchCreateRequest(key=b"p", progress_notify=True)
+        await stream.write(PB.WatchRequest(create_request=create))
+        assert (await stream.read()).created
+        quiet = await asyncio.wait_for(stream.read(), 5)
+        assert (quiet.watch_id, list(quiet.events), quiet.header.revision) == (0, [], 4), "nothing missed up to 4"
+        put = await kv1.Put(PB.PutRequest(key=b"p", value=b"1"))
+        event = await asyncio.wait_for(stream.read(), 5)
+        assert [e.kv.mod_revision for e in event.events] == [put.header.revision]
+        after = await asyncio.wait_for(stream.read(), 5)
+        assert after.events == [] and after.header.revision == put.header.revision
+        await stream.write(PB.WatchRequest(progress_request=PB.WatchProgressRequest()))
+        asked = await asyncio.wait_for(stream.read(), 5)
+        while asked.watch_id != -1:  # a timed notification may come first
+            asked = await asyncio.wait_for(stream.read(), 5)
+        assert asked.header.revision == put.header.revision
+        await stream.done_writing()
+
+
+async def test_progress_never_claims_an_event_the_watch_has_not_delivered(gateways: list[Any]) -> None:
+    """Against the store's history directly: a progress revision stops before the first event of the range
+    not yet delivered, counting events of one revision (a txn) one by one."""
+    (s1, kv1, _m1), _second, _third = gateways
+    for key in (b"a", b"p1", b"b", b"p2", b"c"):  # raftkv revisions 1..5
+        await kv1.Put(PB.PutRequest(key=key, value=b"v"))
+    both = [PB.RequestOp(request_put=PB.PutRequest(key=k, value=b"t")) for k in (b"p1", b"p2")]
+    await kv1.Txn(PB.TxnRequest(success=both))  # revision 6: two events in the range
+    await wait_until(lambda: s1.kv is not None and s1.kv.revision == 6, 5.0, "node 1 at the writes")
+    gw = etcd_api.Gateway(s1.running, SimpleNamespace(kv=s1.kv), None, PB)
+    progress = etcd_api._Progress(1)
+    expected = {None: 1, 2: 3, 4: 5}
+    assert gw.progress_revision(b"p", b"q", progress) == expected[None]
+    for revision in (2, 4):
+        progress.delivered(revision)
+        assert gw.progress_revision(b"p", b"q", progress) == expected[revision]
+    progress.delivered(6)
+    assert gw.progress_revision(b"p", b"q", progress) == 5, "one of revision 6's two events is still to come"
+    progress.delivered(6)
+    assert gw.progress_revision(b"p", b"q", progress) == 6
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")

@@ -68,6 +68,10 @@ _PROTO_DIR: Final = Path(__file__).parent / "etcdpb"
 T = TypeVar("T")
 SNAPSHOT_CHUNK: Final = 32 << 10
 """Bytes per Snapshot message (etcd sends 32 KiB)."""
+PROGRESS_NOTIFY_INTERVAL_S: Final = 600.0
+"""A watch created with progress_notify hears its progress after this long without a response (etcd's 10 min)."""
+PROGRESS_SCAN_PAGES: Final = 8
+"""At most this many pages of history read to compute one watch's progress (the rest waits for the next)."""
 API_VERSION: Final = "3.4.0"
 """What ``Status`` answers as the version: the etcd API level the gateway follows (etcdctl prints it)."""
 
@@ -99,6 +103,29 @@ def _in(revision: int) -> int:
 
 def _out(revision: int) -> int:
     return revision + 1
+
+
+class _Progress:
+    """How far one watch of the stream has delivered: every event of its range below ``last`` (raftkv's
+    revisions), and the first ``count`` events at ``last``; ``start`` is the first revision it covers."""
+
+    __slots__ = ("count", "last", "sent_at", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.last = 0
+        self.count = 0
+        self.sent_at = 0.0
+
+    def delivered(self, revision: int) -> None:
+        if revision == self.last:
+            self.count += 1
+        else:
+            self.last, self.count = revision, 1
+
+
+def _cancel_with(task: asyncio.Task[Any], _done: asyncio.Future[Any]) -> None:
+    task.cancel()
 
 
 class Unsupported(ValueError):
@@ -281,17 +308,21 @@ class Gateway:
     async def watch_stream(self, requests: Any) -> AsyncIterator[Any]:
         """etcd's Watch: creates and cancels arrive on ``requests``; answers and events leave as yielded."""
         out: asyncio.Queue[Any] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
         pumps: dict[int, tuple[asyncio.Task[None], Any]] = {}
+        progresses: dict[int, tuple[bytes, bytes | None, _Progress]] = {}
         ids = itertools.count()
 
-        async def pump(watch_id: int, watch: Any, create: Any) -> None:
+        async def pump(watch_id: int, watch: Any, create: Any, progress: _Progress) -> None:
             skip = {int(f) for f in create.filters}  # NOPUT = 0 = PUT's type, NODELETE = 1 = DELETE's
             try:
                 async for event in watch:
+                    progress.delivered(event.revision)  # a filtered event counts as delivered too
                     if int(event.type) in skip:
                         continue
                     ev = self.event_out(event, bool(create.prev_kv))
-                    header = self.header(self.local.kv.revision)
+                    header = self.header(max(self.local.kv.revision, event.revision))
+                    progress.sent_at = loop.time()
                     await out.put(self.pb.WatchResponse(header=header, watch_id=watch_id, events=[ev]))
             except Compacted as e:
                 await out.put(
@@ -313,6 +344,18 @@ class Gateway:
                     )
                 )
 
+        async def notify(watch_id: int, create: Any, progress: _Progress) -> None:
+            """progress_notify: after a quiet interval, the revision up to which the watch has everything."""
+            key, range_end = bytes(create.key), bytes(create.range_end) or None
+            while True:
+                quiet = loop.time() - progress.sent_at
+                if quiet < PROGRESS_NOTIFY_INTERVAL_S:
+                    await asyncio.sleep(PROGRESS_NOTIFY_INTERVAL_S - quiet)
+                    continue
+                progress.sent_at = loop.time()
+                revision = self.progress_revision(key, range_end, progress)
+                await out.put(self.pb.WatchResponse(header=self.header(revision), watch_id=watch_id))
+
         async def read() -> None:
             async for request in requests:
                 kind = request.WhichOneof("request_union")
@@ -321,24 +364,35 @@ class Gateway:
                     watch_id = next(ids)
                     start = int(create.start_revision)
                     # etcd's revision s is raftkv's s - 1; etcd's 1 (the empty store) has no events: from 1 on.
-                    watch = self.client.watch(
-                        bytes(create.key),
-                        bytes(create.range_end) or None,
-                        start_revision=max(1, start - 1) if start > 0 else 0,
-                    )
+                    # "From now" is made explicit (the revision after this node's), so that progress is known.
+                    first = max(1, start - 1) if start > 0 else self.local.kv.revision + 1
+                    watch = self.client.watch(bytes(create.key), bytes(create.range_end) or None, start_revision=first)
+                    progress = _Progress(first)
+                    progress.sent_at = loop.time()
                     header = self.header(self.local.kv.revision)
                     await out.put(self.pb.WatchResponse(header=header, watch_id=watch_id, created=True))
-                    pumps[watch_id] = (asyncio.ensure_future(pump(watch_id, watch, create)), watch)
+                    task = asyncio.ensure_future(pump(watch_id, watch, create, progress))
+                    pumps[watch_id] = (task, watch)
+                    progresses[watch_id] = (bytes(create.key), bytes(create.range_end) or None, progress)
+                    if create.progress_notify:
+                        notifier = asyncio.ensure_future(notify(watch_id, create, progress))
+                        task.add_done_callback(functools.partial(_cancel_with, notifier))
                 elif kind == "cancel_request":
                     watch_id = int(request.cancel_request.watch_id)
                     found = pumps.pop(watch_id, None)
+                    progresses.pop(watch_id, None)
                     if found is not None:
                         found[0].cancel()
                         await found[1].aclose()
                     header = self.header(self.local.kv.revision)
                     await out.put(self.pb.WatchResponse(header=header, watch_id=watch_id, canceled=True))
                 elif kind == "progress_request":
-                    await out.put(self.pb.WatchResponse(header=self.header(self.local.kv.revision), watch_id=-1))
+                    # One answer for the stream: the revision every watch on it has reached.
+                    revision = min(
+                        (self.progress_revision(k, e, p) for k, e, p in progresses.values()),
+                        default=self.local.kv.revision,
+                    )
+                    await out.put(self.pb.WatchResponse(header=self.header(revision), watch_id=-1))
 
         reader = asyncio.ensure_future(read())
         try:
@@ -362,6 +416,34 @@ class Gateway:
             for task, watch in pumps.values():
                 task.cancel()
                 await watch.aclose()
+
+    def progress_revision(self, key: bytes, range_end: bytes | None, progress: _Progress) -> int:
+        """The highest revision (raftkv's) up to which a watch of the range has been given every event: this
+        node's store revision, unless its durable history holds an event of the range the watch has not
+        delivered yet (then the revision before that event). Reads at most ``PROGRESS_SCAN_PAGES`` pages of
+        history from the watch's last event; an answer below the truth is safe (a progress notification says
+        "you have everything up to here"), one above it never happens."""
+        kv = self.local.kv
+        target: int = kv.revision
+        position: int = progress.last or progress.start
+        same = 0
+        for _page in range(PROGRESS_SCAN_PAGES):
+            if position > target:
+                return target
+            try:
+                events, position = kv.history_events(key, range_end, position)
+            except Compacted:
+                return max(progress.last, progress.start) - 1
+            for e in events:
+                revision: int = e.revision
+                if revision > target:
+                    return target
+                if revision == progress.last:
+                    same += 1
+                    if same <= progress.count:
+                        continue
+                return revision - 1  # not delivered yet
+        return min(target, position - 1)
 
     # --- leases (etcd's Lease service) ---
 
