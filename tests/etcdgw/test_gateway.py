@@ -362,6 +362,30 @@ async def test_the_real_etcdctl_campaigns_observes_and_hands_over_an_election(ga
             await proc.wait()
 
 
+async def test_a_stream_that_requires_a_leader_ends_when_its_node_loses_it(gateways: list[Any]) -> None:
+    """etcd's ``hasleader`` metadata (etcdctl's watches send it): on a node cut off from the others the watch
+    ends with "no leader" (so that etcd's client moves it), and so does a call; a watch without it stays."""
+    (s1, _kv1, _m1), (s2, _kv2, _m2), (s3, kv3, _m3) = gateways
+    assert s3.config.listen_etcd is not None
+    leader = [("hasleader", "true")]
+    async with grpc.aio.insecure_channel(str(s3.config.listen_etcd)) as ch:
+        required = SERVICES.WatchStub(ch).Watch(metadata=leader)
+        plain = SERVICES.WatchStub(ch).Watch()
+        for stream in (required, plain):
+            await stream.write(PB.WatchRequest(create_request=PB.WatchCreateRequest(key=b"x")))
+            assert (await stream.read()).created
+        await s1.aclose()
+        await s2.aclose()
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await asyncio.wait_for(required.read(), 10)
+        assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await kv3.Put(PB.PutRequest(key=b"x", value=b"v"), metadata=leader, timeout=5)
+        assert e.value.details() == "etcdserver: no leader"
+        await plain.write(PB.WatchRequest(progress_request=PB.WatchProgressRequest()))
+        assert (await asyncio.wait_for(plain.read(), 5)).watch_id == -1, "the other watch is still served"
+
+
 async def test_progress_notify_reports_a_revision_the_watch_has_everything_up_to(
     gateways: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,6 +61,7 @@ from raftkv.kv.commands import (
 from raftkv.kv.errors import AuthError, Compacted, ErrorCode, FutureRevision, LeaseNotFound, LimitExceeded
 from raftkv.kv.machine import hash_history
 from raftkv.kv.watch import Event
+from raftkv.raft.types import NO_NODE
 
 log = logging.getLogger("raftkv.etcd")
 
@@ -702,6 +703,47 @@ async def _carried(items: AsyncIterable[T], source: asyncio.AbstractEventLoop) -
         pumping.cancel()
 
 
+NO_LEADER_CHECKS: Final = 3
+"""A stream that asked for a leader (``hasleader`` metadata) ends after this many election timeouts in a row
+without one (etcd's monitor: its clients then move to a member that has one)."""
+
+
+def _wants_leader(context: Any) -> bool:
+    """Whether the call carries etcd's ``hasleader: true`` metadata (``clientv3.WithRequireLeader``)."""
+    return any(k == "hasleader" and v == "true" for k, v in context.invocation_metadata() or ())
+
+
+async def _while_led(items: AsyncIterator[T], node: Any) -> AsyncIterator[T]:
+    """The items of ``items``, until the node has had no leader for ``NO_LEADER_CHECKS`` election timeouts in a
+    row; then ``Unavailable`` (a partitioned member's watch must not go quiet forever: etcd's client moves it)."""
+    period = node.config.tick_ms * node.config.election_ticks / 1000
+
+    async def leaderless() -> None:
+        missed = 0
+        while missed < NO_LEADER_CHECKS:
+            await asyncio.sleep(period)
+            missed = missed + 1 if node.leader_id == NO_NODE else 0
+
+    lost = asyncio.ensure_future(leaderless())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(items))
+            await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+                raise Unavailable("the node has no leader")
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        lost.cancel()
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class GatewayServer:
     """The gateway's gRPC server, on its own thread and event loop, and how to stop it from the node's loop."""
 
@@ -767,6 +809,9 @@ async def _start(
 
     async def answer(context: Any, call: Coroutine[Any, Any, T]) -> T:
         try:
+            if _wants_leader(context) and node.leader_id == NO_NODE:
+                call.close()
+                raise Unavailable("the node has no leader")
             return await on_node(call)
         except Exception as e:
             status = _status_of(e)
@@ -820,8 +865,16 @@ async def _start(
 
     class Watch(services.WatchServicer):  # type: ignore[misc, name-defined]
         async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-            async for response in _carried(gw.watch_stream(_carried(requests, loop)), node_loop):
-                yield response
+            responses = _carried(gw.watch_stream(_carried(requests, loop)), node_loop)
+            if _wants_leader(context):
+                if node.leader_id == NO_NODE:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+                responses = _while_led(responses, node)
+            try:
+                async for response in responses:
+                    yield response
+            except Unavailable:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 
     class Lease(services.LeaseServicer):  # type: ignore[misc, name-defined]
         async def LeaseGrant(self, request: Any, context: Any) -> Any:  # noqa: N802
