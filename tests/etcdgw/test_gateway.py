@@ -454,7 +454,9 @@ async def test_hashkv_agrees_across_members_and_stays_the_same_for_a_past_revisi
     assert len(hashes) == 3 and len({h["HashKV"]["hash"] for h in hashes}) == 1, hashes
     assert hashes[0]["HashKV"]["hash"] != 0 and hashes[0]["HashKV"]["compact_revision"] == -1
     before = hashes[0]["HashKV"]["hash"]
-    await kv1.Put(PB.PutRequest(key=b"h1", value=b"later"))
+    later = await kv1.Put(PB.PutRequest(key=b"h1", value=b"later"))
+    s1 = servers[0]  # HashKV is answered by the node asked, from what it has applied
+    await wait_until(lambda: s1.kv is not None and s1.kv.revision + 1 == later.header.revision, 5.0, "node 1 applies")
     now = await m1.HashKV(PB.HashKVRequest())
     assert now.hash != before, "a new write changes the hash of the whole history"
     past = json.loads(await ctl(endpoints, "endpoint", "hashkv", f"--rev={at}", "-w", "json"))

@@ -31,8 +31,10 @@ import functools
 import hashlib
 import itertools
 import logging
+import math
 import sys
 import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -704,8 +706,11 @@ async def _carried(items: AsyncIterable[T], source: asyncio.AbstractEventLoop) -
 
 
 NO_LEADER_CHECKS: Final = 3
-"""A stream that asked for a leader (``hasleader`` metadata) ends after this many election timeouts in a row
-without one (etcd's monitor: its clients then move to a member that has one)."""
+NO_LEADER_MIN_S: Final = 3.0
+"""A stream that asked for a leader (``hasleader`` metadata) ends when its node has had none at this many
+election timeouts in a row, and for at least ``NO_LEADER_MIN_S`` (etcd's monitor: 3 of its 1 s timeouts).
+Ending a stream costs its client a new one, and etcd's client ends a watch on "no leader" rather than moving
+it: so not for the few hundred milliseconds of an election (raftkv's election timeout is 150 ms)."""
 
 
 def _wants_leader(context: Any) -> bool:
@@ -714,34 +719,50 @@ def _wants_leader(context: Any) -> bool:
 
 
 async def _while_led(items: AsyncIterator[T], node: Any) -> AsyncIterator[T]:
-    """The items of ``items``, until the node has had no leader for ``NO_LEADER_CHECKS`` election timeouts in a
-    row; then ``Unavailable`` (a partitioned member's watch must not go quiet forever: etcd's client moves it)."""
+    """The items of ``items``, until the node has had no leader for a while (``NO_LEADER_CHECKS``,
+    ``NO_LEADER_MIN_S``); then ``Unavailable``: a partitioned member's watch must not go quiet forever."""
     period = node.config.tick_ms * node.config.election_ticks / 1000
+    checks = max(NO_LEADER_CHECKS, math.ceil(NO_LEADER_MIN_S / period))
 
     async def leaderless() -> None:
         missed = 0
-        while missed < NO_LEADER_CHECKS:
+        while missed < checks:
             await asyncio.sleep(period)
             missed = missed + 1 if node.leader_id == NO_NODE else 0
 
     lost = asyncio.ensure_future(leaderless())
+    following: asyncio.Future[T] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(items))
             await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                await asyncio.gather(following, return_exceptions=True)
                 raise Unavailable("the node has no leader")
             try:
-                yield following.result()
+                item = following.result()
             except StopAsyncIteration:
                 return
+            yield item
     finally:
         lost.cancel()
+        if following is not None and not following.done():  # the leader lost, or the call ended meanwhile
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _led_within(node: Any, seconds: float) -> bool:
+    """Whether the node knows a leader, now or within ``seconds`` (a call or a stream that requires one, made
+    during an election, waits for its end rather than failing: etcd refuses it at once, and its client then
+    ends a watch instead of resuming it)."""
+    deadline = time.monotonic() + seconds
+    while node.leader_id == NO_NODE:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 class GatewayServer:
@@ -809,7 +830,7 @@ async def _start(
 
     async def answer(context: Any, call: Coroutine[Any, Any, T]) -> T:
         try:
-            if _wants_leader(context) and node.leader_id == NO_NODE:
+            if _wants_leader(context) and not await _led_within(node, NO_LEADER_MIN_S):
                 call.close()
                 raise Unavailable("the node has no leader")
             return await on_node(call)
@@ -867,7 +888,7 @@ async def _start(
         async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
             responses = _carried(gw.watch_stream(_carried(requests, loop)), node_loop)
             if _wants_leader(context):
-                if node.leader_id == NO_NODE:
+                if not await _led_within(node, NO_LEADER_MIN_S):
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
                 responses = _while_led(responses, node)
             try:
