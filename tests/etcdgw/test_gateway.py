@@ -20,6 +20,7 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 
 from raftkv.backup import read_backup
+from raftkv.client import connect
 from raftkv.kv import MemoryBackend
 from raftkv.kvserver import KVServer, etcd_api
 from raftkv.kvserver.etcd_api import load_protos
@@ -435,6 +436,55 @@ async def test_progress_never_claims_an_event_the_watch_has_not_delivered(gatewa
     assert gw.progress_revision(b"p", b"q", progress) == 5, "one of revision 6's two events is still to come"
     progress.delivered(6)
     assert gw.progress_revision(b"p", b"q", progress) == 6
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_authenticates_and_is_held_to_its_users_permissions(gateways: list[Any]) -> None:
+    """Users and roles made with raftkv's client, auth on: etcdctl's --user authenticates through the gateway
+    (etcd's token: raftkv's, checked by the nodes), and each call is allowed or refused as that user's."""
+    servers = [s for s, _kv, _m in gateways]
+    async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
+        await c.auth.user_add("root", "rootpw")
+        await c.auth.user_grant_role("root", "root")
+        await c.auth.user_add("alice", "alicepw")
+        await c.auth.role_add("app")
+        await c.auth.role_grant_permission("app", "read", "app/", prefix=True)
+        await c.auth.role_grant_permission("app", "readwrite", "app/alice")
+        await c.auth.user_grant_role("alice", "app")
+        await c.put("app/config", "v1")
+        await c.auth.enable()
+    endpoints = [str(s.config.listen_etcd) for s in servers]
+    alice = "--user=alice:alicepw"
+
+    async def refused(*args: str) -> str:
+        r = await asyncio.to_thread(etcdctl, endpoints, *args)
+        assert r.returncode != 0, (args, r.stdout)
+        return r.stderr.strip().splitlines()[-1]  # after the client library's own log lines
+
+    assert await ctl(endpoints, alice, "get", "app/config", "--print-value-only") == "v1\n"
+    assert await ctl(endpoints, alice, "put", "app/alice", "mine") == "OK\n"
+    assert await ctl(endpoints, alice, "get", "app/alice", "--consistency=s", "--print-value-only") == "mine\n"
+    assert await refused(alice, "put", "app/config", "v2") == "Error: etcdserver: permission denied"
+    assert await refused("--user=alice:wrong", "get", "app/config") == (
+        "Error: etcdserver: authentication failed, invalid user ID or password"
+    )
+    assert await refused("get", "app/config") == "Error: etcdserver: user name is empty"
+    assert await ctl(endpoints, "--user=root:rootpw", "get", "app/config", "--print-value-only") == "v1\n"
+    watch = await asyncio.create_subprocess_exec(
+        "etcdctl", f"--endpoints={','.join(endpoints)}", alice, "watch", "app/alice", "--rev", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ, ETCDCTL_API="3"),
+    )  # fmt: skip
+    try:
+        assert watch.stdout is not None
+        async with asyncio.timeout(10):  # a watch as alice, from the store's history: her put
+            assert [(await watch.stdout.readline()).decode().strip() for _ in range(3)] == ["PUT", "app/alice", "mine"]
+    finally:
+        watch.kill()
+        await watch.wait()
+    (_s1, kv1, _m1) = gateways[0]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await kv1.Range(PB.RangeRequest(key=b"app/config"), metadata=[("token", "rkv1.forged")])
+    assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")

@@ -72,6 +72,7 @@ from raftkv.kv.commands import (
 )
 from raftkv.kv.errors import (
     AUTH_CODES,
+    AuthError,
     Compacted,
     ErrorCode,
     FutureRevision,
@@ -182,19 +183,29 @@ class Client:
         async with self._auth_lock:
             if self.router.token != stale:
                 return  # another caller renewed it meanwhile
-            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-            ask = _Ask(encode_command(Authenticate(self.user, self.password)))
-            encoded = await self.router.run(lambda conn, left: conn.execute([ask], left), deadline, authenticate=False)
-            result = decode_result(encoded[0])
-            if isinstance(result, ErrorResult):
-                if result.code == ErrorCode.AUTH_NOT_ENABLED:
+            try:
+                token = await self.issue_token(self.user, self.password, timeout)
+            except AuthError as e:
+                if e.code == ErrorCode.AUTH_NOT_ENABLED:
                     self.router.authenticated = True  # etcd's client too: no token, calls go without one
                     return
-                raise auth_error(result.code, result.message)
-            if not isinstance(result, AuthenticateResult):
-                raise InvariantViolation(f"the node answered Authenticate with {result!r}")
-            self.router.set_token(result.token)
+                raise
+            self.router.set_token(token)
             self.router.authenticated = True
+
+    async def issue_token(self, user: str, password: str, timeout: float | None = None) -> str:
+        """A token for ``user`` (what :meth:`authenticate` gets), without keeping it: for a front end that
+        authenticates on behalf of its own callers (the etcd gateway). Raises
+        :class:`~raftkv.errors.AuthError` for a wrong password or while authentication is off."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        ask = _Ask(encode_command(Authenticate(user, password)))
+        encoded = await self.router.run(lambda conn, left: conn.execute([ask], left), deadline, authenticate=False)
+        result = decode_result(encoded[0])
+        if isinstance(result, ErrorResult):
+            raise auth_error(result.code, result.message)
+        if not isinstance(result, AuthenticateResult):
+            raise InvariantViolation(f"the node answered Authenticate with {result!r}")
+        return result.token
 
     # --- key-value operations ----------------------------------------------------------------------------
 

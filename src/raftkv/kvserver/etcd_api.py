@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import hashlib
 import itertools
@@ -35,6 +36,7 @@ import math
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -76,6 +78,11 @@ PROGRESS_NOTIFY_INTERVAL_S: Final = 600.0
 PROGRESS_SCAN_PAGES: Final = 8
 """At most this many pages of history read to compute one watch's progress (the rest waits for the next)."""
 API_VERSION: Final = "3.4.0"
+TOKEN_CLIENTS: Final = 64
+"""Clients kept for callers' tokens (each has its own connections): the least recently used is closed."""
+_TOKEN: contextvars.ContextVar[str] = contextvars.ContextVar("raftkv_etcd_token", default="")
+"""The etcd ``token`` metadata of the call being served ("" if none): set by its handler, carried with it to
+the node's loop (``_Bridge`` and ``_carried`` keep the context), read by ``Gateway.caller``."""
 """What ``Status`` answers as the version: the etcd API level the gateway follows (etcdctl prints it)."""
 
 _SORT_ORDERS: Final[tuple[SortOrder, ...]] = ("none", "ascend", "descend")
@@ -143,8 +150,48 @@ class Gateway:
         self.node = node
         self.local = local
         self.client = client
+        """The anonymous client (no token): every call that carries none."""
         self.pb = pb
         self.cluster_id = cluster_number(node.config.cluster_id)
+        self._by_token: OrderedDict[str, Any] = OrderedDict()
+        """A client per etcd token (a raftkv token: the node checks it), the most recently used last."""
+        self._closing: set[asyncio.Future[None]] = set()
+
+    @property
+    def caller(self) -> Any:
+        """The client of the call being served: the one carrying its token (``_TOKEN``), or the anonymous one.
+        Runs on the node's loop."""
+        token = _TOKEN.get()
+        if not token:
+            return self.client
+        client = self._by_token.get(token)
+        if client is None:
+            client = type(self.client)(
+                self.client.endpoints, self.client.cluster_id, timeout=self.client.timeout, streams=self.client.streams
+            )
+            client.router.set_token(token)
+            client.router.authenticated = True  # no password here: an expired token goes back to the caller
+            self._by_token[token] = client
+            while len(self._by_token) > TOKEN_CLIENTS:
+                _old, evicted = self._by_token.popitem(last=False)
+                closing = asyncio.ensure_future(evicted.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        else:
+            self._by_token.move_to_end(token)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the callers' clients (the anonymous one is its owner's)."""
+        clients, self._by_token = list(self._by_token.values()), OrderedDict()
+        for client in clients:
+            await client.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def authenticate(self, request: Any) -> Any:
+        """etcd's Authenticate: a raftkv token for the user, which the caller then sends as etcd's ``token``."""
+        token = await self.client.issue_token(str(request.name), str(request.password))
+        return self.pb.AuthenticateResponse(header=self.header(self.local.kv.revision), token=token)
 
     # --- etcd -> raftkv ---------------------------------------------------------------------------------
 
@@ -247,13 +294,29 @@ class Gateway:
         if int(request.max_mod_revision) == 1 or int(request.max_create_revision) == 1:
             # No key was written at or before etcd's revision 1; raftkv's bound 0 would mean "no bound".
             rng = msgspec.structs.replace(rng, count_only=True)
-        if request.serializable:
+        if request.serializable and _TOKEN.get():
+            result = await self.caller.range(
+                rng.key,
+                rng.range_end,
+                limit=rng.limit,
+                keys_only=rng.keys_only,
+                count_only=rng.count_only,
+                revision=rng.revision,
+                sort_order=rng.sort_order,
+                sort_target=rng.sort_target,
+                min_mod_revision=rng.min_mod_revision,
+                max_mod_revision=rng.max_mod_revision,
+                min_create_revision=rng.min_create_revision,
+                max_create_revision=rng.max_create_revision,
+                serializable=True,
+            )
+        elif request.serializable:  # answered here, as nobody (refused while authentication is on)
             (result,) = await self.local.execute([(rng, True)], 5.0)
             if isinstance(result, ErrorResult):
                 raise _error_of(result, rng.revision)
             assert isinstance(result, RangeResult)
         else:
-            result = await self.client.range(
+            result = await self.caller.range(
                 rng.key,
                 rng.range_end,
                 limit=rng.limit,
@@ -271,17 +334,17 @@ class Gateway:
 
     async def put(self, request: Any) -> Any:
         op = self.put_of(request)
-        return self.put_out(await self.client.put(op.key, op.value, prev_kv=op.prev_kv, lease=op.lease))
+        return self.put_out(await self.caller.put(op.key, op.value, prev_kv=op.prev_kv, lease=op.lease))
 
     async def delete_range(self, request: Any) -> Any:
         op = self.delete_of(request)
-        return self.delete_out(await self.client.delete(op.key, op.range_end, prev_kv=op.prev_kv))
+        return self.delete_out(await self.caller.delete(op.key, op.range_end, prev_kv=op.prev_kv))
 
     async def txn(self, request: Any) -> Any:
         compares = [self.compare_of(c) for c in request.compare]
         success = [self.op_of(o) for o in request.success]
         failure = [self.op_of(o) for o in request.failure]
-        r = await self.client.txn(compares, success, failure)
+        r = await self.caller.txn(compares, success, failure)
         responses = []
         for one in r.responses:
             if isinstance(one, PutResult):
@@ -299,7 +362,7 @@ class Gateway:
             if kv.compact_revision > 0:
                 raise Compacted(0, kv.compact_revision)
             return self.pb.CompactionResponse(header=self.header(kv.revision))
-        r = await self.client.compact(_in(int(request.revision)))
+        r = await self.caller.compact(_in(int(request.revision)))
         return self.pb.CompactionResponse(header=self.header(r.revision))
 
     # --- watches (etcd's Watch service: one bidirectional stream carries many watches) ---
@@ -369,7 +432,7 @@ class Gateway:
                     # etcd's revision s is raftkv's s - 1; etcd's 1 (the empty store) has no events: from 1 on.
                     # "From now" is made explicit (the revision after this node's), so that progress is known.
                     first = max(1, start - 1) if start > 0 else self.local.kv.revision + 1
-                    watch = self.client.watch(bytes(create.key), bytes(create.range_end) or None, start_revision=first)
+                    watch = self.caller.watch(bytes(create.key), bytes(create.range_end) or None, start_revision=first)
                     progress = _Progress(first)
                     progress.sent_at = loop.time()
                     header = self.header(self.local.kv.revision)
@@ -451,16 +514,16 @@ class Gateway:
     # --- leases (etcd's Lease service) ---
 
     async def lease_grant(self, request: Any) -> Any:
-        r = await self.client.lease_grant(int(request.TTL), lease_id=int(request.ID))
+        r = await self.caller.lease_grant(int(request.TTL), lease_id=int(request.ID))
         return self.pb.LeaseGrantResponse(header=self.header(r.revision), ID=r.id, TTL=r.ttl_s)
 
     async def lease_revoke(self, request: Any) -> Any:
-        r = await self.client.lease_revoke(int(request.ID))
+        r = await self.caller.lease_revoke(int(request.ID))
         return self.pb.LeaseRevokeResponse(header=self.header(r.revision))
 
     async def lease_keep_alive(self, request: Any) -> Any:
         try:
-            ttl = await self.client.lease_keep_alive_once(int(request.ID))
+            ttl = await self.caller.lease_keep_alive_once(int(request.ID))
         except LeaseNotFound:
             ttl = 0  # etcd answers a keep-alive of a lease that is gone with TTL 0 (-1 in etcdctl's words)
         return self.pb.LeaseKeepAliveResponse(header=self.header(self.local.kv.revision), ID=request.ID, TTL=ttl)
@@ -468,7 +531,7 @@ class Gateway:
     async def lease_time_to_live(self, request: Any) -> Any:
         header = self.header(self.local.kv.revision)
         try:
-            r = await self.client.lease_time_to_live(int(request.ID), keys=bool(request.keys))
+            r = await self.caller.lease_time_to_live(int(request.ID), keys=bool(request.keys))
         except LeaseNotFound:  # etcd: TTL -1 for a lease that does not exist, not an error
             return self.pb.LeaseTimeToLiveResponse(header=header, ID=request.ID, TTL=-1)
         return self.pb.LeaseTimeToLiveResponse(
@@ -476,7 +539,7 @@ class Gateway:
         )
 
     async def lease_leases(self, _request: Any) -> Any:
-        ids = await self.client.leases()
+        ids = await self.caller.leases()
         return self.pb.LeaseLeasesResponse(
             header=self.header(self.local.kv.revision), leases=[self.pb.LeaseStatus(ID=i) for i in ids]
         )
@@ -499,7 +562,7 @@ class Gateway:
                 clientURLs=self._url(transport.etcd_address_of(m.id) if transport is not None else ""),
                 isLearner=m.learner,
             )
-            for m in await self.client.members()
+            for m in await self.caller.members()
         ]
 
     async def member_list(self, _request: Any) -> Any:
@@ -511,19 +574,19 @@ class Gateway:
         if len(request.peerURLs) != 1:
             raise Unsupported("a member has exactly one peer URL here")
         peer = str(request.peerURLs[0]).split("://", 1)[-1]
-        new_id = max((m.id for m in await self.client.members()), default=0) + 1
-        await self.client.add_member(new_id, peer, learner=bool(request.isLearner))
+        new_id = max((m.id for m in await self.caller.members()), default=0) + 1
+        await self.caller.add_member(new_id, peer, learner=bool(request.isLearner))
         members = await self.members_out()
         added = next(m for m in members if new_id == m.ID)
         return self.pb.MemberAddResponse(header=self.header(self.local.kv.revision), member=added, members=members)
 
     async def member_remove(self, request: Any) -> Any:
-        await self.client.remove_member(int(request.ID))
+        await self.caller.remove_member(int(request.ID))
         members = await self.members_out()
         return self.pb.MemberRemoveResponse(header=self.header(self.local.kv.revision), members=members)
 
     async def member_promote(self, request: Any) -> Any:
-        await self.client.promote_member(int(request.ID))
+        await self.caller.promote_member(int(request.ID))
         members = await self.members_out()
         return self.pb.MemberPromoteResponse(header=self.header(self.local.kv.revision), members=members)
 
@@ -537,13 +600,13 @@ class Gateway:
         return self.pb.AlarmResponse(header=self.header(self.local.kv.revision))
 
     async def move_leader(self, request: Any) -> Any:
-        await self.client.transfer_leader(int(request.targetID))
+        await self.caller.transfer_leader(int(request.targetID))
         return self.pb.MoveLeaderResponse(header=self.header(self.local.kv.revision))
 
     async def snapshot(self) -> AsyncIterator[Any]:
         """A ``raftkv snapshot save`` backup file (``raftkv snapshot restore`` reads it), in etcd's framing:
         chunks with the bytes remaining, and the SHA-256 of the whole as the last 32 bytes (etcdctl checks it)."""
-        meta, cluster_id, image = await self.client.admin.download_backup(30.0)
+        meta, cluster_id, image = await self.caller.admin.download_backup(30.0)
         data = etcd_framed(backup_bytes(Backup(meta, cluster_id, image)))
         header = self.header(self.local.kv.revision)
         for start in range(0, len(data), SNAPSHOT_CHUNK):
@@ -594,6 +657,19 @@ def _error_of(result: ErrorResult, revision: int) -> Exception:
     return RaftError(f"{result.code}: {result.message}")
 
 
+_AUTH_STATUS: Final[dict[ErrorCode, tuple[Any, str]]] = {
+    ErrorCode.PERMISSION_DENIED: (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"),
+    ErrorCode.USER_EMPTY: (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: user name is empty"),
+    ErrorCode.AUTH_FAILED: (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "etcdserver: authentication failed, invalid user ID or password",
+    ),
+    ErrorCode.INVALID_TOKEN: (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),
+    ErrorCode.AUTH_NOT_ENABLED: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
+}
+"""etcd's codes and words for raftkv's auth refusals (etcd's clients re-authenticate on "invalid auth token")."""
+
+
 def _status_of(error: BaseException) -> tuple[Any, str] | None:
     """etcd's gRPC code and exact message for a raftkv error (None: not one of ours, let it through)."""
     if isinstance(error, Compacted):
@@ -607,9 +683,10 @@ def _status_of(error: BaseException) -> tuple[Any, str] | None:
         message = "etcdserver: too many operations in txn request" if too_many else "etcdserver: request is too large"
         return grpc.StatusCode.INVALID_ARGUMENT, message
     if isinstance(error, AuthError):
-        if error.code == ErrorCode.PERMISSION_DENIED:
-            return grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"
-        return grpc.StatusCode.INVALID_ARGUMENT, f"etcdserver: {error}"
+        status: tuple[Any, str] = _AUTH_STATUS.get(
+            error.code, (grpc.StatusCode.INVALID_ARGUMENT, f"etcdserver: {error}")
+        )
+        return status
     if isinstance(error, (Unavailable, TimeoutError)):
         return grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"
     if isinstance(error, (RaftError, ValueError)):  # CommandError (an empty key...) and Unsupported are ValueErrors
@@ -627,14 +704,14 @@ class _Bridge:
         self.node_loop = node_loop
         self.gateway_loop = gateway_loop
         self._lock = threading.Lock()  # guards both lists: each is filled in one thread and emptied in the other
-        self._calls: list[tuple[Coroutine[Any, Any, Any], asyncio.Future[Any]]] = []
+        self._calls: list[tuple[Coroutine[Any, Any, Any], asyncio.Future[Any], contextvars.Context]] = []
         self._answers: list[tuple[asyncio.Future[Any], asyncio.Task[Any]]] = []
 
     async def __call__(self, call: Coroutine[Any, Any, T]) -> T:
         """``call``'s result, run on the node's loop (awaited on the gateway's)."""
         answer: asyncio.Future[T] = self.gateway_loop.create_future()
         with self._lock:
-            self._calls.append((call, answer))
+            self._calls.append((call, answer, contextvars.copy_context()))  # the call's token goes with it
             first = len(self._calls) == 1
         if first:
             self.node_loop.call_soon_threadsafe(self._start)
@@ -643,8 +720,9 @@ class _Bridge:
     def _start(self) -> None:  # on the node's loop
         with self._lock:
             calls, self._calls = self._calls, []
-        for call, answer in calls:
-            self.node_loop.create_task(call).add_done_callback(functools.partial(self._done, answer))
+        for call, answer, context in calls:
+            task = self.node_loop.create_task(call, context=context)
+            task.add_done_callback(functools.partial(self._done, answer))
 
     def _done(self, answer: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:  # on the node's loop
         with self._lock:
@@ -713,6 +791,11 @@ Ending a stream costs its client a new one, and etcd's client ends a watch on "n
 it: so not for the few hundred milliseconds of an election (raftkv's election timeout is 150 ms)."""
 
 
+def _token_of(context: Any) -> str:
+    """The call's etcd ``token`` metadata ("" if none)."""
+    return next((str(v) for k, v in context.invocation_metadata() or () if k == "token"), "")
+
+
 def _wants_leader(context: Any) -> bool:
     """Whether the call carries etcd's ``hasleader: true`` metadata (``clientv3.WithRequireLeader``)."""
     return any(k == "hasleader" and v == "true" for k, v in context.invocation_metadata() or ())
@@ -768,10 +851,11 @@ async def _led_within(node: Any, seconds: float) -> bool:
 class GatewayServer:
     """The gateway's gRPC server, on its own thread and event loop, and how to stop it from the node's loop."""
 
-    def __init__(self, thread: threading.Thread, loop: asyncio.AbstractEventLoop, server: Any) -> None:
+    def __init__(self, thread: threading.Thread, loop: asyncio.AbstractEventLoop, server: Any, gw: Gateway) -> None:
         self.thread = thread
         self.loop = loop
         self.server = server
+        self.gateway = gw
 
     async def stop(self, grace: float) -> None:
         """Stop the server (calls in flight get ``grace`` seconds), then its loop and thread."""
@@ -783,6 +867,7 @@ class GatewayServer:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             await asyncio.to_thread(self.thread.join, 5)
+            await self.gateway.aclose()
 
 
 async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> GatewayServer:
@@ -795,18 +880,18 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Gatewa
     the log one at a time. Not grpcio's threaded server either: a thread per call in flight, each woken through
     the GIL, cost ~1 ms of CPU per put (docs/etcd-gateway.md)."""
     node_loop = asyncio.get_running_loop()
-    ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, Any]] = concurrent.futures.Future()
+    ready: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, Any, Gateway]] = concurrent.futures.Future()
 
     def run() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            server = loop.run_until_complete(_start(address, node, local, client, node_loop, loop))
+            server, gw = loop.run_until_complete(_start(address, node, local, client, node_loop, loop))
         except BaseException as e:  # handed to serve_etcd, which raises it
             ready.set_exception(e)
             loop.close()
             return
-        ready.set_result((loop, server))
+        ready.set_result((loop, server, gw))
         try:
             loop.run_forever()
         finally:
@@ -815,20 +900,21 @@ async def serve_etcd(address: Any, node: Any, local: Any, client: Any) -> Gatewa
 
     thread = threading.Thread(target=run, name=f"raftkv-etcd-{node.id}", daemon=True)
     thread.start()
-    loop, server = await asyncio.wrap_future(ready)
+    loop, server, gw = await asyncio.wrap_future(ready)
     log.info("node %s: etcd v3 gateway on %s", node.id, address)
-    return GatewayServer(thread, loop, server)
+    return GatewayServer(thread, loop, server, gw)
 
 
 async def _start(
     address: Any, node: Any, local: Any, client: Any, node_loop: asyncio.AbstractEventLoop, loop: Any
-) -> Any:
-    """The gRPC server, started on the gateway's loop (the running one)."""
+) -> tuple[Any, Gateway]:
+    """The gRPC server, started on the gateway's loop (the running one), and its Gateway."""
     pb, services = load_protos()
     gw = Gateway(node, local, client, pb)
     on_node = _Bridge(node_loop, loop)
 
     async def answer(context: Any, call: Coroutine[Any, Any, T]) -> T:
+        _TOKEN.set(_token_of(context))
         try:
             if _wants_leader(context) and not await _led_within(node, NO_LEADER_MIN_S):
                 call.close()
@@ -878,6 +964,7 @@ async def _start(
             return await answer(context, gw.defragment())
 
         async def Snapshot(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+            _TOKEN.set(_token_of(context))
             try:
                 async for chunk in _carried(gw.snapshot(), node_loop):
                     yield chunk
@@ -886,6 +973,7 @@ async def _start(
 
     class Watch(services.WatchServicer):  # type: ignore[misc, name-defined]
         async def Watch(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+            _TOKEN.set(_token_of(context))
             responses = _carried(gw.watch_stream(_carried(requests, loop)), node_loop)
             if _wants_leader(context):
                 if not await _led_within(node, NO_LEADER_MIN_S):
@@ -933,11 +1021,7 @@ async def _start(
 
     class Auth(services.AuthServicer):  # type: ignore[misc, name-defined]
         async def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
-            if not local.kv.auth.enabled:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, "raftkv's etcd gateway does not carry users yet: use raftkv's client"
-            )
+            return await answer(context, gw.authenticate(request))
 
     server = grpc.aio.server()
     services.add_KVServicer_to_server(KV(), server)
@@ -953,4 +1037,4 @@ async def _start(
     if not port:
         raise OSError(f"--listen-etcd {address}: cannot listen there")
     await server.start()
-    return server
+    return server, gw
