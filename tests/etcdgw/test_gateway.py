@@ -27,6 +27,7 @@ from raftkv.kvserver.etcd_api import load_protos
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
 from tests.runtime.cluster import configs, free_ports, leader_of, wait_until
+from tests.tlscerts import CA
 
 PB, SERVICES = load_protos()
 
@@ -485,6 +486,43 @@ async def test_the_real_etcdctl_authenticates_and_is_held_to_its_users_permissio
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await kv1.Range(PB.RangeRequest(key=b"app/config"), metadata=[("token", "rkv1.forged")])
     assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_gateway_serves_tls_with_the_client_ports_certificates(tmp_path: Path) -> None:
+    """--cert-file/--key-file/--trusted-ca-file/--client-cert-auth, as on the client port: etcdctl with a
+    certificate of the cluster's CA is served over TLS, the members' client URLs say https, and a client with
+    no certificate or one of another CA is refused."""
+    ca = CA.make(tmp_path / "pki")
+    node, alice = ca.issue(tmp_path / "pki", "node"), ca.issue(tmp_path / "pki", "alice")
+    stranger = CA.make(tmp_path / "other", name="another CA").issue(tmp_path / "other", "mallory")
+    cfgs = configs(tmp_path, 3)
+    for cfg, port in zip(cfgs, free_ports(3), strict=True):
+        cfg.listen_etcd = Address("127.0.0.1", port)
+        cfg.cert_file, cfg.key_file, cfg.trusted_ca_file = node.cert, node.key, ca.path
+        cfg.client_cert_auth = True
+    servers = [KVServer(cfg, backend=MemoryBackend()) for cfg in cfgs]
+    try:
+        for s in servers:
+            await s.start()
+        await wait_until(lambda: leader_of(servers) is not None, 5.0, "a leader")
+        endpoints = [f"https://{s.config.listen_etcd}" for s in servers]
+        tls = [f"--cacert={ca.path}", f"--cert={alice.cert}", f"--key={alice.key}"]
+        assert await ctl(endpoints, *tls, "put", "secret", "s3") == "OK\n"
+        assert await ctl(endpoints, *tls, "get", "secret", "--print-value-only") == "s3\n"
+        listed = await ctl(endpoints, *tls, "member", "list")
+        assert sorted(e for e in endpoints if e in listed) == sorted(endpoints), listed
+        for without in (
+            [f"--cacert={ca.path}"],
+            [f"--cacert={ca.path}", f"--cert={stranger.cert}", f"--key={stranger.key}"],
+        ):
+            r = await asyncio.to_thread(etcdctl, endpoints[:1], *without, "--dial-timeout=2s", "get", "secret")
+            assert r.returncode != 0 and "s3" not in r.stdout, (without, r.stdout)
+        r = await asyncio.to_thread(etcdctl, [str(servers[0].config.listen_etcd)], "--dial-timeout=2s", "get", "secret")
+        assert r.returncode != 0 and "s3" not in r.stdout, "plaintext is not served"
+    finally:
+        for s in servers:
+            await s.aclose()
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")

@@ -317,7 +317,10 @@ class KVServer:
         from raftkv.client import Client  # noqa: PLC0415
         from raftkv.kvserver.etcd_api import serve_etcd  # noqa: PLC0415
 
-        client = Client([client_port], self.config.cluster_id, timeout=5.0, streams=self.streams)
+        # Over TLS it dials its own client port as a joining node does: trusting --trusted-ca-file, with its cert.
+        join_tls = self.config.join_tls()
+        streams = StreamLayer(client_tls=join_tls) if join_tls is not None else PLAIN
+        client = Client([client_port], self.config.cluster_id, timeout=5.0, streams=streams)
         try:
             return await serve_etcd(address, self.running, service, client), client
         except BaseException:

@@ -163,6 +163,10 @@ class Gateway:
         Runs on the node's loop."""
         token = _TOKEN.get()
         if not token:
+            if self.local.kv.auth.enabled:
+                # Refused here, not by the node: the gateway's own client may present this node's certificate,
+                # whose common name would otherwise be taken as the caller's user (--client-cert-auth).
+                raise AuthError(ErrorCode.USER_EMPTY, "user name is empty: authenticate first")
             return self.client
         client = self._by_token.get(token)
         if client is None:
@@ -559,7 +563,7 @@ class Gateway:
                 ID=m.id,
                 name=f"node-{m.id}",
                 peerURLs=self._url(m.peer_address),
-                clientURLs=self._url(transport.etcd_address_of(m.id) if transport is not None else ""),
+                clientURLs=[url] if (url := transport.etcd_address_of(m.id) if transport is not None else "") else [],
                 isLearner=m.learner,
             )
             for m in await self.caller.members()
@@ -789,6 +793,20 @@ NO_LEADER_MIN_S: Final = 3.0
 election timeouts in a row, and for at least ``NO_LEADER_MIN_S`` (etcd's monitor: 3 of its 1 s timeouts).
 Ending a stream costs its client a new one, and etcd's client ends a watch on "no leader" rather than moving
 it: so not for the few hundred milliseconds of an election (raftkv's election timeout is 150 ms)."""
+
+
+def _credentials(config: Any) -> Any:
+    """The gateway port's TLS, from the client port's flags (etcd serves gRPC on its client URLs with them):
+    ``--cert-file``/``--key-file``, and with ``--client-cert-auth`` a client certificate signed by
+    ``--trusted-ca-file`` required. None: plaintext. The files were checked when the client port started."""
+    if config.cert_file is None:
+        return None
+    ca = Path(config.trusted_ca_file).read_bytes() if config.trusted_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(Path(config.key_file).read_bytes(), Path(config.cert_file).read_bytes())],
+        root_certificates=ca if config.client_cert_auth else None,
+        require_client_auth=bool(config.client_cert_auth),
+    )
 
 
 def _token_of(context: Any) -> str:
@@ -1030,8 +1048,10 @@ async def _start(
     services.add_ClusterServicer_to_server(Cluster(), server)
     services.add_AuthServicer_to_server(Auth(), server)
     services.add_MaintenanceServicer_to_server(Maintenance(), server)
+    where = f"{address.host}:{address.port}"
     try:
-        port = server.add_insecure_port(f"{address.host}:{address.port}")
+        credentials = _credentials(node.config)
+        port = server.add_secure_port(where, credentials) if credentials else server.add_insecure_port(where)
     except RuntimeError:
         port = 0
     if not port:

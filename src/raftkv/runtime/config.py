@@ -150,8 +150,6 @@ class NodeConfig:
                 raise ConfigError(f"--listen-etcd {self.listen_etcd} is already used by another listener")
             if self.listen_client is None:
                 raise ConfigError("--listen-etcd needs --listen-client: the gateway goes through the client port")
-            if self.cert_file is not None:
-                raise ConfigError("--listen-etcd does not serve TLS yet: leave out --cert-file, or --listen-etcd")
         if self.tick_ms < 1:
             raise ConfigError(f"tick_ms must be >= 1, got {self.tick_ms}")
         if not self.election_ticks > self.heartbeat_ticks >= 1:

@@ -251,7 +251,7 @@ class RaftNode:
             TransportSettings(call_timeout_s=cfg.peer_timeout_ms / 1000, max_connections=cfg.max_connections),
             client_address=str(cfg.listen_client) if cfg.listen_client else "",
             on_peer_down=self._on_peer_down,
-            etcd_address=str(cfg.listen_etcd) if cfg.listen_etcd else "",
+            etcd_address=(f"{'https' if cfg.cert_file else 'http'}://{cfg.listen_etcd}" if cfg.listen_etcd else ""),
             snapshot_source=self._snapshot_source,
             on_snapshot_sent=self._on_snapshot_sent,
             snapshot_received=self._snapshot_received,

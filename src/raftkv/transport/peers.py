@@ -625,8 +625,9 @@ class Transport:
         self.term = term
         self.client_address = client_address
         self.etcd_address = etcd_address
-        """Where this node serves etcd's gRPC API ("" if it does not): told to peers in the handshake, so that
-        any node's gateway can list every member's etcd endpoint (etcd's clientURLs)."""
+        """The URL where this node serves etcd's gRPC API (``http://`` or ``https://``; "" if it does not):
+        told to peers in the handshake, so that any node's gateway can list every member's etcd endpoint (etcd's
+        clientURLs)."""
         self.streams = streams
         tls = streams.server_tls
         self.verify_names = tls is not None and tls.verify_mode == ssl.CERT_REQUIRED
