@@ -91,7 +91,9 @@ SHAPES: dict[str, tuple[str, int]] = {
 }
 LIBRARY_ONLY = {"4096"}
 """Shapes run at the library level only (PySyncObj's best figure needs 4,096 in flight per node)."""
-SYSTEMS = ["raftkv", "etcd", "etcd_http", "pysyncobj", "pysyncobj_default"]
+SYSTEMS = ["raftkv", "etcd", "etcd_http", "pysyncobj", "pysyncobj_default", "raftkv_gw"]
+"""``raftkv_gw``: the raftkv service cluster driven through its etcd gateway (``--listen-etcd``) by the very same
+gRPC client code as etcd's column (issue 18)."""
 PSO_TUNED = ["--append-period", "0.001", "--tick-period", "0.001"]
 
 
@@ -539,9 +541,11 @@ class RaftkvService(System):
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         self.root = self.s.tmp / f"raftkv-svc-{self.round}"
-        ports = free_ports(6)
+        ports = free_ports(9)
         self.peer = {1: ports[0], 2: ports[1], 3: ports[2]}
         self.client = {1: ports[3], 2: ports[4], 3: ports[5]}
+        self.etcd = {1: ports[6], 2: ports[7], 3: ports[8]} if self.s.etcd_grpc else {}
+        """The etcd gateways (issue 18), when the etcd gRPC stubs are there to drive them."""
         self.procs = {i: self.start(i) for i in self.peer}
         endpoints = [Address("127.0.0.1", self.client[i]) for i in self.peer]
         try:
@@ -556,7 +560,9 @@ class RaftkvService(System):
                 Children.stop(p)
 
     def start(self, i: int) -> subprocess.Popen[bytes]:
-        return self.kids.spawn(raftkv_serve_cmd(i, self.root, self.peer, self.client), self.root / f"n{i}.log")
+        gateway = ("--listen-etcd", f"127.0.0.1:{self.etcd[i]}") if self.etcd else ()
+        cmd = raftkv_serve_cmd(i, self.root, self.peer, self.client, *gateway)
+        return self.kids.spawn(cmd, self.root / f"n{i}.log")
 
     async def reports(self) -> list[StatusReport]:
         return [r for r in await self.kv.admin.statuses(1.0) if isinstance(r, StatusReport)]
@@ -586,7 +592,12 @@ class RaftkvService(System):
         kind, n = SHAPES[shape]
         leader = await self.settled()
         pids = ([p.pid for p in self.procs.values()], self.procs[leader].pid)
-        return {"raftkv": await measured(self.s, self.put if kind == "put" else self.get, n, self.term, pids)}
+        out = {"raftkv": await measured(self.s, self.put if kind == "put" else self.get, n, self.term, pids)}
+        if self.etcd:
+            # Spread over the members or sent to the leader, as etcd's column is (--etcd-target).
+            targets = [self.etcd[leader]] if self.s.etcd_target == "leader" else list(self.etcd.values())
+            out["raftkv_gw"] = await grpc_kv_shape(self.s, targets, kind, n, self.term, pids)
+        return out
 
     async def failover_trial(self, trial: int) -> float | None:
         leader = await self.settled()
@@ -894,28 +905,7 @@ class Etcd(System):
                 c.close()
 
     async def grpc_shape(self, targets: list[int], kind: str, n: int, pids: tuple[list[int], int | None]) -> Run:
-        """etcd's native API: KV.Put / KV.Range (linearizable by default) over one grpc.aio channel per target,
-        the way an etcd client multiplexes its requests on one HTTP/2 connection. Stubs: the etcd3aio package's."""
-        grpc_aio: Any = importlib.import_module("grpc.aio")
-        rpc_pb2: Any = importlib.import_module("etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2")
-        rpc_pb2_grpc: Any = importlib.import_module("etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2_grpc")
-
-        channels = [grpc_aio.insecure_channel(f"127.0.0.1:{port}") for port in targets]
-        stubs = [rpc_pb2_grpc.KVStub(c) for c in channels]
-
-        async def put(i: int) -> None:
-            await stubs[i % len(stubs)].Put(
-                rpc_pb2.PutRequest(key=PUT_KEY_BYTES[i % PUT_KEYS], value=VALUE), timeout=10
-            )
-
-        async def get(i: int) -> None:
-            await stubs[i % len(stubs)].Range(rpc_pb2.RangeRequest(key=GET_KEY_BYTES[i % GET_KEYS]), timeout=10)
-
-        try:
-            return await measured(self.s, put if kind == "put" else get, n, self.term, pids)
-        finally:
-            for c in channels:
-                await c.close()
+        return await grpc_kv_shape(self.s, targets, kind, n, self.term, pids)
 
     async def failover_trial(self, trial: int) -> float | None:
         leader = await self.settled()
@@ -935,6 +925,39 @@ class Etcd(System):
         finally:
             self.procs[leader] = self.kids.spawn(self.cmd(leader), self.root / f"e{leader}.log")
             await self.settled()
+
+
+async def grpc_kv_shape(
+    s: Settings,
+    targets: list[int],
+    kind: str,
+    n: int,
+    term: Callable[[], Awaitable[int]],
+    pids: tuple[list[int], int | None],
+) -> Run:
+    """etcd's native API: KV.Put / KV.Range (linearizable by default) over one grpc.aio channel per target,
+    the way an etcd client multiplexes its requests on one HTTP/2 connection. Stubs: the etcd3aio package's.
+    The same code drives etcd and raftkv's etcd gateway."""
+    grpc_aio: Any = importlib.import_module("grpc.aio")
+    rpc_pb2: Any = importlib.import_module("etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2")
+    rpc_pb2_grpc: Any = importlib.import_module("etcd3aio.proto.etcd.api.etcdserverpb.rpc_pb2_grpc")
+
+    channels = [grpc_aio.insecure_channel(f"127.0.0.1:{port}") for port in targets]
+    stubs = [rpc_pb2_grpc.KVStub(c) for c in channels]
+
+    async def put(i: int) -> None:
+        await stubs[i % len(stubs)].Put(rpc_pb2.PutRequest(key=PUT_KEY_BYTES[i % PUT_KEYS], value=VALUE), timeout=10)
+
+    async def get(i: int) -> None:
+        await stubs[i % len(stubs)].Range(rpc_pb2.RangeRequest(key=GET_KEY_BYTES[i % GET_KEYS]), timeout=10)
+
+    try:
+        for stub in stubs:  # every target answering (a gateway may still be starting)
+            await stub.Range(rpc_pb2.RangeRequest(key=GET_KEY_BYTES[0]), timeout=30, wait_for_ready=True)
+        return await measured(s, put if kind == "put" else get, n, term, pids)
+    finally:
+        for c in channels:
+            await c.close()
 
 
 async def etcd_first_write(ports: list[int], body: bytes, deadline_s: float) -> float | None:
@@ -1203,14 +1226,17 @@ def table(results: Results) -> str:
     failover_metrics = [("ops", "median"), ("lat", "max"), ("cpu", "trials")]
     lines = [
         "| row | metric | raftkv | etcd (gRPC) | etcd (HTTP gateway) | PySyncObj (tuned) | PySyncObj (defaults) "
-        "| raftkv/etcd gRPC | raftkv/etcd HTTP | raftkv/PySyncObj tuned |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| raftkv's etcd gateway (gRPC) | raftkv/etcd gRPC | raftkv/etcd HTTP | raftkv/PySyncObj tuned "
+        "| gateway/etcd gRPC |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row, title in ROWS:
         cells: list[Cell | None] = []
         for system in SYSTEMS:
-            if (row.startswith("lib_") and system.startswith("etcd")) or (
-                row.startswith("svc_") and system.startswith("pysyncobj")
+            if (
+                (row.startswith("lib_") and (system.startswith("etcd") or system == "raftkv_gw"))
+                or (row.startswith("svc_") and system.startswith("pysyncobj"))
+                or (row == "failover" and system == "raftkv_gw")
             ):
                 cells.append("n/a")
             elif ("skipped", system) in results.cells:
@@ -1225,7 +1251,7 @@ def table(results: Results) -> str:
                 + " | ".join(fmt_cell(c, metric) for c in cells)
                 + " | "
                 + " | ".join(ratio(cells[0], cells[j], metric) for j in (1, 2, 3))
-                + " |"
+                + f" | {ratio(cells[5], cells[1], metric)} |"
             )
     return "\n".join(lines)
 
@@ -1328,10 +1354,12 @@ async def amain(args: argparse.Namespace, kids: Children, results: Results) -> N
         else:
             say(f"etcd gRPC: SKIPPED (the HTTP/JSON gateway rows still run) — {why}")
             results.skip("etcd", why)
+            results.skip("raftkv_gw", why)
     else:
         say(f"etcd: SKIPPED — {etcd_why}")
         results.skip("etcd", etcd_why)
         results.skip("etcd_http", etcd_why)
+        results.skip("raftkv_gw", f"the same client as etcd's gRPC column, not set up: {etcd_why}")
     pso_ok, pso_why = (
         ensure_pip("pysyncobj", "pysyncobj", args.no_install) if "pysyncobj" in only else (False, "not selected")
     )
@@ -1343,6 +1371,7 @@ async def amain(args: argparse.Namespace, kids: Children, results: Results) -> N
         results.skip("pysyncobj_default", pso_why)
     if "raftkv" not in only:
         results.skip("raftkv", "not selected (--only)")
+        results.skip("raftkv_gw", "not selected (--only)")
     if args.profile and not (shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()):
         if args.no_install:
             say("py-spy: not installed and --no-install was given; the profile will be skipped")
