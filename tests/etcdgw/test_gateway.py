@@ -440,6 +440,39 @@ async def test_progress_never_claims_an_event_the_watch_has_not_delivered(gatewa
 
 
 @pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
+async def test_the_real_etcdctl_manages_users_and_roles_and_turns_auth_on_and_off(gateways: list[Any]) -> None:
+    """etcdctl's user, role and auth commands, through the gateway, on raftkv's own users and roles."""
+    endpoints = [str(s.config.listen_etcd) for s, _kv, _m in gateways]
+
+    async def run(*args: str) -> str:
+        return await ctl(endpoints, *args)
+
+    assert await run("user", "add", "root:rootpw") == "User root created\n"
+    assert await run("user", "add", "alice:alicepw") == "User alice created\n"
+    assert await run("role", "add", "app") == "Role app created\n"
+    assert await run("role", "grant-permission", "app", "read", "app/", "--prefix") == "Role app updated\n"
+    assert await run("role", "grant-permission", "app", "readwrite", "app/alice") == "Role app updated\n"
+    assert await run("user", "grant-role", "alice", "app") == "Role app is granted to user alice\n"
+    role = await run("role", "get", "app")
+    assert role.startswith("Role app\nKV Read:\n") and "(prefix app/)" in role and "app/alice" in role, role
+    assert await run("user", "get", "alice") == "User: alice\nRoles: app\n"
+    assert "alice" in (await run("user", "list")).split() and "app" in (await run("role", "list")).split()
+    r = await asyncio.to_thread(etcdctl, endpoints, "user", "add", "alice:again")
+    assert r.returncode != 0 and "etcdserver: user name already exists" in r.stderr
+    assert await run("put", "app/config", "v1") == "OK\n"
+    assert await run("auth", "enable") == "Authentication Enabled\n"
+    alice, root = "--user=alice:alicepw", "--user=root:rootpw"
+    assert await run(alice, "get", "app/config", "--print-value-only") == "v1\n"
+    r = await asyncio.to_thread(etcdctl, endpoints, alice, "put", "app/config", "v2")
+    assert r.returncode != 0 and "permission denied" in r.stderr
+    assert await run(root, "user", "revoke-role", "alice", "app") == "Role app is revoked from user alice\n"
+    r = await asyncio.to_thread(etcdctl, endpoints, alice, "get", "app/config")
+    assert r.returncode != 0 and "permission denied" in r.stderr, "her role is gone"
+    assert await run(root, "auth", "disable") == "Authentication Disabled\n"
+    assert await run("get", "app/config", "--print-value-only") == "v1\n"
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl is not installed (Debian: etcd-client)")
 async def test_the_real_etcdctl_authenticates_and_is_held_to_its_users_permissions(gateways: list[Any]) -> None:
     """Users and roles made with raftkv's client, auth on: etcdctl's --user authenticates through the gateway
     (etcd's token: raftkv's, checked by the nodes), and each call is allowed or refused as that user's."""

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -55,6 +55,8 @@ from raftkv.kv.commands import (
     ErrorResult,
     KeyValue,
     Op,
+    Permission,
+    PermissionType,
     Put,
     PutResult,
     Range,
@@ -89,6 +91,13 @@ _SORT_ORDERS: Final[tuple[SortOrder, ...]] = ("none", "ascend", "descend")
 _SORT_TARGETS: Final[tuple[SortTarget, ...]] = ("key", "version", "create", "mod", "value")
 _COMPARE_OPS: Final[tuple[CompareOp, ...]] = ("=", ">", "<", "!=")
 _COMPARE_TARGETS: Final[tuple[CompareTarget, ...]] = ("version", "create", "mod", "value", "lease")
+_PERMISSION_TYPES: Final[tuple[PermissionType, ...]] = ("read", "write", "readwrite")  # authpb's READ, WRITE, ...
+AUTH_METHODS: Final = (
+    "AuthEnable", "AuthDisable", "AuthStatus", "UserAdd", "UserGet", "UserList", "UserDelete",
+    "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet", "RoleList", "RoleDelete",
+    "RoleGrantPermission", "RoleRevokePermission",
+)  # fmt: skip
+"""etcd's user and role management calls, served by ``Gateway.auth_call``."""
 
 
 def load_protos() -> tuple[Any, Any]:
@@ -191,6 +200,69 @@ class Gateway:
         for client in clients:
             await client.aclose()
         await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # --- users and roles (etcd's Auth service): raftkv's own, through the caller's client ---
+
+    def _done(self, kind: str) -> Any:
+        return getattr(self.pb, kind)(header=self.header(self.local.kv.revision))
+
+    def permission_out(self, p: Permission) -> Any:
+        return self.pb.auth__pb2.Permission(
+            permType=_PERMISSION_TYPES.index(p.type), key=p.key, range_end=p.range_end or b""
+        )
+
+    async def auth_call(self, method: str, request: Any) -> Any:
+        """One of etcd's user and role management calls, as the caller (only root may, while auth is on)."""
+        auth = self.caller.auth
+        if method == "AuthEnable":
+            await auth.enable()
+        elif method == "AuthDisable":
+            await auth.disable()
+        elif method == "AuthStatus":
+            st = await auth.status()
+            return self.pb.AuthStatusResponse(
+                header=self.header(self.local.kv.revision), enabled=st.enabled, authRevision=st.auth_revision
+            )
+        elif method == "UserAdd":
+            if request.hashedPassword:
+                raise Unsupported("a hashed password: give the password (raftkv hashes it on the node)")
+            await auth.user_add(str(request.name), str(request.password), no_password=request.options.no_password)
+        elif method == "UserGet":
+            user = await auth.user_get(str(request.name))
+            return self.pb.AuthUserGetResponse(header=self.header(self.local.kv.revision), roles=list(user.roles))
+        elif method == "UserList":
+            names = await auth.user_list()
+            return self.pb.AuthUserListResponse(header=self.header(self.local.kv.revision), users=names)
+        elif method == "UserDelete":
+            await auth.user_delete(str(request.name))
+        elif method == "UserChangePassword":
+            if request.hashedPassword:
+                raise Unsupported("a hashed password: give the password (raftkv hashes it on the node)")
+            await auth.user_change_password(str(request.name), str(request.password))
+        elif method == "UserGrantRole":
+            await auth.user_grant_role(str(request.user), str(request.role))
+        elif method == "UserRevokeRole":
+            await auth.user_revoke_role(str(request.name), str(request.role))
+        elif method == "RoleAdd":
+            await auth.role_add(str(request.name))
+        elif method == "RoleGet":
+            role = await auth.role_get(str(request.role))
+            perms = [self.permission_out(p) for p in role.permissions]
+            return self.pb.AuthRoleGetResponse(header=self.header(self.local.kv.revision), perm=perms)
+        elif method == "RoleList":
+            names = await auth.role_list()
+            return self.pb.AuthRoleListResponse(header=self.header(self.local.kv.revision), roles=names)
+        elif method == "RoleDelete":
+            await auth.role_delete(str(request.role))
+        elif method == "RoleGrantPermission":
+            perm = request.perm
+            kind = _PERMISSION_TYPES[int(perm.permType)]
+            await auth.role_grant_permission(str(request.name), kind, bytes(perm.key), bytes(perm.range_end) or None)
+        elif method == "RoleRevokePermission":
+            await auth.role_revoke_permission(str(request.role), bytes(request.key), bytes(request.range_end) or None)
+        else:  # pragma: no cover -- the servicer only routes the methods above
+            raise Unsupported(f"Auth.{method}")
+        return self._done(f"Auth{method}Response" if not method.startswith("Auth") else f"{method}Response")
 
     async def authenticate(self, request: Any) -> Any:
         """etcd's Authenticate: a raftkv token for the user, which the caller then sends as etcd's ``token``."""
@@ -670,6 +742,21 @@ _AUTH_STATUS: Final[dict[ErrorCode, tuple[Any, str]]] = {
     ),
     ErrorCode.INVALID_TOKEN: (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),
     ErrorCode.AUTH_NOT_ENABLED: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
+    ErrorCode.USER_EXISTS: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: user name already exists"),
+    ErrorCode.USER_NOT_FOUND: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: user name not found"),
+    ErrorCode.ROLE_EXISTS: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: role name already exists"),
+    ErrorCode.ROLE_NOT_FOUND: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: role name not found"),
+    ErrorCode.ROLE_NOT_GRANTED: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: role is not granted to the user"),
+    ErrorCode.PERMISSION_NOT_GRANTED: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: permission is not granted to the role",
+    ),
+    ErrorCode.ROOT_USER_NOT_EXIST: (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: root user does not exist"),
+    ErrorCode.ROOT_ROLE_NOT_EXIST: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "etcdserver: root user does not have root role",
+    ),
+    ErrorCode.INVALID_AUTH_MGMT: (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: invalid auth management"),
 }
 """etcd's codes and words for raftkv's auth refusals (etcd's clients re-authenticate on "invalid auth token")."""
 
@@ -1040,6 +1127,15 @@ async def _start(
     class Auth(services.AuthServicer):  # type: ignore[misc, name-defined]
         async def Authenticate(self, request: Any, context: Any) -> Any:  # noqa: N802
             return await answer(context, gw.authenticate(request))
+
+    def auth_handler(method: str) -> Callable[[Any, Any, Any], Coroutine[Any, Any, Any]]:
+        async def handle(_self: Any, request: Any, context: Any) -> Any:
+            return await answer(context, gw.auth_call(method, request))
+
+        return handle
+
+    for method in AUTH_METHODS:
+        setattr(Auth, method, auth_handler(method))
 
     server = grpc.aio.server()
     services.add_KVServicer_to_server(KV(), server)
