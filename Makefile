@@ -28,12 +28,15 @@ sim-demo: setup
 ## Everything CI runs: lint, strict typing of the pure packages, unit + scenario tests, a simulator sweep.
 test: setup test-tools compat-clients lint typecheck unit sim-sweep
 
-## The real etcdctl for the etcd gateway's tests (Debian's etcd-client), installed when absent and possible;
-## without it those tests skip and say why.
+## The real etcdctl for the etcd gateway's tests (Debian's etcd-client) and a Chromium for the dashboard's
+## (Debian's chromium), installed when absent and possible; without them those tests skip and say why.
 test-tools:
 	@command -v etcdctl >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		timeout 180 apt-get install -y -q etcd-client >/dev/null 2>&1; } || \
 		echo "etcdctl is not installed and could not be: the etcd gateway's etcdctl tests will skip"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		timeout 600 apt-get install -y -q chromium >/dev/null 2>&1; } || \
+		echo "chromium is not installed and could not be: the dashboard's browser test will skip"
 
 ## The etcd client libraries the gateway's tests run unchanged (python-etcd3, aetcd), in a virtualenv of their
 ## own (their generated etcdserverpb code cannot share a process, or a protobuf runtime setting, with ours);

@@ -22,7 +22,11 @@ def cluster() -> None:
     "--data-dir", type=click.Path(path_type=Path), default=Path("raftkv-data"), show_default=True, help="Kept."
 )
 @click.option(
-    "--base-port", type=int, default=7001, show_default=True, help="Peer ports from here; clients +100, etcd +200."
+    "--base-port",
+    type=int,
+    default=7001,
+    show_default=True,
+    help="Peer ports from here; clients +100, etcd +200, dashboards +300.",
 )
 @click.option(
     "--etcd/--no-etcd",
@@ -41,11 +45,12 @@ def up(nodes: int, data_dir: Path, base_port: int, etcd: bool) -> None:
 
     if nodes < 1:
         fail(f"--nodes must be >= 1, got {nodes}")
-    lc = LocalCluster(data_dir, nodes, cluster_id="local", base_port=base_port, etcd=etcd)
+    lc = LocalCluster(data_dir, nodes, cluster_id="local", base_port=base_port, etcd=etcd, http=True)
     try:
         for i in lc.ids:
             check_port_free("--base-port", Address("127.0.0.1", lc.peer[i]))
             check_port_free("--base-port", Address("127.0.0.1", lc.client[i]))
+            check_port_free("--base-port", Address("127.0.0.1", lc.http[i]))
             if etcd:
                 check_port_free("--base-port", Address("127.0.0.1", lc.etcd[i]))
     except ConfigError as e:
@@ -56,6 +61,7 @@ def up(nodes: int, data_dir: Path, base_port: int, etcd: bool) -> None:
     click.echo(f"export {ENDPOINTS_ENV}={endpoints}")
     if etcd:
         click.echo(f"export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={','.join(map(str, lc.etcd_endpoints()))}")
+    click.echo(f"dashboards: {'  '.join(f'http://127.0.0.1:{lc.http[i]}/' for i in lc.ids)}  (also /health, /metrics)")
     click.echo("then try: raftkv put hello world; raftkv get hello; raftkv status   (Ctrl-C stops the cluster)")
     if etcd:
         click.echo("    and etcd's tools on the etcd endpoints: etcdctl get hello; etcdctl member list")

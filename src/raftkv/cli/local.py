@@ -63,20 +63,24 @@ class LocalCluster:
         base_port: int | None = None,
         extra_args: tuple[str, ...] = (),
         etcd: bool = False,
+        http: bool = False,
     ) -> None:
-        """Peer ports ``base_port + i - 1``, client ports ``base_port + 100 + i - 1``, and with ``etcd`` the
-        etcd gateways on ``base_port + 200 + i - 1`` (or free ones)."""
+        """Peer ports ``base_port + i - 1``, client ports ``base_port + 100 + i - 1``, with ``etcd`` the etcd
+        gateways on ``base_port + 200 + i - 1``, and with ``http`` the HTTP ports (the dashboard) on
+        ``base_port + 300 + i - 1`` (or free ones)."""
         self.root = root
         self.cluster_id = cluster_id
         self.ids = list(range(1, n + 1))
         if base_port is None:
-            ports = free_ports(3 * n)
+            ports = free_ports(4 * n)
         else:
-            ports = [base_port + offset + i for offset in (0, 100, 200) for i in range(n)]
+            ports = [base_port + offset + i for offset in (0, 100, 200, 300) for i in range(n)]
         self.peer = {i: ports[i - 1] for i in self.ids}
         self.client = {i: ports[n + i - 1] for i in self.ids}
         self.etcd = {i: ports[2 * n + i - 1] for i in self.ids} if etcd else {}
         """Each node's ``--listen-etcd`` port (empty: no gateway)."""
+        self.http = {i: ports[3 * n + i - 1] for i in self.ids} if http else {}
+        """Each node's ``--listen-http`` port: the dashboard, /health, /status.json, /metrics (empty: none)."""
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.extra_args = extra_args
         """More ``raftkv serve`` flags for every node (e.g. snapshot settings)."""
@@ -94,6 +98,7 @@ class LocalCluster:
                 "--data-dir", str(self.root / f"node{i}"), "--listen-peer", f"127.0.0.1:{self.peer[i]}",
                 "--listen-client", f"127.0.0.1:{self.client[i]}", *members, *self.extra_args,
                 *(["--listen-etcd", f"127.0.0.1:{self.etcd[i]}"] if i in self.etcd else []),
+                *(["--listen-http", f"127.0.0.1:{self.http[i]}"] if i in self.http else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

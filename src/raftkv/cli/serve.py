@@ -105,7 +105,13 @@ from raftkv.cli.common import fail
     help="Seconds an authentication token stays valid (default 300); clients renew theirs by themselves.",
 )
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same settings.")
-@click.option("--listen-metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
+@click.option(
+    "--listen-http",
+    "--listen-metrics",
+    "listen_metrics",
+    metavar="HOST:PORT",
+    help="Serve the dashboard (/), /health, /status.json and Prometheus /metrics here (old name: --listen-metrics).",
+)
 @click.option("--listen-etcd", metavar="HOST:PORT", help="Serve etcd's v3 gRPC API here, for etcdctl and etcd clients.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)

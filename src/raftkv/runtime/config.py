@@ -48,6 +48,7 @@ class NodeConfig:
     cluster_id: str = "raftkv"
     listen_client: Address | None = None
     listen_metrics: Address | None = None
+    """``--listen-http`` (once ``--listen-metrics``): the dashboard, /health, /status.json and /metrics."""
     listen_etcd: Address | None = None
     """``--listen-etcd``: serve etcd's v3 gRPC API here (raftkv.kvserver.etcd_api); off unless given."""
     tick_ms: int = 10
@@ -144,7 +145,7 @@ class NodeConfig:
         if self.listen_client is not None and self.listen_client == self.listen_peer:
             raise ConfigError(f"--listen-client and --listen-peer are both {self.listen_peer}: use two ports")
         if self.listen_metrics is not None and self.listen_metrics in (self.listen_peer, self.listen_client):
-            raise ConfigError(f"--listen-metrics {self.listen_metrics} is already used by another listener")
+            raise ConfigError(f"--listen-http {self.listen_metrics} is already used by another listener")
         if self.listen_etcd is not None:
             if self.listen_etcd in (self.listen_peer, self.listen_client, self.listen_metrics):
                 raise ConfigError(f"--listen-etcd {self.listen_etcd} is already used by another listener")
@@ -188,7 +189,7 @@ class NodeConfig:
             listeners: list[tuple[str, Address | None]] = [
                 ("--listen-peer", self.listen_peer),
                 ("--listen-client", self.listen_client),
-                ("--listen-metrics", self.listen_metrics),
+                ("--listen-http", self.listen_metrics),
                 ("--listen-etcd", self.listen_etcd),
             ]
             for flag, where in listeners:
@@ -323,6 +324,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         peers = parse_peers(",".join(f"{k}={v}" for k, v in peers_value.items()))
     else:
         raise ConfigError("peers must be 'ID=HOST:PORT,...' or a table of ID = \"HOST:PORT\"")
+    http = values.get("listen_http") or values.get("listen_metrics")  # the old name still read
     cfg = NodeConfig(
         id=_parse_id(values["id"], "--id"),
         data_dir=Path(values["data_dir"]),
@@ -330,7 +332,7 @@ def build_config(options: Mapping[str, Any], config_file: Path | None = None) ->
         peers=peers,
         cluster_id=str(values.get("cluster_id", "raftkv")),
         listen_client=_address(values["listen_client"], "--listen-client") if values.get("listen_client") else None,
-        listen_metrics=_address(values["listen_metrics"], "--listen-metrics") if values.get("listen_metrics") else None,
+        listen_metrics=_address(http, "--listen-http") if http else None,
         listen_etcd=_address(values["listen_etcd"], "--listen-etcd") if values.get("listen_etcd") else None,
         join=join,
     )

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one node (``--listen-metrics HOST:PORT`` serves ``/metrics``).
+"""Prometheus metrics of one node (``--listen-http HOST:PORT`` serves ``/metrics``: ``raftkv.runtime.http``).
 
 Each node has its own registry, so several nodes in one process (tests, embedders) do not collide. Transport
 counters are plain integers in the transport and are read at scrape time by a custom collector.
@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from raftkv.raft.types import NodeId
-from raftkv.transport.address import Address
 from raftkv.transport.peers import Transport
 
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -40,18 +39,12 @@ class NodeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self._server: Any = None
         self.node_id = node_id
 
-    def serve(self, address: Address, transport: Callable[[], Transport | None]) -> None:
-        """Serve ``/metrics``; transport counters are read from ``transport()`` at each scrape."""
+    def watch_transport(self, transport: Callable[[], Transport | None]) -> None:
+        """Read the transport's counters from ``transport()`` at each scrape (the node's HTTP port serves
+        ``/metrics``: ``raftkv.runtime.http``)."""
         self.registry.register(_TransportCollector(transport))
-        self._server, _thread = start_http_server(address.port, address.host, registry=self.registry)
-
-    def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
 
 
 class _TransportCollector(Collector):

@@ -38,6 +38,7 @@ import math
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ from raftkv.raft.types import (
     Term,
 )
 from raftkv.runtime.config import NodeConfig
+from raftkv.runtime.http import HttpServer
 from raftkv.runtime.metrics import NodeMetrics
 from raftkv.runtime.statemachine import KeepsAppliedIndex, StateMachine, StreamsSnapshots
 from raftkv.storage import DataDir, NodeStorage, StorageError
@@ -75,6 +77,9 @@ from raftkv.transport.peers import Transport, TransportSettings
 from raftkv.transport.streams import PLAIN, StreamLayer
 
 log = logging.getLogger("raftkv.node")
+
+HISTORY_EVENTS = 200
+"""Leader, role and membership changes a node remembers for its dashboard."""
 
 
 _DEADLINE_GRAIN_S = 0.01
@@ -126,6 +131,10 @@ class RaftNode:
         self.id = config.id
         self.state_machine = state_machine
         self.metrics = NodeMetrics(config.id)
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_EVENTS)
+        """The last leader, role and membership changes this node saw, with their wall-clock times (the
+        dashboard's timeline; ``raftkv.runtime.http``)."""
+        self.http: HttpServer | None = None
         self.core: RawNode | None = None
         self.transport: Transport | None = None
         self._storage: NodeStorage | None = None
@@ -263,8 +272,10 @@ class RaftNode:
         await self.transport.listen(cfg.listen_peer)
         self._stack.push_async_callback(self.transport.close)
         if cfg.listen_metrics is not None:
-            self.metrics.serve(cfg.listen_metrics, lambda: self.transport)
-            self._stack.callback(self.metrics.shutdown)
+            self.metrics.watch_transport(lambda: self.transport)
+            self.http = HttpServer(self, self.metrics.registry)
+            await self.http.start(cfg.listen_metrics)
+            self._stack.push_async_callback(self.http.stop)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._ticking.set()
@@ -1109,7 +1120,25 @@ class RaftNode:
             log.info("node %s term %s: %s", self.id, core.term, event)
         if rd.conf_state is not None:
             self._on_conf(rd.conf_state)
+            self.history.append(
+                {
+                    "time": time.time(),
+                    "kind": "members",
+                    "voters": [int(v) for v in rd.conf_state.voters],
+                    "learners": [int(v) for v in rd.conf_state.learners],
+                }
+            )
         if rd.soft_state is not None:
+            ss = rd.soft_state
+            self.history.append(
+                {
+                    "time": time.time(),
+                    "kind": "role",
+                    "term": int(ss.term),
+                    "role": ss.role.value,
+                    "leader": int(ss.leader) if ss.leader != NO_NODE else None,
+                }
+            )
             self.metrics.term.set(int(rd.soft_state.term))
             self.metrics.is_leader.set(1 if rd.soft_state.role is Role.LEADER else 0)
             self.metrics.leader_changes.inc()
