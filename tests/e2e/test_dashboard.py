@@ -48,7 +48,12 @@ async def test_the_dashboard_shows_a_leader_kill_live(tmp_path: Path) -> None:
         async with asyncio.timeout(10):
             while sorted(await rows(browser)) != expected:
                 await asyncio.sleep(0.05)
-        assert f"served by node {follower}" in await browser.evaluate("document.getElementById('summary').textContent")
+        summary = ""
+        async with asyncio.timeout(10):  # the follower applies the put with the leader's next heartbeat
+            while "store at revision 1 " not in summary:
+                summary = await browser.evaluate("document.getElementById('summary').textContent")
+                await asyncio.sleep(0.05)
+        assert f"served by node {follower}" in summary and "(compacted at 0), 0 leases held" in summary, summary
 
         lc.procs[leader].kill()
         killed = time.monotonic()

@@ -59,6 +59,9 @@ async def test_status_health_events_and_the_page(tmp_path: Path) -> None:
         }
         assert any(e["kind"] == "role" and e["leader"] == lead.id for e in seen["history"]), seen["history"]
         assert seen["counters"]["applied"] >= 2
+        assert seen["store"] == {}, "a bare RaftNode: no key-value store adds to its status"
+        await lead.read_barrier()
+        assert (await status(http[nodes.index(lead)]))["counters"]["reads"] == 1
         for addr in http:
             assert await health(addr) == (200, {"health": "true"})
 

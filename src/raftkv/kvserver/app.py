@@ -185,6 +185,14 @@ class KVServer:
             if self.kv is not None:
                 self.leases = LeaseKeeper(node, self.kv)
                 self.leases.start()
+                kv = self.kv
+                node.status_extras.append(
+                    lambda: {
+                        "revision": kv.revision,
+                        "compact_revision": kv.compact_revision,
+                        "leases": len(kv.lease_ttls),
+                    }
+                )
                 kv_service = self.service = KVService(node, self.kv, self.leases)
                 self.watches = WatchRegistry(self.kv, node.id, max_pending_bytes=cfg.max_watch_pending_bytes)
             if cfg.listen_client is not None:

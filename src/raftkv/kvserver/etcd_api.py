@@ -629,13 +629,12 @@ class Gateway:
     async def members_out(self) -> list[Any]:
         """etcd's members. Their clientURLs are their etcd gateways (what etcd's clients dial, as learned in the
         peer handshake), empty for a member that serves none: its raftkv client port speaks another protocol."""
-        transport = self.node.transport
         return [
             self.pb.Member(
                 ID=m.id,
                 name=f"node-{m.id}",
                 peerURLs=self._url(m.peer_address),
-                clientURLs=[url] if (url := transport.etcd_address_of(m.id) if transport is not None else "") else [],
+                clientURLs=[url] if (url := self.node.etcd_url_of(m.id)) else [],
                 isLearner=m.learner,
             )
             for m in await self.caller.members()

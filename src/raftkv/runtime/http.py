@@ -10,8 +10,9 @@ copies across threads). Its routes:
 * ``/events`` — server-sent events: this node's status (``/status.json``'s body) every
   :data:`EVENT_INTERVAL_S`, for as long as the page stays open.
 * ``/status.json`` — this node's view: role, term, commit and applied index, the members with their role,
-  lag (known to a leader) and reachability, the last leader and membership changes, and the counters the
-  charts turn into rates (entries applied, fsyncs and their total time).
+  lag (known to a leader) and reachability, the last leader and membership changes, what the layers above
+  add (``store``: the key-value store's revision, compaction and leases), and the counters the charts turn
+  into rates (entries applied, proposals, linearizable reads, fsyncs and their total time).
 * ``/health`` — etcd's shape: ``200 {"health": "true"}`` when this node is part of a working cluster, else
   ``503 {"health": "false", "reason": ...}``. A leader must confirm its leadership with a read barrier (a
   heartbeat round answered by a majority, Raft §6.4) within :data:`HEALTH_TIMEOUT_S`; a follower must know a
@@ -31,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -39,8 +40,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from raftkv.errors import RaftError
 from raftkv.transport.address import Address
 
-if TYPE_CHECKING:
-    from raftkv.runtime.node import RaftNode
+
+class RaftNode(Protocol):
+    """What the HTTP port reads of ``raftkv.runtime.node.RaftNode`` (a protocol: no import cycle)."""
+
+    id: Any
+    metrics: Any
+    history: Any
+    status_extras: list[Callable[[], dict[str, Any]]]
+    transport: Any
+    stopped: asyncio.Event
+
+    def status(self) -> Any: ...
+
+    def members(self) -> list[dict[str, Any]]: ...
+
+    async def read_barrier(self, timeout: float | None = 5.0) -> Any: ...
+
 
 log = logging.getLogger("raftkv.http")
 
@@ -72,9 +88,11 @@ def status_of(node: RaftNode) -> dict[str, Any]:
         "last_index": s.last_index,
         "members": node.members(),
         "history": list(node.history),
+        "store": {k: v for extra in node.status_extras for k, v in extra().items()},
         "counters": {
             "applied": s.applied,
             "proposals": _value(m.proposals),
+            "reads": _value(m.read_barriers),
             "fsyncs": _histogram(m.fsync_seconds)[0],
             "fsync_seconds": _histogram(m.fsync_seconds)[1],
         },

@@ -29,6 +29,9 @@ class NodeMetrics:
         self.is_leader = Gauge("raftkv_is_leader", "1 if this node is the leader", registry=r)
         self.leader_changes = Counter("raftkv_leader_changes", "Changes of role, leader or term seen", registry=r)
         self.proposals = Counter("raftkv_proposals", "Proposals accepted by this node as leader", registry=r)
+        self.read_barriers = Counter(
+            "raftkv_read_barriers", "Linearizable reads asked of this node (ReadIndex barriers)", registry=r
+        )
         self.snapshots = Counter("raftkv_snapshots", "Snapshots this node took (and compacted its log to)", registry=r)
         self.append_seconds = Histogram(
             "raftkv_append_seconds", "Time to write (and fsync) one Ready", buckets=_LATENCY_BUCKETS, registry=r

@@ -39,7 +39,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -135,6 +135,9 @@ class RaftNode:
         """The last leader, role and membership changes this node saw, with their wall-clock times (the
         dashboard's timeline; ``raftkv.runtime.http``)."""
         self.http: HttpServer | None = None
+        self.status_extras: list[Callable[[], dict[str, Any]]] = []
+        """What the layers above add to ``/status.json`` and the dashboard (the key-value store: its revision,
+        leases...): each called at every status, its dict merged under ``store``."""
         self.core: RawNode | None = None
         self.transport: Transport | None = None
         self._storage: NodeStorage | None = None
@@ -469,6 +472,7 @@ class RaftNode:
         """
         if self._closed or self.core is None:
             raise ProposalDropped("the node is stopped")
+        self.metrics.read_barriers.inc()
         self._read_seq += 1
         ctx = self._read_seq.to_bytes(8, "big")
         self.core.read_index(ctx)
@@ -582,6 +586,11 @@ class RaftNode:
     def not_leader(self) -> NotLeader:
         """The error for a request that needs the leader, naming the leader and its client address if known."""
         return NotLeader(self.leader_id, self.leader_client_address())
+
+    def etcd_url_of(self, member: NodeId) -> str:
+        """Where ``member`` serves etcd's API (``http://`` or ``https://HOST:PORT``, as it announced in the
+        peer handshake; this node's own from its config); "" if it serves none or is not known yet."""
+        return self.transport.etcd_address_of(member) if self.transport else ""
 
     def leader_client_address(self) -> str:
         """The client address of the leader this node knows of ("" if unknown)."""

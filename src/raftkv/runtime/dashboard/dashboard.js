@@ -1,7 +1,7 @@
 // The raftkv dashboard: redraws from /events (server-sent events, this node's /status.json every half second).
 "use strict";
 const WINDOW_S = 300;  // the charts show the last five minutes
-const series = { t: [], applied: [], proposals: [], fsync: [] };
+const series = { t: [], applied: [], proposals: [], reads: [], fsync: [] };
 let last = null;
 const charts = {};
 
@@ -26,7 +26,9 @@ function draw(s) {
   document.getElementById("self").textContent = s.id;
   const leader = s.leader === null ? "none known" : `node ${s.leader}`;
   document.getElementById("summary").textContent =
-    `served by node ${s.id} (${s.role}), term ${s.term}, leader: ${leader}, commit ${s.commit}, applied ${s.applied}`;
+    `served by node ${s.id} (${s.role}), term ${s.term}, leader: ${leader}, commit ${s.commit}, applied ${s.applied}` +
+    (s.store.revision === undefined ? "" :
+      `; store at revision ${s.store.revision} (compacted at ${s.store.compact_revision}), ${s.store.leases} leases held`);
   const body = document.querySelector("#members tbody");
   body.replaceChildren(...s.members.map((m) => {
     const tr = document.createElement("tr");
@@ -60,12 +62,14 @@ function draw(s) {
     series.t.push(s.time);
     series.applied.push((c.applied - p.applied) / dt);
     series.proposals.push((c.proposals - p.proposals) / dt);
+    series.reads.push((c.reads - p.reads) / dt);
     series.fsync.push(fsyncs > 0 ? 1000 * (c.fsync_seconds - p.fsync_seconds) / fsyncs : null);
     while (series.t.length && series.t[0] < s.time - WINDOW_S) {
       for (const k of Object.keys(series)) series[k].shift();
     }
     charts.applied.setData([series.t, series.applied]);
     charts.proposals.setData([series.t, series.proposals]);
+    charts.reads.setData([series.t, series.reads]);
     charts.fsync.setData([series.t, series.fsync]);
   }
   last = s;
@@ -73,6 +77,7 @@ function draw(s) {
 
 chart("applied", "entries applied / s (writes, all nodes)", "entries/s");
 chart("proposals", "proposals / s (on the leader)", "proposals/s");
+chart("reads", "linearizable reads / s (asked of this node)", "reads/s");
 chart("fsync", "fsync latency, mean (ms)", "ms");
 const events = new EventSource("/events");
 events.onmessage = (m) => draw(JSON.parse(m.data));
