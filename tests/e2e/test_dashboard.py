@@ -55,6 +55,12 @@ async def test_the_dashboard_shows_a_leader_kill_live(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
         assert f"served by node {follower}" in summary and "(compacted at 0), 0 leases held" in summary, summary
 
+        await browser.evaluate("document.getElementById('prefix').value = 'hel'; browse(); 0")
+        cells = "JSON.stringify([...document.querySelectorAll('#keys tbody td')].slice(0, 2).map(td => td.textContent))"
+        async with asyncio.timeout(10):  # the key browser, from the page: the put above
+            while json.loads(await browser.evaluate(cells)) != ["hello", "world"]:
+                await asyncio.sleep(0.05)
+
         lc.procs[leader].kill()
         killed = time.monotonic()
         lc.procs[leader].wait(timeout=5)

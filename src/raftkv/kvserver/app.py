@@ -39,6 +39,7 @@ from raftkv.kv.commands import Compact, CompactResult, Internal, encode_command
 from raftkv.kv.compactor import AutoCompactor, Retention, parse_retention
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kvserver.admin import Admin
+from raftkv.kvserver.browser import KeyBrowser
 from raftkv.kvserver.capnp_api import serve_capnp
 from raftkv.kvserver.leases import LeaseKeeper
 from raftkv.kvserver.service import KVService
@@ -194,6 +195,7 @@ class KVServer:
                     }
                 )
                 kv_service = self.service = KVService(node, self.kv, self.leases)
+                node.http_handlers["keys"] = KeyBrowser(kv_service)
                 self.watches = WatchRegistry(self.kv, node.id, max_pending_bytes=cfg.max_watch_pending_bytes)
             if cfg.listen_client is not None:
                 self._listener = await serve_capnp(

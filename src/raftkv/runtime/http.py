@@ -19,6 +19,8 @@ copies across threads). Its routes:
   leader and be connected to it. A node cut off from the majority fails both: its leader cannot confirm, and
   a follower that stops hearing from its leader campaigns and so knows none.
 * ``/metrics`` — Prometheus's text format, from the node's registry.
+* ``/kv/NAME`` — pages the layers above register in ``RaftNode.http_handlers`` (the key-value store's key
+  browser, ``/kv/keys``: ``raftkv.kvserver.browser``).
 
 The node's view, not the cluster's: a follower knows who leads and whom it reaches, not the others' indexes;
 the leader's page shows every member's lag. The page says which node it is served by.
@@ -30,7 +32,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -40,6 +42,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from raftkv.errors import RaftError
 from raftkv.transport.address import Address
 
+HttpHandler = Callable[[dict[str, str], str], Awaitable[tuple[int, Any]]]
+"""A handler of ``/kv/NAME``: (query, Authorization header) -> (HTTP status, JSON body)."""
+
 
 class RaftNode(Protocol):
     """What the HTTP port reads of ``raftkv.runtime.node.RaftNode`` (a protocol: no import cycle)."""
@@ -48,6 +53,7 @@ class RaftNode(Protocol):
     metrics: Any
     history: Any
     status_extras: list[Callable[[], dict[str, Any]]]
+    http_handlers: dict[str, HttpHandler]
     transport: Any
     stopped: asyncio.Event
 
@@ -139,6 +145,7 @@ class HttpServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/status.json", self._status)
         app.router.add_get("/events", self._events)
+        app.router.add_get("/kv/{name}", self._kv)
         for name in _ASSETS:
             app.router.add_get(f"/static/{name}", self._asset(name))
         self.app = app
@@ -179,6 +186,14 @@ class HttpServer:
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(status_of(self.node))
+
+    async def _kv(self, request: web.Request) -> web.Response:
+        handler = self.node.http_handlers.get(request.match_info["name"])
+        if handler is None:
+            return web.json_response({"error": "no such page on this node"}, status=404)
+        status, body = await handler(dict(request.query), request.headers.get("Authorization", ""))
+        headers = {"WWW-Authenticate": 'Basic realm="raftkv"'} if status == 401 else None
+        return web.json_response(body, status=status, headers=headers)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

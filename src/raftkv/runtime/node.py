@@ -66,7 +66,7 @@ from raftkv.raft.types import (
     Term,
 )
 from raftkv.runtime.config import NodeConfig
-from raftkv.runtime.http import HttpServer
+from raftkv.runtime.http import HttpHandler, HttpServer
 from raftkv.runtime.metrics import NodeMetrics
 from raftkv.runtime.statemachine import KeepsAppliedIndex, StateMachine, StreamsSnapshots
 from raftkv.storage import DataDir, NodeStorage, StorageError
@@ -138,6 +138,9 @@ class RaftNode:
         self.status_extras: list[Callable[[], dict[str, Any]]] = []
         """What the layers above add to ``/status.json`` and the dashboard (the key-value store: its revision,
         leases...): each called at every status, its dict merged under ``store``."""
+        self.http_handlers: dict[str, HttpHandler] = {}
+        """``/kv/NAME`` on the HTTP port, served by the layers above (the key-value store's key browser):
+        called with the query and the request's ``Authorization`` header, answering (status, JSON body)."""
         self.core: RawNode | None = None
         self.transport: Transport | None = None
         self._storage: NodeStorage | None = None

@@ -83,3 +83,31 @@ const events = new EventSource("/events");
 events.onmessage = (m) => draw(JSON.parse(m.data));
 events.onerror = () => { document.getElementById("summary").classList.add("stale"); };
 events.onopen = () => { document.getElementById("summary").classList.remove("stale"); };
+
+// The key browser: /kv/keys on this node (served by the key-value store), with Basic credentials if given.
+async function browse(ev) {
+  if (ev) ev.preventDefault();
+  const prefix = document.getElementById("prefix").value;
+  const user = document.getElementById("user").value, password = document.getElementById("password").value;
+  const headers = user ? { Authorization: "Basic " + btoa(`${user}:${password}`) } : {};
+  const status = document.getElementById("keys-status");
+  const r = await fetch(`/kv/keys?prefix=${encodeURIComponent(prefix)}`, { headers });
+  const body = await r.json();
+  const tbody = document.querySelector("#keys tbody");
+  if (!r.ok) {
+    status.textContent = `refused (${r.status}): ${body.error}`;
+    tbody.replaceChildren();
+    return;
+  }
+  status.textContent = `at revision ${body.revision}${body.more ? "; more keys than shown" : ""}`;
+  tbody.replaceChildren(...body.kvs.map((kv) => {
+    const tr = document.createElement("tr");
+    for (const v of [kv.key, kv.value + (kv.truncated ? " …" : ""), kv.version, kv.mod_revision, kv.lease || "—"]) {
+      const td = document.createElement("td");
+      td.textContent = String(v);
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+}
+document.getElementById("browse").addEventListener("submit", browse);
