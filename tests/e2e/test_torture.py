@@ -110,6 +110,8 @@ async def test_every_fault_kind_leaves_a_linearizable_history_and_loses_nothing(
     assert res.ops >= 200, res.summary()
     assert sum(res.faults_injected.values()) >= 4, res.summary()
     assert (tmp_path / "history.jsonl").exists()
+    html = (tmp_path / "history.html").read_text()
+    assert res.html_path == tmp_path / "history.html" and "<html" in html, "the checker's picture, passing too"
 
 
 @pytest.mark.e2e

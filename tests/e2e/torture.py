@@ -27,8 +27,8 @@ Theory of operation
    (serializable reads), and check: the history is linearizable (:func:`raftkv.check.check`); every node holds
    the same state, equal to the final linearizable reads; nothing acknowledged is lost (the final value of
    each key comes from a write that no acknowledged write followed in real time; an absent key from a delete
-   likewise). Write ``history.jsonl``, ``faults.jsonl``, ``summary.json`` and, on failure, ``history.html``
-   and the node logs into the output folder.
+   likewise). Write ``history.jsonl``, ``faults.jsonl``, ``summary.json``, ``history.html`` (the checker's
+   picture of the history and its verdict, passing or not) and, on failure, the node logs into the output folder.
 
 Everything is bounded: workers and nemesis stop at the deadline, every operation and wait has a deadline, the
 whole run has a hard limit, and the processes are stopped by PID in ``finally``.
@@ -1148,7 +1148,7 @@ def _write_artifacts(res: TortureResult, history: History, nemesis: Nemesis) -> 
     with (out / "faults.jsonl").open("w") as f:
         for rec in nemesis.log:
             f.write(json.dumps(rec.to_json()) + "\n")
-    if not res.ok and res.check is not None:
+    if res.check is not None:  # the checker's picture of every run, passing or not (issue 21)
         res.html_path = out / "history.html"
         write_html(res.check, history.ops, res.html_path)
     (out / "summary.json").write_text(json.dumps(res.to_json(), indent=2) + "\n")
