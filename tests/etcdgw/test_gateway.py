@@ -20,12 +20,12 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 
 from raftkv.backup import read_backup
-from raftkv.client import connect
 from raftkv.kv import MemoryBackend
 from raftkv.kvserver import KVServer, etcd_api
 from raftkv.kvserver.etcd_api import load_protos
 from raftkv.raft.types import NodeId
 from raftkv.transport.address import Address
+from tests.kvserver.test_auth_inprocess import set_up_users
 from tests.runtime.cluster import configs, free_ports, leader_of, wait_until
 from tests.tlscerts import CA
 
@@ -477,16 +477,7 @@ async def test_the_real_etcdctl_authenticates_and_is_held_to_its_users_permissio
     """Users and roles made with raftkv's client, auth on: etcdctl's --user authenticates through the gateway
     (etcd's token: raftkv's, checked by the nodes), and each call is allowed or refused as that user's."""
     servers = [s for s, _kv, _m in gateways]
-    async with connect([str(s.config.listen_client) for s in servers], cluster_id="test") as c:
-        await c.auth.user_add("root", "rootpw")
-        await c.auth.user_grant_role("root", "root")
-        await c.auth.user_add("alice", "alicepw")
-        await c.auth.role_add("app")
-        await c.auth.role_grant_permission("app", "read", "app/", prefix=True)
-        await c.auth.role_grant_permission("app", "readwrite", "app/alice")
-        await c.auth.user_grant_role("alice", "app")
-        await c.put("app/config", "v1")
-        await c.auth.enable()
+    await set_up_users([str(s.config.listen_client) for s in servers])  # alice reads app/, writes app/alice
     endpoints = [str(s.config.listen_etcd) for s in servers]
     alice = "--user=alice:alicepw"
 

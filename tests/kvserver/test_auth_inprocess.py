@@ -19,7 +19,7 @@ def _endpoints(servers: list) -> list[str]:  # type: ignore[type-arg]
     return [str(s.config.listen_client) for s in servers]
 
 
-async def _set_up(endpoints: list[str]) -> None:
+async def set_up_users(endpoints: list[str]) -> None:
     """root, and alice who may read the prefix app/ and read and write the key app/alice; auth on."""
     async with connect(endpoints, cluster_id="test") as c:
         await c.auth.user_add("root", "rootpw")
@@ -37,7 +37,7 @@ async def test_users_roles_and_permissions_end_to_end(tmp_path: Path) -> None:
     servers = await kv_servers(tmp_path, 3)
     endpoints = _endpoints(servers)
     try:
-        await _set_up(endpoints)
+        await set_up_users(endpoints)
         async with connect(endpoints, cluster_id="test") as anonymous:
             with pytest.raises(AuthError) as e:
                 await anonymous.get("app/config")
@@ -106,7 +106,7 @@ async def test_a_revoked_permission_cancels_an_open_watch_and_refuses_the_next_w
     servers = await kv_servers(tmp_path, 3)
     endpoints = _endpoints(servers)
     try:
-        await _set_up(endpoints)
+        await set_up_users(endpoints)
         async with (
             connect(endpoints, cluster_id="test", user="alice", password="alicepw") as alice,
             connect(endpoints, cluster_id="test", user="root", password="rootpw") as root,
@@ -142,7 +142,7 @@ async def test_an_expired_token_is_renewed_by_the_client_and_a_password_change_e
     servers = await kv_servers(tmp_path, 3, auth_token_ttl=1)
     endpoints = _endpoints(servers)
     try:
-        await _set_up(endpoints)
+        await set_up_users(endpoints)
         async with connect(endpoints, cluster_id="test", user="alice", password="alicepw") as alice:
             await alice.get("app/config")
             first = alice.router.token
@@ -164,7 +164,7 @@ async def test_an_expired_token_is_renewed_by_the_client_and_a_password_change_e
 async def test_no_password_reaches_the_log_or_the_store(tmp_path: Path) -> None:
     servers = await kv_servers(tmp_path, 3, backend=None)
     try:
-        await _set_up(_endpoints(servers))
+        await set_up_users(_endpoints(servers))
     finally:
         for s in servers:
             await s.aclose()

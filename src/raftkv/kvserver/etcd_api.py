@@ -370,28 +370,12 @@ class Gateway:
         if int(request.max_mod_revision) == 1 or int(request.max_create_revision) == 1:
             # No key was written at or before etcd's revision 1; raftkv's bound 0 would mean "no bound".
             rng = msgspec.structs.replace(rng, count_only=True)
-        if request.serializable and _TOKEN.get():
-            result = await self.caller.range(
-                rng.key,
-                rng.range_end,
-                limit=rng.limit,
-                keys_only=rng.keys_only,
-                count_only=rng.count_only,
-                revision=rng.revision,
-                sort_order=rng.sort_order,
-                sort_target=rng.sort_target,
-                min_mod_revision=rng.min_mod_revision,
-                max_mod_revision=rng.max_mod_revision,
-                min_create_revision=rng.min_create_revision,
-                max_create_revision=rng.max_create_revision,
-                serializable=True,
-            )
-        elif request.serializable:  # answered here, as nobody (refused while authentication is on)
+        if request.serializable and not _TOKEN.get():  # answered here, as nobody (refused while auth is on)
             (result,) = await self.local.execute([(rng, True)], 5.0)
             if isinstance(result, ErrorResult):
                 raise _error_of(result, rng.revision)
             assert isinstance(result, RangeResult)
-        else:
+        else:  # the caller's client; a serializable read carries its token too
             result = await self.caller.range(
                 rng.key,
                 rng.range_end,
@@ -405,6 +389,7 @@ class Gateway:
                 max_mod_revision=rng.max_mod_revision,
                 min_create_revision=rng.min_create_revision,
                 max_create_revision=rng.max_create_revision,
+                serializable=bool(request.serializable),
             )
         return self.range_out(result)
 
