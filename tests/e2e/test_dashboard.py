@@ -54,6 +54,12 @@ async def test_the_dashboard_shows_a_leader_kill_live(tmp_path: Path) -> None:
                 summary = await browser.evaluate("document.getElementById('summary').textContent")
                 await asyncio.sleep(0.05)
         assert f"served by node {follower}" in summary and "(compacted at 0), 0 leases held" in summary, summary
+        titles = json.loads(
+            await browser.evaluate("JSON.stringify([...document.querySelectorAll('.u-title')].map(e => e.textContent))")
+        )
+        assert any(t.startswith("commit latency") for t in titles) and any(t.startswith("fsync") for t in titles), (
+            titles
+        )
 
         await browser.evaluate("document.getElementById('prefix').value = 'hel'; browse(); 0")
         cells = "JSON.stringify([...document.querySelectorAll('#keys tbody td')].slice(0, 2).map(td => td.textContent))"

@@ -61,7 +61,11 @@ async def test_status_health_events_and_the_page(tmp_path: Path) -> None:
         assert seen["counters"]["applied"] >= 2
         assert seen["store"] == {}, "a bare RaftNode: no key-value store adds to its status"
         await lead.read_barrier()
-        assert (await status(http[nodes.index(lead)]))["counters"]["reads"] == 1
+        led = (await status(http[nodes.index(lead)]))["counters"]
+        assert led["reads"] == 1
+        # One proposal batch, timed from its proposal to its application, on the leader only.
+        assert led["commits"] == 1 and led["commit_seconds"] > 0, led
+        assert seen["counters"]["commits"] == 0, "a follower proposes nothing, so times no commit"
         for addr in http:
             assert await health(addr) == (200, {"health": "true"})
 

@@ -12,7 +12,8 @@ copies across threads). Its routes:
 * ``/status.json`` — this node's view: role, term, commit and applied index, the members with their role,
   lag (known to a leader) and reachability, the last leader and membership changes, what the layers above
   add (``store``: the key-value store's revision, compaction and leases), and the counters the charts turn
-  into rates (entries applied, proposals, linearizable reads, fsyncs and their total time).
+  into rates (entries applied, proposals, linearizable reads, fsyncs and their total time, batches committed
+  and their total commit latency).
 * ``/health`` — etcd's shape: ``200 {"health": "true"}`` when this node is part of a working cluster, else
   ``503 {"health": "false", "reason": ...}``. A leader must confirm its leadership with a read barrier (a
   heartbeat round answered by a majority, Raft §6.4) within :data:`HEALTH_TIMEOUT_S`; a follower must know a
@@ -101,6 +102,8 @@ def status_of(node: RaftNode) -> dict[str, Any]:
             "reads": _value(m.read_barriers),
             "fsyncs": _histogram(m.fsync_seconds)[0],
             "fsync_seconds": _histogram(m.fsync_seconds)[1],
+            "commits": _histogram(m.commit_seconds)[0],
+            "commit_seconds": _histogram(m.commit_seconds)[1],
         },
     }
 

@@ -42,6 +42,12 @@ class NodeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.commit_seconds = Histogram(
+            "raftkv_commit_seconds",
+            "On the leader, time from a batch's proposal to its last command applied (what its callers wait)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.node_id = node_id
 
     def watch_transport(self, transport: Callable[[], Transport | None]) -> None:

@@ -84,6 +84,8 @@ HISTORY_EVENTS = 200
 
 _DEADLINE_GRAIN_S = 0.01
 """Proposal deadlines are rounded up to this, so that the proposals of one moment share one timer."""
+_COMMIT_CLOCK_MAX = 65536
+"""Batches awaiting their commit-latency sample; past it the oldest go unmeasured (never unbounded memory)."""
 
 
 _T = TypeVar("_T")
@@ -177,6 +179,9 @@ class RaftNode:
         self._snapshotting = False
         self._deadline_bucket: _DeadlineBucket | None = None
         """The newest proposals' shared deadline timer (see ``_arm_deadline``)."""
+        self._commit_clock: deque[tuple[Index, Term, float]] = deque(maxlen=_COMMIT_CLOCK_MAX)
+        """(last index, term, loop time) of each batch proposed here, oldest first, until applied: the
+        commit-latency histogram's samples (one per batch, not per command, so the hot path pays one append)."""
         self._conf_pending = Index(0)
         """The index of a configuration change not yet committed, whose removed members are still linked."""
         self._committed_conf: ConfState | None = None
@@ -430,10 +435,22 @@ class RaftNode:
             waiters[index] = (term, fut)
             futs.append(fut)
         self.metrics.proposals.inc(len(datas))
+        self._commit_clock.append((Index(first + len(datas) - 1), term, loop.time()))
         if timeout is not None and math.isfinite(timeout):
             self._arm_deadline(first, Index(first + len(datas) - 1), term, timeout)
         self._wake.set()
         return first, term, futs
+
+    def _time_commits(self, applied: Index, term: Term) -> None:
+        """Observe the commit latency of every batch applied by now. A batch of an earlier term is dropped
+        unobserved: this node lost the leadership meanwhile, and its entries may have been truncated away."""
+        clock = self._commit_clock
+        now = asyncio.get_running_loop().time()
+        histogram = self.metrics.commit_seconds
+        while clock and clock[0][0] <= applied:
+            _last, batch_term, proposed_at = clock.popleft()
+            if batch_term == term:
+                histogram.observe(now - proposed_at)
 
     def _arm_deadline(self, first: Index, last: Index, term: Term, timeout: float) -> None:
         """Fail the proposals ``first..last`` of ``term`` still pending after ``timeout`` seconds.
@@ -1048,6 +1065,8 @@ class RaftNode:
                     if rd.committed_entries and not plan.apply_early:
                         self._apply(rd.committed_entries)
                     core.advance()
+                    if self._commit_clock:
+                        self._time_commits(core.log.applied, core.term)
                     if self._conf_pending and core.log.committed >= self._conf_pending:
                         self._on_conf(core.conf)  # the change committed: drop the links it removed
                     if rd.read_states or rd.dropped_reads:

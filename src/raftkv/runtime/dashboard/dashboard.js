@@ -1,7 +1,7 @@
 // The raftkv dashboard: redraws from /events (server-sent events, this node's /status.json every half second).
 "use strict";
 const WINDOW_S = 300;  // the charts show the last five minutes
-const series = { t: [], applied: [], proposals: [], reads: [], fsync: [] };
+const series = { t: [], applied: [], proposals: [], reads: [], fsync: [], commit: [] };
 let last = null;
 const charts = {};
 
@@ -58,12 +58,13 @@ function draw(s) {
   // Rates per second, from the counters' differences between two messages.
   if (last !== null && s.time > last.time) {
     const dt = s.time - last.time, c = s.counters, p = last.counters;
-    const fsyncs = c.fsyncs - p.fsyncs;
+    const fsyncs = c.fsyncs - p.fsyncs, commits = c.commits - p.commits;
     series.t.push(s.time);
     series.applied.push((c.applied - p.applied) / dt);
     series.proposals.push((c.proposals - p.proposals) / dt);
     series.reads.push((c.reads - p.reads) / dt);
     series.fsync.push(fsyncs > 0 ? 1000 * (c.fsync_seconds - p.fsync_seconds) / fsyncs : null);
+    series.commit.push(commits > 0 ? 1000 * (c.commit_seconds - p.commit_seconds) / commits : null);
     while (series.t.length && series.t[0] < s.time - WINDOW_S) {
       for (const k of Object.keys(series)) series[k].shift();
     }
@@ -71,6 +72,7 @@ function draw(s) {
     charts.proposals.setData([series.t, series.proposals]);
     charts.reads.setData([series.t, series.reads]);
     charts.fsync.setData([series.t, series.fsync]);
+    charts.commit.setData([series.t, series.commit]);
   }
   last = s;
 }
@@ -79,6 +81,7 @@ chart("applied", "entries applied / s (writes, all nodes)", "entries/s");
 chart("proposals", "proposals / s (on the leader)", "proposals/s");
 chart("reads", "linearizable reads / s (asked of this node)", "reads/s");
 chart("fsync", "fsync latency, mean (ms)", "ms");
+chart("commit", "commit latency on the leader, proposal to applied, mean (ms)", "ms");
 const events = new EventSource("/events");
 events.onmessage = (m) => draw(JSON.parse(m.data));
 events.onerror = () => { document.getElementById("summary").classList.add("stale"); };
